@@ -1,0 +1,117 @@
+//! `henb-update bundle`.
+
+use crate::package::manifest::BundleFormat;
+use crate::package::tr069::{build_package, Tr069Options};
+use crate::package::{build_bundle, BundleOptions};
+use crate::sign::SigningKey;
+use anyhow::{bail, Context};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PackageFormat {
+    Plain,
+    Verity,
+    Tr069,
+}
+
+#[derive(clap::Args)]
+pub(super) struct Args {
+    /// Package format.
+    #[arg(long, value_enum, default_value = "verity")]
+    format: PackageFormat,
+    /// Signer certificate (PEM). Repeat with --key for several signatures.
+    #[arg(long = "cert", value_name = "PEM", required = true)]
+    certs: Vec<PathBuf>,
+    /// Private key of the matching --cert (PEM, unencrypted).
+    #[arg(long = "key", value_name = "PEM", required = true)]
+    keys: Vec<PathBuf>,
+    /// Intermediate CA certificate(s) to embed (PEM; a file may hold several).
+    #[arg(long = "intermediate", value_name = "PEM")]
+    intermediates: Vec<PathBuf>,
+    /// TR-069 only: strictly conformant Annex E package (SHA-1 file hashes, SHA-1/RSA signatures) for legacy peers.
+    #[arg(long)]
+    legacy_sha1: bool,
+    /// TR-069 only: with --legacy-sha1, also sign with SHA-256 (one SignerInfo per digest and key), so the package also verifies on devices without the legacy switch... except for its SHA-1 file hashes.
+    #[arg(long, requires = "legacy_sha1")]
+    also_sha256: bool,
+    /// mksquashfs compressor (gzip, xz, zstd, lz4; default gzip).
+    #[arg(long, value_name = "NAME")]
+    compression: Option<String>,
+    /// Content directory: manifest.raucm and the files it names.
+    content_dir: PathBuf,
+    /// Output file.
+    output: PathBuf,
+}
+
+pub(super) fn run(a: Args) -> ExitCode {
+    match build(a) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("henb-update bundle: {e:#}");
+            ExitCode::from(super::EXIT_REJECTED)
+        }
+    }
+}
+
+fn load_certs(path: &PathBuf) -> anyhow::Result<Vec<x509_cert::Certificate>> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let certs = x509_cert::Certificate::load_pem_chain(&text)
+        .with_context(|| format!("{}: PEM certificates", path.display()))?;
+    if certs.is_empty() {
+        bail!("{}: no certificate", path.display());
+    }
+    Ok(certs)
+}
+
+fn build(a: Args) -> anyhow::Result<()> {
+    if a.certs.len() != a.keys.len() {
+        bail!(
+            "give one --key per --cert ({} certificates, {} keys)",
+            a.certs.len(),
+            a.keys.len()
+        );
+    }
+    if a.legacy_sha1 && a.format != PackageFormat::Tr069 {
+        bail!("--legacy-sha1 applies to --format tr069 only");
+    }
+    let mut signers = Vec::new();
+    for (c, k) in a.certs.iter().zip(&a.keys) {
+        let s = SigningKey::load(c, k)?;
+        if a.legacy_sha1 {
+            if a.also_sha256 {
+                signers.push(SigningKey::load(c, k)?);
+            }
+            signers.push(s.with_legacy_sha1()?);
+        } else {
+            signers.push(s);
+        }
+    }
+    let mut intermediates = Vec::new();
+    for p in &a.intermediates {
+        intermediates.extend(load_certs(p)?);
+    }
+    match a.format {
+        PackageFormat::Tr069 => build_package(&Tr069Options {
+            content_dir: a.content_dir,
+            output: a.output,
+            signers,
+            intermediates,
+            legacy_sha1: a.legacy_sha1,
+            extra_meta: Vec::new(),
+        }),
+        f => build_bundle(&BundleOptions {
+            format: if f == PackageFormat::Plain {
+                BundleFormat::Plain
+            } else {
+                BundleFormat::Verity
+            },
+            content_dir: a.content_dir,
+            output: a.output,
+            signers,
+            intermediates,
+            compression: a.compression,
+            extra_meta: Vec::new(),
+        }),
+    }
+}

@@ -1,0 +1,20 @@
+//! henb-update: the software-update agent of a Home eNodeB.
+//!
+//! It decides whether a downloaded firmware package may be installed (a TR-069 signed
+//! package or a RAUC-compatible bundle, signed by an operator-trusted entity per 3GPP
+//! TS 33.320) and installs it into the inactive A/B slot. See `docs/architecture.md`.
+//!
+//! Pure parsing and verification (`package`, `verify`) take bytes, anchors and the time;
+//! I/O lives at the edges (`source`, `cli`).
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod digest;
+pub mod fault;
+pub mod fsutil;
+pub mod package;
+pub mod sign;
+pub mod source;
+pub mod trust;
+pub mod verify;

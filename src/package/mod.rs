@@ -1,0 +1,351 @@
+//! Signed packages: RAUC bundles (`plain`, `verity`) and TR-069 signed packages, read
+//! into one verified model. Nothing downstream knows which format a package had.
+//!
+//! [`verify`] is the one entry point: it checks the signature (R1, R2, R4), the
+//! structure, and every image digest while handing each image's bytes to a [`Sink`]
+//! (nothing for `info`, the target slot for an install), in one pass over the package.
+//! A [`Package`] exists only if everything verified; a sink must treat what it received
+//! as untrusted until `verify` returns `Ok`.
+
+pub mod keyfile;
+pub mod manifest;
+mod rauc;
+pub mod squashfs;
+pub mod tr069;
+pub mod verity;
+
+pub use rauc::{build_bundle, read_trailer, BundleOptions, Trailer, MAX_SIGNATURE};
+
+use crate::digest::DigestAlg;
+use crate::fault::{CwmpFault, Fault};
+use crate::source::Source;
+use crate::trust::Anchors;
+use crate::verify::{Policy, SignerReport, VerifyError};
+use manifest::ManifestError;
+use serde::Serialize;
+use squashfs::SquashfsError;
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+use std::time::SystemTime;
+use thiserror::Error;
+use tr069::Tr069Error;
+use verity::VerityError;
+
+/// The container format a package came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// RAUC bundle, detached CMS over the squashfs.
+    Plain,
+    /// RAUC bundle, CMS over the manifest, dm-verity tree over the squashfs.
+    Verity,
+    /// TR-069 Annex E signed package.
+    Tr069,
+}
+
+/// One image of a package, for one slot class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Image {
+    /// Slot class it is for.
+    pub slot_class: String,
+    /// RAUC variant, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// File name (RAUC) or path (TR-069) of the image in the package.
+    pub filename: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Signed digest algorithm.
+    #[serde(serialize_with = "ser_alg")]
+    pub digest_algorithm: DigestAlg,
+    /// Signed digest, hex.
+    #[serde(serialize_with = "ser_hex")]
+    pub digest: Vec<u8>,
+    /// SHA-256 of the image as read (equals `digest` for SHA-256 images).
+    #[serde(serialize_with = "ser_hex")]
+    pub sha256: Vec<u8>,
+}
+
+fn ser_alg<S: serde::Serializer>(a: &DigestAlg, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(a.name())
+}
+fn ser_hex<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(v))
+}
+
+/// Install constraints only TR-069 packages carry (enforced by the installer).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Constraints {
+    /// Minimum installed version (element-wise), Annex E type 18.
+    pub min_version: Option<Vec<u32>>,
+    /// Maximum installed version, type 19.
+    pub max_version: Option<Vec<u32>>,
+    /// Minimum non-volatile storage in bytes, type 21.
+    pub min_nonvolatile: Option<u32>,
+    /// Minimum volatile storage in bytes, type 22.
+    pub min_volatile: Option<u32>,
+}
+
+/// A package whose signature, structure and image digests all verified.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Package {
+    /// Container format.
+    pub format: Format,
+    /// Compatible string (RAUC `compatible`, TR-069 vendor command 1000).
+    pub compatible: String,
+    /// Software version.
+    pub version: Option<String>,
+    /// Free-text description.
+    pub description: Option<String>,
+    /// Build identifier.
+    pub build: Option<String>,
+    /// Anti-rollback security version.
+    pub security_version: Option<u32>,
+    /// Images.
+    pub images: Vec<Image>,
+    /// `[meta.<label>]` data (for TR-069: the reference-values command).
+    pub meta: BTreeMap<String, BTreeMap<String, String>>,
+    /// Who signed it.
+    pub signers: Vec<SignerReport>,
+    /// TR-069 install constraints.
+    pub constraints: Constraints,
+}
+
+/// Everything verification needs besides the bytes.
+pub struct Context<'a> {
+    /// Trust anchors.
+    pub anchors: &'a Anchors,
+    /// Signature policy.
+    pub policy: Policy,
+    /// The verification time.
+    pub now: SystemTime,
+    /// The device's compatible string, when there is one to match.
+    pub compatible: Option<String>,
+    /// Read every verity data block, not only the ones images use.
+    pub check_whole_tree: bool,
+}
+
+/// Receives each image's bytes while they are verified.
+pub trait Sink {
+    /// An image starts.
+    fn begin(&mut self, image: &Image) -> io::Result<()>;
+    /// More bytes of the current image.
+    fn write(&mut self, data: &[u8]) -> io::Result<()>;
+    /// The current image ended and its digest matched.
+    fn end(&mut self, image: &Image) -> io::Result<()>;
+}
+
+/// A sink that drops everything (for `info`).
+pub struct NullSink;
+
+impl Sink for NullSink {
+    fn begin(&mut self, _: &Image) -> io::Result<()> {
+        Ok(())
+    }
+    fn write(&mut self, _: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+    fn end(&mut self, _: &Image) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Why a package was refused or could not be checked.
+#[derive(Debug, Error)]
+pub enum PackageError {
+    /// The package could not be read.
+    #[error("reading the package failed: {0}")]
+    Io(#[source] io::Error),
+    /// The package ends before its structures do.
+    #[error("package is truncated: {0}")]
+    Truncated(String),
+    /// Neither a TR-069 package nor a RAUC bundle.
+    #[error("unknown package format (neither '2WIRE_SP' nor a squashfs bundle)")]
+    UnknownFormat,
+    /// The bundle trailer or layout is invalid.
+    #[error("bundle layout: {0}")]
+    Layout(String),
+    /// A format this agent recognizes but does not install.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Signature problem.
+    #[error(transparent)]
+    Signature(#[from] VerifyError),
+    /// Manifest problem.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// Squashfs problem.
+    #[error(transparent)]
+    Squashfs(#[from] SquashfsError),
+    /// Verity problem.
+    #[error(transparent)]
+    Verity(#[from] VerityError),
+    /// TR-069 format or profile problem.
+    #[error(transparent)]
+    Tr069(#[from] Tr069Error),
+    /// An image's size or digest differs from the signed value.
+    #[error("image '{name}': {what}")]
+    Image {
+        /// Image file name.
+        name: String,
+        /// What differs.
+        what: String,
+    },
+    /// The package is for other devices.
+    #[error("package is for '{package}', this device is '{device}'")]
+    Incompatible {
+        /// Package compatible.
+        package: String,
+        /// Device compatible.
+        device: String,
+    },
+    /// The sink (e.g. the slot writer) failed.
+    #[error("writing image '{name}' failed: {source}")]
+    Sink {
+        /// Image.
+        name: String,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Fault for PackageError {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Io(_) => "io",
+            Self::Truncated(_) => "truncated",
+            Self::UnknownFormat => "unknown-format",
+            Self::Layout(_) => "layout",
+            Self::Unsupported(_) => "unsupported",
+            Self::Signature(e) => e.kind(),
+            Self::Manifest(_) => "manifest",
+            Self::Squashfs(_) => "squashfs",
+            Self::Verity(_) => "verity",
+            Self::Tr069(e) => e.kind(),
+            Self::Image { .. } => "image-digest",
+            Self::Incompatible { .. } => "incompatible",
+            Self::Sink { .. } => "write",
+        }
+    }
+
+    fn fault(&self) -> CwmpFault {
+        match self {
+            Self::Io(_) | Self::Squashfs(SquashfsError::Io(_)) => CwmpFault::UnableToAccessFile,
+            Self::Truncated(_) => CwmpFault::UnableToCompleteDownload,
+            Self::Signature(e) => e.fault(),
+            Self::Tr069(e) => e.fault(),
+            Self::Incompatible { .. } => CwmpFault::RequestDenied,
+            Self::Sink { .. } => CwmpFault::InternalError,
+            _ => CwmpFault::FileCorrupted,
+        }
+    }
+}
+
+/// Verify a package and stream its images into `sink`.
+pub fn verify(
+    src: Arc<dyn Source>,
+    ctx: &Context<'_>,
+    sink: &mut dyn Sink,
+) -> Result<Package, PackageError> {
+    let mut magic = [0u8; 8];
+    let n = src.read_at(&mut magic, 0).map_err(PackageError::Io)?;
+    let pkg = if n == 8 && &magic == tr069::MAGIC {
+        tr069::verify(src, ctx, sink)?
+    } else if n >= 4 && &magic[..4] == b"hsqs" {
+        rauc::verify(src, ctx, sink)?
+    } else if n < 8 {
+        return Err(PackageError::Truncated(format!("{n} bytes")));
+    } else {
+        return Err(PackageError::UnknownFormat);
+    };
+    Ok(pkg)
+}
+
+/// Fail when the device has a compatible string and the package's differs.
+fn check_compatible(ctx: &Context<'_>, package: &str) -> Result<(), PackageError> {
+    match &ctx.compatible {
+        Some(device) if device != package => Err(PackageError::Incompatible {
+            package: package.to_string(),
+            device: device.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Stream `size` bytes from `reader` into `sink`, checking size and digest.
+fn stream_image(
+    image: &Image,
+    reader: &mut dyn io::Read,
+    sink: &mut dyn Sink,
+) -> Result<Vec<u8>, StreamError> {
+    let mut signed = image.digest_algorithm.hasher();
+    let mut sha256 =
+        (image.digest_algorithm != DigestAlg::Sha256).then(|| DigestAlg::Sha256.hasher());
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    sink.begin(image).map_err(StreamError::Sink)?;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(StreamError::Read(e)),
+        };
+        total += n as u64;
+        if total > image.size {
+            return Err(StreamError::Mismatch(format!(
+                "longer than the signed size {}",
+                image.size
+            )));
+        }
+        signed.update(&buf[..n]);
+        if let Some(h) = &mut sha256 {
+            h.update(&buf[..n]);
+        }
+        sink.write(&buf[..n]).map_err(StreamError::Sink)?;
+    }
+    if total != image.size {
+        return Err(StreamError::Mismatch(format!(
+            "{total} bytes, the signed size is {}",
+            image.size
+        )));
+    }
+    let got = signed.finish();
+    if got != image.digest {
+        return Err(StreamError::Mismatch(format!(
+            "{} {} differs from the signed {}",
+            image.digest_algorithm,
+            hex::encode(&got),
+            hex::encode(&image.digest)
+        )));
+    }
+    sink.end(image).map_err(StreamError::Sink)?;
+    Ok(sha256.map(|h| h.finish()).unwrap_or(got))
+}
+
+enum StreamError {
+    Read(io::Error),
+    Mismatch(String),
+    Sink(io::Error),
+}
+
+impl StreamError {
+    fn into_package_error(self, image: &Image) -> PackageError {
+        match self {
+            Self::Read(e) => PackageError::Squashfs(SquashfsError::Io(e)),
+            Self::Mismatch(what) => PackageError::Image {
+                name: image.filename.clone(),
+                what,
+            },
+            Self::Sink(source) => PackageError::Sink {
+                name: image.filename.clone(),
+                source,
+            },
+        }
+    }
+}

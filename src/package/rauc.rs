@@ -1,0 +1,395 @@
+//! RAUC bundles: `[squashfs][verity tree, verity only][CMS DER][u64 BE CMS length]`.
+//!
+//! plain: the CMS is detached and signs the whole squashfs. Its hash runs on one core
+//! while the other streams the images; authentication is decided first, so a tampered
+//! payload is reported as a signature failure whatever else it broke.
+//! verity: the CMS is attached and signs the manifest, which carries the root of a
+//! dm-verity tree over the squashfs; every block read is checked against the tree.
+
+use super::manifest::{BundleFormat, Manifest, MAX_MANIFEST};
+use super::squashfs::Squashfs;
+use super::verity::{self, VerifiedReader, Verity};
+use super::{check_compatible, stream_image, Context, Format, Image, Package, PackageError, Sink};
+use crate::digest::{DigestAlg, MultiHasher};
+use crate::sign::{self, CmsContent, SigningKey};
+use crate::source::{FileSource, Source, Window};
+use crate::verify::{check_signers, SignedCms};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::thread;
+
+/// Largest CMS accepted (RAUC's default limit).
+pub const MAX_SIGNATURE: u64 = 64 * 1024;
+
+/// Where the parts of a bundle are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trailer {
+    /// Bytes before the CMS (squashfs, plus tree for verity).
+    pub payload_len: u64,
+    /// The CMS DER.
+    pub cms: Vec<u8>,
+}
+
+/// Read and check the trailer: 0 < CMS length <= `max`, inside the file, payload
+/// non-empty and 4 KiB aligned.
+pub fn read_trailer(src: &dyn Source, max: u64) -> Result<Trailer, PackageError> {
+    let len = src.len();
+    if len < 8 + 4096 {
+        return Err(PackageError::Truncated(format!(
+            "a bundle of {len} bytes cannot hold a payload and a signature"
+        )));
+    }
+    let mut b = [0u8; 8];
+    src.read_exact_at(&mut b, len - 8)
+        .map_err(PackageError::Io)?;
+    let cms_len = u64::from_be_bytes(b);
+    if cms_len == 0 {
+        return Err(PackageError::Layout("signature size is 0".into()));
+    }
+    if cms_len > max {
+        return Err(PackageError::Layout(format!(
+            "signature size {cms_len} exceeds the limit of {max}"
+        )));
+    }
+    if cms_len > len - 8 {
+        return Err(PackageError::Layout(format!(
+            "signature size {cms_len} is larger than the bundle"
+        )));
+    }
+    let payload_len = len - 8 - cms_len;
+    if payload_len == 0 || payload_len % 4096 != 0 {
+        return Err(PackageError::Layout(format!(
+            "payload of {payload_len} bytes is not a non-empty multiple of 4096"
+        )));
+    }
+    let mut cms = vec![0u8; cms_len as usize];
+    src.read_exact_at(&mut cms, payload_len)
+        .map_err(PackageError::Io)?;
+    Ok(Trailer { payload_len, cms })
+}
+
+pub(super) fn verify(
+    src: Arc<dyn Source>,
+    ctx: &Context<'_>,
+    sink: &mut dyn Sink,
+) -> Result<Package, PackageError> {
+    let t = read_trailer(&*src, MAX_SIGNATURE)?;
+    let cms = SignedCms::parse(&t.cms)?;
+    let mut policy = ctx.policy.clone();
+    policy.allow_sha1 = false; // the legacy switch is for TR-069 packages only
+    let pending = check_signers(&cms, ctx.anchors, &policy, ctx.now)?;
+    if let Some(content) = cms.content() {
+        let digests: Vec<_> = pending
+            .needed_digests()
+            .into_iter()
+            .map(|a| (a, a.digest(content)))
+            .collect();
+        let signers = pending.finish(&digests)?;
+        let manifest = Manifest::parse(content)?;
+        return verity_bundle(src, t.payload_len, manifest, signers, ctx, sink);
+    }
+    let algs = pending.needed_digests();
+    let payload = t.payload_len;
+    let (digests, contents) = thread::scope(|s| {
+        let hasher = s.spawn(|| hash_range(&*src, 0, payload, &algs));
+        let contents = plain_contents(src.clone(), payload, sink);
+        (hasher.join(), contents)
+    });
+    let digests = digests
+        .map_err(|_| PackageError::Io(io::Error::other("hashing thread panicked")))?
+        .map_err(PackageError::Io)?;
+    let signers = pending.finish(&digests)?;
+    let (manifest, images) = contents?;
+    check_compatible(ctx, &manifest.compatible)?;
+    package(Format::Plain, manifest, images, signers)
+}
+
+fn plain_contents(
+    src: Arc<dyn Source>,
+    payload: u64,
+    sink: &mut dyn Sink,
+) -> Result<(Manifest, Vec<Image>), PackageError> {
+    let sqfs = Squashfs::open(Box::new(Window::new(src, 0, payload)), payload)?;
+    let manifest = Manifest::parse(&sqfs.read_file("manifest.raucm", MAX_MANIFEST as u64)?)?;
+    match manifest.format {
+        BundleFormat::Plain => {}
+        f => {
+            return Err(PackageError::Layout(format!(
+                "manifest says '{}' but the signature is detached (plain)",
+                f.name()
+            )))
+        }
+    }
+    let images = stream_images(&sqfs, &manifest, sink)?;
+    Ok((manifest, images))
+}
+
+fn verity_bundle(
+    src: Arc<dyn Source>,
+    payload: u64,
+    manifest: Manifest,
+    signers: Vec<crate::verify::SignerReport>,
+    ctx: &Context<'_>,
+    sink: &mut dyn Sink,
+) -> Result<Package, PackageError> {
+    match manifest.format {
+        BundleFormat::Verity => {}
+        BundleFormat::Crypt => return Err(PackageError::Unsupported("crypt bundles".into())),
+        BundleFormat::Plain => {
+            return Err(PackageError::Layout(
+                "the signature is attached but the manifest says 'plain'".into(),
+            ))
+        }
+    }
+    let vp = manifest.verity.clone().ok_or_else(|| {
+        PackageError::Layout(
+            "verity manifest lacks verity-hash, verity-salt and verity-size".into(),
+        )
+    })?;
+    if vp.size >= payload {
+        return Err(PackageError::Layout(format!(
+            "verity-size {} leaves no squashfs in a {payload} byte payload",
+            vp.size
+        )));
+    }
+    let data_len = payload - vp.size;
+    let v = Arc::new(Verity::new(src, data_len, vp.size, vp.salt, vp.root)?);
+    check_compatible(ctx, &manifest.compatible)?;
+    let reader = VerifiedReader::new(v.clone());
+    let failure = reader.failure.clone();
+    let (tree, images) = thread::scope(|s| {
+        let tree = ctx
+            .check_whole_tree
+            .then(|| s.spawn(|| v.check_all(&mut |_| {})));
+        let images = Squashfs::open(Box::new(reader), data_len)
+            .map_err(PackageError::from)
+            .and_then(|sqfs| stream_images(&sqfs, &manifest, sink));
+        (tree.map(|t| t.join()), images)
+    });
+    if let Some(t) = tree {
+        t.map_err(|_| PackageError::Io(io::Error::other("verity thread panicked")))??;
+    }
+    if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e.into());
+    }
+    package(Format::Verity, manifest, images?, signers)
+}
+
+fn stream_images(
+    sqfs: &Squashfs,
+    manifest: &Manifest,
+    sink: &mut dyn Sink,
+) -> Result<Vec<Image>, PackageError> {
+    let mut out = Vec::new();
+    for e in &manifest.images {
+        let missing = |what: &str| {
+            PackageError::Layout(format!(
+                "image '{}' has no {what} in the manifest",
+                e.filename
+            ))
+        };
+        let mut image = Image {
+            slot_class: e.slot_class.clone(),
+            variant: e.variant.clone(),
+            filename: e.filename.clone(),
+            size: e.size.ok_or_else(|| missing("size"))?,
+            digest_algorithm: DigestAlg::Sha256,
+            digest: e.sha256.ok_or_else(|| missing("sha256"))?.to_vec(),
+            sha256: Vec::new(),
+        };
+        let actual = sqfs.file_size(&e.filename)?;
+        if actual != image.size {
+            return Err(PackageError::Image {
+                name: e.filename.clone(),
+                what: format!("{actual} bytes, the signed size is {}", image.size),
+            });
+        }
+        let mut r = sqfs.reader(&e.filename)?;
+        image.sha256 =
+            stream_image(&image, &mut r, sink).map_err(|x| x.into_package_error(&image))?;
+        out.push(image);
+    }
+    Ok(out)
+}
+
+fn package(
+    format: Format,
+    m: Manifest,
+    images: Vec<Image>,
+    signers: Vec<crate::verify::SignerReport>,
+) -> Result<Package, PackageError> {
+    Ok(Package {
+        format,
+        security_version: m.security_version()?,
+        compatible: m.compatible,
+        version: m.version,
+        description: m.description,
+        build: m.build,
+        images,
+        meta: m.meta,
+        signers,
+        constraints: Default::default(),
+    })
+}
+
+/// Digests of `[start, start+len)` of `src`.
+pub(crate) fn hash_range(
+    src: &dyn Source,
+    start: u64,
+    len: u64,
+    algs: &[DigestAlg],
+) -> io::Result<Vec<(DigestAlg, Vec<u8>)>> {
+    let mut h = MultiHasher::new(algs);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(buf.len() as u64) as usize;
+        src.read_exact_at(&mut buf[..n], start + off)?;
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    Ok(h.finish())
+}
+
+/// What `henb-update bundle` builds.
+pub struct BundleOptions {
+    /// `plain` or `verity`.
+    pub format: BundleFormat,
+    /// Directory with `manifest.raucm` and the images.
+    pub content_dir: PathBuf,
+    /// Output file (written atomically).
+    pub output: PathBuf,
+    /// One signature per key.
+    pub signers: Vec<SigningKey>,
+    /// Intermediate certificates to embed.
+    pub intermediates: Vec<x509_cert::Certificate>,
+    /// mksquashfs compressor (`-comp`), default gzip.
+    pub compression: Option<String>,
+    /// Extra `[meta.<label>]` sections to add to the manifest.
+    pub extra_meta: Vec<(String, Vec<(String, String)>)>,
+}
+
+/// Build a RAUC-compatible bundle the way `rauc bundle` does: fill in image sizes and
+/// digests, mksquashfs the content, add the tree (verity), sign, append the trailer.
+/// The content directory is not modified.
+pub fn build_bundle(opts: &BundleOptions) -> anyhow::Result<()> {
+    use anyhow::{bail, Context as _};
+    let mpath = opts.content_dir.join("manifest.raucm");
+    let text =
+        fs::read_to_string(&mpath).with_context(|| format!("reading {}", mpath.display()))?;
+    let mut kf =
+        super::keyfile::KeyFile::parse(&text).with_context(|| format!("{}", mpath.display()))?;
+    for (label, entries) in &opts.extra_meta {
+        for (k, v) in entries {
+            kf.set(&format!("meta.{label}"), k, v);
+        }
+    }
+    kf.set("bundle", "format", opts.format.name());
+    for k in ["verity-hash", "verity-salt", "verity-size"] {
+        kf.remove("bundle", k);
+    }
+    let manifest = Manifest::from_keyfile(&kf).with_context(|| format!("{}", mpath.display()))?;
+    for img in &manifest.images {
+        let p = opts.content_dir.join(&img.filename);
+        let f = File::open(&p).with_context(|| format!("image {}", p.display()))?;
+        let src = FileSource::new(f)?;
+        let d = hash_range(&src, 0, src.len(), &[DigestAlg::Sha256])?;
+        let group = match &img.variant {
+            Some(v) => format!("image.{}.{v}", img.slot_class),
+            None => format!("image.{}", img.slot_class),
+        };
+        kf.set(&group, "sha256", &hex::encode(&d[0].1));
+        kf.set(&group, "size", &src.len().to_string());
+    }
+    let out_dir = opts
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let stage = tempfile::Builder::new()
+        .prefix(".henb-bundle-")
+        .tempdir_in(out_dir)?;
+    let staged_manifest = stage.path().join("manifest.raucm");
+    fs::write(&staged_manifest, kf.to_text())?;
+    let sqfs = stage.path().join("bundle.sqfs");
+    let mut cmd = Command::new("mksquashfs");
+    for entry in fs::read_dir(&opts.content_dir)? {
+        let entry = entry?;
+        if entry.file_name() != "manifest.raucm" {
+            cmd.arg(entry.path());
+        }
+    }
+    cmd.arg(&staged_manifest).arg(&sqfs).args([
+        "-noappend",
+        "-all-root",
+        "-no-xattrs",
+        "-no-progress",
+        "-quiet",
+    ]);
+    if let Some(c) = &opts.compression {
+        cmd.args(["-comp", c]);
+    }
+    let st = cmd
+        .status()
+        .context("running mksquashfs (install squashfs-tools)")?;
+    if !st.success() {
+        bail!("mksquashfs failed: {st}");
+    }
+    let file = OpenOptions::new().read(true).write(true).open(&sqfs)?;
+    let mut len = file.metadata()?.len();
+    if len % 4096 != 0 {
+        let pad = 4096 - len % 4096;
+        file.write_all_at(&vec![0u8; pad as usize], len)?;
+        len += pad;
+    }
+    let cms = match opts.format {
+        BundleFormat::Plain => {
+            let algs: Vec<DigestAlg> = opts.signers.iter().map(|s| s.digest()).collect();
+            let src = FileSource::new(file.try_clone()?)?;
+            let digests = hash_range(&src, 0, len, &algs)?;
+            sign::sign(
+                &opts.signers,
+                &opts.intermediates,
+                CmsContent::Detached(&digests),
+            )?
+        }
+        BundleFormat::Verity => {
+            let mut salt = [0u8; 32];
+            getrandom::getrandom(&mut salt).map_err(|e| anyhow::anyhow!("random salt: {e}"))?;
+            let tree_len = verity::Geometry::new(len).tree_bytes();
+            file.set_len(len + tree_len)?;
+            let src = FileSource::new(file.try_clone()?)?;
+            let out = FileSource::new(file.try_clone()?)?;
+            let root = verity::build_tree(
+                &src,
+                len,
+                &salt,
+                &out,
+                &mut |b, o| file.write_all_at(b, o),
+                len,
+            )?;
+            kf.set("bundle", "verity-hash", &hex::encode(root));
+            kf.set("bundle", "verity-salt", &hex::encode(salt));
+            kf.set("bundle", "verity-size", &tree_len.to_string());
+            len += tree_len;
+            sign::sign(
+                &opts.signers,
+                &opts.intermediates,
+                CmsContent::Attached(kf.to_text().as_bytes()),
+            )?
+        }
+        BundleFormat::Crypt => bail!("crypt bundles are not supported"),
+    };
+    let mut f = &file;
+    f.write_all_at(&cms, len)?;
+    f.write_all_at(&(cms.len() as u64).to_be_bytes(), len + cms.len() as u64)?;
+    f.flush()?;
+    file.sync_all()?;
+    drop(file);
+    crate::fsutil::rename_durably(&sqfs, &opts.output)?;
+    Ok(())
+}

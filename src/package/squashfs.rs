@@ -1,0 +1,159 @@
+//! Reading files out of a bundle's squashfs with backhand, through whatever reader the
+//! caller supplies (for verity bundles, one that checks every block against the tree).
+//!
+//! Why backhand and not squashfs-ng: squashfs-ng 0.1.4 opens archives by path only (and
+//! maps the whole file), so it cannot read through a verifying reader or a kept
+//! descriptor, and it unwraps inside `Read`. backhand reads from any `BufRead + Seek` and is
+//! memory-safe Rust, which matters for a parser that sees unauthenticated bytes.
+
+use backhand::{BackhandError, BufReadSeek, FilesystemReader, InnerNode};
+use std::io::{self, Read};
+use std::path::Path;
+use thiserror::Error;
+
+/// Most inodes a bundle may hold (RAUC bundles hold a manifest, images and hooks).
+pub const MAX_INODES: u32 = 4096;
+/// Most metadata (inode, directory, fragment, id tables) a bundle may carry.
+pub const MAX_METADATA: u64 = 16 << 20;
+
+/// A squashfs problem: the package is corrupted.
+#[derive(Debug, Error)]
+pub enum SquashfsError {
+    /// The superblock is invalid or outside this agent's limits.
+    #[error("squashfs superblock: {0}")]
+    Superblock(String),
+    /// backhand could not read the filesystem.
+    #[error("squashfs: {0}")]
+    Corrupt(String),
+    /// A file the manifest names is missing or not a regular file.
+    #[error("squashfs: '{0}' is not a regular file in the bundle")]
+    NotAFile(String),
+    /// A file is larger than the caller allows.
+    #[error("squashfs: '{name}' is {size} bytes, more than the {max} allowed")]
+    TooLarge {
+        /// File name.
+        name: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Reading the package failed.
+    #[error("squashfs: reading the package failed: {0}")]
+    Io(io::Error),
+}
+
+impl From<BackhandError> for SquashfsError {
+    fn from(e: BackhandError) -> Self {
+        match e {
+            BackhandError::StdIo(io) => Self::Io(io),
+            e => Self::Corrupt(e.to_string()),
+        }
+    }
+}
+
+/// Check the 96-byte superblock before backhand allocates anything from it.
+pub fn check_superblock(sb: &[u8; 96], image_len: u64) -> Result<(), SquashfsError> {
+    let u16_at = |o: usize| u16::from_le_bytes([sb[o], sb[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes(sb[o..o + 4].try_into().expect("4 bytes"));
+    let u64_at = |o: usize| u64::from_le_bytes(sb[o..o + 8].try_into().expect("8 bytes"));
+    let bad = |w: String| Err(SquashfsError::Superblock(w));
+    if &sb[0..4] != b"hsqs" {
+        return bad("no squashfs magic (little-endian 'hsqs')".into());
+    }
+    let (inodes, block_size, block_log) = (u32_at(4), u32_at(12), u16_at(22));
+    if (u16_at(28), u16_at(30)) != (4, 0) {
+        return bad(format!(
+            "version {}.{}, 4.0 expected",
+            u16_at(28),
+            u16_at(30)
+        ));
+    }
+    if inodes == 0 || inodes > MAX_INODES {
+        return bad(format!("{inodes} inodes (1..{MAX_INODES} allowed)"));
+    }
+    if !block_size.is_power_of_two()
+        || !(4096..=1 << 20).contains(&block_size)
+        || 1u32 << block_log.min(31) != block_size
+    {
+        return bad(format!("block size {block_size} / log {block_log} invalid"));
+    }
+    let (bytes_used, inode_table) = (u64_at(40), u64_at(64));
+    if bytes_used > image_len || inode_table >= bytes_used {
+        return bad(format!("bytes used {bytes_used} / inode table {inode_table} outside the {image_len} byte image"));
+    }
+    if bytes_used - inode_table > MAX_METADATA {
+        return bad(format!(
+            "{} bytes of metadata (at most {MAX_METADATA})",
+            bytes_used - inode_table
+        ));
+    }
+    Ok(())
+}
+
+/// An open squashfs.
+pub struct Squashfs {
+    fs: FilesystemReader<'static>,
+}
+
+impl Squashfs {
+    /// Open from a reader positioned anywhere; `len` is the image length.
+    pub fn open(mut reader: Box<dyn BufReadSeek>, len: u64) -> Result<Self, SquashfsError> {
+        let mut sb = [0u8; 96];
+        reader
+            .seek(io::SeekFrom::Start(0))
+            .map_err(SquashfsError::Io)?;
+        reader.read_exact(&mut sb).map_err(SquashfsError::Io)?;
+        check_superblock(&sb, len)?;
+        reader
+            .seek(io::SeekFrom::Start(0))
+            .map_err(SquashfsError::Io)?;
+        Ok(Self {
+            fs: FilesystemReader::from_reader(reader)?,
+        })
+    }
+
+    fn find(&self, name: &str) -> Result<&backhand::SquashfsFileReader, SquashfsError> {
+        let want = Path::new("/").join(name);
+        self.fs
+            .files()
+            .find(|n| n.fullpath == want)
+            .and_then(|n| match &n.inner {
+                InnerNode::File(f) => Some(f),
+                _ => None,
+            })
+            .ok_or_else(|| SquashfsError::NotAFile(name.to_string()))
+    }
+
+    /// Size of a regular file.
+    pub fn file_size(&self, name: &str) -> Result<u64, SquashfsError> {
+        Ok(self.find(name)?.file_len() as u64)
+    }
+
+    /// Read a whole (small) file.
+    pub fn read_file(&self, name: &str, max: u64) -> Result<Vec<u8>, SquashfsError> {
+        let f = self.find(name)?;
+        let size = f.file_len() as u64;
+        if size > max {
+            return Err(SquashfsError::TooLarge {
+                name: name.into(),
+                size,
+                max,
+            });
+        }
+        let mut out = Vec::with_capacity(size as usize);
+        self.fs
+            .file(f)
+            .reader_checked()?
+            .take(max + 1)
+            .read_to_end(&mut out)
+            .map_err(SquashfsError::Io)?;
+        Ok(out)
+    }
+
+    /// A reader of a file's bytes.
+    pub fn reader(&self, name: &str) -> Result<impl Read + '_, SquashfsError> {
+        let f = self.find(name)?;
+        Ok(self.fs.file(f).reader_checked()?)
+    }
+}

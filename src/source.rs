@@ -1,0 +1,176 @@
+//! Positioned, read-only access to a package's bytes.
+//!
+//! Parsers and verifiers read through [`Source`], never through a path: the agent opens
+//! the package once and keeps that descriptor, so nothing can swap the file under it.
+//! `&[u8]` implements it for tests and fuzzing.
+
+use std::fs::File;
+use std::io::{self, BufRead, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// Bytes that can be read at any offset, shared between threads.
+pub trait Source: Send + Sync {
+    /// Total length in bytes.
+    fn len(&self) -> u64;
+    /// Read up to `buf.len()` bytes at `offset`; 0 only at the end.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+
+    /// True if the source holds no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fill `buf` exactly from `offset`, or fail with `UnexpectedEof`.
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, offset) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An open file. Its length is taken once, when opened: a file that grows or shrinks
+/// afterwards reads as truncated or keeps its first length.
+pub struct FileSource {
+    file: File,
+    len: u64,
+}
+
+impl FileSource {
+    /// Wrap an open file.
+    pub fn new(file: File) -> io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(Self { file, len })
+    }
+
+    /// The descriptor this source reads.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl Source for FileSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if offset >= self.len {
+            return Ok(0);
+        }
+        let max = (self.len - offset).min(buf.len() as u64) as usize;
+        self.file.read_at(&mut buf[..max], offset)
+    }
+}
+
+impl Source for Vec<u8> {
+    fn len(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let data = self.as_slice();
+        let Ok(off) = usize::try_from(offset) else {
+            return Ok(0);
+        };
+        if off >= data.len() {
+            return Ok(0);
+        }
+        let n = buf.len().min(data.len() - off);
+        buf[..n].copy_from_slice(&data[off..off + n]);
+        Ok(n)
+    }
+}
+
+/// A window `[start, start+len)` of a shared source, as a buffered `Read + Seek` cursor.
+pub struct Window {
+    src: Arc<dyn Source>,
+    start: u64,
+    len: u64,
+    pos: u64,
+    buf: Box<[u8]>,
+    buf_pos: usize,
+    buf_len: usize,
+}
+
+impl Window {
+    /// Buffer size of a window: reads from the source happen in pieces of this size.
+    pub const BUF: usize = 128 * 1024;
+
+    /// A cursor over `len` bytes of `src` starting at `start`.
+    pub fn new(src: Arc<dyn Source>, start: u64, len: u64) -> Self {
+        Self {
+            src,
+            start,
+            len,
+            pos: 0,
+            buf: vec![0; Self::BUF].into_boxed_slice(),
+            buf_pos: 0,
+            buf_len: 0,
+        }
+    }
+}
+
+impl Read for Window {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Window {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.buf_pos == self.buf_len {
+            let remaining = self.len.saturating_sub(self.pos);
+            if remaining == 0 {
+                return Ok(&[]);
+            }
+            let want = (self.buf.len() as u64).min(remaining) as usize;
+            let n = self
+                .src
+                .read_at(&mut self.buf[..want], self.start + self.pos)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf_pos = 0;
+            self.buf_len = n;
+        }
+        Ok(&self.buf[self.buf_pos..self.buf_len])
+    }
+    fn consume(&mut self, amt: usize) {
+        let amt = amt.min(self.buf_len - self.buf_pos);
+        self.buf_pos += amt;
+        self.pos += amt as u64;
+    }
+}
+
+impl Seek for Window {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(o) => Some(o),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek out of range"))?;
+        // Keep the buffer when the target lies inside it.
+        let buf_start = self.pos - self.buf_pos as u64;
+        if target >= buf_start && target < buf_start + self.buf_len as u64 {
+            self.buf_pos = (target - buf_start) as usize;
+        } else {
+            self.buf_pos = 0;
+            self.buf_len = 0;
+        }
+        self.pos = target;
+        Ok(target)
+    }
+}

@@ -1,0 +1,570 @@
+//! CMS SignedData verification: may these bytes be installed?
+//!
+//! Pure: takes the CMS bytes, the trust anchors, the policy and the time, and never
+//! touches a file, a clock or the TPM. Verification runs in two stages so that the
+//! expensive part (hashing a large payload) only starts once a trusted signer exists:
+//! [`check_signers`] verifies every SignerInfo's signature over its signed attributes and
+//! its certificate chain; [`Pending::finish`] then compares each signer's messageDigest
+//! with the content digests the caller computed.
+//!
+//! Rules (R2, R4 of TS 33.320): at least one SignerInfo must fully verify and chain to a
+//! trust anchor. A SignerInfo we cannot check (unsupported algorithm, weak key, no
+//! certificate, untrusted or invalid chain) is skipped. A SignerInfo we can check but that
+//! fails cryptographically (bad signature, wrong messageDigest) rejects the package,
+//! whatever its chain: it is evidence of tampering.
+
+mod algs;
+
+pub use algs::digest_oid;
+
+use crate::digest::DigestAlg;
+use crate::fault::{CwmpFault, Fault};
+use crate::trust::Anchors;
+use cms::cert::CertificateChoices;
+use cms::content_info::ContentInfo;
+use cms::signed_data::{SignedData, SignerIdentifier, SignerInfo};
+use const_oid::db::{rfc5280, rfc5911, rfc5912};
+use const_oid::ObjectIdentifier as Oid;
+use der::{Decode, Encode};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use serde::Serialize;
+use std::time::{Duration, SystemTime};
+use thiserror::Error;
+use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectKeyIdentifier};
+use x509_cert::Certificate;
+
+/// The certificate purpose a signer must have (RAUC's `check-purpose`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Purpose {
+    /// RAUC's default (OpenSSL's S/MIME signing purpose): an extended key usage, if
+    /// present, must include emailProtection.
+    #[default]
+    SmimeSign,
+    /// The signer must carry extended key usage codeSigning; CAs that carry an extended
+    /// key usage must include it too.
+    CodeSign,
+    /// No extended-key-usage check.
+    Any,
+}
+
+impl Purpose {
+    /// Parse RAUC's names (`smimesign`, `codesign`, `any`).
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "smimesign" => Some(Self::SmimeSign),
+            "codesign" => Some(Self::CodeSign),
+            "any" => Some(Self::Any),
+            _ => None,
+        }
+    }
+}
+
+/// How signatures are judged (RAUC's `[keyring]` options plus our legacy switch).
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Required certificate purpose.
+    pub purpose: Purpose,
+    /// Check certificate validity at the CMS signingTime instead of the time passed in.
+    pub use_signing_time: bool,
+    /// If set, the signer's common name must be one of these.
+    pub allowed_signer_cns: Option<Vec<String>>,
+    /// Accept SHA-1 digests (TR-069 legacy packages only).
+    pub allow_sha1: bool,
+}
+
+/// Outcome for one SignerInfo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SignerReport {
+    /// Subject of the signer certificate (or the signer identifier when not found).
+    pub subject: String,
+    /// Issuer of the signer certificate.
+    pub issuer: String,
+    /// Digest algorithm of the SignerInfo.
+    pub digest_algorithm: String,
+    /// `trusted`, or `skipped: <why>`.
+    pub status: String,
+}
+
+impl SignerReport {
+    /// True when this signer counted.
+    pub fn trusted(&self) -> bool {
+        self.status == "trusted"
+    }
+}
+
+/// Why a package's signature was refused.
+#[derive(Debug, Error)]
+pub enum VerifyError {
+    /// The signature block is not a DER CMS ContentInfo holding SignedData.
+    #[error("signature block is not a valid CMS SignedData: {0}")]
+    Malformed(String),
+    /// SignedData with no SignerInfo at all.
+    #[error("the SignedData carries no signature")]
+    NoSigners,
+    /// A checkable signature did not verify.
+    #[error("signature of signer '{signer}' does not verify: {why}")]
+    BadSignature {
+        /// Signer subject.
+        signer: String,
+        /// What failed.
+        why: String,
+    },
+    /// A signer's messageDigest does not match the content.
+    #[error("content does not match the digest signed by '{signer}' ({alg})")]
+    DigestMismatch {
+        /// Signer subject.
+        signer: String,
+        /// Digest algorithm.
+        alg: DigestAlg,
+    },
+    /// No signer is both valid and trusted.
+    #[error("no signature from a trusted signer: {}", .0.iter().map(|r| format!("'{}' {}", r.subject, r.status)).collect::<Vec<_>>().join("; "))]
+    NoTrustedSigner(Vec<SignerReport>),
+}
+
+impl Fault for VerifyError {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed-signature",
+            Self::NoSigners => "no-signature",
+            Self::BadSignature { .. } => "bad-signature",
+            Self::DigestMismatch { .. } => "digest-mismatch",
+            Self::NoTrustedSigner(_) => "untrusted",
+        }
+    }
+    fn fault(&self) -> CwmpFault {
+        match self {
+            Self::Malformed(_) => CwmpFault::FileCorrupted,
+            _ => CwmpFault::FileAuthenticationFailure,
+        }
+    }
+}
+
+/// A parsed CMS SignedData.
+pub struct SignedCms {
+    sd: SignedData,
+}
+
+impl SignedCms {
+    /// Parse a DER ContentInfo holding SignedData (trailing bytes are an error).
+    pub fn parse(der: &[u8]) -> Result<Self, VerifyError> {
+        let ci = ContentInfo::from_der(der).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        if ci.content_type != rfc5911::ID_SIGNED_DATA {
+            return Err(VerifyError::Malformed(format!(
+                "content type {} is not signedData",
+                ci.content_type
+            )));
+        }
+        let sd: SignedData = ci
+            .content
+            .decode_as()
+            .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        Ok(Self { sd })
+    }
+
+    /// The encapsulated content (attached signatures), if any.
+    pub fn content(&self) -> Option<&[u8]> {
+        let ec = self.sd.encap_content_info.econtent.as_ref()?;
+        // eContent is an OCTET STRING inside [0] EXPLICIT; `Any` holds the OCTET STRING.
+        ec.decode_as::<der::asn1::OctetStringRef<'_>>()
+            .ok()
+            .map(|o| o.as_bytes())
+    }
+
+    /// True when the SignedData encapsulates its content.
+    pub fn is_attached(&self) -> bool {
+        self.sd.encap_content_info.econtent.is_some()
+    }
+
+    fn certificates(&self) -> Vec<&Certificate> {
+        self.sd
+            .certificates
+            .as_ref()
+            .map(|s| {
+                s.0.iter()
+                    .filter_map(|c| match c {
+                        CertificateChoices::Certificate(c) => Some(c),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+struct Candidate {
+    alg: DigestAlg,
+    message_digest: Vec<u8>,
+    report_index: usize,
+}
+
+/// Signers whose signatures verified, waiting for the content digests.
+pub struct Pending {
+    candidates: Vec<Candidate>,
+    reports: Vec<SignerReport>,
+}
+
+impl Pending {
+    /// Digest algorithms the caller must compute over the content.
+    pub fn needed_digests(&self) -> Vec<DigestAlg> {
+        let mut v: Vec<DigestAlg> = self.candidates.iter().map(|c| c.alg).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Compare every checked signer's messageDigest with the content digests; any
+    /// mismatch rejects. Returns the per-signer reports.
+    pub fn finish(
+        self,
+        digests: &[(DigestAlg, Vec<u8>)],
+    ) -> Result<Vec<SignerReport>, VerifyError> {
+        for c in &self.candidates {
+            let got = digests.iter().find(|(a, _)| *a == c.alg).map(|(_, d)| d);
+            if got != Some(&c.message_digest) {
+                return Err(VerifyError::DigestMismatch {
+                    signer: self.reports[c.report_index].subject.clone(),
+                    alg: c.alg,
+                });
+            }
+        }
+        Ok(self.reports)
+    }
+}
+
+/// Stage one: check every SignerInfo's signature and chain. Fails when a checkable
+/// signature is wrong, or when no signer is trusted.
+pub fn check_signers(
+    cms: &SignedCms,
+    anchors: &Anchors,
+    policy: &Policy,
+    now: SystemTime,
+) -> Result<Pending, VerifyError> {
+    let infos = &cms.sd.signer_infos.0;
+    if infos.is_empty() {
+        return Err(VerifyError::NoSigners);
+    }
+    let certs = cms.certificates();
+    let cert_ders: Vec<CertificateDer<'static>> = certs
+        .iter()
+        .filter_map(|c| c.to_der().ok())
+        .map(CertificateDer::from)
+        .collect();
+    let mut reports = Vec::new();
+    let mut candidates = Vec::new();
+    for si in infos.iter() {
+        let cert = certs.iter().copied().find(|c| identifies(&si.sid, c));
+        let alg_name = si.digest_alg.oid.to_string();
+        let mut report = SignerReport {
+            subject: cert
+                .map(|c| c.tbs_certificate.subject.to_string())
+                .unwrap_or_else(|| sid_text(&si.sid)),
+            issuer: cert
+                .map(|c| c.tbs_certificate.issuer.to_string())
+                .unwrap_or_default(),
+            digest_algorithm: alg_name,
+            status: String::new(),
+        };
+        match check_one(cms, si, cert, &cert_ders, anchors, policy, now, &mut report) {
+            Ok(Some(((alg, message_digest), trusted))) => {
+                if trusted {
+                    report.status = "trusted".into();
+                }
+                candidates.push(Candidate {
+                    alg,
+                    message_digest,
+                    report_index: reports.len(),
+                });
+            }
+            Ok(None) => {}
+            Err(why) => {
+                return Err(VerifyError::BadSignature {
+                    signer: report.subject,
+                    why,
+                })
+            }
+        }
+        reports.push(report);
+    }
+    if !reports.iter().any(SignerReport::trusted) {
+        return Err(VerifyError::NoTrustedSigner(reports));
+    }
+    Ok(Pending {
+        candidates,
+        reports,
+    })
+}
+
+type Checked = ((DigestAlg, Vec<u8>), bool);
+
+/// `Ok(Some(((alg, md), trusted)))` when the signature verified, `Ok(None)` when the
+/// signer could not be checked (status set), `Err` when it is checkable and wrong.
+#[allow(clippy::too_many_arguments)]
+fn check_one(
+    cms: &SignedCms,
+    si: &SignerInfo,
+    cert: Option<&Certificate>,
+    cert_ders: &[CertificateDer<'static>],
+    anchors: &Anchors,
+    policy: &Policy,
+    now: SystemTime,
+    report: &mut SignerReport,
+) -> Result<Option<Checked>, String> {
+    let skip = |report: &mut SignerReport, why: String| {
+        report.status = format!("skipped: {why}");
+        Ok(None)
+    };
+    let alg = match algs::digest_alg(&si.digest_alg, policy.allow_sha1) {
+        Ok(a) => a,
+        Err(why) => return skip(report, why),
+    };
+    report.digest_algorithm = alg.name().into();
+    let Some(cert) = cert else {
+        return skip(report, "signer certificate is not in the SignedData".into());
+    };
+    let key = match algs::PublicKey::from_spki(&cert.tbs_certificate.subject_public_key_info) {
+        Ok(k) => k,
+        Err(why) => return skip(report, why),
+    };
+    let sig_alg = match key.algorithm(&si.signature_algorithm, alg) {
+        Ok(a) => a,
+        Err(why) => return skip(report, why),
+    };
+    let Some(attrs) = &si.signed_attrs else {
+        return skip(
+            report,
+            "SignerInfo without signed attributes is not supported".into(),
+        );
+    };
+    // Signed attributes: exactly one contentType equal to eContentType, exactly one messageDigest.
+    let single = |oid: Oid| -> Result<Option<&der::Any>, String> {
+        let mut found = attrs.iter().filter(|a| a.oid == oid);
+        let a = match (found.next(), found.next()) {
+            (None, _) => return Ok(None),
+            (Some(a), None) => a,
+            _ => return Err(format!("signed attribute {oid} appears twice")),
+        };
+        match a.values.len() {
+            1 => Ok(a.values.get(0)),
+            _ => Err(format!(
+                "signed attribute {oid} must have exactly one value"
+            )),
+        }
+    };
+    let ct = single(rfc5911::ID_CONTENT_TYPE)?.ok_or("signed attributes lack contentType")?;
+    let ct: Oid = ct.decode_as().map_err(|e| format!("contentType: {e}"))?;
+    if ct != cms.sd.encap_content_info.econtent_type {
+        return Err("signed contentType differs from the encapsulated content type".into());
+    }
+    let md = single(rfc5911::ID_MESSAGE_DIGEST)?.ok_or("signed attributes lack messageDigest")?;
+    let md = md
+        .decode_as::<der::asn1::OctetString>()
+        .map_err(|e| format!("messageDigest: {e}"))?
+        .as_bytes()
+        .to_vec();
+    if md.len() != alg.len() {
+        return Err(format!(
+            "messageDigest has {} bytes, {alg} has {}",
+            md.len(),
+            alg.len()
+        ));
+    }
+    let signing_time = match single(rfc5911::ID_SIGNING_TIME)? {
+        None => None,
+        Some(t) => Some(
+            t.to_der()
+                .and_then(|d| x509_cert::time::Time::from_der(&d))
+                .map_err(|e| format!("signingTime: {e}"))?
+                .to_system_time(),
+        ),
+    };
+    let signed = attrs.to_der().map_err(|e| e.to_string())?;
+    if !key.verify(sig_alg, &signed, si.signature.as_bytes()) {
+        return Err(
+            "signature value does not match the signed attributes and the signer's key".into(),
+        );
+    }
+    let checked = (alg, md);
+    // The signature is sound; now: is the signer trusted?
+    let time = if policy.use_signing_time {
+        match signing_time {
+            Some(t) => t,
+            None => {
+                report.status =
+                    "skipped: use-bundle-signing-time is set but the signature has no signingTime"
+                        .into();
+                return Ok(Some((checked, false)));
+            }
+        }
+    } else {
+        now
+    };
+    if let Err(why) = trusted(cert, cert_ders, anchors, policy, time) {
+        report.status = format!("skipped: {why}");
+        return Ok(Some((checked, false)));
+    }
+    Ok(Some((checked, true)))
+}
+
+/// Chain to an anchor at `time` with the configured purpose, plus the signer's own
+/// key-usage and common-name rules.
+fn trusted(
+    cert: &Certificate,
+    cert_ders: &[CertificateDer<'static>],
+    anchors: &Anchors,
+    policy: &Policy,
+    time: SystemTime,
+) -> Result<(), String> {
+    let der = CertificateDer::from(cert.to_der().map_err(|e| e.to_string())?);
+    let ee =
+        webpki::EndEntityCert::try_from(&der).map_err(|e| format!("signer certificate: {e:?}"))?;
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        anchors.webpki(),
+        cert_ders,
+        UnixTime::since_unix_epoch(secs),
+        EkuPolicy(policy.purpose),
+        None,
+        None,
+    )
+    .map_err(chain_error)?;
+    let exts = cert
+        .tbs_certificate
+        .extensions
+        .as_deref()
+        .unwrap_or_default();
+    for e in exts {
+        if e.extn_id == rfc5280::ID_CE_KEY_USAGE {
+            let ku = KeyUsage::from_der(e.extn_value.as_bytes())
+                .map_err(|e| format!("keyUsage: {e}"))?;
+            if !(ku.0.contains(KeyUsages::DigitalSignature)
+                || ku.0.contains(KeyUsages::NonRepudiation))
+            {
+                return Err("key usage does not allow digital signatures".into());
+            }
+        }
+    }
+    if policy.purpose == Purpose::CodeSign {
+        let has = exts.iter().any(|e| {
+            e.extn_id == rfc5280::ID_CE_EXT_KEY_USAGE
+                && ExtendedKeyUsage::from_der(e.extn_value.as_bytes())
+                    .is_ok_and(|u| u.0.contains(&rfc5912::ID_KP_CODE_SIGNING))
+        });
+        if !has {
+            return Err("extended key usage lacks codeSigning (check-purpose=codesign)".into());
+        }
+    }
+    if let Some(cns) = &policy.allowed_signer_cns {
+        let cn = common_name(cert);
+        if !cn.as_ref().is_some_and(|cn| cns.iter().any(|a| a == cn)) {
+            return Err(format!("common name {cn:?} is not in allowed-signer-cns"));
+        }
+    }
+    Ok(())
+}
+
+#[allow(deprecated)] // match both the old and the context-carrying variants
+fn chain_error(e: webpki::Error) -> String {
+    use webpki::Error as E;
+    match e {
+        E::UnknownIssuer => {
+            "no chain to a trusted root (untrusted root or missing intermediate)".into()
+        }
+        E::CertExpired { .. } => "certificate expired at the verification time".into(),
+        E::CertNotValidYet { .. } => "certificate not yet valid at the verification time".into(),
+        E::RequiredEkuNotFound | E::RequiredEkuNotFoundContext(_) => {
+            "extended key usage does not allow the required purpose".into()
+        }
+        E::UnsupportedSignatureAlgorithm | E::UnsupportedSignatureAlgorithmContext(_) => {
+            "a certificate in the chain is signed with an unsupported or weak algorithm".into()
+        }
+        E::UnsupportedSignatureAlgorithmForPublicKey
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            "a certificate in the chain uses a key or algorithm that is refused".into()
+        }
+        E::InvalidSignatureForPublicKey => {
+            "a certificate in the chain has an invalid signature".into()
+        }
+        E::CaUsedAsEndEntity => "signer certificate is a CA".into(),
+        E::EndEntityUsedAsCa => "an end-entity certificate is used as a CA".into(),
+        E::IssuerNotCrlSigner | E::UnknownRevocationStatus => "revocation problem".into(),
+        other => format!("certificate chain: {other:?}"),
+    }
+}
+
+struct EkuPolicy(Purpose);
+
+impl webpki::ExtendedKeyUsageValidator for EkuPolicy {
+    #[allow(deprecated)] // the context variant cannot be built outside webpki
+    fn validate(&self, iter: webpki::KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        // Applied to every certificate of the path: "if present, must include".
+        let want: &[u8] = match self.0 {
+            Purpose::Any => return Ok(()),
+            Purpose::SmimeSign => &[0x2b, 6, 1, 5, 5, 7, 3, 4],
+            Purpose::CodeSign => &[0x2b, 6, 1, 5, 5, 7, 3, 3],
+        };
+        let mut empty = true;
+        for id in iter {
+            empty = false;
+            if id? == webpki::KeyPurposeId::new(want) {
+                return Ok(());
+            }
+        }
+        if empty {
+            Ok(())
+        } else {
+            Err(webpki::Error::RequiredEkuNotFound)
+        }
+    }
+}
+
+fn identifies(sid: &SignerIdentifier, cert: &Certificate) -> bool {
+    match sid {
+        SignerIdentifier::IssuerAndSerialNumber(is) => {
+            is.issuer == cert.tbs_certificate.issuer
+                && is.serial_number == cert.tbs_certificate.serial_number
+        }
+        SignerIdentifier::SubjectKeyIdentifier(ski) => cert
+            .tbs_certificate
+            .extensions
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e.extn_id == rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER)
+            .any(|e| {
+                SubjectKeyIdentifier::from_der(e.extn_value.as_bytes()).is_ok_and(|s| s.0 == ski.0)
+            }),
+    }
+}
+
+fn sid_text(sid: &SignerIdentifier) -> String {
+    match sid {
+        SignerIdentifier::IssuerAndSerialNumber(is) => {
+            format!("issuer '{}' serial {}", is.issuer, is.serial_number)
+        }
+        SignerIdentifier::SubjectKeyIdentifier(s) => {
+            format!("key id {}", hex::encode(s.0.as_bytes()))
+        }
+    }
+}
+
+/// The first common name in a certificate's subject.
+pub fn common_name(cert: &Certificate) -> Option<String> {
+    for rdn in cert.tbs_certificate.subject.0.iter() {
+        for atv in rdn.0.iter() {
+            if atv.oid == const_oid::db::rfc4519::CN {
+                if let Ok(s) = atv.value.decode_as::<der::asn1::Utf8StringRef<'_>>() {
+                    return Some(s.as_str().to_string());
+                }
+                if let Ok(s) = atv.value.decode_as::<der::asn1::PrintableStringRef<'_>>() {
+                    return Some(s.as_str().to_string());
+                }
+            }
+        }
+    }
+    None
+}

@@ -163,9 +163,6 @@ pub enum PackageError {
     /// The package ends before its structures do.
     #[error("package is truncated: {0}")]
     Truncated(String),
-    /// Neither a TR-069 package nor a RAUC bundle.
-    #[error("unknown package format (neither '2WIRE_SP' nor a squashfs bundle)")]
-    UnknownFormat,
     /// The bundle trailer or layout is invalid.
     #[error("bundle layout: {0}")]
     Layout(String),
@@ -219,7 +216,6 @@ impl Fault for PackageError {
         match self {
             Self::Io(_) => "io",
             Self::Truncated(_) => "truncated",
-            Self::UnknownFormat => "unknown-format",
             Self::Layout(_) => "layout",
             Self::Unsupported(_) => "unsupported",
             Self::Signature(e) => e.kind(),
@@ -254,16 +250,13 @@ pub fn verify(
 ) -> Result<Package, PackageError> {
     let mut magic = [0u8; 8];
     let n = src.read_at(&mut magic, 0).map_err(PackageError::Io)?;
-    let pkg = if n == 8 && &magic == tr069::MAGIC {
-        tr069::verify(src, ctx, sink)?
-    } else if n >= 4 && &magic[..4] == b"hsqs" {
-        rauc::verify(src, ctx, sink)?
-    } else if n < 8 {
-        return Err(PackageError::Truncated(format!("{n} bytes")));
+    // Like RAUC, a bundle is recognized by its trailer and signature, not by the squashfs
+    // magic: a damaged superblock is then reported as what it is, a signature mismatch.
+    if n == 8 && &magic == tr069::MAGIC {
+        tr069::verify(src, ctx, sink)
     } else {
-        return Err(PackageError::UnknownFormat);
-    };
-    Ok(pkg)
+        rauc::verify(src, ctx, sink)
+    }
 }
 
 /// Fail when the device has a compatible string and the package's differs.

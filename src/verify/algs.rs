@@ -6,7 +6,7 @@
 
 use crate::digest::DigestAlg;
 use const_oid::ObjectIdentifier as Oid;
-use der::{Decode, Encode};
+use der::{Decode, Encode, Tagged};
 use ring::signature::{self as rs, VerificationAlgorithm};
 use spki::AlgorithmIdentifierOwned;
 
@@ -41,6 +41,7 @@ pub fn digest_oid(alg: DigestAlg) -> Oid {
 
 /// The digest algorithm named by a SignerInfo's `digestAlgorithm`.
 pub fn digest_alg(id: &AlgorithmIdentifierOwned, allow_sha1: bool) -> Result<DigestAlg, String> {
+    null_or_absent(id)?;
     match id.oid {
         SHA256 => Ok(DigestAlg::Sha256),
         SHA384 => Ok(DigestAlg::Sha384),
@@ -122,6 +123,14 @@ impl<'a> PublicKey<'a> {
         if named_digest.is_some_and(|d| d != digest) {
             return Err("signature algorithm and digest algorithm disagree".into());
         }
+        match sig.oid {
+            RSA_PSS => {}
+            RSA | RSA_SHA1 | RSA_SHA256 | RSA_SHA384 | RSA_SHA512 => null_or_absent(sig)?,
+            _ if sig.parameters.is_some() => {
+                return Err("ECDSA signature algorithm with parameters".into())
+            }
+            _ => {}
+        }
         let is_rsa_sig = matches!(
             sig.oid,
             RSA | RSA_SHA1 | RSA_SHA256 | RSA_SHA384 | RSA_SHA512 | RSA_PSS
@@ -156,6 +165,18 @@ impl<'a> PublicKey<'a> {
     ) -> bool {
         alg.verify(self.bits.into(), message.into(), signature.into())
             .is_ok()
+    }
+}
+
+/// RFC 4055 / 5754: these identifiers carry NULL or no parameters; anything else is refused.
+fn null_or_absent(id: &AlgorithmIdentifierOwned) -> Result<(), String> {
+    match &id.parameters {
+        None => Ok(()),
+        Some(p) if p.tag() == der::Tag::Null && p.value().is_empty() => Ok(()),
+        Some(_) => Err(format!(
+            "algorithm {} with parameters other than NULL",
+            id.oid
+        )),
     }
 }
 

@@ -245,6 +245,52 @@ pub fn check_signers(
     if infos.is_empty() {
         return Err(VerifyError::NoSigners);
     }
+    // digestAlgorithms is not signed; it must say exactly what the SignerInfos use, so
+    // that no byte of the signature block can change unnoticed.
+    let mut listed: Vec<Oid> = cms.sd.digest_algorithms.iter().map(|a| a.oid).collect();
+    let mut used: Vec<Oid> = infos.iter().map(|si| si.digest_alg.oid).collect();
+    for v in [&mut listed, &mut used] {
+        v.sort();
+        v.dedup();
+    }
+    // Versions are not signed either; RFC 5652 fixes them, so any other value is refused.
+    use cms::content_info::CmsVersion;
+    for si in infos.iter() {
+        let want = match si.sid {
+            SignerIdentifier::IssuerAndSerialNumber(_) => CmsVersion::V1,
+            SignerIdentifier::SubjectKeyIdentifier(_) => CmsVersion::V3,
+        };
+        if si.version != want {
+            return Err(VerifyError::Malformed(format!(
+                "SignerInfo version {:?} does not match its signer identifier",
+                si.version
+            )));
+        }
+    }
+    let other_certs = cms.sd.certificates.as_ref().is_some_and(|s| {
+        s.0.iter()
+            .any(|c| !matches!(c, CertificateChoices::Certificate(_)))
+    });
+    let v3 = infos.iter().any(|si| si.version == CmsVersion::V3)
+        || cms.sd.encap_content_info.econtent_type != rfc5911::ID_DATA;
+    let want = if other_certs {
+        None // attribute or other certificate types: versions 3 to 5, not used by any signer we know
+    } else if v3 {
+        Some(CmsVersion::V3)
+    } else {
+        Some(CmsVersion::V1)
+    };
+    if want.is_some_and(|w| w != cms.sd.version) {
+        return Err(VerifyError::Malformed(format!(
+            "SignedData version {:?} is not the one RFC 5652 requires",
+            cms.sd.version
+        )));
+    }
+    if listed != used {
+        return Err(VerifyError::Malformed(
+            "digestAlgorithms does not list exactly the signers' digest algorithms".into(),
+        ));
+    }
     let certs = cms.certificates();
     let cert_ders: Vec<CertificateDer<'static>> = certs
         .iter()

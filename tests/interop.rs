@@ -1,0 +1,266 @@
+//! Packages made by other tools pass our `info`; packages we make pass theirs.
+//! Peers: Debian's rauc 1.8, openssl, veritysetup (cryptsetup).
+
+mod common;
+use common::*;
+use std::process::Command;
+
+/// A system.conf for rauc itself, trusting our test roots with the codesign purpose.
+fn rauc_conf(w: &Work) -> std::path::PathBuf {
+    let p = w.path("rauc.conf");
+    std::fs::write(
+        &p,
+        format!("[system]\ncompatible=henb-test\nbootloader=noop\n\n[keyring]\npath={}\ncheck-purpose=codesign\n", pki().join("keyring.pem").display()),
+    )
+    .unwrap();
+    p
+}
+
+fn rauc_bundle(w: &Work, format: &str, signer: &str, out: &str) -> std::path::PathBuf {
+    let c = w.content(
+        &format!("c-{out}"),
+        300_000,
+        &format!("\n[bundle]\nformat={format}\n"),
+    );
+    let o = w.path(out);
+    run_ok(
+        Command::new("rauc")
+            .arg("bundle")
+            .arg(format!("--cert={}", cert(signer).display()))
+            .arg(format!("--key={}", key(signer).display()))
+            .arg(format!("--intermediate={}", cert("release-ca").display()))
+            .arg(&c)
+            .arg(&o),
+    );
+    o
+}
+
+#[test]
+fn bundles_made_by_rauc_pass_our_info() {
+    let w = Work::new();
+    let conf = w.conf("");
+    for (format, signer) in [
+        ("plain", "signer-rsa"),
+        ("plain", "signer-p256"),
+        ("verity", "signer-rsa"),
+        ("verity", "signer-p384"),
+    ] {
+        let b = rauc_bundle(&w, format, signer, &format!("{format}-{signer}.raucb"));
+        let r = info(&conf, &b, &[]);
+        let j = r.ok();
+        assert_eq!(j["format"], format, "{format} {signer}");
+        assert_eq!(j["compatible"], "henb-test");
+        assert_eq!(j["images"][0]["size"], 300_000);
+        assert_eq!(
+            j["images"][0]["sha256"],
+            sha256_hex(&pseudo_random(300_000, 7))
+        );
+        assert_eq!(j["signers"][0]["status"], "trusted");
+        assert!(j["signers"][0]["subject"]
+            .as_str()
+            .unwrap()
+            .contains(signer));
+    }
+}
+
+#[test]
+fn bundles_made_by_us_pass_rauc_info() {
+    let w = Work::new();
+    let rc = rauc_conf(&w);
+    let content = w.content("c", 200_000, "\n[meta.measured-boot]\npcr.9=00\n");
+    for (format, signer) in [
+        ("plain", "signer-rsa"),
+        ("verity", "signer-p256"),
+        ("verity", "signer-rsa"),
+    ] {
+        let b = w.bundle(
+            format,
+            &content,
+            &[signer],
+            &format!("{format}-{signer}.raucb"),
+            &[],
+        );
+        let out = run_ok(
+            Command::new("rauc")
+                .arg(format!("--conf={}", rc.display()))
+                .arg("info")
+                .arg(&b),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.contains(&format!("Bundle Format: \t{format}")),
+            "{text}"
+        );
+        assert!(text.contains("Verified"), "{text}");
+        // And ours accepts it too, with the meta section kept.
+        let j = info(&w.conf(""), &b, &[]);
+        assert_eq!(j.ok()["meta"]["measured-boot"]["pcr.9"], "00");
+    }
+    // The content directory was not modified (rauc rewrites it; we do not).
+    assert!(!std::fs::read_to_string(content.join("manifest.raucm"))
+        .unwrap()
+        .contains("sha256"));
+}
+
+#[test]
+fn our_verity_tree_satisfies_veritysetup() {
+    let w = Work::new();
+    let content = w.content("c", 1_000_000, "");
+    let b = w.bundle("verity", &content, &["signer-rsa"], "v.raucb", &[]);
+    let bytes = std::fs::read(&b).unwrap();
+    let n = u64::from_be_bytes(bytes[bytes.len() - 8..].try_into().unwrap()) as usize;
+    let cms = &bytes[bytes.len() - 8 - n..bytes.len() - 8];
+    std::fs::write(w.path("cms.der"), cms).unwrap();
+    let manifest = run_ok(
+        Command::new("openssl")
+            .args(["cms", "-verify", "-noverify", "-inform", "DER", "-in"])
+            .arg(w.path("cms.der")),
+    );
+    let m = String::from_utf8(manifest.stdout).unwrap();
+    let get = |k: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .to_string()
+    };
+    let tree: usize = get("verity-size").parse().unwrap();
+    let sq = bytes.len() - 8 - n - tree;
+    let verify = |file: &std::path::Path| {
+        Command::new("veritysetup")
+            .args(["verify", "--no-superblock"])
+            .arg(format!("--hash-offset={sq}"))
+            .arg(format!("--data-blocks={}", sq / 4096))
+            .arg(format!("--salt={}", get("verity-salt")))
+            .arg(file)
+            .arg(file)
+            .arg(get("verity-hash"))
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(verify(&b));
+    // The oracle is not blind: a flipped data byte fails it, and fails us.
+    let mut bad = bytes.clone();
+    bad[sq / 2] ^= 0x10;
+    std::fs::write(w.path("bad.raucb"), &bad).unwrap();
+    assert!(!verify(&w.path("bad.raucb")));
+    assert_eq!(
+        info(&w.conf(""), &w.path("bad.raucb"), &[]).err(),
+        ("verity".into(), 9018)
+    );
+}
+
+#[test]
+fn openssl_cms_with_two_signers_is_accepted() {
+    let w = Work::new();
+    let c = w.content_with_digests("c", 100_000);
+    let b = w.openssl_plain(&c, &["signer-rsa", "signer-p256"], "sha256", "two.raucb");
+    let j = info(&w.conf(""), &b, &[]);
+    let signers = j.ok()["signers"].as_array().unwrap().clone();
+    assert_eq!(signers.len(), 2);
+    assert!(signers.iter().all(|s| s["status"] == "trusted"));
+}
+
+#[test]
+fn one_trusted_and_one_untrusted_signer_is_accepted() {
+    let w = Work::new();
+    let c = w.content_with_digests("c", 100_000);
+    let b = w.openssl_plain(
+        &c,
+        &["signer-untrusted", "signer-rsa"],
+        "sha256",
+        "mixed.raucb",
+    );
+    let j = info(&w.conf(""), &b, &[]);
+    let s = j.ok()["signers"].as_array().unwrap().clone();
+    let untrusted = s
+        .iter()
+        .find(|s| s["subject"].as_str().unwrap().contains("signer-untrusted"))
+        .unwrap();
+    assert!(
+        untrusted["status"].as_str().unwrap().starts_with("skipped"),
+        "{untrusted}"
+    );
+    assert!(s.iter().any(|s| s["status"] == "trusted"));
+    // Alone, the untrusted signer is not enough.
+    let b = w.openssl_plain(&c, &["signer-untrusted"], "sha256", "untrusted.raucb");
+    assert_eq!(info(&w.conf(""), &b, &[]).err(), ("untrusted".into(), 9019));
+}
+
+/// Flip a byte of the signature value of SignerInfo `index` and re-encode the CMS.
+fn flip_signature(cms: &[u8], index: usize) -> Vec<u8> {
+    use der::{Decode, Encode};
+    let mut ci = cms::content_info::ContentInfo::from_der(cms).unwrap();
+    let mut sd: cms::signed_data::SignedData = ci.content.decode_as().unwrap();
+    let mut infos: Vec<_> = sd.signer_infos.0.iter().cloned().collect();
+    let mut sig = infos[index].signature.as_bytes().to_vec();
+    sig[10] ^= 0x01;
+    infos[index].signature = der::asn1::OctetString::new(sig).unwrap();
+    sd.signer_infos = cms::signed_data::SignerInfos(der::asn1::SetOfVec::try_from(infos).unwrap());
+    ci.content = der::Any::encode_from(&sd).unwrap();
+    ci.to_der().unwrap()
+}
+
+#[test]
+fn a_second_signer_with_flipped_signature_bytes_rejects_the_package() {
+    let w = Work::new();
+    let c = w.content_with_digests("c", 100_000);
+    let b = w.openssl_plain(&c, &["signer-rsa", "signer-p256"], "sha256", "two.raucb");
+    let bytes = std::fs::read(&b).unwrap();
+    let n = u64::from_be_bytes(bytes[bytes.len() - 8..].try_into().unwrap()) as usize;
+    let payload_len = bytes.len() - 8 - n;
+    for index in 0..2 {
+        let cms = flip_signature(&bytes[payload_len..bytes.len() - 8], index);
+        let mut out = bytes[..payload_len].to_vec();
+        out.extend(&cms);
+        out.extend((cms.len() as u64).to_be_bytes());
+        let p = w.path(&format!("flipped{index}.raucb"));
+        std::fs::write(&p, out).unwrap();
+        // One signer is still valid, but a checkable signature that is wrong is tampering (R4).
+        assert_eq!(
+            info(&w.conf(""), &p, &[]).err(),
+            ("bad-signature".into(), 9019),
+            "signer {index}"
+        );
+    }
+}
+
+#[test]
+fn rsa_pss_signatures_are_accepted() {
+    let w = Work::new();
+    let c = w.content_with_digests("c", 50_000);
+    let sq = w.path("pss.sqfs");
+    run_ok(Command::new("mksquashfs").arg(&c).arg(&sq).args([
+        "-noappend",
+        "-all-root",
+        "-no-xattrs",
+        "-quiet",
+        "-no-progress",
+    ]));
+    let cms = w.path("pss.cms");
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "cms", "-sign", "-binary", "-outform", "DER", "-md", "sha256",
+            ])
+            .arg("-in")
+            .arg(&sq)
+            .arg("-out")
+            .arg(&cms)
+            .arg("-signer")
+            .arg(cert("signer-rsa"))
+            .arg("-inkey")
+            .arg(key("signer-rsa"))
+            .args([
+                "-keyopt",
+                "rsa_padding_mode:pss",
+                "-keyopt",
+                "rsa_pss_saltlen:32",
+            ])
+            .arg("-certfile")
+            .arg(cert("release-ca")),
+    );
+    assemble(&sq, &std::fs::read(&cms).unwrap(), &w.path("pss.raucb"));
+    info(&w.conf(""), &w.path("pss.raucb"), &[]).ok();
+}

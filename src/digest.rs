@@ -19,7 +19,7 @@ pub enum DigestAlg {
 
 impl DigestAlg {
     /// Output length in bytes.
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             Self::Sha1 => 20,
             Self::Sha256 => 32,

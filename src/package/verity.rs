@@ -178,7 +178,14 @@ pub struct Verity {
     salt: Vec<u8>,
     root: [u8; 32],
     geometry: Geometry,
+    /// Data block ranges `[start, end)` already verified by readers, so that a later
+    /// whole-tree check does not hash them again. Bounded; past the bound, nothing more is
+    /// recorded and the sweep simply checks those blocks again.
+    verified: Mutex<Vec<(u64, u64)>>,
 }
+
+/// Most verified ranges remembered (images are contiguous: a handful in practice).
+const MAX_RANGES: usize = 4096;
 
 /// Verified hash blocks, a few per level.
 #[derive(Default)]
@@ -198,7 +205,7 @@ impl Verity {
         root: [u8; 32],
     ) -> Result<Self, VerityError> {
         let geometry = Geometry::new(data_len);
-        if data_len % BLOCK != 0 || data_len == 0 || geometry.tree_bytes() != tree_len {
+        if !data_len.is_multiple_of(BLOCK) || data_len == 0 || geometry.tree_bytes() != tree_len {
             return Err(VerityError::Geometry {
                 declared: tree_len,
                 expected: geometry.tree_bytes(),
@@ -212,6 +219,7 @@ impl Verity {
             salt,
             root,
             geometry,
+            verified: Mutex::default(),
         })
     }
 
@@ -284,19 +292,57 @@ impl Verity {
 
     /// Read and check every data block (and so every hash block). `progress` gets bytes done.
     pub fn check_all(&self, progress: &mut dyn FnMut(u64)) -> Result<(), VerityError> {
+        self.check_blocks(0, self.geometry.data_blocks, progress)
+    }
+
+    /// Check the data blocks no reader has verified yet: together with what the readers
+    /// checked, every block of the tree has then been checked once.
+    pub fn check_unverified(&self) -> Result<(), VerityError> {
+        let mut done = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        done.sort_unstable();
+        let mut next = 0;
+        let end = self.geometry.data_blocks;
+        for (start, stop) in done.into_iter().chain([(end, end)]) {
+            if start > next {
+                self.check_blocks(next, start, &mut |_| {})?;
+            }
+            next = next.max(stop);
+        }
+        Ok(())
+    }
+
+    fn mark_verified(&self, start: u64, end: u64) {
+        let mut v = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(last) = v.last_mut().filter(|l| l.1 == start) {
+            last.1 = end;
+        } else if v.len() < MAX_RANGES {
+            v.push((start, end));
+        }
+    }
+
+    fn check_blocks(
+        &self,
+        first: u64,
+        end: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), VerityError> {
         let mut cache = Cache::default();
         let mut buf = vec![0u8; 256 * BLOCK as usize];
-        let mut off = 0;
-        while off < self.data_len {
-            let n = (self.data_len - off).min(buf.len() as u64) as usize;
+        let mut block = first;
+        while block < end {
+            let n = ((end - block) * BLOCK).min(buf.len() as u64) as usize;
             self.src
-                .read_exact_at(&mut buf[..n], off)
+                .read_exact_at(&mut buf[..n], block * BLOCK)
                 .map_err(|e| VerityError::Io(e.to_string()))?;
             for (i, b) in buf[..n].chunks(BLOCK as usize).enumerate() {
-                self.check_block(off / BLOCK + i as u64, b, &mut cache)?;
+                self.check_block(block + i as u64, b, &mut cache)?;
             }
-            off += n as u64;
-            progress(off);
+            block += n as u64 / BLOCK;
+            progress(block * BLOCK);
         }
         Ok(())
     }
@@ -360,6 +406,8 @@ impl BufRead for VerifiedReader {
                     return Err(self.fail(e));
                 }
             }
+            self.verity
+                .mark_verified(start / BLOCK, (start + len as u64) / BLOCK);
             self.buf_start = start;
             self.buf_len = len;
         }
@@ -474,7 +522,13 @@ mod tests {
             .unwrap();
             assert!(v.check_all(&mut |_| {}).is_err(), "flip at {at} not caught");
         }
-        let mut r = VerifiedReader::new(Arc::new(verity));
+        // Reading verifies; the sweep then covers exactly the rest.
+        let verity = Arc::new(verity);
+        let mut all = VerifiedReader::new(verity.clone());
+        std::io::copy(&mut all.by_ref().take(4096 * 100), &mut std::io::sink()).unwrap();
+        assert_eq!(verity.verified.lock().unwrap().clone(), vec![(0, 128)]);
+        verity.check_unverified().unwrap();
+        let mut r = VerifiedReader::new(verity);
         r.seek(SeekFrom::Start(4096 * 150 + 10)).unwrap();
         let mut b = [0u8; 10];
         r.read_exact(&mut b).unwrap();

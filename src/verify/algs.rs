@@ -228,7 +228,7 @@ fn pss_digest(sig: &AlgorithmIdentifierOwned) -> Result<DigestAlg, String> {
     if mgf.oid != MGF1 || digest_alg(&mgf_hash, false)? != d {
         return Err("RSASSA-PSS must use MGF1 with the same digest".into());
     }
-    if p.salt.unwrap_or(20) as usize != d.len() {
+    if p.salt.unwrap_or(20) as usize != d.output_len() {
         return Err("RSASSA-PSS salt length must equal the digest length".into());
     }
     if p.trailer.unwrap_or(1) != 1 {

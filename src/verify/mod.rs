@@ -409,11 +409,11 @@ fn check_one(
         .map_err(|e| format!("messageDigest: {e}"))?
         .as_bytes()
         .to_vec();
-    if md.len() != alg.len() {
+    if md.len() != alg.output_len() {
         return Err(format!(
             "messageDigest has {} bytes, {alg} has {}",
             md.len(),
-            alg.len()
+            alg.output_len()
         ));
     }
     let signing_time = match single(rfc5911::ID_SIGNING_TIME)? {

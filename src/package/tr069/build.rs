@@ -171,6 +171,10 @@ pub fn build_package(o: &Tr069Options) -> anyhow::Result<()> {
         }
         w.flush()?;
     }
+    let mut perms = tmp.as_file().metadata()?.permissions();
+    // A package is for distribution: readable by all, like what mksquashfs writes.
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    tmp.as_file().set_permissions(perms)?;
     tmp.as_file().sync_all()?;
     let (_, path) = tmp.keep().map_err(|e| e.error)?;
     crate::fsutil::rename_durably(&path, &o.output)?;

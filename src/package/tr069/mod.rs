@@ -358,7 +358,7 @@ fn u32_value(v: &[u8]) -> Result<u32, String> {
 }
 
 fn u32_array(v: &[u8]) -> Result<Vec<u32>, String> {
-    if v.is_empty() || v.len() % 4 != 0 {
+    if v.is_empty() || !v.len().is_multiple_of(4) {
         return Err(format!(
             "value of {} bytes is not a non-empty array of u32",
             v.len()
@@ -431,7 +431,7 @@ fn parse_command(ty: u32, v: &[u8]) -> Result<Command, String> {
                 Command::Add(f, ty == 4)
             }
         }
-        5 | 6 | 7 => {
+        5..=7 => {
             need(12)?;
             let flags = u32_value(&v[0..4])?;
             let p = path_field(v, 4, "path")?;
@@ -468,7 +468,7 @@ fn parse_command(ty: u32, v: &[u8]) -> Result<Command, String> {
         25 => {
             need(8)?;
             let rest = &v[8..];
-            if rest.len() % 4 != 0 {
+            if !rest.len().is_multiple_of(4) {
                 return Err("attribute array is not a whole number of u32".into());
             }
             Command::RequiredAttributes(
@@ -691,9 +691,12 @@ pub(super) fn verify(
     let mut images = p.images;
     for image in &mut images {
         let off = offset_of(&cmds, &image.filename);
-        let mut r = Window::new(src.clone(), parsed.payload_start + off, image.size);
-        image.sha256 =
-            stream_image(image, &mut r, sink).map_err(|e| e.into_package_error(image))?;
+        let r = Window::new(src.clone(), parsed.payload_start + off, image.size);
+        image.sha256 = stream_image(
+            image,
+            move || Ok(Box::new(r) as Box<dyn std::io::Read>),
+            sink,
+        )?;
     }
     Ok(Package {
         format: Format::Tr069,
@@ -776,7 +779,7 @@ mod tests {
 
     #[test]
     fn rejects_broken_framing() {
-        assert!(parse_commands(&tlv(10, b"x")[..10]).is_err());
+        assert!(parse_commands(&tlv(10, b"xy")[..9]).is_err());
         let mut l = tlv(0, &[]);
         l.extend(tlv(10, b"x"));
         assert!(parse_commands(&l).is_err());

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages henb-update's build, demo and tests need, if missing.
+set -euo pipefail
+pkgs=(
+  squashfs-tools   # mksquashfs: the bundler, as rauc uses it
+  openssl          # test PKI and an independent CMS producer
+  rauc             # peer: builds and checks bundles
+  cryptsetup-bin   # veritysetup: independent verity oracle
+  python3          # the independent TR-069 builder in tests/tools
+  pkg-config
+  time             # GNU time: peak RSS in bench/info.py
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

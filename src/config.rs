@@ -48,28 +48,18 @@ pub struct Config {
 impl Config {
     /// Load and parse a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         Self::parse(&text, path)
     }
 
     /// Parse text; `path` is for messages and relative keyring paths.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let kf = KeyFile::parse(text).map_err(|e| ConfigError::Invalid {
-            path: path.into(),
-            line: e.line,
-            what: e.what,
-        })?;
+        let kf =
+            KeyFile::parse(text).map_err(|e| ConfigError::Invalid { path: path.into(), line: e.line, what: e.what })?;
         let mut c = Config::default();
         for g in &kf.groups {
             for e in &g.entries {
-                let invalid = |what: String| ConfigError::Invalid {
-                    path: path.into(),
-                    line: e.line,
-                    what,
-                };
+                let invalid = |what: String| ConfigError::Invalid { path: path.into(), line: e.line, what };
                 match (g.name.as_str(), e.key.as_str()) {
                     ("system", "compatible") => c.compatible = Some(e.value.clone()),
                     ("keyring", "path") => {

@@ -30,12 +30,10 @@ pub struct SigningKey {
 impl SigningKey {
     /// Load a PEM certificate and its unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Self> {
-        let cert_pem =
-            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-        let cert = Certificate::from_pem(&cert_pem)
-            .with_context(|| format!("{}: not a PEM certificate", cert.display()))?;
-        let key_pem =
-            std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+        let cert_pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+        let cert =
+            Certificate::from_pem(&cert_pem).with_context(|| format!("{}: not a PEM certificate", cert.display()))?;
+        let key_pem = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
         let key = parse_key(&key_pem).with_context(|| format!("{}", key.display()))?;
         let spki = match &key {
             Key::Rsa(k) => k.to_public_key().to_public_key_der(),
@@ -46,11 +44,7 @@ impl SigningKey {
         if spki.as_bytes() != cert.tbs_certificate.subject_public_key_info.to_der()? {
             bail!("the private key does not belong to the certificate");
         }
-        Ok(Self {
-            cert,
-            key,
-            legacy_sha1: false,
-        })
+        Ok(Self { cert, key, legacy_sha1: false })
     }
 
     /// Sign with SHA-1 (RSA only): strictly conformant TR-069 packages for legacy peers.
@@ -90,9 +84,7 @@ fn parse_key(pem: &str) -> anyhow::Result<Key> {
             return Ok(Key::P256(k.into()));
         }
         return Ok(Key::P384(
-            p384::SecretKey::from_sec1_pem(pem)
-                .map_err(|e| anyhow!("EC key (P-256 or P-384 expected): {e}"))?
-                .into(),
+            p384::SecretKey::from_sec1_pem(pem).map_err(|e| anyhow!("EC key (P-256 or P-384 expected): {e}"))?.into(),
         ));
     }
     if let Ok(k) = rsa::RsaPrivateKey::from_pkcs8_pem(pem) {
@@ -116,11 +108,7 @@ pub enum CmsContent<'a> {
 }
 
 /// A DER ContentInfo with one SignerInfo per key.
-pub fn sign(
-    signers: &[SigningKey],
-    intermediates: &[Certificate],
-    content: CmsContent<'_>,
-) -> anyhow::Result<Vec<u8>> {
+pub fn sign(signers: &[SigningKey], intermediates: &[Certificate], content: CmsContent<'_>) -> anyhow::Result<Vec<u8>> {
     if signers.is_empty() {
         bail!("at least one --cert/--key pair is needed");
     }
@@ -128,30 +116,22 @@ pub fn sign(
         CmsContent::Attached(b) => Some(Any::new(Tag::OctetString, b)?),
         CmsContent::Detached(_) => None,
     };
-    let eci = EncapsulatedContentInfo {
-        econtent_type: rfc5911::ID_DATA,
-        econtent,
-    };
+    let eci = EncapsulatedContentInfo { econtent_type: rfc5911::ID_DATA, econtent };
     let mut b = SignedDataBuilder::new(&eci);
     let mut seen = Vec::new();
     for c in signers.iter().map(|s| &s.cert).chain(intermediates) {
         let der = c.to_der()?;
         if !seen.contains(&der) {
-            b.add_certificate(CertificateChoices::Certificate(c.clone()))
-                .map_err(|e| anyhow!("{e}"))?;
+            b.add_certificate(CertificateChoices::Certificate(c.clone())).map_err(|e| anyhow!("{e}"))?;
             seen.push(der);
         }
     }
     let mut algs = Vec::new();
     for s in signers {
         let alg = s.digest();
-        let digest_alg = AlgorithmIdentifierOwned {
-            oid: digest_oid(alg),
-            parameters: None,
-        };
+        let digest_alg = AlgorithmIdentifierOwned { oid: digest_oid(alg), parameters: None };
         if !algs.contains(&alg) {
-            b.add_digest_algorithm(digest_alg.clone())
-                .map_err(|e| anyhow!("{e}"))?;
+            b.add_digest_algorithm(digest_alg.clone()).map_err(|e| anyhow!("{e}"))?;
             algs.push(alg);
         }
         let md = match content {
@@ -170,11 +150,9 @@ pub fn sign(
         let time = create_signing_time_attribute().map_err(|e| anyhow!("{e}"))?;
         macro_rules! add {
             ($key:expr, $sig:ty) => {{
-                let mut sib = SignerInfoBuilder::new($key, sid, digest_alg, &eci, md)
-                    .map_err(|e| anyhow!("{e}"))?;
+                let mut sib = SignerInfoBuilder::new($key, sid, digest_alg, &eci, md).map_err(|e| anyhow!("{e}"))?;
                 sib.add_signed_attribute(time).map_err(|e| anyhow!("{e}"))?;
-                b.add_signer_info::<_, $sig>(sib)
-                    .map_err(|e| anyhow!("signing: {e}"))?;
+                b.add_signer_info::<_, $sig>(sib).map_err(|e| anyhow!("signing: {e}"))?;
             }};
         }
         match (&s.key, alg) {

@@ -106,15 +106,7 @@ impl Window {
 
     /// A cursor over `len` bytes of `src` starting at `start`.
     pub fn new(src: Arc<dyn Source>, start: u64, len: u64) -> Self {
-        Self {
-            src,
-            start,
-            len,
-            pos: 0,
-            buf: vec![0; Self::BUF].into_boxed_slice(),
-            buf_pos: 0,
-            buf_len: 0,
-        }
+        Self { src, start, len, pos: 0, buf: vec![0; Self::BUF].into_boxed_slice(), buf_pos: 0, buf_len: 0 }
     }
 }
 
@@ -136,9 +128,7 @@ impl BufRead for Window {
                 return Ok(&[]);
             }
             let want = (self.buf.len() as u64).min(remaining) as usize;
-            let n = self
-                .src
-                .read_at(&mut self.buf[..want], self.start + self.pos)?;
+            let n = self.src.read_at(&mut self.buf[..want], self.start + self.pos)?;
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }

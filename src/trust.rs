@@ -56,21 +56,13 @@ impl Anchors {
         const END: &str = "-----END CERTIFICATE-----";
         while let Some(b) = rest.find(BEGIN) {
             let tail = &rest[b..];
-            let e = tail.find(END).ok_or(TrustError::BadCertificate {
-                index: ders.len(),
-                why: "unterminated PEM block".into(),
-            })?;
+            let e = tail
+                .find(END)
+                .ok_or(TrustError::BadCertificate { index: ders.len(), why: "unterminated PEM block".into() })?;
             let block = &tail[..e + END.len()];
-            let cert = Certificate::from_pem(block.as_bytes()).map_err(|e| {
-                TrustError::BadCertificate {
-                    index: ders.len(),
-                    why: e.to_string(),
-                }
-            })?;
-            ders.push(cert.to_der().map_err(|e| TrustError::BadCertificate {
-                index: ders.len(),
-                why: e.to_string(),
-            })?);
+            let cert = Certificate::from_pem(block.as_bytes())
+                .map_err(|e| TrustError::BadCertificate { index: ders.len(), why: e.to_string() })?;
+            ders.push(cert.to_der().map_err(|e| TrustError::BadCertificate { index: ders.len(), why: e.to_string() })?);
             rest = &tail[e + END.len()..];
         }
         Self::from_der_list(ders, source)
@@ -88,16 +80,10 @@ impl Anchors {
             use x509_cert::der::Decode;
             certs.push(Certificate::from_der(&der).map_err(|e| bad(e.to_string()))?);
             let cd = rustls_pki_types::CertificateDer::from(der);
-            let a = webpki::anchor_from_trusted_cert(&cd)
-                .map_err(|e| bad(format!("{e:?}")))?
-                .to_owned();
+            let a = webpki::anchor_from_trusted_cert(&cd).map_err(|e| bad(format!("{e:?}")))?.to_owned();
             anchors.push(a);
         }
-        Ok(Self {
-            anchors,
-            certs,
-            source,
-        })
+        Ok(Self { anchors, certs, source })
     }
 
     /// For the path validator.

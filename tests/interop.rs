@@ -10,18 +10,17 @@ fn rauc_conf(w: &Work) -> std::path::PathBuf {
     let p = w.path("rauc.conf");
     std::fs::write(
         &p,
-        format!("[system]\ncompatible=henb-test\nbootloader=noop\n\n[keyring]\npath={}\ncheck-purpose=codesign\n", pki().join("keyring.pem").display()),
+        format!(
+            "[system]\ncompatible=henb-test\nbootloader=noop\n\n[keyring]\npath={}\ncheck-purpose=codesign\n",
+            pki().join("keyring.pem").display()
+        ),
     )
     .unwrap();
     p
 }
 
 fn rauc_bundle(w: &Work, format: &str, signer: &str, out: &str) -> std::path::PathBuf {
-    let c = w.content(
-        &format!("c-{out}"),
-        300_000,
-        &format!("\n[bundle]\nformat={format}\n"),
-    );
+    let c = w.content(&format!("c-{out}"), 300_000, &format!("\n[bundle]\nformat={format}\n"));
     let o = w.path(out);
     run_ok(
         Command::new("rauc")
@@ -39,27 +38,18 @@ fn rauc_bundle(w: &Work, format: &str, signer: &str, out: &str) -> std::path::Pa
 fn bundles_made_by_rauc_pass_our_info() {
     let w = Work::new();
     let conf = w.conf("");
-    for (format, signer) in [
-        ("plain", "signer-rsa"),
-        ("plain", "signer-p256"),
-        ("verity", "signer-rsa"),
-        ("verity", "signer-p384"),
-    ] {
+    for (format, signer) in
+        [("plain", "signer-rsa"), ("plain", "signer-p256"), ("verity", "signer-rsa"), ("verity", "signer-p384")]
+    {
         let b = rauc_bundle(&w, format, signer, &format!("{format}-{signer}.raucb"));
         let r = info(&conf, &b, &[]);
         let j = r.ok();
         assert_eq!(j["format"], format, "{format} {signer}");
         assert_eq!(j["compatible"], "henb-test");
         assert_eq!(j["images"][0]["size"], 300_000);
-        assert_eq!(
-            j["images"][0]["sha256"],
-            sha256_hex(&pseudo_random(300_000, 7))
-        );
+        assert_eq!(j["images"][0]["sha256"], sha256_hex(&pseudo_random(300_000, 7)));
         assert_eq!(j["signers"][0]["status"], "trusted");
-        assert!(j["signers"][0]["subject"]
-            .as_str()
-            .unwrap()
-            .contains(signer));
+        assert!(j["signers"][0]["subject"].as_str().unwrap().contains(signer));
     }
 }
 
@@ -68,39 +58,18 @@ fn bundles_made_by_us_pass_rauc_info() {
     let w = Work::new();
     let rc = rauc_conf(&w);
     let content = w.content("c", 200_000, "\n[meta.measured-boot]\npcr.9=00\n");
-    for (format, signer) in [
-        ("plain", "signer-rsa"),
-        ("verity", "signer-p256"),
-        ("verity", "signer-rsa"),
-    ] {
-        let b = w.bundle(
-            format,
-            &content,
-            &[signer],
-            &format!("{format}-{signer}.raucb"),
-            &[],
-        );
-        let out = run_ok(
-            Command::new("rauc")
-                .arg(format!("--conf={}", rc.display()))
-                .arg("info")
-                .arg(&b),
-        );
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(
-            text.contains(&format!("Bundle Format: \t{format}")),
-            "{text}"
-        );
+    for (format, signer) in [("plain", "signer-rsa"), ("verity", "signer-p256"), ("verity", "signer-rsa")] {
+        let b = w.bundle(format, &content, &[signer], &format!("{format}-{signer}.raucb"), &[]);
+        let out = run_ok(Command::new("rauc").arg(format!("--conf={}", rc.display())).arg("info").arg(&b));
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains(&format!("Bundle Format: \t{format}")), "{text}");
         assert!(text.contains("Verified"), "{text}");
         // And ours accepts it too, with the meta section kept.
         let j = info(&w.conf(""), &b, &[]);
         assert_eq!(j.ok()["meta"]["measured-boot"]["pcr.9"], "00");
     }
     // The content directory was not modified (rauc rewrites it; we do not).
-    assert!(!std::fs::read_to_string(content.join("manifest.raucm"))
-        .unwrap()
-        .contains("sha256"));
+    assert!(!std::fs::read_to_string(content.join("manifest.raucm")).unwrap().contains("sha256"));
 }
 
 #[test]
@@ -113,17 +82,10 @@ fn our_verity_tree_satisfies_veritysetup() {
     let cms = &bytes[bytes.len() - 8 - n..bytes.len() - 8];
     std::fs::write(w.path("cms.der"), cms).unwrap();
     let manifest = run_ok(
-        Command::new("openssl")
-            .args(["cms", "-verify", "-noverify", "-inform", "DER", "-in"])
-            .arg(w.path("cms.der")),
+        Command::new("openssl").args(["cms", "-verify", "-noverify", "-inform", "DER", "-in"]).arg(w.path("cms.der")),
     );
     let m = String::from_utf8(manifest.stdout).unwrap();
-    let get = |k: &str| {
-        m.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap()
-            .to_string()
-    };
+    let get = |k: &str| m.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap().to_string();
     let tree: usize = get("verity-size").parse().unwrap();
     let sq = bytes.len() - 8 - n - tree;
     let verify = |file: &std::path::Path| {
@@ -145,10 +107,7 @@ fn our_verity_tree_satisfies_veritysetup() {
     bad[sq / 2] ^= 0x10;
     std::fs::write(w.path("bad.raucb"), &bad).unwrap();
     assert!(!verify(&w.path("bad.raucb")));
-    assert_eq!(
-        info(&w.conf(""), &w.path("bad.raucb"), &[]).err(),
-        ("verity".into(), 9018)
-    );
+    assert_eq!(info(&w.conf(""), &w.path("bad.raucb"), &[]).err(), ("verity".into(), 9018));
 }
 
 #[test]
@@ -166,22 +125,11 @@ fn openssl_cms_with_two_signers_is_accepted() {
 fn one_trusted_and_one_untrusted_signer_is_accepted() {
     let w = Work::new();
     let c = w.content_with_digests("c", 100_000);
-    let b = w.openssl_plain(
-        &c,
-        &["signer-untrusted", "signer-rsa"],
-        "sha256",
-        "mixed.raucb",
-    );
+    let b = w.openssl_plain(&c, &["signer-untrusted", "signer-rsa"], "sha256", "mixed.raucb");
     let j = info(&w.conf(""), &b, &[]);
     let s = j.ok()["signers"].as_array().unwrap().clone();
-    let untrusted = s
-        .iter()
-        .find(|s| s["subject"].as_str().unwrap().contains("signer-untrusted"))
-        .unwrap();
-    assert!(
-        untrusted["status"].as_str().unwrap().starts_with("skipped"),
-        "{untrusted}"
-    );
+    let untrusted = s.iter().find(|s| s["subject"].as_str().unwrap().contains("signer-untrusted")).unwrap();
+    assert!(untrusted["status"].as_str().unwrap().starts_with("skipped"), "{untrusted}");
     assert!(s.iter().any(|s| s["status"] == "trusted"));
     // Alone, the untrusted signer is not enough.
     let b = w.openssl_plain(&c, &["signer-untrusted"], "sha256", "untrusted.raucb");
@@ -218,11 +166,7 @@ fn a_second_signer_with_flipped_signature_bytes_rejects_the_package() {
         let p = w.path(&format!("flipped{index}.raucb"));
         std::fs::write(&p, out).unwrap();
         // One signer is still valid, but a checkable signature that is wrong is tampering (R4).
-        assert_eq!(
-            info(&w.conf(""), &p, &[]).err(),
-            ("bad-signature".into(), 9019),
-            "signer {index}"
-        );
+        assert_eq!(info(&w.conf(""), &p, &[]).err(), ("bad-signature".into(), 9019), "signer {index}");
     }
 }
 
@@ -241,9 +185,7 @@ fn rsa_pss_signatures_are_accepted() {
     let cms = w.path("pss.cms");
     run_ok(
         Command::new("openssl")
-            .args([
-                "cms", "-sign", "-binary", "-outform", "DER", "-md", "sha256",
-            ])
+            .args(["cms", "-sign", "-binary", "-outform", "DER", "-md", "sha256"])
             .arg("-in")
             .arg(&sq)
             .arg("-out")
@@ -252,15 +194,30 @@ fn rsa_pss_signatures_are_accepted() {
             .arg(cert("signer-rsa"))
             .arg("-inkey")
             .arg(key("signer-rsa"))
-            .args([
-                "-keyopt",
-                "rsa_padding_mode:pss",
-                "-keyopt",
-                "rsa_pss_saltlen:32",
-            ])
+            .args(["-keyopt", "rsa_padding_mode:pss", "-keyopt", "rsa_pss_saltlen:32"])
             .arg("-certfile")
             .arg(cert("release-ca")),
     );
     assemble(&sq, &std::fs::read(&cms).unwrap(), &w.path("pss.raucb"));
     info(&w.conf(""), &w.path("pss.raucb"), &[]).ok();
+}
+
+#[test]
+fn every_mksquashfs_compressor_reads_back() {
+    let w = Work::new();
+    let conf = w.conf("");
+    let mut content = w.content("c", 400_000, "");
+    // Half zeros, so that the compressors actually compress.
+    let mut img = pseudo_random(400_000, 7);
+    img[100_000..300_000].fill(0);
+    std::fs::write(content.join("rootfs.img"), &img).unwrap();
+    for comp in ["gzip", "xz", "zstd", "lz4"] {
+        let b = w.bundle("verity", &content, &["signer-rsa"], &format!("{comp}.raucb"), &["--compression", comp]);
+        assert_eq!(info(&conf, &b, &[]).ok()["images"][0]["sha256"], sha256_hex(&img), "{comp}");
+    }
+    // lzo is not built in: a clear refusal, not a crash.
+    content = w.content("c2", 50_000, "");
+    let b = w.bundle("plain", &content, &["signer-rsa"], "lzo.raucb", &["--compression", "lzo"]);
+    let r = info(&conf, &b, &[]);
+    assert_eq!(r.err(), ("squashfs".into(), 9018));
 }

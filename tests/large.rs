@@ -23,21 +23,12 @@ fn big_squashfs(w: &Work, content: &std::path::Path) -> std::path::PathBuf {
         "-no-progress",
     ]));
     // squashfs allows padding after bytes_used: make the region > 4 GiB, sparse.
-    OpenOptions::new()
-        .write(true)
-        .open(&sq)
-        .unwrap()
-        .set_len(BIG)
-        .unwrap();
+    OpenOptions::new().write(true).open(&sq).unwrap().set_len(BIG).unwrap();
     sq
 }
 
 fn flip_at(path: &std::path::Path, at: u64) {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
+    let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, at).unwrap();
     b[0] ^= 1;
@@ -52,9 +43,7 @@ fn plain_bundle_over_4_gib() {
     let cms = w.path("big.cms");
     run_ok(
         Command::new("openssl")
-            .args([
-                "cms", "-sign", "-binary", "-outform", "DER", "-md", "sha256", "-in",
-            ])
+            .args(["cms", "-sign", "-binary", "-outform", "DER", "-md", "sha256", "-in"])
             .arg(&sq)
             .arg("-out")
             .arg(&cms)
@@ -68,16 +57,12 @@ fn plain_bundle_over_4_gib() {
     let cms = std::fs::read(&cms).unwrap();
     let f = OpenOptions::new().write(true).open(&sq).unwrap();
     f.write_all_at(&cms, BIG).unwrap();
-    f.write_all_at(&(cms.len() as u64).to_be_bytes(), BIG + cms.len() as u64)
-        .unwrap();
+    f.write_all_at(&(cms.len() as u64).to_be_bytes(), BIG + cms.len() as u64).unwrap();
     drop(f);
     let conf = w.conf("");
     assert_eq!(info(&conf, &sq, &[]).ok()["format"], "plain");
     flip_at(&sq, BIG - 4096 + 17);
-    assert_eq!(
-        info(&conf, &sq, &[]).err(),
-        ("digest-mismatch".into(), 9019)
-    );
+    assert_eq!(info(&conf, &sq, &[]).err(), ("digest-mismatch".into(), 9019));
 }
 
 #[test]
@@ -91,15 +76,7 @@ fn verity_bundle_over_4_gib() {
     let salt = [0x42u8; 32];
     let src = FileSource::new(f.try_clone().unwrap()).unwrap();
     let out = FileSource::new(f.try_clone().unwrap()).unwrap();
-    let root = verity::build_tree(
-        &src,
-        BIG,
-        &salt,
-        &out,
-        &mut |b, o| f.write_all_at(b, o),
-        BIG,
-    )
-    .unwrap();
+    let root = verity::build_tree(&src, BIG, &salt, &out, &mut |b, o| f.write_all_at(b, o), BIG).unwrap();
     let manifest = std::fs::read_to_string(c.join("manifest.raucm")).unwrap()
         + &format!(
             "\n[bundle]\nformat=verity\nverity-hash={}\nverity-salt={}\nverity-size={tree}\n",
@@ -107,13 +84,11 @@ fn verity_bundle_over_4_gib() {
             hex::encode(salt)
         );
     let signer = SigningKey::load(&cert("signer-rsa"), &key("signer-rsa")).unwrap();
-    let inter = x509_cert::Certificate::load_pem_chain(&std::fs::read(cert("release-ca")).unwrap())
-        .unwrap();
+    let inter = x509_cert::Certificate::load_pem_chain(&std::fs::read(cert("release-ca")).unwrap()).unwrap();
     let cms = sign::sign(&[signer], &inter, CmsContent::Attached(manifest.as_bytes())).unwrap();
     let end = BIG + tree;
     f.write_all_at(&cms, end).unwrap();
-    f.write_all_at(&(cms.len() as u64).to_be_bytes(), end + cms.len() as u64)
-        .unwrap();
+    f.write_all_at(&(cms.len() as u64).to_be_bytes(), end + cms.len() as u64).unwrap();
     assert!(src.len() > 4 << 30);
     drop(f);
     let conf = w.conf("");

@@ -39,31 +39,17 @@ fn plain_bundle_regions() {
     let bytes = std::fs::read(&b).unwrap();
     let (payload, cms) = layout(&bytes);
     // Anything in the squashfs: superblock, image data, metadata tables, padding.
-    for (i, at) in [0, 20, 150_000, bytes_used(&bytes) - 1, payload - 1]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, at) in [0, 20, 150_000, bytes_used(&bytes) - 1, payload - 1].into_iter().enumerate() {
         let r = info(&conf, &flipped(&w, &b, at, &format!("sq{i}")), &[]);
         assert_eq!(r.err(), ("digest-mismatch".into(), 9019), "flip at {at}");
     }
-    for (i, at) in [
-        cms.start,
-        cms.start + 40,
-        cms.start + cms.len() / 2,
-        cms.end - 5,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, at) in [cms.start, cms.start + 40, cms.start + cms.len() / 2, cms.end - 5].into_iter().enumerate() {
         let (_, fault) = info(&conf, &flipped(&w, &b, at, &format!("cms{i}")), &[]).err();
         assert!(fault == 9018 || fault == 9019, "CMS flip at {at}: {fault}");
     }
     for (i, at) in [bytes.len() - 8, bytes.len() - 1].into_iter().enumerate() {
         let (_, fault) = info(&conf, &flipped(&w, &b, at, &format!("tr{i}")), &[]).err();
-        assert!(
-            fault == 9018 || fault == 9019,
-            "trailer flip at {at}: {fault}"
-        );
+        assert!(fault == 9018 || fault == 9019, "trailer flip at {at}: {fault}");
     }
 }
 
@@ -81,10 +67,7 @@ fn verity_bundle_regions() {
         sq..payload
     };
     // Squashfs: superblock, image data, metadata, unused padding at the end of the data.
-    for (i, at) in [0, 300_000, bytes_used(&bytes) - 1, tree.start - 1]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, at) in [0, 300_000, bytes_used(&bytes) - 1, tree.start - 1].into_iter().enumerate() {
         assert_eq!(
             info(&conf, &flipped(&w, &b, at, &format!("sq{i}")), &[]).err(),
             ("verity".into(), 9018),
@@ -92,10 +75,7 @@ fn verity_bundle_regions() {
         );
     }
     // The hash tree: top block, a leaf block, the zero padding of a hash block.
-    for (i, at) in [tree.start, tree.start + 4096 + 5, payload - 1]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, at) in [tree.start, tree.start + 4096 + 5, payload - 1].into_iter().enumerate() {
         assert_eq!(
             info(&conf, &flipped(&w, &b, at, &format!("tree{i}")), &[]).err(),
             ("verity".into(), 9018),
@@ -103,15 +83,8 @@ fn verity_bundle_regions() {
         );
     }
     // The signed manifest lives in the CMS.
-    let m = bytes[cms.clone()]
-        .windows(11)
-        .position(|x| x == b"compatible=")
-        .unwrap()
-        + cms.start;
-    assert_eq!(
-        info(&conf, &flipped(&w, &b, m + 12, "manifest"), &[]).err(),
-        ("digest-mismatch".into(), 9019)
-    );
+    let m = bytes[cms.clone()].windows(11).position(|x| x == b"compatible=").unwrap() + cms.start;
+    assert_eq!(info(&conf, &flipped(&w, &b, m + 12, "manifest"), &[]).err(), ("digest-mismatch".into(), 9019));
     for (i, at) in [cms.start + 3, cms.end - 3].into_iter().enumerate() {
         let (_, fault) = info(&conf, &flipped(&w, &b, at, &format!("cms{i}")), &[]).err();
         assert!(fault == 9018 || fault == 9019);
@@ -131,19 +104,10 @@ fn tr069_package_regions() {
     let payload_len = u32::from_be_bytes(bytes[20..24].try_into().unwrap()) as usize;
     let payload_start = bytes.len() - payload_len;
     assert_eq!(info(&conf, &flipped(&w, &p, 0, "magic"), &[]).err().1, 9018);
-    assert_eq!(
-        info(&conf, &flipped(&w, &p, 8, "major"), &[]).err(),
-        ("malformed".into(), 9018)
-    );
-    assert_eq!(
-        info(&conf, &flipped(&w, &p, 15, "minor"), &[]).err(),
-        ("digest-mismatch".into(), 9019)
-    );
+    assert_eq!(info(&conf, &flipped(&w, &p, 8, "major"), &[]).err(), ("malformed".into(), 9018));
+    assert_eq!(info(&conf, &flipped(&w, &p, 15, "minor"), &[]).err(), ("digest-mismatch".into(), 9019));
     assert_eq!(info(&conf, &flipped(&w, &p, 19, "clen"), &[]).err().1, 9018);
-    assert_eq!(
-        info(&conf, &flipped(&w, &p, 23, "plen"), &[]).err().0,
-        "length"
-    );
+    assert_eq!(info(&conf, &flipped(&w, &p, 23, "plen"), &[]).err().0, "length");
     for (i, at) in [24, 24 + c_len / 2, 24 + c_len - 1].into_iter().enumerate() {
         assert_eq!(
             info(&conf, &flipped(&w, &p, at, &format!("cmd{i}")), &[]).err(),
@@ -151,28 +115,12 @@ fn tr069_package_regions() {
             "cmd flip at {at}"
         );
     }
-    for (i, at) in [
-        24 + c_len + 4,
-        (24 + c_len + payload_start) / 2,
-        payload_start - 1,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, at) in [24 + c_len + 4, (24 + c_len + payload_start) / 2, payload_start - 1].into_iter().enumerate() {
         let (_, fault) = info(&conf, &flipped(&w, &p, at, &format!("sig{i}")), &[]).err();
-        assert!(
-            fault == 9018 || fault == 9019 || fault == 9017,
-            "signature flip at {at}: {fault}"
-        );
+        assert!(fault == 9018 || fault == 9019 || fault == 9017, "signature flip at {at}: {fault}");
     }
-    for (i, at) in [payload_start, payload_start + 100_000, bytes.len() - 1]
-        .into_iter()
-        .enumerate()
-    {
-        assert_eq!(
-            info(&conf, &flipped(&w, &p, at, &format!("pl{i}")), &[]).err(),
-            ("image-digest".into(), 9018)
-        );
+    for (i, at) in [payload_start, payload_start + 100_000, bytes.len() - 1].into_iter().enumerate() {
+        assert_eq!(info(&conf, &flipped(&w, &p, at, &format!("pl{i}")), &[]).err(), ("image-digest".into(), 9018));
     }
 }
 
@@ -187,10 +135,7 @@ fn truncated_and_appended_packages() {
         for cut in [1, 8, 100, bytes.len() / 2, bytes.len() - 10, bytes.len()] {
             let r = info(&conf, &written(&w, &bytes[..bytes.len() - cut], "cut"), &[]);
             let (_, fault) = r.err();
-            assert!(
-                [9017, 9018, 9019].contains(&fault),
-                "{format} cut {cut}: {fault}"
-            );
+            assert!([9017, 9018, 9019].contains(&fault), "{format} cut {cut}: {fault}");
         }
         for extra in [1usize, 8, 4096] {
             let mut b = bytes.clone();
@@ -209,23 +154,13 @@ fn truncated_and_appended_packages() {
 fn cms_length_zero_oversized_or_beyond_the_file() {
     let w = Work::new();
     let conf = w.conf("");
-    let b = w.bundle(
-        "plain",
-        &w.content("c", 50_000, ""),
-        &["signer-rsa"],
-        "p.raucb",
-        &[],
-    );
+    let b = w.bundle("plain", &w.content("c", 50_000, ""), &["signer-rsa"], "p.raucb", &[]);
     let bytes = std::fs::read(&b).unwrap();
     for len in [0u64, 64 * 1024 + 1, bytes.len() as u64, u64::MAX] {
         let mut x = bytes.clone();
         let n = x.len();
         x[n - 8..].copy_from_slice(&len.to_be_bytes());
-        assert_eq!(
-            info(&conf, &written(&w, &x, "len"), &[]).err(),
-            ("layout".into(), 9018),
-            "length {len}"
-        );
+        assert_eq!(info(&conf, &written(&w, &x, "len"), &[]).err(), ("layout".into(), 9018), "length {len}");
     }
 }
 
@@ -246,10 +181,7 @@ fn wrong_compatible_is_reported_as_such() {
         let p = w.bundle(format, &c, &["signer-rsa"], &format!("{format}.pkg"), &[]);
         let r = info(&conf, &p, &[]);
         assert_eq!(r.err(), ("incompatible".into(), 9001), "{format}");
-        assert!(r.json["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("other-device"));
+        assert!(r.json["error"]["message"].as_str().unwrap().contains("other-device"));
     }
 }
 
@@ -280,36 +212,13 @@ fn signer_certificate_problems() {
     // Without check-purpose=codesign (RAUC's default purpose), the no-EKU signer is fine
     // and the codeSigning one is not.
     let smime = w.path("smime.conf");
-    std::fs::write(
-        &smime,
-        format!("[keyring]\npath={}\n", pki().join("keyring.pem").display()),
-    )
-    .unwrap();
-    info(
-        &smime,
-        &w.openssl_plain(&c, &["signer-noeku"], "sha256", "noeku.raucb"),
-        &[],
-    )
-    .ok();
-    assert_eq!(
-        info(
-            &smime,
-            &w.openssl_plain(&c, &["signer-rsa"], "sha256", "cs.raucb"),
-            &[]
-        )
-        .err()
-        .1,
-        9019
-    );
+    std::fs::write(&smime, format!("[keyring]\npath={}\n", pki().join("keyring.pem").display())).unwrap();
+    info(&smime, &w.openssl_plain(&c, &["signer-noeku"], "sha256", "noeku.raucb"), &[]).ok();
+    assert_eq!(info(&smime, &w.openssl_plain(&c, &["signer-rsa"], "sha256", "cs.raucb"), &[]).err().1, 9019);
     // The expired signer is accepted when it was valid at its signing time... only if the
     // signature was made then; ours are made now, so it stays refused.
     let st = w.conf("use-bundle-signing-time=true\n");
-    assert_eq!(
-        info(&st, &w.path("signer-expired-sha256.raucb"), &[])
-            .err()
-            .1,
-        9019
-    );
+    assert_eq!(info(&st, &w.path("signer-expired-sha256.raucb"), &[]).err().1, 9019);
 }
 
 #[test]
@@ -317,22 +226,10 @@ fn allowed_signer_cns_limits_who_may_sign() {
     let w = Work::new();
     let conf = w.conf("allowed-signer-cns=henb-update test signer-p256;someone else\n");
     let c = w.content("c", 10_000, "");
-    info(
-        &conf,
-        &w.bundle("verity", &c, &["signer-p256"], "a.raucb", &[]),
-        &[],
-    )
-    .ok();
-    let r = info(
-        &conf,
-        &w.bundle("verity", &c, &["signer-rsa"], "b.raucb", &[]),
-        &[],
-    );
+    info(&conf, &w.bundle("verity", &c, &["signer-p256"], "a.raucb", &[]), &[]).ok();
+    let r = info(&conf, &w.bundle("verity", &c, &["signer-rsa"], "b.raucb", &[]), &[]);
     assert_eq!(r.err().1, 9019);
-    assert!(r.json["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("allowed-signer-cns"));
+    assert!(r.json["error"]["message"].as_str().unwrap().contains("allowed-signer-cns"));
 }
 
 #[test]
@@ -393,27 +290,19 @@ fn every_byte_of_the_signature_block_matters() {
     use henb_update::verify::{Policy, Purpose};
     use std::sync::Arc;
     let w = Work::new();
-    let anchors = Anchors::from_pem(
-        &std::fs::read(pki().join("keyring.pem")).unwrap(),
-        TrustSource::Keyring("test".into()),
-    )
-    .unwrap();
+    let anchors =
+        Anchors::from_pem(&std::fs::read(pki().join("keyring.pem")).unwrap(), TrustSource::Keyring("test".into()))
+            .unwrap();
     let ctx = Context {
         anchors: &anchors,
-        policy: Policy {
-            purpose: Purpose::CodeSign,
-            ..Default::default()
-        },
+        policy: Policy { purpose: Purpose::CodeSign, ..Default::default() },
         now: std::time::SystemTime::now(),
         compatible: Some("henb-test".into()),
         check_whole_tree: true,
     };
     let c = w.content("c", 5_000, "");
-    for (format, signers) in [
-        ("plain", &["signer-rsa"][..]),
-        ("verity", &["signer-p384"]),
-        ("tr069", &["signer-p256"]),
-    ] {
+    for (format, signers) in [("plain", &["signer-rsa"][..]), ("verity", &["signer-p384"]), ("tr069", &["signer-p256"])]
+    {
         let p = w.bundle(format, &c, signers, &format!("{format}.pkg"), &[]);
         let bytes = std::fs::read(&p).unwrap();
         assert!(verify(Arc::new(bytes.clone()), &ctx, &mut NullSink).is_ok());
@@ -427,10 +316,7 @@ fn every_byte_of_the_signature_block_matters() {
         for at in range {
             let mut b = bytes.clone();
             b[at] ^= 0x01;
-            assert!(
-                verify(Arc::new(b), &ctx, &mut NullSink).is_err(),
-                "{format}: flipping byte {at} was accepted"
-            );
+            assert!(verify(Arc::new(b), &ctx, &mut NullSink).is_err(), "{format}: flipping byte {at} was accepted");
         }
     }
 }

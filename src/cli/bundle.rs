@@ -17,9 +17,9 @@ pub(super) enum PackageFormat {
 
 #[derive(clap::Args)]
 pub(super) struct Args {
-    /// Package format.
-    #[arg(long, value_enum, default_value = "verity")]
-    format: PackageFormat,
+    /// Package format [default: the manifest's [bundle] format, else verity].
+    #[arg(long, value_enum)]
+    format: Option<PackageFormat>,
     /// Signer certificate (PEM). Repeat with --key for several signatures.
     #[arg(long = "cert", value_name = "PEM", required = true)]
     certs: Vec<PathBuf>,
@@ -32,7 +32,7 @@ pub(super) struct Args {
     /// TR-069 only: strictly conformant Annex E package (SHA-1 file hashes, SHA-1/RSA signatures) for legacy peers.
     #[arg(long)]
     legacy_sha1: bool,
-    /// TR-069 only: with --legacy-sha1, also sign with SHA-256 (one SignerInfo per digest and key), so the package also verifies on devices without the legacy switch... except for its SHA-1 file hashes.
+    /// TR-069 only, with --legacy-sha1: each key signs twice, SHA-1/RSA and SHA-256, in one SignedData.
     #[arg(long, requires = "legacy_sha1")]
     also_sha256: bool,
     /// mksquashfs compressor (gzip, xz, zstd, lz4; default gzip).
@@ -64,15 +64,26 @@ fn load_certs(path: &PathBuf) -> anyhow::Result<Vec<x509_cert::Certificate>> {
     Ok(certs)
 }
 
+/// The format the manifest asks for (`[bundle] format`), verity when it names none.
+fn manifest_format(dir: &std::path::Path) -> anyhow::Result<PackageFormat> {
+    let p = dir.join("manifest.raucm");
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let kf = crate::package::keyfile::KeyFile::parse(&text).with_context(|| format!("{}", p.display()))?;
+    Ok(match kf.get("bundle", "format") {
+        Some("plain") => PackageFormat::Plain,
+        _ => PackageFormat::Verity,
+    })
+}
+
 fn build(a: Args) -> anyhow::Result<()> {
     if a.certs.len() != a.keys.len() {
-        bail!(
-            "give one --key per --cert ({} certificates, {} keys)",
-            a.certs.len(),
-            a.keys.len()
-        );
+        bail!("give one --key per --cert ({} certificates, {} keys)", a.certs.len(), a.keys.len());
     }
-    if a.legacy_sha1 && a.format != PackageFormat::Tr069 {
+    let format = match a.format {
+        Some(f) => f,
+        None => manifest_format(&a.content_dir)?,
+    };
+    if a.legacy_sha1 && format != PackageFormat::Tr069 {
         bail!("--legacy-sha1 applies to --format tr069 only");
     }
     let mut signers = Vec::new();
@@ -91,7 +102,7 @@ fn build(a: Args) -> anyhow::Result<()> {
     for p in &a.intermediates {
         intermediates.extend(load_certs(p)?);
     }
-    match a.format {
+    match format {
         PackageFormat::Tr069 => build_package(&Tr069Options {
             content_dir: a.content_dir,
             output: a.output,
@@ -101,11 +112,7 @@ fn build(a: Args) -> anyhow::Result<()> {
             extra_meta: Vec::new(),
         }),
         f => build_bundle(&BundleOptions {
-            format: if f == PackageFormat::Plain {
-                BundleFormat::Plain
-            } else {
-                BundleFormat::Verity
-            },
+            format: if f == PackageFormat::Plain { BundleFormat::Plain } else { BundleFormat::Verity },
             content_dir: a.content_dir,
             output: a.output,
             signers,

@@ -38,12 +38,9 @@ pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
             super::EXIT_COULD_NOT_CHECK,
         );
     };
-    let anchors = match std::fs::read(&keyring)
-        .map_err(|e| e.to_string())
-        .and_then(|t| {
-            Anchors::from_pem(&t, TrustSource::Keyring(keyring.display().to_string()))
-                .map_err(|e| e.to_string())
-        }) {
+    let anchors = match std::fs::read(&keyring).map_err(|e| e.to_string()).and_then(|t| {
+        Anchors::from_pem(&t, TrustSource::Keyring(keyring.display().to_string())).map_err(|e| e.to_string())
+    }) {
         Ok(a) => a,
         Err(e) => {
             return fail(
@@ -64,27 +61,11 @@ pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
         }
     }) {
         Ok(f) => f,
-        Err(e) => {
-            return fail(
-                &a,
-                "io",
-                9016,
-                &format!("{}: {e}", a.package.display()),
-                super::EXIT_COULD_NOT_CHECK,
-            )
-        }
+        Err(e) => return fail(&a, "io", 9016, &format!("{}: {e}", a.package.display()), super::EXIT_COULD_NOT_CHECK),
     };
     let src = match FileSource::new(file) {
         Ok(s) => Arc::new(s),
-        Err(e) => {
-            return fail(
-                &a,
-                "io",
-                9016,
-                &format!("{}: {e}", a.package.display()),
-                super::EXIT_COULD_NOT_CHECK,
-            )
-        }
+        Err(e) => return fail(&a, "io", 9016, &format!("{}: {e}", a.package.display()), super::EXIT_COULD_NOT_CHECK),
     };
     let mut policy = conf.policy.clone();
     policy.allow_sha1 |= a.tr069_legacy_sha1;
@@ -108,37 +89,26 @@ pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
         }
         Err(e) => {
             let code = match e.fault() {
-                crate::fault::CwmpFault::UnableToAccessFile
-                | crate::fault::CwmpFault::InternalError => super::EXIT_COULD_NOT_CHECK,
+                crate::fault::CwmpFault::UnableToAccessFile | crate::fault::CwmpFault::InternalError => {
+                    super::EXIT_COULD_NOT_CHECK
+                }
                 _ => super::EXIT_REJECTED,
             };
-            fail(
-                &a,
-                e.kind(),
-                e.fault().code(),
-                &format!("{}: {e}", a.package.display()),
-                code,
-            )
+            fail(&a, e.kind(), e.fault().code(), &format!("{}: {e}", a.package.display()), code)
         }
     }
 }
 
 fn fail(a: &Args, kind: &str, fault: u32, message: &str, exit: u8) -> ExitCode {
     if a.json {
-        println!(
-            "{}",
-            json!({"error": {"kind": kind, "cwmp-fault": fault, "message": message}})
-        );
+        println!("{}", json!({"error": {"kind": kind, "cwmp-fault": fault, "message": message}}));
     }
     eprintln!("henb-update info: {message} (CWMP fault {fault}, {kind})");
     ExitCode::from(exit)
 }
 
 fn print_text(p: &Package, source: &TrustSource) {
-    let fmt = serde_json::to_value(p.format)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let fmt = serde_json::to_value(p.format).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     println!("Format:           {fmt}");
     println!("Compatible:       '{}'", p.compatible);
     println!("Version:          '{}'", p.version.as_deref().unwrap_or(""));
@@ -157,20 +127,11 @@ fn print_text(p: &Package, source: &TrustSource) {
             Some(v) => format!("{}.{v}", i.slot_class),
             None => i.slot_class.clone(),
         };
-        println!(
-            "  [{class}] {}  {} bytes  {} {}",
-            i.filename,
-            i.size,
-            i.digest_algorithm,
-            hex::encode(&i.digest)
-        );
+        println!("  [{class}] {}  {} bytes  {} {}", i.filename, i.size, i.digest_algorithm, hex::encode(&i.digest));
     }
     println!("Signers:");
     for s in &p.signers {
-        println!(
-            "  {}: {} (issuer {}, {})",
-            s.status, s.subject, s.issuer, s.digest_algorithm
-        );
+        println!("  {}: {} (issuer {}, {})", s.status, s.subject, s.issuer, s.digest_algorithm);
     }
     for (label, kv) in &p.meta {
         println!("[meta.{label}]");

@@ -40,9 +40,7 @@ pub fn main() -> ExitCode {
     // tpm2-tss and friends log expected errors; keep stderr for ours.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_target(false)
         .init();
     let cli = Cli::parse();
@@ -62,9 +60,7 @@ pub fn main() -> ExitCode {
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     let c = match path {
         Some(p) => Config::load(p)?,
-        None if std::path::Path::new(config::DEFAULT_PATH).exists() => {
-            Config::load(config::DEFAULT_PATH.as_ref())?
-        }
+        None if std::path::Path::new(config::DEFAULT_PATH).exists() => Config::load(config::DEFAULT_PATH.as_ref())?,
         None => Config::default(),
     };
     for u in &c.unknown {

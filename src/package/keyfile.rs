@@ -42,10 +42,7 @@ pub struct Group {
 impl Group {
     /// Value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|e| e.key == key)
-            .map(|e| e.value.as_str())
+        self.entries.iter().find(|e| e.key == key).map(|e| e.value.as_str())
     }
 
     /// The entry of `key`, if present.
@@ -67,52 +64,33 @@ impl KeyFile {
         let mut kf = KeyFile::default();
         for (i, raw) in text.split('\n').enumerate() {
             let line = i + 1;
-            let err = |what: &str| SyntaxError {
-                line,
-                what: what.to_string(),
-            };
+            let err = |what: &str| SyntaxError { line, what: what.to_string() };
             let l = raw.strip_suffix('\r').unwrap_or(raw).trim_start();
             if l.is_empty() || l.starts_with('#') {
                 continue;
             }
             if let Some(rest) = l.strip_prefix('[') {
-                let name = rest
-                    .trim_end()
-                    .strip_suffix(']')
-                    .ok_or_else(|| err("group header lacks ']'"))?;
+                let name = rest.trim_end().strip_suffix(']').ok_or_else(|| err("group header lacks ']'"))?;
                 if name.is_empty() || name.chars().any(|c| c == '[' || c == ']' || c.is_control()) {
                     return Err(err("invalid group name"));
                 }
                 if kf.group(name).is_some() {
                     return Err(err(&format!("duplicate group [{name}]")));
                 }
-                kf.groups.push(Group {
-                    name: name.to_string(),
-                    entries: Vec::new(),
-                    line,
-                });
+                kf.groups.push(Group { name: name.to_string(), entries: Vec::new(), line });
                 continue;
             }
-            let (k, v) = l
-                .split_once('=')
-                .ok_or_else(|| err("expected 'key=value', '[group]' or a comment"))?;
+            let (k, v) = l.split_once('=').ok_or_else(|| err("expected 'key=value', '[group]' or a comment"))?;
             let key = k.trim_end();
             if key.is_empty() || key.chars().any(|c| c.is_control()) {
                 return Err(err("invalid key"));
             }
             let value = unescape(v.trim_start()).map_err(|w| err(&w))?;
-            let group = kf
-                .groups
-                .last_mut()
-                .ok_or_else(|| err("key outside of any group"))?;
+            let group = kf.groups.last_mut().ok_or_else(|| err("key outside of any group"))?;
             if group.get(key).is_some() {
                 return Err(err(&format!("duplicate key '{key}' in [{}]", group.name)));
             }
-            group.entries.push(Entry {
-                key: key.to_string(),
-                value,
-                line,
-            });
+            group.entries.push(Entry { key: key.to_string(), value, line });
         }
         Ok(kf)
     }
@@ -132,22 +110,14 @@ impl KeyFile {
         let gi = match self.groups.iter().position(|g| g.name == group) {
             Some(i) => i,
             None => {
-                self.groups.push(Group {
-                    name: group.to_string(),
-                    entries: Vec::new(),
-                    line: 0,
-                });
+                self.groups.push(Group { name: group.to_string(), entries: Vec::new(), line: 0 });
                 self.groups.len() - 1
             }
         };
         let g = &mut self.groups[gi];
         match g.entries.iter_mut().find(|e| e.key == key) {
             Some(e) => e.value = value.to_string(),
-            None => g.entries.push(Entry {
-                key: key.to_string(),
-                value: value.to_string(),
-                line: 0,
-            }),
+            None => g.entries.push(Entry { key: key.to_string(), value: value.to_string(), line: 0 }),
         }
     }
 
@@ -239,9 +209,7 @@ mod tests {
 
     #[test]
     fn parses_groups_keys_and_escapes() {
-        let kf =
-            KeyFile::parse("# c\n[update]\ncompatible = a\\sb\nversion=1\n\n[x.y]\nk=a;b\\;c;\n")
-                .unwrap();
+        let kf = KeyFile::parse("# c\n[update]\ncompatible = a\\sb\nversion=1\n\n[x.y]\nk=a;b\\;c;\n").unwrap();
         assert_eq!(kf.get("update", "compatible"), Some("a b"));
         assert_eq!(kf.get("update", "version"), Some("1"));
         assert_eq!(list(kf.get("x.y", "k").unwrap()), vec!["a", "b;c"]);

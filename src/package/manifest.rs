@@ -139,13 +139,7 @@ pub struct Manifest {
 }
 
 const UPDATE_KEYS: &[&str] = &["compatible", "version", "description", "build"];
-const BUNDLE_KEYS: &[&str] = &[
-    "format",
-    "verity-hash",
-    "verity-salt",
-    "verity-size",
-    "crypt-key",
-];
+const BUNDLE_KEYS: &[&str] = &["format", "verity-hash", "verity-salt", "verity-size", "crypt-key"];
 const HOOKS_KEYS: &[&str] = &["filename", "hooks"];
 const HANDLER_KEYS: &[&str] = &["filename", "args", "pre-install", "post-install"];
 const IMAGE_KEYS: &[&str] = &["filename", "sha256", "size", "hooks", "adaptive"];
@@ -170,112 +164,69 @@ impl Manifest {
                 "handler" => Some(HANDLER_KEYS),
                 n if image_name(n).is_some() => Some(IMAGE_KEYS),
                 n if n.strip_prefix("meta.").is_some_and(|l| !l.is_empty()) => None,
-                _ => {
-                    return Err(ManifestError::UnknownGroup {
-                        group: g.name.clone(),
-                        line: g.line,
-                    })
-                }
+                _ => return Err(ManifestError::UnknownGroup { group: g.name.clone(), line: g.line }),
             };
             if let Some(allowed) = allowed {
-                if let Some(e) = g
-                    .entries
-                    .iter()
-                    .find(|e| !allowed.contains(&e.key.as_str()))
-                {
-                    return Err(ManifestError::UnknownKey {
-                        group: g.name.clone(),
-                        key: e.key.clone(),
-                        line: e.line,
-                    });
+                if let Some(e) = g.entries.iter().find(|e| !allowed.contains(&e.key.as_str())) {
+                    return Err(ManifestError::UnknownKey { group: g.name.clone(), key: e.key.clone(), line: e.line });
                 }
             }
         }
         let opt = |g: &str, k: &str| kf.get(g, k).map(str::to_string);
         let compatible = opt("update", "compatible")
             .filter(|c| !c.is_empty())
-            .ok_or(ManifestError::Missing {
-                group: "update".into(),
-                key: "compatible",
-            })?;
+            .ok_or(ManifestError::Missing { group: "update".into(), key: "compatible" })?;
         let format = match kf.get("bundle", "format") {
             None | Some("plain") => BundleFormat::Plain,
             Some("verity") => BundleFormat::Verity,
             Some("crypt") => BundleFormat::Crypt,
             Some(v) => return Err(bad("bundle", "format", v, "not plain, verity or crypt")),
         };
-        let verity = match (
-            kf.get("bundle", "verity-hash"),
-            kf.get("bundle", "verity-salt"),
-            kf.get("bundle", "verity-size"),
-        ) {
-            (None, None, None) => None,
-            (Some(h), Some(s), Some(z)) => Some(VerityParams {
-                root: hex32(h)
-                    .ok_or_else(|| bad("bundle", "verity-hash", h, "not 64 hex digits"))?,
-                salt: hex::decode(s)
-                    .ok()
-                    .filter(|v| !v.is_empty() && v.len() <= 256)
-                    .ok_or_else(|| bad("bundle", "verity-salt", s, "not 1..256 bytes of hex"))?,
-                size: z
-                    .parse()
-                    .map_err(|_| bad("bundle", "verity-size", z, "not a byte count"))?,
-            }),
-            _ => {
-                return Err(bad(
-                    "bundle",
-                    "verity-hash",
-                    "",
-                    "verity-hash, verity-salt and verity-size go together",
-                ))
-            }
-        };
+        let verity =
+            match (kf.get("bundle", "verity-hash"), kf.get("bundle", "verity-salt"), kf.get("bundle", "verity-size")) {
+                (None, None, None) => None,
+                (Some(h), Some(s), Some(z)) => Some(VerityParams {
+                    root: hex32(h).ok_or_else(|| bad("bundle", "verity-hash", h, "not 64 hex digits"))?,
+                    salt: hex::decode(s)
+                        .ok()
+                        .filter(|v| !v.is_empty() && v.len() <= 256)
+                        .ok_or_else(|| bad("bundle", "verity-salt", s, "not 1..256 bytes of hex"))?,
+                    size: z.parse().map_err(|_| bad("bundle", "verity-size", z, "not a byte count"))?,
+                }),
+                _ => {
+                    return Err(bad(
+                        "bundle",
+                        "verity-hash",
+                        "",
+                        "verity-hash, verity-salt and verity-size go together",
+                    ))
+                }
+            };
         let hooks = kf.group("hooks").map(|g| {
-            (
-                g.get("filename").unwrap_or_default().to_string(),
-                keyfile::list(g.get("hooks").unwrap_or_default()),
-            )
+            (g.get("filename").unwrap_or_default().to_string(), keyfile::list(g.get("hooks").unwrap_or_default()))
         });
         let handler = kf
             .group("handler")
-            .map(|g| {
-                g.entries
-                    .iter()
-                    .map(|e| (e.key.clone(), e.value.clone()))
-                    .collect()
-            })
+            .map(|g| g.entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect())
             .unwrap_or_default();
         let mut images = Vec::new();
         let mut meta = BTreeMap::new();
         for g in &kf.groups {
             if let Some((class, variant)) = image_name(&g.name) {
-                let filename =
-                    g.get("filename")
-                        .filter(|f| !f.is_empty())
-                        .ok_or(ManifestError::Missing {
-                            group: g.name.clone(),
-                            key: "filename",
-                        })?;
+                let filename = g
+                    .get("filename")
+                    .filter(|f| !f.is_empty())
+                    .ok_or(ManifestError::Missing { group: g.name.clone(), key: "filename" })?;
                 if filename.split('/').any(|c| c == ".." || c.is_empty()) {
-                    return Err(bad(
-                        &g.name,
-                        "filename",
-                        filename,
-                        "must be a relative path inside the bundle",
-                    ));
+                    return Err(bad(&g.name, "filename", filename, "must be a relative path inside the bundle"));
                 }
                 let sha256 = match g.get("sha256") {
                     None => None,
-                    Some(h) => Some(
-                        hex32(h).ok_or_else(|| bad(&g.name, "sha256", h, "not 64 hex digits"))?,
-                    ),
+                    Some(h) => Some(hex32(h).ok_or_else(|| bad(&g.name, "sha256", h, "not 64 hex digits"))?),
                 };
                 let size = match g.get("size") {
                     None => None,
-                    Some(s) => Some(
-                        s.parse()
-                            .map_err(|_| bad(&g.name, "size", s, "not a byte count"))?,
-                    ),
+                    Some(s) => Some(s.parse().map_err(|_| bad(&g.name, "size", s, "not a byte count"))?),
                 };
                 images.push(ImageEntry {
                     slot_class: class.to_string(),
@@ -287,13 +238,7 @@ impl Manifest {
                     adaptive: keyfile::list(g.get("adaptive").unwrap_or_default()),
                 });
             } else if let Some(label) = g.name.strip_prefix("meta.") {
-                meta.insert(
-                    label.to_string(),
-                    g.entries
-                        .iter()
-                        .map(|e| (e.key.clone(), e.value.clone()))
-                        .collect(),
-                );
+                meta.insert(label.to_string(), g.entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect());
             }
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -323,31 +268,17 @@ impl Manifest {
 
     /// The anti-rollback security version (`[meta.anti-rollback] security-version`).
     pub fn security_version(&self) -> Result<Option<u32>, ManifestError> {
-        let Some(v) = self
-            .meta
-            .get("anti-rollback")
-            .and_then(|m| m.get("security-version"))
-        else {
+        let Some(v) = self.meta.get("anti-rollback").and_then(|m| m.get("security-version")) else {
             return Ok(None);
         };
-        v.parse().map(Some).map_err(|_| {
-            bad(
-                ANTI_ROLLBACK_GROUP,
-                "security-version",
-                v,
-                "not a number from 0 to 4294967295",
-            )
-        })
+        v.parse()
+            .map(Some)
+            .map_err(|_| bad(ANTI_ROLLBACK_GROUP, "security-version", v, "not a number from 0 to 4294967295"))
     }
 }
 
 fn bad(group: &str, key: &str, value: &str, why: &'static str) -> ManifestError {
-    ManifestError::BadValue {
-        group: group.to_string(),
-        key: key.to_string(),
-        value: value.to_string(),
-        why,
-    }
+    ManifestError::BadValue { group: group.to_string(), key: key.to_string(), value: value.to_string(), why }
 }
 
 /// `image.<class>` or `image.<class>.<variant>` → (class, variant).
@@ -357,11 +288,7 @@ fn image_name(group: &str) -> Option<(&str, Option<&str>)> {
         Some((c, v)) => (c, Some(v)),
         None => (rest, None),
     };
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    };
+    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     (ok(class) && variant.is_none_or(ok)).then_some((class, variant))
 }
 
@@ -393,45 +320,26 @@ mod tests {
 
     #[test]
     fn keeps_meta_and_security_version() {
-        let m = Manifest::parse(
-            b"[update]\ncompatible=c\n[meta.anti-rollback]\nsecurity-version=7\n[meta.x]\na=b\n",
-        )
-        .unwrap();
+        let m = Manifest::parse(b"[update]\ncompatible=c\n[meta.anti-rollback]\nsecurity-version=7\n[meta.x]\na=b\n")
+            .unwrap();
         assert_eq!(m.security_version().unwrap(), Some(7));
         assert_eq!(m.meta["x"]["a"], "b");
-        let m =
-            Manifest::parse(b"[update]\ncompatible=c\n[meta.anti-rollback]\nsecurity-version=-1\n")
-                .unwrap();
+        let m = Manifest::parse(b"[update]\ncompatible=c\n[meta.anti-rollback]\nsecurity-version=-1\n").unwrap();
         assert!(m.security_version().is_err());
     }
 
     #[test]
     fn refuses_what_rauc_refuses() {
         let e = |t: &str| Manifest::parse(t.as_bytes()).unwrap_err();
-        assert!(matches!(
-            e("[update]\ncompatible=c\nsecurity-version=1\n"),
-            ManifestError::UnknownKey { .. }
-        ));
-        assert!(matches!(
-            e("[update]\ncompatible=c\n[foo]\n"),
-            ManifestError::UnknownGroup { .. }
-        ));
-        assert!(matches!(
-            e("[update]\nversion=1\n"),
-            ManifestError::Missing { .. }
-        ));
-        assert!(matches!(
-            e("[update]\ncompatible=c\n[image.a]\nfilename=../x\n"),
-            ManifestError::BadValue { .. }
-        ));
+        assert!(matches!(e("[update]\ncompatible=c\nsecurity-version=1\n"), ManifestError::UnknownKey { .. }));
+        assert!(matches!(e("[update]\ncompatible=c\n[foo]\n"), ManifestError::UnknownGroup { .. }));
+        assert!(matches!(e("[update]\nversion=1\n"), ManifestError::Missing { .. }));
+        assert!(matches!(e("[update]\ncompatible=c\n[image.a]\nfilename=../x\n"), ManifestError::BadValue { .. }));
         assert!(matches!(
             e("[update]\ncompatible=c\n[image.a]\nfilename=x\nsize=-3\n"),
             ManifestError::BadValue { .. }
         ));
-        assert!(matches!(
-            e("[update]\ncompatible=c\n[bundle]\nverity-hash=00\n"),
-            ManifestError::BadValue { .. }
-        ));
+        assert!(matches!(e("[update]\ncompatible=c\n[bundle]\nverity-hash=00\n"), ManifestError::BadValue { .. }));
         assert!(matches!(
             e("[update]\ncompatible=c\n[image.a]\nfilename=x\n[image.a.]\nfilename=y\n"),
             ManifestError::UnknownGroup { .. }

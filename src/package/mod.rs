@@ -243,11 +243,7 @@ impl Fault for PackageError {
 }
 
 /// Verify a package and stream its images into `sink`.
-pub fn verify(
-    src: Arc<dyn Source>,
-    ctx: &Context<'_>,
-    sink: &mut dyn Sink,
-) -> Result<Package, PackageError> {
+pub fn verify(src: Arc<dyn Source>, ctx: &Context<'_>, sink: &mut dyn Sink) -> Result<Package, PackageError> {
     let mut magic = [0u8; 8];
     let n = src.read_at(&mut magic, 0).map_err(PackageError::Io)?;
     // Like RAUC, a bundle is recognized by its trailer and signature, not by the squashfs
@@ -262,10 +258,9 @@ pub fn verify(
 /// Fail when the device has a compatible string and the package's differs.
 fn check_compatible(ctx: &Context<'_>, package: &str) -> Result<(), PackageError> {
     match &ctx.compatible {
-        Some(device) if device != package => Err(PackageError::Incompatible {
-            package: package.to_string(),
-            device: device.clone(),
-        }),
+        Some(device) if device != package => {
+            Err(PackageError::Incompatible { package: package.to_string(), device: device.clone() })
+        }
         _ => Ok(()),
     }
 }
@@ -308,12 +303,9 @@ fn stream_image<'r>(
                 }
             }
         });
-        let consumed =
-            consume(image, &full_rx, &empty_tx, sink).map_err(|e| e.into_package_error(image));
+        let consumed = consume(image, &full_rx, &empty_tx, sink).map_err(|e| e.into_package_error(image));
         drop(full_rx); // unblocks the reader if the consumer stopped early
-        let opened = reader
-            .join()
-            .unwrap_or_else(|_| Err(PackageError::Io(io::Error::other("image reader panicked"))));
+        let opened = reader.join().unwrap_or_else(|_| Err(PackageError::Io(io::Error::other("image reader panicked"))));
         opened?;
         consumed
     })
@@ -328,18 +320,14 @@ fn consume(
     sink: &mut dyn Sink,
 ) -> Result<Vec<u8>, StreamError> {
     let mut signed = image.digest_algorithm.hasher();
-    let mut sha256 =
-        (image.digest_algorithm != DigestAlg::Sha256).then(|| DigestAlg::Sha256.hasher());
+    let mut sha256 = (image.digest_algorithm != DigestAlg::Sha256).then(|| DigestAlg::Sha256.hasher());
     let mut total = 0u64;
     sink.begin(image).map_err(StreamError::Sink)?;
     while let Ok(msg) = full.recv() {
         let (buf, n) = msg.map_err(StreamError::Read)?;
         total += n as u64;
         if total > image.size {
-            return Err(StreamError::Mismatch(format!(
-                "longer than the signed size {}",
-                image.size
-            )));
+            return Err(StreamError::Mismatch(format!("longer than the signed size {}", image.size)));
         }
         signed.update(&buf[..n]);
         if let Some(h) = &mut sha256 {
@@ -352,10 +340,7 @@ fn consume(
         }
     }
     if total != image.size {
-        return Err(StreamError::Mismatch(format!(
-            "{total} bytes, the signed size is {}",
-            image.size
-        )));
+        return Err(StreamError::Mismatch(format!("{total} bytes, the signed size is {}", image.size)));
     }
     let got = signed.finish();
     if got != image.digest {
@@ -384,14 +369,8 @@ impl StreamError {
                 PackageError::Squashfs(SquashfsError::Corrupt(e.to_string()))
             }
             Self::Read(e) => PackageError::Squashfs(SquashfsError::Io(e)),
-            Self::Mismatch(what) => PackageError::Image {
-                name: image.filename.clone(),
-                what,
-            },
-            Self::Sink(source) => PackageError::Sink {
-                name: image.filename.clone(),
-                source,
-            },
+            Self::Mismatch(what) => PackageError::Image { name: image.filename.clone(), what },
+            Self::Sink(source) => PackageError::Sink { name: image.filename.clone(), source },
         }
     }
 }

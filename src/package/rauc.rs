@@ -39,26 +39,19 @@ pub struct Trailer {
 pub fn read_trailer(src: &dyn Source, max: u64) -> Result<Trailer, PackageError> {
     let len = src.len();
     if len < 8 + 4096 {
-        return Err(PackageError::Truncated(format!(
-            "a bundle of {len} bytes cannot hold a payload and a signature"
-        )));
+        return Err(PackageError::Truncated(format!("a bundle of {len} bytes cannot hold a payload and a signature")));
     }
     let mut b = [0u8; 8];
-    src.read_exact_at(&mut b, len - 8)
-        .map_err(PackageError::Io)?;
+    src.read_exact_at(&mut b, len - 8).map_err(PackageError::Io)?;
     let cms_len = u64::from_be_bytes(b);
     if cms_len == 0 {
         return Err(PackageError::Layout("signature size is 0".into()));
     }
     if cms_len > max {
-        return Err(PackageError::Layout(format!(
-            "signature size {cms_len} exceeds the limit of {max}"
-        )));
+        return Err(PackageError::Layout(format!("signature size {cms_len} exceeds the limit of {max}")));
     }
     if cms_len > len - 8 {
-        return Err(PackageError::Layout(format!(
-            "signature size {cms_len} is larger than the bundle"
-        )));
+        return Err(PackageError::Layout(format!("signature size {cms_len} is larger than the bundle")));
     }
     let payload_len = len - 8 - cms_len;
     if payload_len == 0 || !payload_len.is_multiple_of(4096) {
@@ -67,27 +60,18 @@ pub fn read_trailer(src: &dyn Source, max: u64) -> Result<Trailer, PackageError>
         )));
     }
     let mut cms = vec![0u8; cms_len as usize];
-    src.read_exact_at(&mut cms, payload_len)
-        .map_err(PackageError::Io)?;
+    src.read_exact_at(&mut cms, payload_len).map_err(PackageError::Io)?;
     Ok(Trailer { payload_len, cms })
 }
 
-pub(super) fn verify(
-    src: Arc<dyn Source>,
-    ctx: &Context<'_>,
-    sink: &mut dyn Sink,
-) -> Result<Package, PackageError> {
+pub(super) fn verify(src: Arc<dyn Source>, ctx: &Context<'_>, sink: &mut dyn Sink) -> Result<Package, PackageError> {
     let t = read_trailer(&*src, MAX_SIGNATURE)?;
     let cms = SignedCms::parse(&t.cms)?;
     let mut policy = ctx.policy.clone();
     policy.allow_sha1 = false; // the legacy switch is for TR-069 packages only
     let pending = check_signers(&cms, ctx.anchors, &policy, ctx.now)?;
     if let Some(content) = cms.content() {
-        let digests: Vec<_> = pending
-            .needed_digests()
-            .into_iter()
-            .map(|a| (a, a.digest(content)))
-            .collect();
+        let digests: Vec<_> = pending.needed_digests().into_iter().map(|a| (a, a.digest(content))).collect();
         let signers = pending.finish(&digests)?;
         let manifest = Manifest::parse(content)?;
         return verity_bundle(src, t.payload_len, manifest, signers, ctx, sink);
@@ -140,16 +124,13 @@ fn verity_bundle(
         BundleFormat::Verity => {}
         BundleFormat::Crypt => return Err(PackageError::Unsupported("crypt bundles".into())),
         BundleFormat::Plain => {
-            return Err(PackageError::Layout(
-                "the signature is attached but the manifest says 'plain'".into(),
-            ))
+            return Err(PackageError::Layout("the signature is attached but the manifest says 'plain'".into()))
         }
     }
-    let vp = manifest.verity.clone().ok_or_else(|| {
-        PackageError::Layout(
-            "verity manifest lacks verity-hash, verity-salt and verity-size".into(),
-        )
-    })?;
+    let vp = manifest
+        .verity
+        .clone()
+        .ok_or_else(|| PackageError::Layout("verity manifest lacks verity-hash, verity-salt and verity-size".into()))?;
     if vp.size >= payload {
         return Err(PackageError::Layout(format!(
             "verity-size {} leaves no squashfs in a {payload} byte payload",
@@ -176,19 +157,11 @@ fn verity_bundle(
     package(Format::Verity, manifest, images, signers)
 }
 
-fn stream_images(
-    sqfs: &Squashfs,
-    manifest: &Manifest,
-    sink: &mut dyn Sink,
-) -> Result<Vec<Image>, PackageError> {
+fn stream_images(sqfs: &Squashfs, manifest: &Manifest, sink: &mut dyn Sink) -> Result<Vec<Image>, PackageError> {
     let mut out = Vec::new();
     for e in &manifest.images {
-        let missing = |what: &str| {
-            PackageError::Layout(format!(
-                "image '{}' has no {what} in the manifest",
-                e.filename
-            ))
-        };
+        let missing =
+            |what: &str| PackageError::Layout(format!("image '{}' has no {what} in the manifest", e.filename));
         let mut image = Image {
             slot_class: e.slot_class.clone(),
             variant: e.variant.clone(),
@@ -276,10 +249,8 @@ pub struct BundleOptions {
 pub fn build_bundle(opts: &BundleOptions) -> anyhow::Result<()> {
     use anyhow::{bail, Context as _};
     let mpath = opts.content_dir.join("manifest.raucm");
-    let text =
-        fs::read_to_string(&mpath).with_context(|| format!("reading {}", mpath.display()))?;
-    let mut kf =
-        super::keyfile::KeyFile::parse(&text).with_context(|| format!("{}", mpath.display()))?;
+    let text = fs::read_to_string(&mpath).with_context(|| format!("reading {}", mpath.display()))?;
+    let mut kf = super::keyfile::KeyFile::parse(&text).with_context(|| format!("{}", mpath.display()))?;
     for (label, entries) in &opts.extra_meta {
         for (k, v) in entries {
             kf.set(&format!("meta.{label}"), k, v);
@@ -302,14 +273,8 @@ pub fn build_bundle(opts: &BundleOptions) -> anyhow::Result<()> {
         kf.set(&group, "sha256", &hex::encode(&d[0].1));
         kf.set(&group, "size", &src.len().to_string());
     }
-    let out_dir = opts
-        .output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let stage = tempfile::Builder::new()
-        .prefix(".henb-bundle-")
-        .tempdir_in(out_dir)?;
+    let out_dir = opts.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let stage = tempfile::Builder::new().prefix(".henb-bundle-").tempdir_in(out_dir)?;
     let staged_manifest = stage.path().join("manifest.raucm");
     fs::write(&staged_manifest, kf.to_text())?;
     let sqfs = stage.path().join("bundle.sqfs");
@@ -320,19 +285,11 @@ pub fn build_bundle(opts: &BundleOptions) -> anyhow::Result<()> {
             cmd.arg(entry.path());
         }
     }
-    cmd.arg(&staged_manifest).arg(&sqfs).args([
-        "-noappend",
-        "-all-root",
-        "-no-xattrs",
-        "-no-progress",
-        "-quiet",
-    ]);
+    cmd.arg(&staged_manifest).arg(&sqfs).args(["-noappend", "-all-root", "-no-xattrs", "-no-progress", "-quiet"]);
     if let Some(c) = &opts.compression {
         cmd.args(["-comp", c]);
     }
-    let st = cmd
-        .status()
-        .context("running mksquashfs (install squashfs-tools)")?;
+    let st = cmd.status().context("running mksquashfs (install squashfs-tools)")?;
     if !st.success() {
         bail!("mksquashfs failed: {st}");
     }
@@ -348,11 +305,7 @@ pub fn build_bundle(opts: &BundleOptions) -> anyhow::Result<()> {
             let algs: Vec<DigestAlg> = opts.signers.iter().map(|s| s.digest()).collect();
             let src = FileSource::new(file.try_clone()?)?;
             let digests = hash_range(&src, 0, len, &algs)?;
-            sign::sign(
-                &opts.signers,
-                &opts.intermediates,
-                CmsContent::Detached(&digests),
-            )?
+            sign::sign(&opts.signers, &opts.intermediates, CmsContent::Detached(&digests))?
         }
         BundleFormat::Verity => {
             let mut salt = [0u8; 32];
@@ -361,23 +314,12 @@ pub fn build_bundle(opts: &BundleOptions) -> anyhow::Result<()> {
             file.set_len(len + tree_len)?;
             let src = FileSource::new(file.try_clone()?)?;
             let out = FileSource::new(file.try_clone()?)?;
-            let root = verity::build_tree(
-                &src,
-                len,
-                &salt,
-                &out,
-                &mut |b, o| file.write_all_at(b, o),
-                len,
-            )?;
+            let root = verity::build_tree(&src, len, &salt, &out, &mut |b, o| file.write_all_at(b, o), len)?;
             kf.set("bundle", "verity-hash", &hex::encode(root));
             kf.set("bundle", "verity-salt", &hex::encode(salt));
             kf.set("bundle", "verity-size", &tree_len.to_string());
             len += tree_len;
-            sign::sign(
-                &opts.signers,
-                &opts.intermediates,
-                CmsContent::Attached(kf.to_text().as_bytes()),
-            )?
+            sign::sign(&opts.signers, &opts.intermediates, CmsContent::Attached(kf.to_text().as_bytes()))?
         }
         BundleFormat::Crypt => bail!("crypt bundles are not supported"),
     };

@@ -13,8 +13,12 @@ use thiserror::Error;
 
 /// Most inodes a bundle may hold (RAUC bundles hold a manifest, images and hooks).
 pub const MAX_INODES: u32 = 4096;
-/// Most metadata (inode, directory, fragment, id tables) a bundle may carry.
+/// Most metadata (inode, directory, fragment, id tables) a bundle may carry, compressed.
 pub const MAX_METADATA: u64 = 16 << 20;
+/// Most metadata blocks before the table indexes: each expands to at most 8 KiB, so this
+/// bounds what the parser allocates (8 MiB) whatever the compression ratio. It allows
+/// an image of about 256 GiB in 128 KiB blocks.
+pub const MAX_METADATA_BLOCKS: u64 = 1024;
 
 /// A squashfs problem: the package is corrupted.
 #[derive(Debug, Error)]
@@ -63,11 +67,7 @@ pub fn check_superblock(sb: &[u8; 96], image_len: u64) -> Result<(), SquashfsErr
     }
     let (inodes, block_size, block_log) = (u32_at(4), u32_at(12), u16_at(22));
     if (u16_at(28), u16_at(30)) != (4, 0) {
-        return bad(format!(
-            "version {}.{}, 4.0 expected",
-            u16_at(28),
-            u16_at(30)
-        ));
+        return bad(format!("version {}.{}, 4.0 expected", u16_at(28), u16_at(30)));
     }
     if inodes == 0 || inodes > MAX_INODES {
         return bad(format!("{inodes} inodes (1..{MAX_INODES} allowed)"));
@@ -83,10 +83,47 @@ pub fn check_superblock(sb: &[u8; 96], image_len: u64) -> Result<(), SquashfsErr
         return bad(format!("bytes used {bytes_used} / inode table {inode_table} outside the {image_len} byte image"));
     }
     if bytes_used - inode_table > MAX_METADATA {
-        return bad(format!(
-            "{} bytes of metadata (at most {MAX_METADATA})",
-            bytes_used - inode_table
-        ));
+        return bad(format!("{} bytes of metadata (at most {MAX_METADATA})", bytes_used - inode_table));
+    }
+    let (frag_count, id_count) = (u32_at(16), u16_at(26));
+    if frag_count > inodes || id_count == 0 {
+        return bad(format!("{frag_count} fragments for {inodes} inodes, {id_count} ids"));
+    }
+    Ok(())
+}
+
+/// Walk the metadata block headers from the inode table up to the first table index
+/// (mksquashfs's layout: inode, directory, fragment, export and id blocks, then their
+/// indexes) and refuse more than [`MAX_METADATA_BLOCKS`]: this bounds the memory the
+/// parser needs before it allocates any of it.
+pub fn check_metadata_blocks(
+    sb: &[u8; 96],
+    read_at: &mut dyn FnMut(&mut [u8], u64) -> io::Result<()>,
+) -> Result<(), SquashfsError> {
+    let u64_at = |o: usize| u64::from_le_bytes(sb[o..o + 8].try_into().expect("8 bytes"));
+    let (inode_table, dir_table) = (u64_at(64), u64_at(72));
+    const NOT_SET: u64 = u64::MAX;
+    // The id, fragment and export indexes: the metadata blocks end at the first of them.
+    let end = [u64_at(48), u64_at(80), u64_at(88)].into_iter().filter(|&t| t != NOT_SET).min().unwrap_or(NOT_SET);
+    if !(inode_table <= dir_table && dir_table <= end && end != NOT_SET) {
+        return Err(SquashfsError::Superblock("tables are not in mksquashfs order".into()));
+    }
+    let (mut pos, mut blocks) = (inode_table, 0u64);
+    while pos < end {
+        let mut h = [0u8; 2];
+        read_at(&mut h, pos).map_err(SquashfsError::Io)?;
+        let len = (u16::from_le_bytes(h) & 0x7fff) as u64;
+        if len == 0 || len > 8192 {
+            return Err(SquashfsError::Superblock(format!("metadata block at {pos} of {len} bytes")));
+        }
+        pos += 2 + len;
+        blocks += 1;
+        if blocks > MAX_METADATA_BLOCKS {
+            return Err(SquashfsError::Superblock(format!("more than {MAX_METADATA_BLOCKS} metadata blocks")));
+        }
+    }
+    if pos != end {
+        return Err(SquashfsError::Superblock("metadata blocks overrun a table index".into()));
     }
     Ok(())
 }
@@ -100,17 +137,15 @@ impl Squashfs {
     /// Open from a reader positioned anywhere; `len` is the image length.
     pub fn open(mut reader: Box<dyn BufReadSeek>, len: u64) -> Result<Self, SquashfsError> {
         let mut sb = [0u8; 96];
-        reader
-            .seek(io::SeekFrom::Start(0))
-            .map_err(SquashfsError::Io)?;
+        reader.seek(io::SeekFrom::Start(0)).map_err(SquashfsError::Io)?;
         reader.read_exact(&mut sb).map_err(SquashfsError::Io)?;
         check_superblock(&sb, len)?;
-        reader
-            .seek(io::SeekFrom::Start(0))
-            .map_err(SquashfsError::Io)?;
-        Ok(Self {
-            fs: FilesystemReader::from_reader(reader)?,
-        })
+        check_metadata_blocks(&sb, &mut |buf, at| {
+            reader.seek(io::SeekFrom::Start(at))?;
+            reader.read_exact(buf)
+        })?;
+        reader.seek(io::SeekFrom::Start(0)).map_err(SquashfsError::Io)?;
+        Ok(Self { fs: FilesystemReader::from_reader(reader)? })
     }
 
     fn find(&self, name: &str) -> Result<&backhand::SquashfsFileReader, SquashfsError> {
@@ -135,19 +170,10 @@ impl Squashfs {
         let f = self.find(name)?;
         let size = f.file_len() as u64;
         if size > max {
-            return Err(SquashfsError::TooLarge {
-                name: name.into(),
-                size,
-                max,
-            });
+            return Err(SquashfsError::TooLarge { name: name.into(), size, max });
         }
         let mut out = Vec::with_capacity(size as usize);
-        self.fs
-            .file(f)
-            .reader_checked()?
-            .take(max + 1)
-            .read_to_end(&mut out)
-            .map_err(SquashfsError::Io)?;
+        self.fs.file(f).reader_checked()?.take(max + 1).read_to_end(&mut out).map_err(SquashfsError::Io)?;
         Ok(out)
     }
 

@@ -74,11 +74,7 @@ impl Geometry {
             level_start[i] = pos;
             pos += level_blocks[i];
         }
-        Self {
-            data_blocks,
-            level_blocks,
-            level_start,
-        }
+        Self { data_blocks, level_blocks, level_start }
     }
 
     /// Size of the tree in bytes.
@@ -131,10 +127,7 @@ pub fn build_tree(
                 hash_block[filled * 32..filled * 32 + 32].copy_from_slice(&h);
                 filled += 1;
                 if filled as u64 == HASHES_PER_BLOCK {
-                    write_at(
-                        &hash_block,
-                        tree_offset + (g.level_start[lvl] + out_block) * BLOCK,
-                    )?;
+                    write_at(&hash_block, tree_offset + (g.level_start[lvl] + out_block) * BLOCK)?;
                     hash_block.fill(0);
                     filled = 0;
                     out_block += 1;
@@ -143,10 +136,7 @@ pub fn build_tree(
             done += n;
         }
         if filled > 0 && lvl < g.level_blocks.len() {
-            write_at(
-                &hash_block,
-                tree_offset + (g.level_start[lvl] + out_block) * BLOCK,
-            )?;
+            write_at(&hash_block, tree_offset + (g.level_start[lvl] + out_block) * BLOCK)?;
             hash_block.fill(0);
         }
         Ok(single)
@@ -206,21 +196,9 @@ impl Verity {
     ) -> Result<Self, VerityError> {
         let geometry = Geometry::new(data_len);
         if !data_len.is_multiple_of(BLOCK) || data_len == 0 || geometry.tree_bytes() != tree_len {
-            return Err(VerityError::Geometry {
-                declared: tree_len,
-                expected: geometry.tree_bytes(),
-                data: data_len,
-            });
+            return Err(VerityError::Geometry { declared: tree_len, expected: geometry.tree_bytes(), data: data_len });
         }
-        Ok(Self {
-            src,
-            data_len,
-            tree_offset: data_len,
-            salt,
-            root,
-            geometry,
-            verified: Mutex::default(),
-        })
+        Ok(Self { src, data_len, tree_offset: data_len, salt, root, geometry, verified: Mutex::default() })
     }
 
     /// Bytes of protected data.
@@ -229,12 +207,7 @@ impl Verity {
     }
 
     /// Expected hash of entry `index` of level `level` (level = levels means the root).
-    fn expected(
-        &self,
-        level: usize,
-        index: u64,
-        cache: &mut Cache,
-    ) -> Result<[u8; 32], VerityError> {
+    fn expected(&self, level: usize, index: u64, cache: &mut Cache) -> Result<[u8; 32], VerityError> {
         if level == self.geometry.level_blocks.len() {
             return Ok(self.root);
         }
@@ -245,25 +218,16 @@ impl Verity {
     }
 
     /// A verified hash block.
-    fn hash_block(
-        &self,
-        level: usize,
-        index: u64,
-        cache: &mut Cache,
-    ) -> Result<Box<[u8]>, VerityError> {
+    fn hash_block(&self, level: usize, index: u64, cache: &mut Cache) -> Result<Box<[u8]>, VerityError> {
         if cache.levels.len() < self.geometry.level_blocks.len() {
-            cache
-                .levels
-                .resize_with(self.geometry.level_blocks.len(), Vec::new);
+            cache.levels.resize_with(self.geometry.level_blocks.len(), Vec::new);
         }
         if let Some((_, b)) = cache.levels[level].iter().find(|(i, _)| *i == index) {
             return Ok(b.clone());
         }
         let mut b = vec![0u8; BLOCK as usize].into_boxed_slice();
         let off = self.tree_offset + (self.geometry.level_start[level] + index) * BLOCK;
-        self.src
-            .read_exact_at(&mut b, off)
-            .map_err(|e| VerityError::Io(e.to_string()))?;
+        self.src.read_exact_at(&mut b, off).map_err(|e| VerityError::Io(e.to_string()))?;
         let want = self.expected(level + 1, index, cache)?;
         if salted(&self.salt, &b) != want {
             return Err(VerityError::HashBlock { level, index });
@@ -277,12 +241,7 @@ impl Verity {
     }
 
     /// Check one data block's bytes.
-    pub fn check_block(
-        &self,
-        index: u64,
-        data: &[u8],
-        cache: &mut Cache,
-    ) -> Result<(), VerityError> {
+    pub fn check_block(&self, index: u64, data: &[u8], cache: &mut Cache) -> Result<(), VerityError> {
         let want = self.expected(0, index, cache)?;
         if salted(&self.salt, data) != want {
             return Err(VerityError::DataBlock(index));
@@ -298,11 +257,7 @@ impl Verity {
     /// Check the data blocks no reader has verified yet: together with what the readers
     /// checked, every block of the tree has then been checked once.
     pub fn check_unverified(&self) -> Result<(), VerityError> {
-        let mut done = self
-            .verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let mut done = self.verified.lock().unwrap_or_else(|p| p.into_inner()).clone();
         done.sort_unstable();
         let mut next = 0;
         let end = self.geometry.data_blocks;
@@ -324,20 +279,13 @@ impl Verity {
         }
     }
 
-    fn check_blocks(
-        &self,
-        first: u64,
-        end: u64,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<(), VerityError> {
+    fn check_blocks(&self, first: u64, end: u64, progress: &mut dyn FnMut(u64)) -> Result<(), VerityError> {
         let mut cache = Cache::default();
         let mut buf = vec![0u8; 256 * BLOCK as usize];
         let mut block = first;
         while block < end {
             let n = ((end - block) * BLOCK).min(buf.len() as u64) as usize;
-            self.src
-                .read_exact_at(&mut buf[..n], block * BLOCK)
-                .map_err(|e| VerityError::Io(e.to_string()))?;
+            self.src.read_exact_at(&mut buf[..n], block * BLOCK).map_err(|e| VerityError::Io(e.to_string()))?;
             for (i, b) in buf[..n].chunks(BLOCK as usize).enumerate() {
                 self.check_block(block + i as u64, b, &mut cache)?;
             }
@@ -398,16 +346,12 @@ impl BufRead for VerifiedReader {
                 .read_exact_at(&mut self.buf[..len], start)
                 .map_err(|e| self.fail(VerityError::Io(e.to_string())))?;
             for (i, b) in self.buf[..len].chunks(BLOCK as usize).enumerate() {
-                if let Err(e) =
-                    self.verity
-                        .check_block(start / BLOCK + i as u64, b, &mut self.cache)
-                {
+                if let Err(e) = self.verity.check_block(start / BLOCK + i as u64, b, &mut self.cache) {
                     self.buf_len = 0;
                     return Err(self.fail(e));
                 }
             }
-            self.verity
-                .mark_verified(start / BLOCK, (start + len as u64) / BLOCK);
+            self.verity.mark_verified(start / BLOCK, (start + len as u64) / BLOCK);
             self.buf_start = start;
             self.buf_len = len;
         }
@@ -451,9 +395,7 @@ mod tests {
         let len = data.len() as u64;
         let out = Arc::new(Mutex::new(data.to_vec()));
         let g = Geometry::new(len);
-        out.lock()
-            .unwrap()
-            .resize((len + g.tree_bytes()) as usize, 0);
+        out.lock().unwrap().resize((len + g.tree_bytes()) as usize, 0);
         struct Shared(Arc<Mutex<Vec<u8>>>);
         impl Source for Shared {
             fn len(&self) -> u64 {
@@ -495,31 +437,15 @@ mod tests {
 
     #[test]
     fn detects_any_flipped_byte() {
-        let data: Vec<u8> = (0..300 * 4096u32)
-            .map(|i| (i * 7 + i / 4096) as u8)
-            .collect();
+        let data: Vec<u8> = (0..300 * 4096u32).map(|i| (i * 7 + i / 4096) as u8).collect();
         let (bundle, root) = build(&data, b"salt");
         let tree = bundle.len() as u64 - data.len() as u64;
-        let verity = Verity::new(
-            Arc::new(bundle.clone()),
-            data.len() as u64,
-            tree,
-            b"salt".to_vec(),
-            root,
-        )
-        .unwrap();
+        let verity = Verity::new(Arc::new(bundle.clone()), data.len() as u64, tree, b"salt".to_vec(), root).unwrap();
         verity.check_all(&mut |_| {}).unwrap();
         for at in [0usize, 4096 * 200 + 5, data.len() + 3, bundle.len() - 1] {
             let mut bad = bundle.clone();
             bad[at] ^= 1;
-            let v = Verity::new(
-                Arc::new(bad),
-                data.len() as u64,
-                tree,
-                b"salt".to_vec(),
-                root,
-            )
-            .unwrap();
+            let v = Verity::new(Arc::new(bad), data.len() as u64, tree, b"salt".to_vec(), root).unwrap();
             assert!(v.check_all(&mut |_| {}).is_err(), "flip at {at} not caught");
         }
         // Reading verifies; the sweep then covers exactly the rest.

@@ -47,10 +47,7 @@ pub fn digest_alg(id: &AlgorithmIdentifierOwned, allow_sha1: bool) -> Result<Dig
         SHA384 => Ok(DigestAlg::Sha384),
         SHA512 => Ok(DigestAlg::Sha512),
         SHA1 if allow_sha1 => Ok(DigestAlg::Sha1),
-        SHA1 => Err(
-            "digest SHA-1 is refused (collision-prone; only the TR-069 legacy switch allows it)"
-                .into(),
-        ),
+        SHA1 => Err("digest SHA-1 is refused (collision-prone; only the TR-069 legacy switch allows it)".into()),
         MD5 => Err("digest MD5 is refused".into()),
         o => Err(format!("digest algorithm {o} is not supported")),
     }
@@ -72,17 +69,12 @@ enum KeyKind {
 impl<'a> PublicKey<'a> {
     /// Interpret a certificate's SubjectPublicKeyInfo; refuses weak or unknown keys.
     pub fn from_spki(spki: &'a spki::SubjectPublicKeyInfoOwned) -> Result<Self, String> {
-        let bits = spki
-            .subject_public_key
-            .as_bytes()
-            .ok_or("public key is not a whole number of bytes")?;
+        let bits = spki.subject_public_key.as_bytes().ok_or("public key is not a whole number of bytes")?;
         let kind = match spki.algorithm.oid {
             RSA => {
                 let n = rsa_modulus_bits(bits).ok_or("RSA public key does not parse")?;
                 if n < 2048 {
-                    return Err(format!(
-                        "RSA key of {n} bits is refused (2048 or more required)"
-                    ));
+                    return Err(format!("RSA key of {n} bits is refused (2048 or more required)"));
                 }
                 KeyKind::Rsa
             }
@@ -126,20 +118,14 @@ impl<'a> PublicKey<'a> {
         match sig.oid {
             RSA_PSS => {}
             RSA | RSA_SHA1 | RSA_SHA256 | RSA_SHA384 | RSA_SHA512 => null_or_absent(sig)?,
-            _ if sig.parameters.is_some() => {
-                return Err("ECDSA signature algorithm with parameters".into())
-            }
+            _ if sig.parameters.is_some() => return Err("ECDSA signature algorithm with parameters".into()),
             _ => {}
         }
-        let is_rsa_sig = matches!(
-            sig.oid,
-            RSA | RSA_SHA1 | RSA_SHA256 | RSA_SHA384 | RSA_SHA512 | RSA_PSS
-        );
+        let is_rsa_sig = matches!(sig.oid, RSA | RSA_SHA1 | RSA_SHA256 | RSA_SHA384 | RSA_SHA512 | RSA_PSS);
         if is_rsa_sig != (self.kind == KeyKind::Rsa) {
             return Err("signature algorithm does not match the certificate's key".into());
         }
-        let alg: &'static dyn VerificationAlgorithm = match (self.kind, sig.oid == RSA_PSS, digest)
-        {
+        let alg: &'static dyn VerificationAlgorithm = match (self.kind, sig.oid == RSA_PSS, digest) {
             (KeyKind::Rsa, false, Sha1) => &rs::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
             (KeyKind::Rsa, false, Sha256) => &rs::RSA_PKCS1_2048_8192_SHA256,
             (KeyKind::Rsa, false, Sha384) => &rs::RSA_PKCS1_2048_8192_SHA384,
@@ -157,14 +143,8 @@ impl<'a> PublicKey<'a> {
     }
 
     /// Check `signature` over `message`.
-    pub fn verify(
-        &self,
-        alg: &'static dyn VerificationAlgorithm,
-        message: &[u8],
-        signature: &[u8],
-    ) -> bool {
-        alg.verify(self.bits.into(), message.into(), signature.into())
-            .is_ok()
+    pub fn verify(&self, alg: &'static dyn VerificationAlgorithm, message: &[u8], signature: &[u8]) -> bool {
+        alg.verify(self.bits.into(), message.into(), signature.into()).is_ok()
     }
 }
 
@@ -173,10 +153,7 @@ fn null_or_absent(id: &AlgorithmIdentifierOwned) -> Result<(), String> {
     match &id.parameters {
         None => Ok(()),
         Some(p) if p.tag() == der::Tag::Null && p.value().is_empty() => Ok(()),
-        Some(_) => Err(format!(
-            "algorithm {} with parameters other than NULL",
-            id.oid
-        )),
+        Some(_) => Err(format!("algorithm {} with parameters other than NULL", id.oid)),
     }
 }
 
@@ -188,10 +165,7 @@ fn rsa_modulus_bits(pkcs1: &[u8]) -> Option<usize> {
     }
     let n = der::asn1::UintRef::decode(&mut reader).ok()?;
     let bytes = n.as_bytes();
-    let lead = bytes
-        .first()
-        .map(|b| 8 - b.leading_zeros() as usize)
-        .unwrap_or(0);
+    let lead = bytes.first().map(|b| 8 - b.leading_zeros() as usize).unwrap_or(0);
     Some(bytes.len().saturating_sub(1) * 8 + lead)
 }
 
@@ -209,15 +183,10 @@ fn pss_digest(sig: &AlgorithmIdentifierOwned) -> Result<DigestAlg, String> {
         #[asn1(context_specific = "3", tag_mode = "EXPLICIT", optional = "true")]
         trailer: Option<u32>,
     }
-    let params = sig
-        .parameters
-        .as_ref()
-        .ok_or("RSASSA-PSS without parameters")?;
+    let params = sig.parameters.as_ref().ok_or("RSASSA-PSS without parameters")?;
     let p = PssParams::from_der(&params.to_der().map_err(|e| e.to_string())?)
         .map_err(|e| format!("RSASSA-PSS parameters: {e}"))?;
-    let hash = p
-        .hash
-        .ok_or("RSASSA-PSS with the SHA-1 default hash is refused")?;
+    let hash = p.hash.ok_or("RSASSA-PSS with the SHA-1 default hash is refused")?;
     let d = digest_alg(&hash, false)?;
     let mgf = p.mgf.ok_or("RSASSA-PSS with the default MGF is refused")?;
     let mgf_hash = mgf

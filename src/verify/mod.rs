@@ -151,15 +151,9 @@ impl SignedCms {
     pub fn parse(der: &[u8]) -> Result<Self, VerifyError> {
         let ci = ContentInfo::from_der(der).map_err(|e| VerifyError::Malformed(e.to_string()))?;
         if ci.content_type != rfc5911::ID_SIGNED_DATA {
-            return Err(VerifyError::Malformed(format!(
-                "content type {} is not signedData",
-                ci.content_type
-            )));
+            return Err(VerifyError::Malformed(format!("content type {} is not signedData", ci.content_type)));
         }
-        let sd: SignedData = ci
-            .content
-            .decode_as()
-            .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        let sd: SignedData = ci.content.decode_as().map_err(|e| VerifyError::Malformed(e.to_string()))?;
         Ok(Self { sd })
     }
 
@@ -167,9 +161,7 @@ impl SignedCms {
     pub fn content(&self) -> Option<&[u8]> {
         let ec = self.sd.encap_content_info.econtent.as_ref()?;
         // eContent is an OCTET STRING inside [0] EXPLICIT; `Any` holds the OCTET STRING.
-        ec.decode_as::<der::asn1::OctetStringRef<'_>>()
-            .ok()
-            .map(|o| o.as_bytes())
+        ec.decode_as::<der::asn1::OctetStringRef<'_>>().ok().map(|o| o.as_bytes())
     }
 
     /// True when the SignedData encapsulates its content.
@@ -216,10 +208,7 @@ impl Pending {
 
     /// Compare every checked signer's messageDigest with the content digests; any
     /// mismatch rejects. Returns the per-signer reports.
-    pub fn finish(
-        self,
-        digests: &[(DigestAlg, Vec<u8>)],
-    ) -> Result<Vec<SignerReport>, VerifyError> {
+    pub fn finish(self, digests: &[(DigestAlg, Vec<u8>)]) -> Result<Vec<SignerReport>, VerifyError> {
         for c in &self.candidates {
             let got = digests.iter().find(|(a, _)| *a == c.alg).map(|(_, d)| d);
             if got != Some(&c.message_digest) {
@@ -267,10 +256,11 @@ pub fn check_signers(
             )));
         }
     }
-    let other_certs = cms.sd.certificates.as_ref().is_some_and(|s| {
-        s.0.iter()
-            .any(|c| !matches!(c, CertificateChoices::Certificate(_)))
-    });
+    let other_certs = cms
+        .sd
+        .certificates
+        .as_ref()
+        .is_some_and(|s| s.0.iter().any(|c| !matches!(c, CertificateChoices::Certificate(_))));
     let v3 = infos.iter().any(|si| si.version == CmsVersion::V3)
         || cms.sd.encap_content_info.econtent_type != rfc5911::ID_DATA;
     let want = if other_certs {
@@ -292,23 +282,16 @@ pub fn check_signers(
         ));
     }
     let certs = cms.certificates();
-    let cert_ders: Vec<CertificateDer<'static>> = certs
-        .iter()
-        .filter_map(|c| c.to_der().ok())
-        .map(CertificateDer::from)
-        .collect();
+    let cert_ders: Vec<CertificateDer<'static>> =
+        certs.iter().filter_map(|c| c.to_der().ok()).map(CertificateDer::from).collect();
     let mut reports = Vec::new();
     let mut candidates = Vec::new();
     for si in infos.iter() {
         let cert = certs.iter().copied().find(|c| identifies(&si.sid, c));
         let alg_name = si.digest_alg.oid.to_string();
         let mut report = SignerReport {
-            subject: cert
-                .map(|c| c.tbs_certificate.subject.to_string())
-                .unwrap_or_else(|| sid_text(&si.sid)),
-            issuer: cert
-                .map(|c| c.tbs_certificate.issuer.to_string())
-                .unwrap_or_default(),
+            subject: cert.map(|c| c.tbs_certificate.subject.to_string()).unwrap_or_else(|| sid_text(&si.sid)),
+            issuer: cert.map(|c| c.tbs_certificate.issuer.to_string()).unwrap_or_default(),
             digest_algorithm: alg_name,
             status: String::new(),
         };
@@ -317,29 +300,17 @@ pub fn check_signers(
                 if trusted {
                     report.status = "trusted".into();
                 }
-                candidates.push(Candidate {
-                    alg,
-                    message_digest,
-                    report_index: reports.len(),
-                });
+                candidates.push(Candidate { alg, message_digest, report_index: reports.len() });
             }
             Ok(None) => {}
-            Err(why) => {
-                return Err(VerifyError::BadSignature {
-                    signer: report.subject,
-                    why,
-                })
-            }
+            Err(why) => return Err(VerifyError::BadSignature { signer: report.subject, why }),
         }
         reports.push(report);
     }
     if !reports.iter().any(SignerReport::trusted) {
         return Err(VerifyError::NoTrustedSigner(reports));
     }
-    Ok(Pending {
-        candidates,
-        reports,
-    })
+    Ok(Pending { candidates, reports })
 }
 
 type Checked = ((DigestAlg, Vec<u8>), bool);
@@ -378,10 +349,7 @@ fn check_one(
         Err(why) => return skip(report, why),
     };
     let Some(attrs) = &si.signed_attrs else {
-        return skip(
-            report,
-            "SignerInfo without signed attributes is not supported".into(),
-        );
+        return skip(report, "SignerInfo without signed attributes is not supported".into());
     };
     // Signed attributes: exactly one contentType equal to eContentType, exactly one messageDigest.
     let single = |oid: Oid| -> Result<Option<&der::Any>, String> {
@@ -393,9 +361,7 @@ fn check_one(
         };
         match a.values.len() {
             1 => Ok(a.values.get(0)),
-            _ => Err(format!(
-                "signed attribute {oid} must have exactly one value"
-            )),
+            _ => Err(format!("signed attribute {oid} must have exactly one value")),
         }
     };
     let ct = single(rfc5911::ID_CONTENT_TYPE)?.ok_or("signed attributes lack contentType")?;
@@ -404,17 +370,9 @@ fn check_one(
         return Err("signed contentType differs from the encapsulated content type".into());
     }
     let md = single(rfc5911::ID_MESSAGE_DIGEST)?.ok_or("signed attributes lack messageDigest")?;
-    let md = md
-        .decode_as::<der::asn1::OctetString>()
-        .map_err(|e| format!("messageDigest: {e}"))?
-        .as_bytes()
-        .to_vec();
+    let md = md.decode_as::<der::asn1::OctetString>().map_err(|e| format!("messageDigest: {e}"))?.as_bytes().to_vec();
     if md.len() != alg.output_len() {
-        return Err(format!(
-            "messageDigest has {} bytes, {alg} has {}",
-            md.len(),
-            alg.output_len()
-        ));
+        return Err(format!("messageDigest has {} bytes, {alg} has {}", md.len(), alg.output_len()));
     }
     let signing_time = match single(rfc5911::ID_SIGNING_TIME)? {
         None => None,
@@ -427,9 +385,7 @@ fn check_one(
     };
     let signed = attrs.to_der().map_err(|e| e.to_string())?;
     if !key.verify(sig_alg, &signed, si.signature.as_bytes()) {
-        return Err(
-            "signature value does not match the signed attributes and the signer's key".into(),
-        );
+        return Err("signature value does not match the signed attributes and the signer's key".into());
     }
     let checked = (alg, md);
     // The signature is sound; now: is the signer trusted?
@@ -437,9 +393,7 @@ fn check_one(
         match signing_time {
             Some(t) => t,
             None => {
-                report.status =
-                    "skipped: use-bundle-signing-time is set but the signature has no signingTime"
-                        .into();
+                report.status = "skipped: use-bundle-signing-time is set but the signature has no signingTime".into();
                 return Ok(Some((checked, false)));
             }
         }
@@ -463,11 +417,8 @@ fn trusted(
     time: SystemTime,
 ) -> Result<(), String> {
     let der = CertificateDer::from(cert.to_der().map_err(|e| e.to_string())?);
-    let ee =
-        webpki::EndEntityCert::try_from(&der).map_err(|e| format!("signer certificate: {e:?}"))?;
-    let secs = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
+    let ee = webpki::EndEntityCert::try_from(&der).map_err(|e| format!("signer certificate: {e:?}"))?;
+    let secs = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
     ee.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
         anchors.webpki(),
@@ -478,18 +429,11 @@ fn trusted(
         None,
     )
     .map_err(chain_error)?;
-    let exts = cert
-        .tbs_certificate
-        .extensions
-        .as_deref()
-        .unwrap_or_default();
+    let exts = cert.tbs_certificate.extensions.as_deref().unwrap_or_default();
     for e in exts {
         if e.extn_id == rfc5280::ID_CE_KEY_USAGE {
-            let ku = KeyUsage::from_der(e.extn_value.as_bytes())
-                .map_err(|e| format!("keyUsage: {e}"))?;
-            if !(ku.0.contains(KeyUsages::DigitalSignature)
-                || ku.0.contains(KeyUsages::NonRepudiation))
-            {
+            let ku = KeyUsage::from_der(e.extn_value.as_bytes()).map_err(|e| format!("keyUsage: {e}"))?;
+            if !(ku.0.contains(KeyUsages::DigitalSignature) || ku.0.contains(KeyUsages::NonRepudiation)) {
                 return Err("key usage does not allow digital signatures".into());
             }
         }
@@ -517,9 +461,7 @@ fn trusted(
 fn chain_error(e: webpki::Error) -> String {
     use webpki::Error as E;
     match e {
-        E::UnknownIssuer => {
-            "no chain to a trusted root (untrusted root or missing intermediate)".into()
-        }
+        E::UnknownIssuer => "no chain to a trusted root (untrusted root or missing intermediate)".into(),
         E::CertExpired { .. } => "certificate expired at the verification time".into(),
         E::CertNotValidYet { .. } => "certificate not yet valid at the verification time".into(),
         E::RequiredEkuNotFound | E::RequiredEkuNotFoundContext(_) => {
@@ -528,13 +470,10 @@ fn chain_error(e: webpki::Error) -> String {
         E::UnsupportedSignatureAlgorithm | E::UnsupportedSignatureAlgorithmContext(_) => {
             "a certificate in the chain is signed with an unsupported or weak algorithm".into()
         }
-        E::UnsupportedSignatureAlgorithmForPublicKey
-        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+        E::UnsupportedSignatureAlgorithmForPublicKey | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
             "a certificate in the chain uses a key or algorithm that is refused".into()
         }
-        E::InvalidSignatureForPublicKey => {
-            "a certificate in the chain has an invalid signature".into()
-        }
+        E::InvalidSignatureForPublicKey => "a certificate in the chain has an invalid signature".into(),
         E::CaUsedAsEndEntity => "signer certificate is a CA".into(),
         E::EndEntityUsedAsCa => "an end-entity certificate is used as a CA".into(),
         E::IssuerNotCrlSigner | E::UnknownRevocationStatus => "revocation problem".into(),
@@ -571,8 +510,7 @@ impl webpki::ExtendedKeyUsageValidator for EkuPolicy {
 fn identifies(sid: &SignerIdentifier, cert: &Certificate) -> bool {
     match sid {
         SignerIdentifier::IssuerAndSerialNumber(is) => {
-            is.issuer == cert.tbs_certificate.issuer
-                && is.serial_number == cert.tbs_certificate.serial_number
+            is.issuer == cert.tbs_certificate.issuer && is.serial_number == cert.tbs_certificate.serial_number
         }
         SignerIdentifier::SubjectKeyIdentifier(ski) => cert
             .tbs_certificate
@@ -581,9 +519,7 @@ fn identifies(sid: &SignerIdentifier, cert: &Certificate) -> bool {
             .unwrap_or_default()
             .iter()
             .filter(|e| e.extn_id == rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER)
-            .any(|e| {
-                SubjectKeyIdentifier::from_der(e.extn_value.as_bytes()).is_ok_and(|s| s.0 == ski.0)
-            }),
+            .any(|e| SubjectKeyIdentifier::from_der(e.extn_value.as_bytes()).is_ok_and(|s| s.0 == ski.0)),
     }
 }
 

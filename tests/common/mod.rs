@@ -14,20 +14,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_henb-update");
 pub fn pki() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = tempfile::Builder::new()
-            .prefix("henb-pki-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        let d = tempfile::Builder::new().prefix("henb-pki-").tempdir().unwrap().keep();
         let dir = d.join("pki");
-        run_ok(
-            Command::new("bash")
-                .arg(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/tests/pki/make-pki.sh"
-                ))
-                .arg(&dir),
-        );
+        run_ok(Command::new("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pki/make-pki.sh")).arg(&dir));
         dir
     })
 }
@@ -61,12 +50,7 @@ pub struct Work {
 
 impl Work {
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::Builder::new()
-                .prefix("henb-test-")
-                .tempdir()
-                .unwrap(),
-        }
+        Self { dir: tempfile::Builder::new().prefix("henb-test-").tempdir().unwrap() }
     }
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -106,32 +90,24 @@ impl Work {
         let p = self.path("system.conf");
         std::fs::write(
             &p,
-            format!("[system]\ncompatible=henb-test\n\n[keyring]\npath={}\ncheck-purpose=codesign\n{extra}", pki().join("keyring.pem").display()),
+            format!(
+                "[system]\ncompatible=henb-test\n\n[keyring]\npath={}\ncheck-purpose=codesign\n{extra}",
+                pki().join("keyring.pem").display()
+            ),
         )
         .unwrap();
         p
     }
 
     /// `henb-update bundle` with the given signer names.
-    pub fn bundle(
-        &self,
-        format: &str,
-        content: &Path,
-        signers: &[&str],
-        out: &str,
-        extra: &[&str],
-    ) -> PathBuf {
+    pub fn bundle(&self, format: &str, content: &Path, signers: &[&str], out: &str, extra: &[&str]) -> PathBuf {
         let o = self.path(out);
         let mut c = Command::new(BIN);
         c.args(["bundle", "--format", format]);
         for s in signers {
             c.arg("--cert").arg(cert(s)).arg("--key").arg(key(s));
         }
-        c.arg("--intermediate")
-            .arg(cert("release-ca"))
-            .args(extra)
-            .arg(content)
-            .arg(&o);
+        c.arg("--intermediate").arg(cert("release-ca")).args(extra).arg(content).arg(&o);
         run_ok(&mut c);
         o
     }
@@ -148,11 +124,7 @@ impl Work {
         ]));
         let cms = self.path(&format!("{out}.cms"));
         let mut c = Command::new("openssl");
-        c.args(["cms", "-sign", "-binary", "-outform", "DER", "-md", md])
-            .arg("-in")
-            .arg(&sq)
-            .arg("-out")
-            .arg(&cms);
+        c.args(["cms", "-sign", "-binary", "-outform", "DER", "-md", md]).arg("-in").arg(&sq).arg("-out").arg(&cms);
         for s in signers {
             c.arg("-signer").arg(cert(s)).arg("-inkey").arg(key(s));
         }
@@ -199,29 +171,16 @@ impl Info {
     }
     /// (kind, cwmp-fault) of a failure.
     pub fn err(&self) -> (String, u64) {
-        assert_ne!(
-            self.code, 0,
-            "info accepted what it should refuse: {}",
-            self.json
-        );
+        assert_ne!(self.code, 0, "info accepted what it should refuse: {}", self.json);
         assert_ne!(self.code, 101, "info panicked: {}", self.stderr);
         let e = &self.json["error"];
-        (
-            e["kind"].as_str().unwrap_or_default().to_string(),
-            e["cwmp-fault"].as_u64().unwrap_or_default(),
-        )
+        (e["kind"].as_str().unwrap_or_default().to_string(), e["cwmp-fault"].as_u64().unwrap_or_default())
     }
 }
 
 pub fn info(conf: &Path, package: &Path, extra: &[&str]) -> Info {
-    let out = Command::new(BIN)
-        .arg("--conf")
-        .arg(conf)
-        .args(["info", "--json"])
-        .args(extra)
-        .arg(package)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(BIN).arg("--conf").arg(conf).args(["info", "--json"]).args(extra).arg(package).output().unwrap();
     Info {
         code: out.status.code().unwrap_or(-1),
         json: serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
@@ -232,10 +191,7 @@ pub fn info(conf: &Path, package: &Path, extra: &[&str]) -> Info {
 /// Run tests/tools/tr069_build.py (the independent TR-069 builder).
 pub fn tr069_build(args: &[&std::ffi::OsStr]) -> Output {
     Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/tools/tr069_build.py"
-        ))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/tr069_build.py"))
         .args(args)
         .output()
         .unwrap()

@@ -1,9 +1,6 @@
 //! Writing TR-069 signed packages from a RAUC-style content directory.
 
-use super::{
-    CMD_COMPATIBLE, CMD_META, CMD_REFERENCE_VALUES, CMD_SECURITY_VERSION, HASH_SHA1, HASH_SHA256,
-    MAGIC,
-};
+use super::{CMD_COMPATIBLE, CMD_META, CMD_REFERENCE_VALUES, CMD_SECURITY_VERSION, HASH_SHA1, HASH_SHA256, MAGIC};
 use crate::digest::DigestAlg;
 use crate::package::keyfile::KeyFile;
 use crate::package::manifest::Manifest;
@@ -48,8 +45,7 @@ fn section_text(label: &str, kv: &std::collections::BTreeMap<String, String>) ->
 /// over header and command list; payload = the images in manifest order.
 pub fn build_package(o: &Tr069Options) -> anyhow::Result<()> {
     let mpath = o.content_dir.join("manifest.raucm");
-    let text =
-        std::fs::read_to_string(&mpath).with_context(|| format!("reading {}", mpath.display()))?;
+    let text = std::fs::read_to_string(&mpath).with_context(|| format!("reading {}", mpath.display()))?;
     let mut kf = KeyFile::parse(&text).with_context(|| format!("{}", mpath.display()))?;
     for (label, entries) in &o.extra_meta {
         for (k, v) in entries {
@@ -57,11 +53,7 @@ pub fn build_package(o: &Tr069Options) -> anyhow::Result<()> {
         }
     }
     let m = Manifest::from_keyfile(&kf).with_context(|| format!("{}", mpath.display()))?;
-    let alg = if o.legacy_sha1 {
-        DigestAlg::Sha1
-    } else {
-        DigestAlg::Sha256
-    };
+    let alg = if o.legacy_sha1 { DigestAlg::Sha1 } else { DigestAlg::Sha256 };
     let mut cmds = Vec::new();
     tlv(&mut cmds, 20, &1u32.to_be_bytes());
     if let Some(v) = &m.version {
@@ -76,11 +68,7 @@ pub fn build_package(o: &Tr069Options) -> anyhow::Result<()> {
     }
     for (label, kv) in &m.meta {
         match label.as_str() {
-            "measured-boot" => tlv(
-                &mut cmds,
-                CMD_REFERENCE_VALUES,
-                section_text(label, kv).as_bytes(),
-            ),
+            "measured-boot" => tlv(&mut cmds, CMD_REFERENCE_VALUES, section_text(label, kv).as_bytes()),
             "anti-rollback" => {}
             _ => tlv(&mut cmds, CMD_META, section_text(label, kv).as_bytes()),
         }
@@ -114,21 +102,8 @@ pub fn build_package(o: &Tr069Options) -> anyhow::Result<()> {
             bail!("payload exceeds the 4 GiB the format's 32-bit fields can address");
         }
         let mut v = Vec::new();
-        let ht = if o.legacy_sha1 {
-            HASH_SHA1
-        } else {
-            HASH_SHA256
-        };
-        for x in [
-            0,
-            32,
-            path.len() as u32,
-            ht,
-            32 + path.len() as u32,
-            hash.len() as u32,
-            offset as u32,
-            len as u32,
-        ] {
+        let ht = if o.legacy_sha1 { HASH_SHA1 } else { HASH_SHA256 };
+        for x in [0, 32, path.len() as u32, ht, 32 + path.len() as u32, hash.len() as u32, offset as u32, len as u32] {
             v.extend(x.to_be_bytes());
         }
         v.extend(path.as_bytes());
@@ -140,10 +115,7 @@ pub fn build_package(o: &Tr069Options) -> anyhow::Result<()> {
     tlv(&mut cmds, 16, &[]);
     tlv(&mut cmds, 0, &[]);
     if cmds.len() >= 65536 {
-        bail!(
-            "command list of {} bytes exceeds the format's 65535",
-            cmds.len()
-        );
+        bail!("command list of {} bytes exceeds the format's 65535", cmds.len());
     }
     let mut signed = MAGIC.to_vec();
     for x in [1u32, 0, cmds.len() as u32, offset as u32] {
@@ -153,11 +125,7 @@ pub fn build_package(o: &Tr069Options) -> anyhow::Result<()> {
     let algs: Vec<DigestAlg> = o.signers.iter().map(|s| s.digest()).collect();
     let digests: Vec<_> = algs.iter().map(|a| (*a, a.digest(&signed))).collect();
     let sig = sign::sign(&o.signers, &o.intermediates, CmsContent::Detached(&digests))?;
-    let dir = o
-        .output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
+    let dir = o.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir)?;
     {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());

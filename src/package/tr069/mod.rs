@@ -13,10 +13,7 @@ mod build;
 pub use build::{build_package, Tr069Options};
 
 use super::manifest::{Manifest, ManifestError};
-use super::{
-    check_compatible, stream_image, Constraints, Context, Format, Image, Package, PackageError,
-    Sink,
-};
+use super::{check_compatible, stream_image, Constraints, Context, Format, Image, Package, PackageError, Sink};
 use crate::digest::DigestAlg;
 use crate::fault::{CwmpFault, Fault};
 use crate::source::{Source, Window};
@@ -107,9 +104,7 @@ impl Fault for Tr069Error {
     fn fault(&self) -> CwmpFault {
         match self {
             Self::Sha1Refused { .. } => CwmpFault::FileAuthenticationFailure,
-            Self::Length { actual, expected } if actual < expected => {
-                CwmpFault::UnableToCompleteDownload
-            }
+            Self::Length { actual, expected } if actual < expected => CwmpFault::UnableToCompleteDownload,
             _ => CwmpFault::FileCorrupted,
         }
     }
@@ -189,11 +184,7 @@ pub enum Command {
 impl Command {
     fn name(&self) -> String {
         match self {
-            Self::Extract(f, v) => format!(
-                "Extract{} File {}",
-                if *v { " Versioned" } else { "" },
-                f.path
-            ),
+            Self::Extract(f, v) => format!("Extract{} File {}", if *v { " Versioned" } else { "" }, f.path),
             Self::Add(f, v) => format!("Add{} File {}", if *v { " Versioned" } else { "" }, f.path),
             Self::Remove(_, p, v) => {
                 format!("Remove{} File {p}", if *v { " Versioned" } else { "" })
@@ -223,67 +214,39 @@ pub fn parse(src: &dyn Source) -> Result<Parsed, PackageError> {
     let len = src.len();
     let mut h = [0u8; HEADER_LEN];
     if len < HEADER_LEN as u64 {
-        return Err(PackageError::Truncated(format!(
-            "{len} bytes, shorter than the TR-069 header"
-        )));
+        return Err(PackageError::Truncated(format!("{len} bytes, shorter than the TR-069 header")));
     }
     src.read_exact_at(&mut h, 0).map_err(PackageError::Io)?;
     if &h[..8] != MAGIC {
         return Err(Tr069Error::Header("preamble is not 2WIRE_SP".into()).into());
     }
     let be = |o: usize| u32::from_be_bytes(h[o..o + 4].try_into().expect("4 bytes"));
-    let header = Header {
-        major: be(8),
-        minor: be(12),
-        command_len: be(16),
-        payload_len: be(20),
-    };
+    let header = Header { major: be(8), minor: be(12), command_len: be(16), payload_len: be(20) };
     if header.major != 1 {
-        return Err(Tr069Error::Header(format!(
-            "major version {} (only 1 is defined)",
-            header.major
-        ))
-        .into());
+        return Err(Tr069Error::Header(format!("major version {} (only 1 is defined)", header.major)).into());
     }
     if header.command_len >= 65536 {
-        return Err(Tr069Error::Header(format!(
-            "command list length {} must be below 65536",
-            header.command_len
-        ))
-        .into());
+        return Err(
+            Tr069Error::Header(format!("command list length {} must be below 65536", header.command_len)).into()
+        );
     }
     let sig_start = HEADER_LEN as u64 + header.command_len as u64;
     // The signature's own DER length gives its size.
     let mut tl = [0u8; 6];
     let got = src.read_at(&mut tl, sig_start).map_err(PackageError::Io)?;
-    let sig_len =
-        der_total_len(&tl[..got]).map_err(|w| PackageError::from(Tr069Error::SignatureBlock(w)))?;
+    let sig_len = der_total_len(&tl[..got]).map_err(|w| PackageError::from(Tr069Error::SignatureBlock(w)))?;
     if sig_len > MAX_SIGNATURE as u64 {
-        return Err(Tr069Error::SignatureBlock(format!(
-            "{sig_len} bytes exceeds the limit of {MAX_SIGNATURE}"
-        ))
-        .into());
+        return Err(Tr069Error::SignatureBlock(format!("{sig_len} bytes exceeds the limit of {MAX_SIGNATURE}")).into());
     }
     let expected = sig_start + sig_len + header.payload_len as u64;
     if len != expected {
-        return Err(Tr069Error::Length {
-            actual: len,
-            expected,
-        }
-        .into());
+        return Err(Tr069Error::Length { actual: len, expected }.into());
     }
     let mut signed = vec![0u8; sig_start as usize];
-    src.read_exact_at(&mut signed, 0)
-        .map_err(PackageError::Io)?;
+    src.read_exact_at(&mut signed, 0).map_err(PackageError::Io)?;
     let mut signature = vec![0u8; sig_len as usize];
-    src.read_exact_at(&mut signature, sig_start)
-        .map_err(PackageError::Io)?;
-    Ok(Parsed {
-        header,
-        signed,
-        signature,
-        payload_start: sig_start + sig_len,
-    })
+    src.read_exact_at(&mut signature, sig_start).map_err(PackageError::Io)?;
+    Ok(Parsed { header, signed, signature, payload_start: sig_start + sig_len })
 }
 
 /// Total length of the DER element starting with `b` (tag, definite length, content).
@@ -311,10 +274,7 @@ pub fn parse_commands(list: &[u8]) -> Result<Vec<Command>, Tr069Error> {
     let mut index = 0;
     while !rest.is_empty() {
         if rest.len() < 8 {
-            return Err(Tr069Error::CommandList(format!(
-                "{} stray bytes at the end",
-                rest.len()
-            )));
+            return Err(Tr069Error::CommandList(format!("{} stray bytes at the end", rest.len())));
         }
         let ty = u32::from_be_bytes(rest[0..4].try_into().expect("4"));
         let len = u32::from_be_bytes(rest[4..8].try_into().expect("4")) as usize;
@@ -333,40 +293,28 @@ pub fn parse_commands(list: &[u8]) -> Result<Vec<Command>, Tr069Error> {
         index += 1;
         if end {
             if !rest.is_empty() {
-                return Err(Tr069Error::CommandList(format!(
-                    "{} bytes after End",
-                    rest.len()
-                )));
+                return Err(Tr069Error::CommandList(format!("{} bytes after End", rest.len())));
             }
             break;
         }
     }
     if let Some(pos) = cmds.iter().position(|c| *c == Command::Reboot) {
         if cmds[pos + 1..].iter().any(|c| *c != Command::End) {
-            return Err(Tr069Error::CommandList(
-                "Reboot must be the last command before End".into(),
-            ));
+            return Err(Tr069Error::CommandList("Reboot must be the last command before End".into()));
         }
     }
     Ok(cmds)
 }
 
 fn u32_value(v: &[u8]) -> Result<u32, String> {
-    v.try_into()
-        .map(u32::from_be_bytes)
-        .map_err(|_| format!("value of {} bytes, 4 expected", v.len()))
+    v.try_into().map(u32::from_be_bytes).map_err(|_| format!("value of {} bytes, 4 expected", v.len()))
 }
 
 fn u32_array(v: &[u8]) -> Result<Vec<u32>, String> {
     if v.is_empty() || !v.len().is_multiple_of(4) {
-        return Err(format!(
-            "value of {} bytes is not a non-empty array of u32",
-            v.len()
-        ));
+        return Err(format!("value of {} bytes is not a non-empty array of u32", v.len()));
     }
-    Ok(v.chunks(4)
-        .map(|c| u32::from_be_bytes(c.try_into().expect("4")))
-        .collect())
+    Ok(v.chunks(4).map(|c| u32::from_be_bytes(c.try_into().expect("4"))).collect())
 }
 
 fn utf8(v: &[u8]) -> Result<String, String> {
@@ -379,12 +327,7 @@ fn slice_field(v: &[u8], at: usize, what: &str) -> Result<Vec<u8>, String> {
     let len = u32_value(&v[at + 4..at + 8])? as usize;
     v.get(off..off.checked_add(len).ok_or("overflow")?)
         .map(<[u8]>::to_vec)
-        .ok_or_else(|| {
-            format!(
-                "{what} (offset {off}, length {len}) lies outside the {}-byte value",
-                v.len()
-            )
-        })
+        .ok_or_else(|| format!("{what} (offset {off}, length {len}) lies outside the {}-byte value", v.len()))
 }
 
 fn path_field(v: &[u8], at: usize, what: &str) -> Result<String, String> {
@@ -474,9 +417,7 @@ fn parse_command(ty: u32, v: &[u8]) -> Result<Command, String> {
             Command::RequiredAttributes(
                 u32_value(&v[0..4])?,
                 u32_value(&v[4..8])?,
-                rest.chunks(4)
-                    .map(|c| u32::from_be_bytes(c.try_into().expect("4")))
-                    .collect(),
+                rest.chunks(4).map(|c| u32::from_be_bytes(c.try_into().expect("4"))).collect(),
             )
         }
         other => Command::Other(other, v.to_vec()),
@@ -494,11 +435,7 @@ struct Profile {
     constraints: Constraints,
 }
 
-fn apply_profile(
-    cmds: &[Command],
-    payload_len: u64,
-    allow_sha1: bool,
-) -> Result<Profile, PackageError> {
+fn apply_profile(cmds: &[Command], payload_len: u64, allow_sha1: bool) -> Result<Profile, PackageError> {
     let prof = |w: String| PackageError::Tr069(Tr069Error::Profile(w));
     let mut compatible = None;
     let mut p = Profile {
@@ -523,20 +460,18 @@ fn apply_profile(
                 let class = f
                     .path
                     .strip_prefix("/slot/")
-                    .filter(|c| {
-                        !c.is_empty()
-                            && c.chars()
-                                .all(|x| x.is_ascii_alphanumeric() || x == '-' || x == '_')
-                    })
-                    .ok_or(Tr069Error::Unsupported {
-                        index,
-                        name: c.name(),
-                    })?;
+                    .filter(|c| !c.is_empty() && c.chars().all(|x| x.is_ascii_alphanumeric() || x == '-' || x == '_'))
+                    .ok_or(Tr069Error::Unsupported { index, name: c.name() })?;
                 let alg = match (f.hash_type, f.hash.len()) {
                     (HASH_SHA256, 32) => DigestAlg::Sha256,
                     (HASH_SHA1, 20) if allow_sha1 => DigestAlg::Sha1,
                     (HASH_SHA1, 20) => return Err(Tr069Error::Sha1Refused { path: f.path.clone() }.into()),
-                    (t, l) => return Err(prof(format!("file '{}': hash type {t} with {l} bytes is not supported (3 = SHA-256 with 32 bytes)", f.path))),
+                    (t, l) => {
+                        return Err(prof(format!(
+                            "file '{}': hash type {t} with {l} bytes is not supported (3 = SHA-256 with 32 bytes)",
+                            f.path
+                        )))
+                    }
                 };
                 if f.offset as u64 + f.len as u64 > payload_len {
                     return Err(prof(format!(
@@ -561,13 +496,7 @@ fn apply_profile(
             | Command::Add(..)
             | Command::Remove(..)
             | Command::RemoveSubTree(..)
-            | Command::Move(..) => {
-                return Err(Tr069Error::Unsupported {
-                    index,
-                    name: c.name(),
-                }
-                .into())
-            }
+            | Command::Move(..) => return Err(Tr069Error::Unsupported { index, name: c.name() }.into()),
             Command::Version(v) => {
                 once(p.version.is_some(), "Version")?;
                 p.version = Some(v.clone());
@@ -576,9 +505,7 @@ fn apply_profile(
                 once(p.description.is_some(), "Description")?;
                 p.description = Some(d.clone());
             }
-            Command::Role(r) if *r != 1 => {
-                return Err(prof(format!("role {r:#x} is not 1 (software upgrade)")))
-            }
+            Command::Role(r) if *r != 1 => return Err(prof(format!("role {r:#x} is not 1 (software upgrade)"))),
             Command::MinVersion(v) => p.constraints.min_version = Some(v.clone()),
             Command::MaxVersion(v) => p.constraints.max_version = Some(v.clone()),
             Command::MinNonVolatile(n) => p.constraints.min_nonvolatile = Some(*n),
@@ -589,8 +516,7 @@ fn apply_profile(
             }
             Command::Other(CMD_SECURITY_VERSION, v) => {
                 once(p.security_version.is_some(), "Security version")?;
-                p.security_version =
-                    Some(u32_value(v).map_err(|w| prof(format!("Security version: {w}")))?);
+                p.security_version = Some(u32_value(v).map_err(|w| prof(format!("Security version: {w}")))?);
             }
             Command::Other(ty @ (CMD_REFERENCE_VALUES | CMD_META), v) => {
                 let text = utf8(v).map_err(|w| prof(format!("vendor command {ty}: {w}")))?;
@@ -602,9 +528,7 @@ fn apply_profile(
                 let m = Manifest::parse(format!("[update]\ncompatible=-\n{text}").as_bytes())?;
                 for (label, kv) in m.meta {
                     if *ty == CMD_REFERENCE_VALUES && label != "measured-boot" {
-                        return Err(prof(format!(
-                            "reference values command holds [meta.{label}]"
-                        )));
+                        return Err(prof(format!("reference values command holds [meta.{label}]")));
                     }
                     if p.meta.insert(label.clone(), kv).is_some() {
                         return Err(ManifestError::BadValue {
@@ -624,29 +548,16 @@ fn apply_profile(
     }
     p.compatible = compatible.ok_or_else(|| prof("no Compatible (vendor command 1000)".into()))?;
     if p.images.is_empty() {
-        return Err(prof(
-            "no Extract File command for a /slot/<class> image".into(),
-        ));
+        return Err(prof("no Extract File command for a /slot/<class> image".into()));
     }
-    let mut spans: Vec<(u64, u64)> = p
-        .images
-        .iter()
-        .map(|i| (offset_of(cmds, &i.filename), i.size))
-        .collect();
+    let mut spans: Vec<(u64, u64)> = p.images.iter().map(|i| (offset_of(cmds, &i.filename), i.size)).collect();
     spans.sort();
     if spans.windows(2).any(|w| w[0].0 + w[0].1 > w[1].0) {
         return Err(prof("payload files overlap".into()));
     }
     if p.security_version.is_none() {
-        if let Some(v) = p
-            .meta
-            .get("anti-rollback")
-            .and_then(|m| m.get("security-version"))
-        {
-            p.security_version = Some(
-                v.parse()
-                    .map_err(|_| prof(format!("security-version {v:?} is not a number")))?,
-            );
+        if let Some(v) = p.meta.get("anti-rollback").and_then(|m| m.get("security-version")) {
+            p.security_version = Some(v.parse().map_err(|_| prof(format!("security-version {v:?} is not a number")))?);
         }
     }
     Ok(p)
@@ -661,42 +572,23 @@ fn offset_of(cmds: &[Command], path: &str) -> u64 {
         .unwrap_or(0)
 }
 
-pub(super) fn verify(
-    src: Arc<dyn Source>,
-    ctx: &Context<'_>,
-    sink: &mut dyn Sink,
-) -> Result<Package, PackageError> {
+pub(super) fn verify(src: Arc<dyn Source>, ctx: &Context<'_>, sink: &mut dyn Sink) -> Result<Package, PackageError> {
     let parsed = parse(&*src)?;
     let cms = SignedCms::parse(&parsed.signature)?;
     if cms.is_attached() {
-        return Err(VerifyError::Malformed(
-            "the TR-069 signature must be detached (it carries content)".into(),
-        )
-        .into());
+        return Err(VerifyError::Malformed("the TR-069 signature must be detached (it carries content)".into()).into());
     }
     let pending = check_signers(&cms, ctx.anchors, &ctx.policy, ctx.now)?;
-    let digests: Vec<_> = pending
-        .needed_digests()
-        .into_iter()
-        .map(|a| (a, a.digest(&parsed.signed)))
-        .collect();
+    let digests: Vec<_> = pending.needed_digests().into_iter().map(|a| (a, a.digest(&parsed.signed))).collect();
     let signers = pending.finish(&digests)?;
     let cmds = parse_commands(&parsed.signed[HEADER_LEN..])?;
-    let p = apply_profile(
-        &cmds,
-        parsed.header.payload_len as u64,
-        ctx.policy.allow_sha1,
-    )?;
+    let p = apply_profile(&cmds, parsed.header.payload_len as u64, ctx.policy.allow_sha1)?;
     check_compatible(ctx, &p.compatible)?;
     let mut images = p.images;
     for image in &mut images {
         let off = offset_of(&cmds, &image.filename);
         let r = Window::new(src.clone(), parsed.payload_start + off, image.size);
-        image.sha256 = stream_image(
-            image,
-            move || Ok(Box::new(r) as Box<dyn std::io::Read>),
-            sink,
-        )?;
+        image.sha256 = stream_image(image, move || Ok(Box::new(r) as Box<dyn std::io::Read>), sink)?;
     }
     Ok(Package {
         format: Format::Tr069,
@@ -725,16 +617,7 @@ mod tests {
 
     fn file_value(path: &str, hash_type: u32, hash: &[u8], off: u32, len: u32) -> Vec<u8> {
         let mut v = Vec::new();
-        for x in [
-            0,
-            32,
-            path.len() as u32,
-            hash_type,
-            32 + path.len() as u32,
-            hash.len() as u32,
-            off,
-            len,
-        ] {
+        for x in [0, 32, path.len() as u32, hash_type, 32 + path.len() as u32, hash.len() as u32, off, len] {
             v.extend(x.to_be_bytes());
         }
         v.extend(path.as_bytes());
@@ -768,9 +651,7 @@ mod tests {
         l.extend(tlv(0, &[]));
         let c = parse_commands(&l).unwrap();
         assert_eq!(c.len(), 11);
-        assert!(
-            matches!(&c[0], Command::Extract(f, false) if f.path == "/slot/rootfs" && f.len == 10)
-        );
+        assert!(matches!(&c[0], Command::Extract(f, false) if f.path == "/slot/rootfs" && f.len == 10));
         assert!(matches!(&c[2], Command::RemoveSubTree(0, p) if p == "/a"));
         assert!(matches!(&c[3], Command::Move(0, s, d, false) if s == "/a" && d == "/b"));
         assert_eq!(c[6], Command::MinVersion(vec![1, 2]));
@@ -818,34 +699,14 @@ mod tests {
             ok(vec![Command::Remove(0, "/x".into(), false)]),
             Err(PackageError::Tr069(Tr069Error::Unsupported { .. }))
         ));
-        assert!(matches!(
-            ok(vec![Command::Role(3)]),
-            Err(PackageError::Tr069(Tr069Error::Profile(_)))
-        ));
+        assert!(matches!(ok(vec![Command::Role(3)]), Err(PackageError::Tr069(Tr069Error::Profile(_)))));
         let sha1 = Command::Extract(
-            FileCommand {
-                flags: 0,
-                path: "/slot/b".into(),
-                hash_type: 1,
-                hash: vec![0; 20],
-                offset: 0,
-                len: 1,
-            },
+            FileCommand { flags: 0, path: "/slot/b".into(), hash_type: 1, hash: vec![0; 20], offset: 0, len: 1 },
             false,
         );
-        assert!(matches!(
-            ok(vec![sha1]),
-            Err(PackageError::Tr069(Tr069Error::Sha1Refused { .. }))
-        ));
+        assert!(matches!(ok(vec![sha1]), Err(PackageError::Tr069(Tr069Error::Sha1Refused { .. }))));
         let outside = Command::Extract(
-            FileCommand {
-                flags: 0,
-                path: "/slot/b".into(),
-                hash_type: 3,
-                hash: vec![0; 32],
-                offset: 5,
-                len: 6,
-            },
+            FileCommand { flags: 0, path: "/slot/b".into(), hash_type: 3, hash: vec![0; 32], offset: 5, len: 6 },
             false,
         );
         assert!(ok(vec![outside]).is_err());

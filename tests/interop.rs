@@ -221,3 +221,37 @@ fn every_mksquashfs_compressor_reads_back() {
     let r = info(&conf, &b, &[]);
     assert_eq!(r.err(), ("squashfs".into(), 9018));
 }
+
+/// A rauc bundle using every manifest key rauc 1.8 accepts (checked against `rauc bundle`,
+/// which refuses any other): hooks, handler, adaptive (with its hash index), a variant.
+#[test]
+fn rauc_bundle_with_every_manifest_key() {
+    let w = Work::new();
+    let c = w.path("all");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(c.join("rootfs.img"), pseudo_random(8192, 5)).unwrap();
+    std::fs::write(c.join("hook.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::write(
+        c.join("manifest.raucm"),
+        "[update]\ncompatible=henb-test\nversion=1\ndescription=d\nbuild=b1\n\n[bundle]\nformat=verity\n\n\
+         [hooks]\nfilename=hook.sh\nhooks=install-check;\n\n[handler]\nfilename=hook.sh\nargs=--x\n\n\
+         [image.rootfs]\nfilename=rootfs.img\nhooks=pre-install;\nadaptive=block-hash-index;\n\n\
+         [image.appfs.var1]\nfilename=rootfs.img\n",
+    )
+    .unwrap();
+    let o = w.path("all.raucb");
+    run_ok(
+        Command::new("rauc")
+            .arg("bundle")
+            .arg(format!("--cert={}", cert("signer-rsa").display()))
+            .arg(format!("--key={}", key("signer-rsa").display()))
+            .arg(format!("--intermediate={}", cert("release-ca").display()))
+            .arg(&c)
+            .arg(&o),
+    );
+    let r = info(&w.conf(""), &o, &[]);
+    let j = r.ok();
+    assert_eq!(j["build"], "b1");
+    assert_eq!(j["description"], "d");
+    assert_eq!(j["images"][1]["variant"], "var1");
+}

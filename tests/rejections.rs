@@ -320,3 +320,36 @@ fn every_byte_of_the_signature_block_matters() {
         }
     }
 }
+
+/// A SignedData with no SignerInfo (openssl crl2pkcs7 makes one) is refused, in both
+/// formats: R2 needs at least one operator-trusted signature.
+#[test]
+fn a_signed_data_without_signers_is_refused() {
+    let w = Work::new();
+    let conf = w.conf("");
+    let p7 = w.path("degenerate.p7");
+    run_ok(
+        std::process::Command::new("openssl")
+            .args(["crl2pkcs7", "-nocrl", "-outform", "DER", "-certfile"])
+            .arg(cert("signer-rsa"))
+            .arg("-out")
+            .arg(&p7),
+    );
+    let p7 = std::fs::read(&p7).unwrap();
+    let c = w.content("c", 20_000, "");
+    // TR-069: replace the signature block; the total length follows the new DER length.
+    let t = std::fs::read(w.bundle("tr069", &c, &["signer-rsa"], "t.bin", &[])).unwrap();
+    let c_len = u32::from_be_bytes(t[16..20].try_into().unwrap()) as usize;
+    let p_len = u32::from_be_bytes(t[20..24].try_into().unwrap()) as usize;
+    let mut pkg = t[..24 + c_len].to_vec();
+    pkg.extend(&p7);
+    pkg.extend(&t[t.len() - p_len..]);
+    assert_eq!(info(&conf, &written(&w, &pkg, "t0.bin"), &[]).err(), ("no-signature".into(), 9019));
+    // plain bundle: replace the CMS and the trailer.
+    let b = std::fs::read(w.bundle("plain", &c, &["signer-rsa"], "p.raucb", &[])).unwrap();
+    let (payload, _) = layout(&b);
+    let mut pkg = b[..payload].to_vec();
+    pkg.extend(&p7);
+    pkg.extend((p7.len() as u64).to_be_bytes());
+    assert_eq!(info(&conf, &written(&w, &pkg, "p0.raucb"), &[]).err(), ("no-signature".into(), 9019));
+}

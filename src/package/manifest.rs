@@ -141,7 +141,7 @@ pub struct Manifest {
 const UPDATE_KEYS: &[&str] = &["compatible", "version", "description", "build"];
 const BUNDLE_KEYS: &[&str] = &["format", "verity-hash", "verity-salt", "verity-size", "crypt-key"];
 const HOOKS_KEYS: &[&str] = &["filename", "hooks"];
-const HANDLER_KEYS: &[&str] = &["filename", "args", "pre-install", "post-install"];
+const HANDLER_KEYS: &[&str] = &["filename", "args"];
 const IMAGE_KEYS: &[&str] = &["filename", "sha256", "size", "hooks", "adaptive"];
 
 /// Largest manifest accepted (RAUC's are a few hundred bytes).

@@ -14,7 +14,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_henb-update");
 pub fn pki() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = tempfile::Builder::new().prefix("henb-pki-").tempdir().unwrap().keep();
+        // Under target/tmp (cargo clean removes it), one per test binary run.
+        let d = tempfile::Builder::new().prefix("pki-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap().keep();
         let dir = d.join("pki");
         run_ok(Command::new("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pki/make-pki.sh")).arg(&dir));
         dir

@@ -8,6 +8,10 @@ pkgs=(
   cryptsetup-bin   # veritysetup: independent verity oracle
   python3          # the independent TR-069 builder in tests/tools
   pkg-config
+  libtss2-dev      # tpm2-tss, linked by tss-esapi (the TrE is a TPM 2.0)
+  swtpm            # a software TPM per test
+  swtpm-tools      # swtpm_ioctl: TPM reset (reboot simulation)
+  tpm2-tools       # a second reader of the TPM in tests
   time             # GNU time: peak RSS in bench/info.py
 )
 missing=()

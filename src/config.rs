@@ -41,8 +41,34 @@ pub struct Config {
     pub keyring: Option<PathBuf>,
     /// Signature policy from `[keyring]` and `[package]`.
     pub policy: Policy,
+    /// `[tpm]`: how to reach the TPM, where the roots and the counter live.
+    pub tpm: TpmSection,
     /// Keys this step does not know yet (reported, not fatal).
     pub unknown: Vec<String>,
+}
+
+/// The `[tpm]` section.
+#[derive(Debug, Clone, Default)]
+pub struct TpmSection {
+    /// `tcti=` (default `device:/dev/tpmrm0`).
+    pub tcti: Option<String>,
+    /// `owner-auth-file=`: a file holding the owner hierarchy authorization.
+    pub owner_auth_file: Option<PathBuf>,
+    /// `root-index=` (first NV index of the root store).
+    pub root_index: Option<u32>,
+    /// `root-slots=`.
+    pub root_slots: Option<u32>,
+    /// `counter-index=` (anti-rollback counter; its base is the next index).
+    pub counter_index: Option<u32>,
+}
+
+fn nv_index(v: &str) -> Option<u32> {
+    let n = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(h) => u32::from_str_radix(h, 16).ok()?,
+        None => v.parse().ok()?,
+    };
+    // Owner-range NV indices (TPM_HT_NV_INDEX = 0x01, below the platform/TCG ranges).
+    (0x0100_0000..0x0140_0000).contains(&n).then_some(n)
 }
 
 impl Config {
@@ -75,6 +101,17 @@ impl Config {
                     ("package", "tr069-legacy-sha1") => c.policy.allow_sha1 = bool_value(&e.value).ok_or_else(|| invalid("[package] tr069-legacy-sha1: true or false".into()))?,
                     ("keyring", "directory" | "check-crl" | "allow-partial-chain") => {
                         return Err(invalid(format!("[keyring] {} is not supported (trust anchors come from 'path'; partial chains are never accepted)", e.key)))
+                    }
+                    ("tpm", "tcti") => c.tpm.tcti = Some(e.value.clone()),
+                    ("tpm", "owner-auth-file") => c.tpm.owner_auth_file = Some(PathBuf::from(&e.value)),
+                    ("tpm", "root-index") => {
+                        c.tpm.root_index = Some(nv_index(&e.value).ok_or_else(|| invalid(format!("[tpm] root-index={}: an owner NV index 0x01000000..0x013fffff", e.value)))?)
+                    }
+                    ("tpm", "counter-index") => {
+                        c.tpm.counter_index = Some(nv_index(&e.value).ok_or_else(|| invalid(format!("[tpm] counter-index={}: an owner NV index 0x01000000..0x013fffff", e.value)))?)
+                    }
+                    ("tpm", "root-slots") => {
+                        c.tpm.root_slots = Some(e.value.parse().ok().filter(|n| (2..=64).contains(n)).ok_or_else(|| invalid(format!("[tpm] root-slots={}: 2 to 64", e.value)))?)
                     }
                     (g, k) => c.unknown.push(format!("{}:{}: [{g}] {k}", path.display(), e.line)),
                 }

@@ -4,6 +4,8 @@ use crate::config::Config;
 use crate::fault::Fault;
 use crate::package::{self, Context, NullSink, Package};
 use crate::source::FileSource;
+use crate::tpm::TpmError;
+use crate::trust::store::StoreError;
 use crate::trust::{Anchors, TrustSource};
 use serde_json::json;
 use std::fs::File;
@@ -28,28 +30,35 @@ pub(super) struct Args {
 }
 
 pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
-    let keyring = a.keyring.clone().or_else(|| conf.keyring.clone());
-    let Some(keyring) = keyring else {
-        return fail(
-            &a,
-            "no-trust-anchors",
-            9002,
-            "no trust anchors: give --keyring or set [keyring] path in the configuration",
-            super::EXIT_COULD_NOT_CHECK,
-        );
-    };
-    let anchors = match std::fs::read(&keyring).map_err(|e| e.to_string()).and_then(|t| {
-        Anchors::from_pem(&t, TrustSource::Keyring(keyring.display().to_string())).map_err(|e| e.to_string())
-    }) {
-        Ok(a) => a,
-        Err(e) => {
-            return fail(
-                &a,
-                "no-trust-anchors",
-                9002,
-                &format!("keyring {}: {e}", keyring.display()),
-                super::EXIT_COULD_NOT_CHECK,
-            )
+    // Anchors come from the TPM, unless a keyring is named explicitly (build hosts,
+    // development); the anti-rollback minimum is checked whenever the TPM is the source.
+    let (anchors, minimum) = match a.keyring.clone().or_else(|| conf.keyring.clone()) {
+        Some(keyring) => match std::fs::read(&keyring).map_err(|e| e.to_string()).and_then(|t| {
+            Anchors::from_pem(&t, TrustSource::Keyring(keyring.display().to_string())).map_err(|e| e.to_string())
+        }) {
+            Ok(anchors) => (anchors, None),
+            Err(e) => {
+                let msg = format!("keyring {}: {e}", keyring.display());
+                return fail(&a, "no-trust-anchors", 9002, &msg, super::EXIT_COULD_NOT_CHECK);
+            }
+        },
+        None => {
+            let (owner, store, counter) = match super::tpm_owner(conf) {
+                Ok(o) => o,
+                Err(e) => return fail(&a, "tpm", 9002, &format!("{e:#}"), super::EXIT_COULD_NOT_CHECK),
+            };
+            match owner.call(move |t| Ok::<_, StoreError>((store.anchors(t)?, counter.minimum(t)?))) {
+                Ok((anchors, min)) => (anchors, Some(min)),
+                Err(e) => {
+                    let kind = match e {
+                        StoreError::Tpm(TpmError::Unreachable { .. }) => "tpm-unreachable",
+                        StoreError::Anchors(_) => "no-trust-anchors",
+                        _ => "tpm",
+                    };
+                    let msg = format!("could not check: {e} (trust anchors come from the TPM; provision it with 'henb-update trust provision', or name a keyring)");
+                    return fail(&a, kind, 9002, &msg, super::EXIT_COULD_NOT_CHECK);
+                }
+            }
         }
     };
     tracing::info!(source = %anchors.source(), "trust anchors loaded");
@@ -78,9 +87,19 @@ pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
     };
     match package::verify(src, &ctx, &mut NullSink) {
         Ok(p) => {
+            if let Some(min) = minimum {
+                if let Err(e) = crate::rollback::check(p.security_version, min) {
+                    let msg = format!("{}: {e}", a.package.display());
+                    return fail(&a, e.kind(), e.fault().code(), &msg, super::EXIT_REJECTED);
+                }
+            }
+            tracing::info!(source = %anchors.source(), "package verified");
             if a.json {
                 let mut v = serde_json::to_value(&p).unwrap_or_default();
                 v["trust-source"] = json!(anchors.source().to_string());
+                if let Some(min) = minimum {
+                    v["minimum-security-version"] = json!(min);
+                }
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
                 print_text(&p, anchors.source());

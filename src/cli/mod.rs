@@ -2,6 +2,7 @@
 
 mod bundle;
 mod info;
+mod trust;
 
 use crate::config::{self, Config};
 use clap::{Parser, Subcommand};
@@ -33,14 +34,26 @@ enum Command {
     Bundle(bundle::Args),
     /// Verify a package completely (signature, structure, every image digest, the whole verity tree) and show what it holds.
     Info(info::Args),
+    /// The operator roots held in the TPM: provision, list, rollover, retire.
+    #[command(subcommand)]
+    Trust(trust::TrustCommand),
+    /// The anti-rollback minimum kept in the TPM: show it, or raise it.
+    SecurityVersion(trust::SecurityArgs),
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    // tpm2-tss and friends log expected errors; keep stderr for ours.
+    // tpm2-tss and tss-esapi log expected errors (probing an undefined index is how we
+    // learn it is free): keep stderr for ours unless asked (RUST_LOG, TSS2_LOG).
+    if std::env::var_os("TSS2_LOG").is_none() {
+        // Single-threaded here: nothing else reads the environment yet.
+        std::env::set_var("TSS2_LOG", "all+none");
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,tss_esapi=off".into()),
+        )
         .with_target(false)
         .init();
     let cli = Cli::parse();
@@ -54,6 +67,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Bundle(a) => bundle::run(a),
         Command::Info(a) => info::run(a, &conf),
+        Command::Trust(c) => trust::run(c, &conf),
+        Command::SecurityVersion(a) => trust::run_security(a, &conf),
     }
 }
 
@@ -67,4 +82,35 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
         tracing::warn!("configuration key not used by this version: {u}");
     }
     Ok(c)
+}
+
+/// The TPM owner task and the NV layout from the configuration.
+fn tpm_owner(
+    conf: &Config,
+) -> anyhow::Result<(crate::tpm::owner::TpmOwner, crate::trust::store::RootStore, crate::rollback::Counter)> {
+    use anyhow::Context as _;
+    let t = &conf.tpm;
+    let mut tc = crate::tpm::TpmConfig::default();
+    if let Some(tcti) = &t.tcti {
+        tc.tcti = tcti.clone();
+    }
+    if let Some(p) = &t.owner_auth_file {
+        let mut a = std::fs::read(p).with_context(|| format!("owner authorization {}", p.display()))?;
+        if a.last() == Some(&b'\n') {
+            a.pop();
+        }
+        tc.owner_auth = a;
+    }
+    let mut store = crate::trust::store::RootStore::default();
+    if let Some(i) = t.root_index {
+        store.first = i;
+    }
+    if let Some(n) = t.root_slots {
+        store.slots = n;
+    }
+    let mut counter = crate::rollback::Counter::default();
+    if let Some(i) = t.counter_index {
+        counter.index = i;
+    }
+    Ok((crate::tpm::owner::TpmOwner::spawn(tc), store, counter))
 }

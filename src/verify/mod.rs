@@ -315,24 +315,23 @@ pub fn check_signers(
 
 type Checked = ((DigestAlg, Vec<u8>), bool);
 
-/// `Ok(Some(((alg, md), trusted)))` when the signature verified, `Ok(None)` when the
-/// signer could not be checked (status set), `Err` when it is checkable and wrong.
-#[allow(clippy::too_many_arguments)]
-fn check_one(
+/// A signature that verified: digest algorithm, messageDigest, signingTime.
+pub(crate) type Sound = (DigestAlg, Vec<u8>, Option<SystemTime>);
+
+/// Is this SignerInfo's signature sound? `Ok(Some(..))`: it verified; `Ok(None)`: it
+/// cannot be checked (the reason is in `report.status`); `Err`: checkable and wrong.
+pub(crate) fn sound_signature(
     cms: &SignedCms,
     si: &SignerInfo,
     cert: Option<&Certificate>,
-    cert_ders: &[CertificateDer<'static>],
-    anchors: &Anchors,
-    policy: &Policy,
-    now: SystemTime,
+    allow_sha1: bool,
     report: &mut SignerReport,
-) -> Result<Option<Checked>, String> {
+) -> Result<Option<Sound>, String> {
     let skip = |report: &mut SignerReport, why: String| {
         report.status = format!("skipped: {why}");
         Ok(None)
     };
-    let alg = match algs::digest_alg(&si.digest_alg, policy.allow_sha1) {
+    let alg = match algs::digest_alg(&si.digest_alg, allow_sha1) {
         Ok(a) => a,
         Err(why) => return skip(report, why),
     };
@@ -387,6 +386,26 @@ fn check_one(
     if !key.verify(sig_alg, &signed, si.signature.as_bytes()) {
         return Err("signature value does not match the signed attributes and the signer's key".into());
     }
+    Ok(Some((alg, md, signing_time)))
+}
+
+/// `Ok(Some(((alg, md), trusted)))` when the signature verified, `Ok(None)` when the
+/// signer could not be checked (status set), `Err` when it is checkable and wrong.
+#[allow(clippy::too_many_arguments)]
+fn check_one(
+    cms: &SignedCms,
+    si: &SignerInfo,
+    cert: Option<&Certificate>,
+    cert_ders: &[CertificateDer<'static>],
+    anchors: &Anchors,
+    policy: &Policy,
+    now: SystemTime,
+    report: &mut SignerReport,
+) -> Result<Option<Checked>, String> {
+    let Some((alg, md, signing_time)) = sound_signature(cms, si, cert, policy.allow_sha1, report)? else {
+        return Ok(None);
+    };
+    let Some(cert) = cert else { return Ok(None) };
     let checked = (alg, md);
     // The signature is sound; now: is the signer trusted?
     let time = if policy.use_signing_time {
@@ -549,4 +568,53 @@ pub fn common_name(cert: &Certificate) -> Option<String> {
         }
     }
     None
+}
+
+/// Why a root endorsement was refused.
+#[derive(Debug, Error)]
+pub enum EndorsementError {
+    /// Not a DER CMS SignedData.
+    #[error("endorsement is not a valid CMS SignedData: {0}")]
+    Malformed(String),
+    /// A signature that can be checked is wrong.
+    #[error("endorsement signature does not verify: {0}")]
+    BadSignature(String),
+    /// No signature by a current root covers the new root.
+    #[error("the new root is not endorsed by a current root: {0}")]
+    NotEndorsed(String),
+}
+
+/// Root rollover: `cms` must carry a signature, by the key of one of `current_roots`
+/// (DER), over exactly `new_root` (DER; attached or detached). Returns the endorsing
+/// root's subject. Pure: the caller reads the roots from the TPM.
+pub fn check_endorsement(cms: &[u8], new_root: &[u8], current_roots: &[Vec<u8>]) -> Result<String, EndorsementError> {
+    let cms = SignedCms::parse(cms).map_err(|e| EndorsementError::Malformed(e.to_string()))?;
+    if let Some(content) = cms.content() {
+        if content != new_root {
+            return Err(EndorsementError::NotEndorsed("the endorsement signs other content".into()));
+        }
+    }
+    let roots: Vec<Certificate> = current_roots.iter().filter_map(|d| Certificate::from_der(d).ok()).collect();
+    let mut why = Vec::new();
+    let mut endorser = None;
+    for si in cms.sd.signer_infos.0.iter() {
+        let Some(root) = roots.iter().find(|c| identifies(&si.sid, c)) else {
+            why.push(format!("{} is not a current root", sid_text(&si.sid)));
+            continue;
+        };
+        let mut report = SignerReport {
+            subject: root.tbs_certificate.subject.to_string(),
+            issuer: String::new(),
+            digest_algorithm: String::new(),
+            status: String::new(),
+        };
+        match sound_signature(&cms, si, Some(root), false, &mut report).map_err(EndorsementError::BadSignature)? {
+            Some((alg, md, _)) if md == alg.digest(new_root) => endorser = Some(report.subject),
+            Some(_) => return Err(EndorsementError::BadSignature("it signs a different certificate".into())),
+            None => why.push(format!("{}: {}", report.subject, report.status)),
+        }
+    }
+    endorser.ok_or_else(|| {
+        EndorsementError::NotEndorsed(if why.is_empty() { "no signature".into() } else { why.join("; ") })
+    })
 }

@@ -197,3 +197,5 @@ pub fn tr069_build(args: &[&std::ffi::OsStr]) -> Output {
         .output()
         .unwrap()
 }
+
+pub mod swtpm;

@@ -1,7 +1,10 @@
 //! Trust anchors: the operator root certificates signatures must chain to.
 //!
-//! This step reads them from a PEM keyring named explicitly in the configuration
-//! (RAUC's `[keyring] path=`); the TPM-held store (R3) supplies the same type.
+//! On a device they come from the TPM (R3: roots in the Trusted Environment), see
+//! [`store`]; a PEM keyring is used only where the configuration names one explicitly
+//! (RAUC's `[keyring] path=`: build hosts, development) or `info --keyring` asks for it.
+
+pub mod store;
 
 use std::fmt;
 use thiserror::Error;
@@ -13,12 +16,15 @@ use x509_cert::Certificate;
 pub enum TrustSource {
     /// A PEM file named in the configuration or on the command line.
     Keyring(String),
+    /// NV indices of the TPM.
+    Tpm,
 }
 
 impl fmt::Display for TrustSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Keyring(p) => write!(f, "keyring:{p}"),
+            Self::Tpm => f.write_str("tpm"),
         }
     }
 }

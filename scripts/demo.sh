@@ -53,12 +53,35 @@ say "5. rauc (the reference updater) accepts our verity bundle too"
 printf '[system]\ncompatible=henb-demo\nbootloader=noop\n[keyring]\npath=%s\ncheck-purpose=codesign\n' "$work/pki/keyring.pem" > "$work/rauc.conf"
 rauc --conf="$work/rauc.conf" info "$work/update.verity" 2>&1 | grep -E "Verified|Compatible|Version" | sed 's/^/   /'
 
-say "6. One byte changed in the middle of the image: refused, CWMP fault in JSON"
+say "6. The device's Trusted Environment: a TPM 2.0 (here a private swtpm) holds the operator roots"
+port=$((20000 + (RANDOM % 10000) * 2))
+swtpm socket --tpm2 --tpmstate dir="$work" --flags not-need-init,startup-clear \
+  --server type=tcp,port=$port,bindaddr=127.0.0.1 --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 &
+swtpm_pid=$!
+trap 'kill $swtpm_pid 2>/dev/null; rm -rf "$work"' EXIT
+sleep 0.5
+cat > "$work/device.conf" <<CONF
+[system]
+compatible=henb-demo
+[keyring]
+check-purpose=codesign
+[tpm]
+tcti=swtpm:host=127.0.0.1,port=$port
+CONF
+"$bin" --conf "$work/device.conf" trust provision --root "$work/pki/root.cert.pem" --lock | sed 's/^/   /'
+"$bin" --conf "$work/device.conf" trust list | sed 's/^/   /'
+say "   verify against the roots in the TPM (no PEM file involved)"
+"$bin" --conf "$work/device.conf" info --json "$work/update.verity" | grep -E '"(trust-source|minimum-security-version|status)"' | sed 's/^/   /'
+say "   after a confirmed update to security version 4, this package (version 3) is a downgrade"
+"$bin" --conf "$work/device.conf" security-version --raise 4 | sed 's/^/   /'
+"$bin" --conf "$work/device.conf" info --json "$work/update.verity" 2>/dev/null | sed 's/^/   /' || echo "   -> exit status $?"
+
+say "7. One byte changed in the middle of the image: refused, CWMP fault in JSON"
 cp "$work/update.verity" "$work/tampered.verity"
 printf '\x00' | dd of="$work/tampered.verity" bs=1 seek=$((32 << 20)) conv=notrunc status=none
 "$bin" --conf "$work/system.conf" info --json "$work/tampered.verity" 2>/dev/null | sed 's/^/   /' || echo "   -> exit status $?"
 
-say "7. A package for another device: refused as incompatible, not as a crypto error"
+say "8. A package for another device: refused as incompatible, not as a crypto error"
 sed -i 's/compatible=henb-demo/compatible=other-device/' "$work/system.conf"
 "$bin" --conf "$work/system.conf" info --json "$work/update.tr069" 2>/dev/null | sed 's/^/   /' || echo "   -> exit status $?"
 say "Done."

@@ -255,3 +255,43 @@ fn rauc_bundle_with_every_manifest_key() {
     assert_eq!(j["description"], "d");
     assert_eq!(j["images"][1]["variant"], "var1");
 }
+
+/// openssl's signers with every SHA-2 digest on each key type, and a signer identified
+/// by subject key identifier (`-keyid`, SignerInfo version 3).
+#[test]
+fn every_sha2_digest_with_every_key_type_and_keyid_signers() {
+    let w = Work::new();
+    let conf = w.conf("");
+    let c = w.content_with_digests("c", 30_000);
+    for signer in ["signer-rsa", "signer-p256", "signer-p384"] {
+        for md in ["sha256", "sha384", "sha512"] {
+            let b = w.openssl_plain(&c, &[signer], md, &format!("{signer}-{md}.raucb"));
+            let r = info(&conf, &b, &[]);
+            assert_eq!(r.ok()["signers"][0]["digest-algorithm"], md, "{signer} {md}: {}", r.stderr);
+        }
+    }
+    let sq = w.path("keyid.sqfs");
+    run_ok(Command::new("mksquashfs").arg(&c).arg(&sq).args([
+        "-noappend",
+        "-all-root",
+        "-no-xattrs",
+        "-quiet",
+        "-no-progress",
+    ]));
+    let cms = w.path("keyid.cms");
+    run_ok(
+        Command::new("openssl")
+            .args(["cms", "-sign", "-binary", "-keyid", "-outform", "DER", "-in"])
+            .arg(&sq)
+            .arg("-out")
+            .arg(&cms)
+            .arg("-signer")
+            .arg(cert("signer-p256"))
+            .arg("-inkey")
+            .arg(key("signer-p256"))
+            .arg("-certfile")
+            .arg(cert("release-ca")),
+    );
+    assemble(&sq, &std::fs::read(&cms).unwrap(), &w.path("keyid.raucb"));
+    info(&conf, &w.path("keyid.raucb"), &[]).ok();
+}

@@ -366,23 +366,13 @@ impl BufRead for VerifiedReader {
 
 impl Read for VerifiedReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let avail = self.fill_buf()?;
-        let n = avail.len().min(out.len());
-        out[..n].copy_from_slice(&avail[..n]);
-        self.consume(n);
-        Ok(n)
+        crate::source::read_buffered(self, out)
     }
 }
 
 impl Seek for VerifiedReader {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let len = self.verity.data_len;
-        self.pos = match to {
-            SeekFrom::Start(o) => Some(o),
-            SeekFrom::End(d) => len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        }
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek out of range"))?;
+        self.pos = crate::source::seek_target(self.pos, self.verity.data_len, to)?;
         Ok(self.pos)
     }
 }

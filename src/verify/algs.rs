@@ -96,12 +96,8 @@ impl<'a> PublicKey<'a> {
         Ok(Self { kind, bits })
     }
 
-    /// Choose the ring algorithm for this key, signature algorithm and digest.
-    pub fn algorithm(
-        &self,
-        sig: &AlgorithmIdentifierOwned,
-        digest: DigestAlg,
-    ) -> Result<&'static dyn VerificationAlgorithm, String> {
+    /// Choose how to verify this key's signatures with this signature algorithm and digest.
+    pub fn algorithm(&self, sig: &AlgorithmIdentifierOwned, digest: DigestAlg) -> Result<SigAlg, String> {
         use DigestAlg::*;
         let named_digest = match sig.oid {
             RSA | EC_PUBKEY => None,
@@ -125,7 +121,10 @@ impl<'a> PublicKey<'a> {
         if is_rsa_sig != (self.kind == KeyKind::Rsa) {
             return Err("signature algorithm does not match the certificate's key".into());
         }
-        let alg: &'static dyn VerificationAlgorithm = match (self.kind, sig.oid == RSA_PSS, digest) {
+        let ring: &'static dyn VerificationAlgorithm = match (self.kind, sig.oid == RSA_PSS, digest) {
+            // ECDSA with every SHA-2 digest, through the p256/p384 crates on the prehash
+            // (ring lacks the SHA-512 combinations).
+            (KeyKind::P256 | KeyKind::P384, _, d) if d != Sha1 => return Ok(SigAlg::Ecdsa(digest)),
             (KeyKind::Rsa, false, Sha1) => &rs::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
             (KeyKind::Rsa, false, Sha256) => &rs::RSA_PKCS1_2048_8192_SHA256,
             (KeyKind::Rsa, false, Sha384) => &rs::RSA_PKCS1_2048_8192_SHA384,
@@ -133,19 +132,45 @@ impl<'a> PublicKey<'a> {
             (KeyKind::Rsa, true, Sha256) => &rs::RSA_PSS_2048_8192_SHA256,
             (KeyKind::Rsa, true, Sha384) => &rs::RSA_PSS_2048_8192_SHA384,
             (KeyKind::Rsa, true, Sha512) => &rs::RSA_PSS_2048_8192_SHA512,
-            (KeyKind::P256, _, Sha256) => &rs::ECDSA_P256_SHA256_ASN1,
-            (KeyKind::P256, _, Sha384) => &rs::ECDSA_P256_SHA384_ASN1,
-            (KeyKind::P384, _, Sha256) => &rs::ECDSA_P384_SHA256_ASN1,
-            (KeyKind::P384, _, Sha384) => &rs::ECDSA_P384_SHA384_ASN1,
             (_, _, d) => return Err(format!("{d} is not supported with this key type")),
         };
-        Ok(alg)
+        Ok(SigAlg::Ring(ring))
     }
 
     /// Check `signature` over `message`.
-    pub fn verify(&self, alg: &'static dyn VerificationAlgorithm, message: &[u8], signature: &[u8]) -> bool {
-        alg.verify(self.bits.into(), message.into(), signature.into()).is_ok()
+    pub fn verify(&self, alg: &SigAlg, message: &[u8], signature: &[u8]) -> bool {
+        use signature::hazmat::PrehashVerifier;
+        match (alg, self.kind) {
+            (SigAlg::Ring(a), _) => a.verify(self.bits.into(), message.into(), signature.into()).is_ok(),
+            (SigAlg::Ecdsa(d), KeyKind::P256) => {
+                let (Ok(k), Ok(sig)) = (
+                    p256::ecdsa::VerifyingKey::from_sec1_bytes(self.bits),
+                    p256::ecdsa::Signature::from_der(signature),
+                ) else {
+                    return false;
+                };
+                k.verify_prehash(&d.digest(message), &sig).is_ok()
+            }
+            (SigAlg::Ecdsa(d), KeyKind::P384) => {
+                let (Ok(k), Ok(sig)) = (
+                    p384::ecdsa::VerifyingKey::from_sec1_bytes(self.bits),
+                    p384::ecdsa::Signature::from_der(signature),
+                ) else {
+                    return false;
+                };
+                k.verify_prehash(&d.digest(message), &sig).is_ok()
+            }
+            (SigAlg::Ecdsa(_), KeyKind::Rsa) => false,
+        }
     }
+}
+
+/// How a signature is verified.
+pub enum SigAlg {
+    /// A ring algorithm over the message (RSA PKCS#1 v1.5 and PSS, 2048 bits or more).
+    Ring(&'static dyn VerificationAlgorithm),
+    /// ECDSA (P-256 or P-384 from the key) over the message's digest.
+    Ecdsa(DigestAlg),
 }
 
 /// RFC 4055 / 5754: these identifiers carry NULL or no parameters; anything else is refused.

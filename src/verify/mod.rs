@@ -383,7 +383,7 @@ pub(crate) fn sound_signature(
         ),
     };
     let signed = attrs.to_der().map_err(|e| e.to_string())?;
-    if !key.verify(sig_alg, &signed, si.signature.as_bytes()) {
+    if !key.verify(&sig_alg, &signed, si.signature.as_bytes()) {
         return Err("signature value does not match the signed attributes and the signer's key".into());
     }
     Ok(Some((alg, md, signing_time)))

@@ -12,6 +12,8 @@ pkgs=(
   swtpm            # a software TPM per test
   swtpm-tools      # swtpm_ioctl: TPM reset (reboot simulation)
   tpm2-tools       # a second reader of the TPM in tests
+  grub-common      # grub-editenv: reads our GRUB environment blocks in tests
+  libubootenv-tool # fw_printenv/fw_setenv: read and write U-Boot environments in tests
   time             # GNU time: peak RSS in bench/info.py
 )
 missing=()

@@ -1,5 +1,8 @@
-//! System configuration in RAUC's system.conf syntax. This step reads `[system]
-//! compatible` and `[keyring]`; later steps add slots, bootloader and TPM.
+//! System configuration in RAUC's system.conf syntax: a RAUC user's file works for every
+//! key this agent supports (`[system]`, `[keyring]`, `[slot.<class>.<n>]`, `[handlers]
+//! bootloader-custom-backend`), plus our `[tpm]`, `[package]` and `[uboot]`. Values the
+//! agent cannot honour are errors naming file, line and key; keys it does not know are
+//! reported.
 
 use crate::package::keyfile::{self, KeyFile};
 use crate::verify::{Policy, Purpose};
@@ -32,8 +35,8 @@ pub enum ConfigError {
     },
 }
 
-/// The parts of system.conf this step uses.
-#[derive(Debug, Clone, Default)]
+/// The parsed system.conf.
+#[derive(Debug, Clone)]
 pub struct Config {
     /// `[system] compatible`.
     pub compatible: Option<String>,
@@ -43,8 +46,73 @@ pub struct Config {
     pub policy: Policy,
     /// `[tpm]`: how to reach the TPM, where the roots and the counter live.
     pub tpm: TpmSection,
+    /// `[system] bootloader` (default noop).
+    pub bootloader: BootloaderKind,
+    /// `[system] grubenv` (default /boot/grub/grubenv).
+    pub grubenv: PathBuf,
+    /// `[uboot] env-config` (default /etc/fw_env.config, as fw_printenv).
+    pub uboot_env_config: PathBuf,
+    /// `[handlers] bootloader-custom-backend`.
+    pub custom_backend: Option<PathBuf>,
+    /// `[system] data-directory` (status; default /var/lib/henb-update).
+    pub data_directory: PathBuf,
+    /// `[system] boot-attempts` (default 3).
+    pub boot_attempts: u32,
+    /// `[system] boot-attempts-primary` (default 3).
+    pub boot_attempts_primary: u32,
+    /// `[system] bundle-formats`: formats accepted (default plain and verity).
+    pub bundle_formats: Vec<String>,
+    /// `[system] min-bundle-version`.
+    pub min_bundle_version: Option<String>,
+    /// `[slot.<class>.<n>]` sections, in file order.
+    pub slots: Vec<SlotConf>,
     /// Keys this step does not know yet (reported, not fatal).
     pub unknown: Vec<String>,
+}
+
+/// `[system] bootloader`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BootloaderKind {
+    /// GRUB environment block.
+    Grub,
+    /// U-Boot environment.
+    Uboot,
+    /// RAUC's custom backend script.
+    Custom,
+    /// Nothing is switched.
+    #[default]
+    Noop,
+}
+
+/// `[slot.<class>.<n>] type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlotType {
+    /// The image is written as-is to a block device or file.
+    Raw,
+    /// An ext4 image written raw; its size is checked against the device.
+    Ext4,
+}
+
+/// One `[slot.<class>.<n>]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotConf {
+    /// `<class>.<n>`.
+    pub name: String,
+    /// The class (`rootfs`).
+    pub class: String,
+    /// `device`.
+    pub device: PathBuf,
+    /// `type`.
+    pub kind: SlotType,
+    /// `bootname`.
+    pub bootname: Option<String>,
+    /// `parent` (a slot name).
+    pub parent: Option<String>,
+    /// `readonly`.
+    pub readonly: bool,
+    /// `install-same` (RAUC's default true).
+    pub install_same: bool,
 }
 
 /// The `[tpm]` section.
@@ -69,6 +137,28 @@ fn nv_index(v: &str) -> Option<u32> {
     };
     // Owner-range NV indices (TPM_HT_NV_INDEX = 0x01, below the platform/TCG ranges).
     (0x0100_0000..0x0140_0000).contains(&n).then_some(n)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            compatible: None,
+            keyring: None,
+            policy: Policy::default(),
+            tpm: TpmSection::default(),
+            bootloader: BootloaderKind::Noop,
+            grubenv: PathBuf::from("/boot/grub/grubenv"),
+            uboot_env_config: PathBuf::from(crate::bootloader::ubootenv::DEFAULT_CONFIG),
+            custom_backend: None,
+            data_directory: PathBuf::from("/var/lib/henb-update"),
+            boot_attempts: 3,
+            boot_attempts_primary: 3,
+            bundle_formats: vec!["plain".into(), "verity".into()],
+            min_bundle_version: None,
+            slots: Vec::new(),
+            unknown: Vec::new(),
+        }
+    }
 }
 
 impl Config {
@@ -113,12 +203,143 @@ impl Config {
                     ("tpm", "root-slots") => {
                         c.tpm.root_slots = Some(e.value.parse().ok().filter(|n| (2..=64).contains(n)).ok_or_else(|| invalid(format!("[tpm] root-slots={}: 2 to 64", e.value)))?)
                     }
+                    ("system", "bootloader") => {
+                        c.bootloader = match e.value.as_str() {
+                            "grub" => BootloaderKind::Grub,
+                            "uboot" => BootloaderKind::Uboot,
+                            "custom" => BootloaderKind::Custom,
+                            "noop" => BootloaderKind::Noop,
+                            v => return Err(invalid(format!("[system] bootloader={v}: grub, uboot, custom or noop (barebox and efi are not supported)"))),
+                        }
+                    }
+                    ("system", "grubenv") => c.grubenv = PathBuf::from(&e.value),
+                    ("system", "data-directory") => c.data_directory = PathBuf::from(&e.value),
+                    ("system", "boot-attempts") => c.boot_attempts = attempts(&e.value).ok_or_else(|| invalid(format!("[system] boot-attempts={}: 1 to 255", e.value)))?,
+                    ("system", "boot-attempts-primary") => {
+                        c.boot_attempts_primary = attempts(&e.value).ok_or_else(|| invalid(format!("[system] boot-attempts-primary={}: 1 to 255", e.value)))?
+                    }
+                    ("system", "bundle-formats") => c.bundle_formats = bundle_formats(&e.value).map_err(invalid)?,
+                    ("system", "min-bundle-version") => c.min_bundle_version = Some(e.value.clone()),
+                    ("handlers", "bootloader-custom-backend") => c.custom_backend = Some(PathBuf::from(&e.value)),
+                    ("uboot", "env-config") => c.uboot_env_config = PathBuf::from(&e.value),
+                    (g, k) if g.starts_with("slot.") => {
+                        if !slot_key(&mut c.slots, g, k, &e.value).map_err(invalid)? {
+                            c.unknown.push(format!("{}:{}: [{g}] {k}", path.display(), e.line));
+                        }
+                    }
                     (g, k) => c.unknown.push(format!("{}:{}: [{g}] {k}", path.display(), e.line)),
                 }
             }
         }
+        check_slots(&c, path)?;
+        if c.bootloader == BootloaderKind::Custom && c.custom_backend.is_none() {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                line: 0,
+                what: "[system] bootloader=custom needs [handlers] bootloader-custom-backend".into(),
+            });
+        }
         Ok(c)
     }
+}
+
+fn attempts(v: &str) -> Option<u32> {
+    v.parse().ok().filter(|n| (1..=255).contains(n))
+}
+
+/// RAUC's bundle-formats: a list of formats, or of +/- changes to the default (plain verity).
+fn bundle_formats(v: &str) -> Result<Vec<String>, String> {
+    let items: Vec<&str> = v.split_whitespace().collect();
+    let known = |f: &str| matches!(f, "plain" | "verity" | "crypt");
+    let mods = items.iter().filter(|i| i.starts_with(['+', '-'])).count();
+    let mut set: Vec<String> = if mods == 0 { Vec::new() } else { vec!["plain".into(), "verity".into()] };
+    if mods != 0 && mods != items.len() {
+        return Err(format!("[system] bundle-formats={v}: use either names or +/- changes, not both"));
+    }
+    for i in items {
+        let (op, name) = match i.split_at(if i.starts_with(['+', '-']) { 1 } else { 0 }) {
+            ("-", n) => ('-', n),
+            (_, n) => ('+', n),
+        };
+        if !known(name) {
+            return Err(format!("[system] bundle-formats: unknown format '{name}'"));
+        }
+        set.retain(|f| f != name);
+        if op == '+' {
+            set.push(name.to_string());
+        }
+    }
+    if set.is_empty() {
+        return Err(format!("[system] bundle-formats={v} allows no format"));
+    }
+    Ok(set)
+}
+
+/// Apply one slot key; `Ok(false)` for a key this agent does not use (reported).
+fn slot_key(slots: &mut Vec<SlotConf>, group: &str, key: &str, value: &str) -> Result<bool, String> {
+    let name = group.strip_prefix("slot.").expect("checked");
+    let (class, _) = name
+        .rsplit_once('.')
+        .filter(|(c, n)| !c.is_empty() && !c.contains('.') && n.parse::<u32>().is_ok())
+        .ok_or_else(|| format!("[{group}]: slot sections are [slot.<class>.<index>]"))?;
+    if !slots.iter().any(|s| s.name == name) {
+        slots.push(SlotConf {
+            name: name.to_string(),
+            class: class.to_string(),
+            device: PathBuf::new(),
+            kind: SlotType::Raw,
+            bootname: None,
+            parent: None,
+            readonly: false,
+            install_same: true,
+        });
+    }
+    let s = slots.iter_mut().find(|s| s.name == name).expect("just added");
+    let flag = |v: &str| bool_value(v).ok_or_else(|| format!("[{group}] {key}={v}: true or false"));
+    match key {
+        "device" => s.device = PathBuf::from(value),
+        "type" => {
+            s.kind = match value {
+                "raw" => SlotType::Raw,
+                "ext4" => SlotType::Ext4,
+                v => return Err(format!("[{group}] type={v}: raw or ext4 (others are not supported yet)")),
+            }
+        }
+        "bootname" => s.bootname = Some(value.to_string()),
+        "parent" => s.parent = Some(value.to_string()),
+        "readonly" => s.readonly = flag(value)?,
+        "install-same" => s.install_same = flag(value)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn check_slots(c: &Config, path: &Path) -> Result<(), ConfigError> {
+    let bad = |what: String| ConfigError::Invalid { path: path.into(), line: 0, what };
+    for s in &c.slots {
+        if s.device.as_os_str().is_empty() {
+            return Err(bad(format!("[slot.{}] has no device", s.name)));
+        }
+        if let Some(p) = &s.parent {
+            let parent = c
+                .slots
+                .iter()
+                .find(|x| &x.name == p)
+                .ok_or_else(|| bad(format!("[slot.{}] parent={p}: no such slot", s.name)))?;
+            if parent.parent.is_some() {
+                return Err(bad(format!("[slot.{}] parent={p}: a parent cannot have a parent", s.name)));
+            }
+        }
+        if let Some(b) = &s.bootname {
+            if c.slots.iter().filter(|x| x.bootname.as_deref() == Some(b)).count() > 1 {
+                return Err(bad(format!("bootname {b} is used by more than one slot")));
+            }
+            if b.is_empty() || !b.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
+                return Err(bad(format!("[slot.{}] bootname={b}: letters, digits, '_' and '-' only", s.name)));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn bool_value(v: &str) -> Option<bool> {

@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod package;
 pub mod rollback;
 pub mod sign;
+pub mod slot;
 pub mod source;
 pub mod tpm;
 pub mod trust;

@@ -1,0 +1,123 @@
+//! Which slot is booted and which group an update goes to. Pure: the kernel command
+//! line and a path resolver come in from the edge.
+//!
+//! As RAUC: the booted slot is named by `rauc.slot=<bootname>` on the command line, or
+//! found by matching `root=` against the slots' devices; `--override-boot-slot` decides
+//! instead (tests, bring-up). Slots with a `parent` form a group with it; the target is the
+//! other bootable group of the booted slot's class.
+
+use crate::config::SlotConf;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Slot selection failures.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SlotError {
+    /// No slot matches what the system booted from.
+    #[error("cannot tell which slot is booted: {0}")]
+    NoBooted(String),
+    /// There is no other slot to install to.
+    #[error("no inactive slot group of class '{0}' to install to")]
+    NoTarget(String),
+}
+
+/// The booted slot (the root of its group).
+pub fn booted<'a>(
+    slots: &'a [SlotConf],
+    cmdline: &str,
+    override_boot: Option<&str>,
+    resolve: &dyn Fn(&Path) -> Option<PathBuf>,
+) -> Result<&'a SlotConf, SlotError> {
+    let by_bootname = |b: &str| slots.iter().find(|s| s.bootname.as_deref() == Some(b));
+    let slot = if let Some(b) = override_boot {
+        by_bootname(b)
+            .ok_or_else(|| SlotError::NoBooted(format!("--override-boot-slot={b} names no slot's bootname")))?
+    } else if let Some(b) = cmdline.split_whitespace().find_map(|t| t.strip_prefix("rauc.slot=")) {
+        by_bootname(b).ok_or_else(|| SlotError::NoBooted(format!("rauc.slot={b} names no slot's bootname")))?
+    } else if let Some(root) = cmdline.split_whitespace().find_map(|t| t.strip_prefix("root=")) {
+        let wanted = resolve(Path::new(root));
+        slots
+            .iter()
+            .find(|s| s.device == Path::new(root) || (wanted.is_some() && resolve(&s.device) == wanted))
+            .ok_or_else(|| SlotError::NoBooted(format!("root={root} is no slot's device")))?
+    } else {
+        return Err(SlotError::NoBooted("neither rauc.slot= nor root= on the kernel command line".into()));
+    };
+    Ok(match &slot.parent {
+        Some(p) => slots.iter().find(|s| &s.name == p).unwrap_or(slot),
+        None => slot,
+    })
+}
+
+/// The group to install to: the first other bootable root slot of the booted class,
+/// then its children.
+pub fn target<'a>(slots: &'a [SlotConf], booted: &SlotConf) -> Result<Vec<&'a SlotConf>, SlotError> {
+    let root = slots
+        .iter()
+        .find(|s| s.class == booted.class && s.name != booted.name && s.parent.is_none() && s.bootname.is_some())
+        .ok_or_else(|| SlotError::NoTarget(booted.class.clone()))?;
+    Ok(std::iter::once(root).chain(slots.iter().filter(|s| s.parent.as_deref() == Some(&root.name))).collect())
+}
+
+/// Bootnames of the bootable slots of `class`, in config order (the boot order RAUC builds).
+pub fn bootnames(slots: &[SlotConf], class: &str) -> Vec<String> {
+    slots.iter().filter(|s| s.class == class && s.parent.is_none()).filter_map(|s| s.bootname.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, SlotType};
+
+    fn conf() -> Vec<SlotConf> {
+        let text = "[slot.rootfs.0]\ndevice=/dev/vda2\ntype=ext4\nbootname=A\n\n[slot.rootfs.1]\ndevice=/dev/vda3\ntype=ext4\nbootname=B\n\n\
+                    [slot.appfs.0]\ndevice=/dev/vda5\nparent=rootfs.0\n\n[slot.appfs.1]\ndevice=/dev/vda6\nparent=rootfs.1\n";
+        Config::parse(text, Path::new("t.conf")).unwrap().slots
+    }
+
+    #[test]
+    fn booted_from_the_command_line() {
+        let s = conf();
+        let none = |_: &Path| None;
+        assert_eq!(booted(&s, "quiet rauc.slot=B", None, &none).unwrap().name, "rootfs.1");
+        assert_eq!(booted(&s, "root=/dev/vda2 ro", None, &none).unwrap().name, "rootfs.0");
+        assert_eq!(booted(&s, "rauc.slot=B", Some("A"), &none).unwrap().name, "rootfs.0");
+        assert!(booted(&s, "rauc.slot=C", None, &none).is_err());
+        assert!(booted(&s, "quiet", None, &none).is_err());
+        // root=PARTUUID=... resolved by the edge to the same device.
+        let resolve = |p: &Path| {
+            Some(PathBuf::from(if p.to_str() == Some("PARTUUID=x") { "/dev/vda3" } else { p.to_str().unwrap() }))
+        };
+        assert_eq!(booted(&s, "root=PARTUUID=x", None, &resolve).unwrap().name, "rootfs.1");
+        assert_eq!(s[0].kind, SlotType::Ext4);
+    }
+
+    #[test]
+    fn target_is_the_other_group() {
+        let s = conf();
+        let t = target(&s, &s[0]).unwrap();
+        assert_eq!(t.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(), ["rootfs.1", "appfs.1"]);
+        let t = target(&s, &s[1]).unwrap();
+        assert_eq!(t[0].name, "rootfs.0");
+        assert_eq!(bootnames(&s, "rootfs"), ["A", "B"]);
+        assert!(target(&s[..1], &s[0]).is_err());
+    }
+
+    #[test]
+    fn config_errors_name_what_is_wrong() {
+        let e = |t: &str| Config::parse(t, Path::new("x.conf")).unwrap_err().to_string();
+        assert!(e("[system]\nbootloader=barebox\n").contains("x.conf:2"));
+        assert!(e("[slot.rootfs.0]\ntype=ubifs\ndevice=/x\n").contains("type=ubifs"));
+        assert!(e("[slot.rootfs.0]\ndevice=/x\nparent=nope.0\n").contains("no such slot"));
+        assert!(e("[slot.rootfs.0]\ndevice=/x\nbootname=A\n[slot.rootfs.1]\ndevice=/y\nbootname=A\n")
+            .contains("more than one"));
+        assert!(e("[system]\nbundle-formats=-plain verity\n").contains("not both"));
+        let c = Config::parse(
+            "[system]\nbundle-formats=-plain\nmountprefix=/mnt\n[slot.rootfs.0]\ndevice=/x\nresize=true\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(c.bundle_formats, ["verity"]);
+        assert_eq!(c.unknown.len(), 2, "{:?}", c.unknown);
+    }
+}

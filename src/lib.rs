@@ -19,6 +19,7 @@ pub mod rollback;
 pub mod sign;
 pub mod slot;
 pub mod source;
+pub mod status;
 pub mod tpm;
 pub mod trust;
 pub mod verify;

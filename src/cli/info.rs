@@ -84,6 +84,7 @@ pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
         now: SystemTime::now(),
         compatible: conf.compatible.clone(),
         check_whole_tree: true,
+        authenticate_first: false,
     };
     match package::verify(src, &ctx, &mut NullSink) {
         Ok(p) => {

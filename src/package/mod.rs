@@ -127,10 +127,20 @@ pub struct Context<'a> {
     pub compatible: Option<String>,
     /// Read every verity data block, not only the ones images use.
     pub check_whole_tree: bool,
+    /// plain bundles: hash the whole payload before any image byte reaches the sink
+    /// (the installer), instead of on the other core while images stream (`info`).
+    pub authenticate_first: bool,
 }
 
 /// Receives each image's bytes while they are verified.
 pub trait Sink {
+    /// The package is authenticated (signature, and for plain bundles with
+    /// `authenticate_first` the whole payload); no image byte has been written. Policy
+    /// refusals belong here, so that a refused package changes nothing. The images'
+    /// `sha256` are still empty.
+    fn start(&mut self, _package: &Package) -> Result<(), PackageError> {
+        Ok(())
+    }
     /// An image starts.
     fn begin(&mut self, image: &Image) -> io::Result<()>;
     /// More bytes of the current image.
@@ -200,6 +210,16 @@ pub enum PackageError {
         /// Device compatible.
         device: String,
     },
+    /// Authentic, but refused by the device's policy (downgrade, format, slot).
+    #[error("{why}")]
+    Refused {
+        /// Stable kind.
+        kind: &'static str,
+        /// CWMP fault.
+        fault: CwmpFault,
+        /// What and why.
+        why: String,
+    },
     /// The sink (e.g. the slot writer) failed.
     #[error("writing image '{name}' failed: {source}")]
     Sink {
@@ -226,6 +246,7 @@ impl Fault for PackageError {
             Self::Image { .. } => "image-digest",
             Self::Incompatible { .. } => "incompatible",
             Self::Sink { .. } => "write",
+            Self::Refused { kind, .. } => kind,
         }
     }
 
@@ -237,6 +258,7 @@ impl Fault for PackageError {
             Self::Tr069(e) => e.fault(),
             Self::Incompatible { .. } => CwmpFault::RequestDenied,
             Self::Sink { .. } => CwmpFault::InternalError,
+            Self::Refused { fault, .. } => *fault,
             _ => CwmpFault::FileCorrupted,
         }
     }

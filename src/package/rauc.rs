@@ -78,25 +78,37 @@ pub(super) fn verify(src: Arc<dyn Source>, ctx: &Context<'_>, sink: &mut dyn Sin
     }
     let algs = pending.needed_digests();
     let payload = t.payload_len;
+    if ctx.authenticate_first {
+        // Installing: nothing reaches the slot before the whole payload is authenticated.
+        let signers = pending.finish(&hash_range(&*src, 0, payload, &algs).map_err(PackageError::Io)?)?;
+        return plain_contents(src, payload, signers, Some(ctx), sink);
+    }
+    // `info`: hash on one core while the images stream on the other; authentication is
+    // still decided first.
     let (digests, contents) = thread::scope(|s| {
         let hasher = s.spawn(|| hash_range(&*src, 0, payload, &algs));
-        let contents = plain_contents(src.clone(), payload, sink);
+        let contents = plain_contents(src.clone(), payload, Vec::new(), None, sink);
         (hasher.join(), contents)
     });
     let digests = digests
         .map_err(|_| PackageError::Io(io::Error::other("hashing thread panicked")))?
         .map_err(PackageError::Io)?;
     let signers = pending.finish(&digests)?;
-    let (manifest, images) = contents?;
-    check_compatible(ctx, &manifest.compatible)?;
-    package(Format::Plain, manifest, images, signers)
+    let mut pkg = contents?;
+    check_compatible(ctx, &pkg.compatible)?;
+    pkg.signers = signers;
+    Ok(pkg)
 }
 
+/// The plain bundle's squashfs: manifest, then images into the sink. `ctx` is given when
+/// the payload is already authenticated, so the compatible check can come first.
 fn plain_contents(
     src: Arc<dyn Source>,
     payload: u64,
+    signers: Vec<crate::verify::SignerReport>,
+    ctx: Option<&Context<'_>>,
     sink: &mut dyn Sink,
-) -> Result<(Manifest, Vec<Image>), PackageError> {
+) -> Result<Package, PackageError> {
     let sqfs = Squashfs::open(Box::new(Window::new(src, 0, payload)), payload)?;
     let manifest = Manifest::parse(&sqfs.read_file("manifest.raucm", MAX_MANIFEST as u64)?)?;
     match manifest.format {
@@ -108,8 +120,14 @@ fn plain_contents(
             )))
         }
     }
-    let images = stream_images(&sqfs, &manifest, sink)?;
-    Ok((manifest, images))
+    if let Some(ctx) = ctx {
+        check_compatible(ctx, &manifest.compatible)?;
+    }
+    let images = images_of(&sqfs, &manifest)?;
+    let mut pkg = package(Format::Plain, manifest, images, signers)?;
+    sink.start(&pkg)?;
+    stream_all(&sqfs, &mut pkg.images, sink)?;
+    Ok(pkg)
 }
 
 fn verity_bundle(
@@ -142,27 +160,32 @@ fn verity_bundle(
     check_compatible(ctx, &manifest.compatible)?;
     let reader = VerifiedReader::new(v.clone());
     let failure = reader.failure.clone();
-    let images = Squashfs::open(Box::new(reader), data_len)
-        .map_err(PackageError::from)
-        .and_then(|sqfs| stream_images(&sqfs, &manifest, sink));
+    let result = Squashfs::open(Box::new(reader), data_len).map_err(PackageError::from).and_then(|sqfs| {
+        let images = images_of(&sqfs, &manifest)?;
+        let mut pkg = package(Format::Verity, manifest.clone(), images, signers)?;
+        sink.start(&pkg)?;
+        stream_all(&sqfs, &mut pkg.images, sink)?;
+        Ok(pkg)
+    });
     // A verity failure explains whatever squashfs or image error it caused.
     if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(e.into());
     }
-    let images = images?;
+    let pkg = result?;
     if ctx.check_whole_tree {
         // The blocks no image read (metadata, padding): every block is checked once.
         v.check_unverified()?;
     }
-    package(Format::Verity, manifest, images, signers)
+    Ok(pkg)
 }
 
-fn stream_images(sqfs: &Squashfs, manifest: &Manifest, sink: &mut dyn Sink) -> Result<Vec<Image>, PackageError> {
+/// The manifest's images, their sizes checked against the squashfs.
+fn images_of(sqfs: &Squashfs, manifest: &Manifest) -> Result<Vec<Image>, PackageError> {
     let mut out = Vec::new();
     for e in &manifest.images {
         let missing =
             |what: &str| PackageError::Layout(format!("image '{}' has no {what} in the manifest", e.filename));
-        let mut image = Image {
+        let image = Image {
             slot_class: e.slot_class.clone(),
             variant: e.variant.clone(),
             filename: e.filename.clone(),
@@ -178,12 +201,18 @@ fn stream_images(sqfs: &Squashfs, manifest: &Manifest, sink: &mut dyn Sink) -> R
                 what: format!("{actual} bytes, the signed size is {}", image.size),
             });
         }
-        let name = e.filename.as_str();
-        let open = move || Ok(Box::new(sqfs.reader(name)?) as Box<dyn io::Read>);
-        image.sha256 = stream_image(&image, open, sink)?;
         out.push(image);
     }
     Ok(out)
+}
+
+fn stream_all(sqfs: &Squashfs, images: &mut [Image], sink: &mut dyn Sink) -> Result<(), PackageError> {
+    for image in images {
+        let name = image.filename.clone();
+        let open = move || Ok(Box::new(sqfs.reader(&name)?) as Box<dyn io::Read>);
+        image.sha256 = stream_image(image, open, sink)?;
+    }
+    Ok(())
 }
 
 fn package(

@@ -584,24 +584,25 @@ pub(super) fn verify(src: Arc<dyn Source>, ctx: &Context<'_>, sink: &mut dyn Sin
     let cmds = parse_commands(&parsed.signed[HEADER_LEN..])?;
     let p = apply_profile(&cmds, parsed.header.payload_len as u64, ctx.policy.allow_sha1)?;
     check_compatible(ctx, &p.compatible)?;
-    let mut images = p.images;
-    for image in &mut images {
-        let off = offset_of(&cmds, &image.filename);
-        let r = Window::new(src.clone(), parsed.payload_start + off, image.size);
-        image.sha256 = stream_image(image, move || Ok(Box::new(r) as Box<dyn std::io::Read>), sink)?;
-    }
-    Ok(Package {
+    let mut pkg = Package {
         format: Format::Tr069,
         compatible: p.compatible,
         version: p.version,
         description: p.description,
         build: None,
         security_version: p.security_version,
-        images,
+        images: p.images,
         meta: p.meta,
         signers,
         constraints: p.constraints,
-    })
+    };
+    sink.start(&pkg)?;
+    for image in &mut pkg.images {
+        let off = offset_of(&cmds, &image.filename);
+        let r = Window::new(src.clone(), parsed.payload_start + off, image.size);
+        image.sha256 = stream_image(image, move || Ok(Box::new(r) as Box<dyn std::io::Read>), sink)?;
+    }
+    Ok(pkg)
 }
 
 #[cfg(test)]

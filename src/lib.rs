@@ -14,6 +14,8 @@ pub mod config;
 pub mod digest;
 pub mod fault;
 pub mod fsutil;
+pub mod install;
+pub mod lease;
 pub mod package;
 pub mod rollback;
 pub mod sign;

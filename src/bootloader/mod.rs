@@ -220,6 +220,22 @@ impl Bootloader for Noop {
     }
 }
 
+/// The backend the configuration names, for the slots of `class`.
+pub fn open(conf: &crate::config::Config, class: &str) -> Result<Box<dyn Bootloader>, BootError> {
+    use crate::config::BootloaderKind;
+    let slots = Slots {
+        bootnames: crate::slot::bootnames(&conf.slots, class),
+        boot_attempts: conf.boot_attempts,
+        boot_attempts_primary: conf.boot_attempts_primary,
+    };
+    Ok(match conf.bootloader {
+        BootloaderKind::Grub => Box::new(grubenv::GrubEnv::new(&conf.grubenv, slots)),
+        BootloaderKind::Uboot => Box::new(ubootenv::UbootEnv::open(&conf.uboot_env_config, slots)?),
+        BootloaderKind::Custom => Box::new(custom::Custom::new(conf.custom_backend.clone().unwrap_or_default())),
+        BootloaderKind::Noop => Box::new(Noop),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

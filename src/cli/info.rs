@@ -4,9 +4,7 @@ use crate::config::Config;
 use crate::fault::Fault;
 use crate::package::{self, Context, NullSink, Package};
 use crate::source::FileSource;
-use crate::tpm::TpmError;
-use crate::trust::store::StoreError;
-use crate::trust::{Anchors, TrustSource};
+use crate::trust::TrustSource;
 use serde_json::json;
 use std::fs::File;
 use std::path::PathBuf;
@@ -30,36 +28,9 @@ pub(super) struct Args {
 }
 
 pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
-    // Anchors come from the TPM, unless a keyring is named explicitly (build hosts,
-    // development); the anti-rollback minimum is checked whenever the TPM is the source.
-    let (anchors, minimum) = match a.keyring.clone().or_else(|| conf.keyring.clone()) {
-        Some(keyring) => match std::fs::read(&keyring).map_err(|e| e.to_string()).and_then(|t| {
-            Anchors::from_pem(&t, TrustSource::Keyring(keyring.display().to_string())).map_err(|e| e.to_string())
-        }) {
-            Ok(anchors) => (anchors, None),
-            Err(e) => {
-                let msg = format!("keyring {}: {e}", keyring.display());
-                return fail(&a, "no-trust-anchors", 9002, &msg, super::EXIT_COULD_NOT_CHECK);
-            }
-        },
-        None => {
-            let (owner, store, counter) = match super::tpm_owner(conf) {
-                Ok(o) => o,
-                Err(e) => return fail(&a, "tpm", 9002, &format!("{e:#}"), super::EXIT_COULD_NOT_CHECK),
-            };
-            match owner.call(move |t| Ok::<_, StoreError>((store.anchors(t)?, counter.minimum(t)?))) {
-                Ok((anchors, min)) => (anchors, Some(min)),
-                Err(e) => {
-                    let kind = match e {
-                        StoreError::Tpm(TpmError::Unreachable { .. }) => "tpm-unreachable",
-                        StoreError::Anchors(_) => "no-trust-anchors",
-                        _ => "tpm",
-                    };
-                    let msg = format!("could not check: {e} (trust anchors come from the TPM; provision it with 'henb-update trust provision', or name a keyring)");
-                    return fail(&a, kind, 9002, &msg, super::EXIT_COULD_NOT_CHECK);
-                }
-            }
-        }
+    let (anchors, minimum) = match super::trust_state(conf, a.keyring.clone()) {
+        Ok(t) => t,
+        Err(f) => return fail(&a, f.kind, f.fault, &f.message, super::EXIT_COULD_NOT_CHECK),
     };
     tracing::info!(source = %anchors.source(), "trust anchors loaded");
     let file = match File::open(&a.package).and_then(|f| {

@@ -2,6 +2,7 @@
 
 mod bundle;
 mod info;
+mod install;
 mod trust;
 
 use crate::config::{self, Config};
@@ -24,6 +25,9 @@ struct Cli {
     /// System configuration (RAUC system.conf syntax). Default: /etc/henb-update/system.conf if it exists.
     #[arg(long, global = true, value_name = "PATH")]
     conf: Option<PathBuf>,
+    /// Take this bootname as the booted slot instead of reading the kernel command line (tests, bring-up).
+    #[arg(long, global = true, value_name = "BOOTNAME")]
+    override_boot_slot: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,10 +43,22 @@ enum Command {
     Trust(trust::TrustCommand),
     /// The anti-rollback minimum kept in the TPM: show it, or raise it.
     SecurityVersion(trust::SecurityArgs),
+    /// Verify a package and write it into the inactive slot group, then switch to it.
+    Install(install::InstallArgs),
+    /// Slots, booted and primary slot, boot states, the last install's result.
+    Status(install::StatusArgs),
+    /// Mark a slot good (confirm a boot), bad, or active (boot it next).
+    Mark(install::MarkArgs),
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // A closed stdout (`| head`) ends the command quietly, as for any Unix tool, instead of
+    // a panic in println!.
+    // SAFETY: restores the default disposition; no handler code is installed.
+    unsafe {
+        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
     // tpm2-tss and tss-esapi log expected errors (probing an undefined index is how we
     // learn it is free): keep stderr for ours unless asked (RUST_LOG, TSS2_LOG).
     if std::env::var_os("TSS2_LOG").is_none() {
@@ -69,6 +85,9 @@ pub fn main() -> ExitCode {
         Command::Info(a) => info::run(a, &conf),
         Command::Trust(c) => trust::run(c, &conf),
         Command::SecurityVersion(a) => trust::run_security(a, &conf),
+        Command::Install(a) => install::run_install(a, &conf, cli.override_boot_slot.as_deref()),
+        Command::Status(a) => install::run_status(a, &conf, cli.override_boot_slot.as_deref()),
+        Command::Mark(a) => install::run_mark(a, &conf, cli.override_boot_slot.as_deref()),
     }
 }
 
@@ -113,4 +132,51 @@ fn tpm_owner(
         counter.index = i;
     }
     Ok((crate::tpm::owner::TpmOwner::spawn(tc), store, counter))
+}
+
+/// A failure to set up verification: could not check.
+pub(crate) struct SetupFailure {
+    pub(crate) kind: &'static str,
+    pub(crate) fault: u32,
+    pub(crate) message: String,
+}
+
+/// Trust anchors and the anti-rollback minimum: from the TPM, unless a keyring is named
+/// explicitly (build hosts, development), in which case anti-rollback is not enforced.
+pub(crate) fn trust_state(
+    conf: &Config,
+    keyring: Option<std::path::PathBuf>,
+) -> Result<(crate::trust::Anchors, Option<u64>), SetupFailure> {
+    use crate::tpm::TpmError;
+    use crate::trust::store::StoreError;
+    use crate::trust::{Anchors, TrustSource};
+    if let Some(keyring) = keyring.or_else(|| conf.keyring.clone()) {
+        let anchors = std::fs::read(&keyring)
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                Anchors::from_pem(&t, TrustSource::Keyring(keyring.display().to_string())).map_err(|e| e.to_string())
+            })
+            .map_err(|e| SetupFailure {
+                kind: "no-trust-anchors",
+                fault: 9002,
+                message: format!("keyring {}: {e}", keyring.display()),
+            })?;
+        return Ok((anchors, None));
+    }
+    let (owner, store, counter) =
+        tpm_owner(conf).map_err(|e| SetupFailure { kind: "tpm", fault: 9002, message: format!("{e:#}") })?;
+    owner.call(move |t| Ok::<_, StoreError>((store.anchors(t)?, counter.minimum(t)?))).map(|(a, m)| (a, Some(m))).map_err(|e| {
+        let kind = match e {
+            StoreError::Tpm(TpmError::Unreachable { .. }) => "tpm-unreachable",
+            StoreError::Anchors(_) => "no-trust-anchors",
+            _ => "tpm",
+        };
+        SetupFailure {
+            kind,
+            fault: 9002,
+            message: format!(
+                "could not check: {e} (trust anchors come from the TPM; provision it with 'henb-update trust provision', or name a keyring)"
+            ),
+        }
+    })
 }

@@ -1,0 +1,263 @@
+//! `henb-update install`, `status` and `mark`.
+
+use super::{EXIT_COULD_NOT_CHECK, EXIT_REJECTED};
+use crate::bootloader;
+use crate::config::{Config, SlotConf};
+use crate::fault::{CwmpFault, Fault};
+use crate::install::{self, Plan, Progress, Request};
+use crate::status::{FirmwareStatus, Status};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+#[derive(clap::Args)]
+pub(super) struct InstallArgs {
+    /// The Download's CommandKey, reported with the result (TransferComplete).
+    #[arg(long)]
+    command_key: Option<String>,
+    /// Install without switching to the new slot ("6 Stored Firmware Image").
+    #[arg(long)]
+    no_activate: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Package file.
+    package: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub(super) struct StatusArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MarkState {
+    Good,
+    Bad,
+    Active,
+}
+
+#[derive(clap::Args)]
+pub(super) struct MarkArgs {
+    /// good (confirm a boot), bad (never boot it), active (boot it next).
+    state: MarkState,
+    /// `booted` (default), `other`, a slot name (rootfs.1) or a bootname (B).
+    #[arg(default_value = "booted")]
+    slot: String,
+}
+
+/// The booted slot: `--override-boot-slot`, else the kernel command line.
+pub(super) fn booted<'a>(conf: &'a Config, override_boot: Option<&str>) -> Result<&'a SlotConf, String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let resolve = |p: &Path| -> Option<PathBuf> {
+        let s = p.to_str()?;
+        let p = if let Some(u) = s.strip_prefix("PARTUUID=") {
+            PathBuf::from(format!("/dev/disk/by-partuuid/{}", u.to_ascii_lowercase()))
+        } else if let Some(u) = s.strip_prefix("UUID=") {
+            PathBuf::from(format!("/dev/disk/by-uuid/{u}"))
+        } else {
+            p.to_path_buf()
+        };
+        std::fs::canonicalize(p).ok()
+    };
+    crate::slot::booted(&conf.slots, &cmdline, override_boot, &resolve).map_err(|e| e.to_string())
+}
+
+fn class_bootloader(conf: &Config, booted: &SlotConf) -> Result<Box<dyn bootloader::Bootloader>, String> {
+    bootloader::open(conf, &booted.class).map_err(|e| e.to_string())
+}
+
+pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&str>) -> ExitCode {
+    let fail = |kind: &str, fault: u32, msg: &str, exit: u8| {
+        if a.json {
+            println!("{}", json!({"error": {"kind": kind, "cwmp-fault": fault, "message": msg}}));
+        }
+        eprintln!("henb-update install: {msg} (CWMP fault {fault}, {kind})");
+        ExitCode::from(exit)
+    };
+    let booted = match booted(conf, override_boot) {
+        Ok(b) => b,
+        Err(e) => return fail("slot", 9002, &e, EXIT_COULD_NOT_CHECK),
+    };
+    let mut bl = match class_bootloader(conf, booted) {
+        Ok(b) => b,
+        Err(e) => return fail("bootloader", 9002, &e, EXIT_COULD_NOT_CHECK),
+    };
+    let (anchors, minimum) = match super::trust_state(conf, None) {
+        Ok(t) => t,
+        Err(f) => return fail(f.kind, f.fault, &f.message, EXIT_COULD_NOT_CHECK),
+    };
+    let file = match std::fs::File::open(&a.package) {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
+        Ok(_) => {
+            return fail("access", 9016, &format!("{}: not a regular file", a.package.display()), EXIT_COULD_NOT_CHECK)
+        }
+        Err(e) => return fail("access", 9016, &format!("{}: {e}", a.package.display()), EXIT_COULD_NOT_CHECK),
+    };
+    let plan = Plan { conf, booted, anchors: &anchors, minimum, now: SystemTime::now() };
+    let tty = std::io::stderr().is_terminal() && !a.json;
+    let mut show = |p: Progress| {
+        if tty {
+            let filled = p.percent as usize / 5;
+            eprint!("\r[{}{}] {:3}% {:<50}", "#".repeat(filled), " ".repeat(20 - filled), p.percent, p.message);
+            if p.percent == 100 {
+                eprintln!();
+            }
+        }
+    };
+    let req = Request { file, command_key: a.command_key.clone(), activate: !a.no_activate };
+    match install::install(&plan, bl.as_mut(), req, &mut show) {
+        Ok(i) => {
+            if a.json {
+                println!(
+                    "{}",
+                    json!({"slot": i.slot, "bootname": i.bootname, "activated": i.activated, "version": i.package.version, "compatible": i.package.compatible})
+                );
+            } else {
+                println!(
+                    "installed {} into slot {} ({}){}",
+                    i.package.version.as_deref().unwrap_or("?"),
+                    i.slot,
+                    i.bootname,
+                    if i.activated { "; it boots next" } else { "; not activated" }
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if tty {
+                eprintln!();
+            }
+            let exit = match e.fault() {
+                CwmpFault::InternalError | CwmpFault::UnableToAccessFile => EXIT_COULD_NOT_CHECK,
+                _ => EXIT_REJECTED,
+            };
+            fail(e.kind(), e.fault().code(), &e.to_string(), exit)
+        }
+    }
+}
+
+pub(super) fn run_status(a: StatusArgs, conf: &Config, override_boot: Option<&str>) -> ExitCode {
+    let status = match Status::load(&conf.data_directory) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("henb-update status: {e}");
+            return ExitCode::from(EXIT_COULD_NOT_CHECK);
+        }
+    };
+    let booted = booted(conf, override_boot).ok();
+    let mut bl = booted.and_then(|b| class_bootloader(conf, b).ok());
+    let primary = bl.as_mut().and_then(|b| b.primary().ok().flatten());
+    let slots: Vec<_> = conf
+        .slots
+        .iter()
+        .map(|s| {
+            let boot = match (&mut bl, &s.bootname) {
+                (Some(b), Some(n)) => b.state(n).ok(),
+                _ => None,
+            };
+            let st = status.slots.get(&s.name);
+            json!({
+                "name": s.name, "class": s.class, "device": s.device, "bootname": s.bootname,
+                "booted": booted.is_some_and(|b| b.name == s.name),
+                "boot-state": boot,
+                "status": st.map(|x| x.status).unwrap_or(if booted.is_some_and(|b| b.name == s.name) { FirmwareStatus::Active } else { FirmwareStatus::NoImage }),
+                "version": st.and_then(|x| x.version.clone()),
+                "sha256": st.and_then(|x| x.sha256.clone()),
+            })
+        })
+        .collect();
+    let v = json!({
+        "compatible": conf.compatible, "booted": booted.map(|b| &b.name), "primary": primary,
+        "slots": slots, "last-result": status.last_result, "pending": status.pending,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!("booted: {}   primary: {}", v["booted"].as_str().unwrap_or("?"), v["primary"].as_str().unwrap_or("?"));
+        for s in v["slots"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<12} {:<6} {:<30} boot:{:<5} {:<18} {}",
+                s["name"].as_str().unwrap_or_default(),
+                s["bootname"].as_str().unwrap_or("-"),
+                s["device"].as_str().unwrap_or_default(),
+                s["boot-state"].as_str().unwrap_or("-"),
+                s["status"].as_str().unwrap_or_default(),
+                s["version"].as_str().unwrap_or("")
+            );
+        }
+        if let Some(r) = &status.last_result {
+            println!("last install: fault {} {}", r.fault_code, r.fault_string);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+pub(super) fn run_mark(a: MarkArgs, conf: &Config, override_boot: Option<&str>) -> ExitCode {
+    let fail = |msg: String, exit: u8| {
+        eprintln!("henb-update mark: {msg}");
+        ExitCode::from(exit)
+    };
+    let booted = match booted(conf, override_boot) {
+        Ok(b) => b,
+        Err(e) => return fail(e, EXIT_COULD_NOT_CHECK),
+    };
+    let slot = match a.slot.as_str() {
+        "booted" => Some(booted),
+        "other" => crate::slot::target(&conf.slots, booted).ok().map(|t| t[0]),
+        s => conf.slots.iter().find(|x| x.name == s || x.bootname.as_deref() == Some(s)),
+    };
+    let Some(slot) = slot else { return fail(format!("no slot '{}'", a.slot), EXIT_REJECTED) };
+    let Some(bootname) = slot.bootname.clone() else {
+        return fail(format!("slot {} has no bootname", slot.name), EXIT_REJECTED);
+    };
+    let mut bl = match class_bootloader(conf, booted) {
+        Ok(b) => b,
+        Err(e) => return fail(e, EXIT_COULD_NOT_CHECK),
+    };
+    let r = match a.state {
+        MarkState::Good => bl.set_state(&bootname, true),
+        MarkState::Bad => bl.set_state(&bootname, false),
+        MarkState::Active => bl.set_primary(&bootname),
+    };
+    if let Err(e) = r {
+        return fail(e.to_string(), EXIT_COULD_NOT_CHECK);
+    }
+    if a.state == MarkState::Good && slot.name == booted.name {
+        if let Err(e) = confirm(conf, booted) {
+            return fail(e, EXIT_COULD_NOT_CHECK);
+        }
+    }
+    println!(
+        "marked slot {} ({bootname}) {}",
+        slot.name,
+        match a.state {
+            MarkState::Good => "good",
+            MarkState::Bad => "bad",
+            MarkState::Active => "active",
+        }
+    );
+    ExitCode::SUCCESS
+}
+
+/// `mark good` on the booted slot: the pending install (if it is this slot) is confirmed,
+/// and the anti-rollback minimum moves up to its security version.
+fn confirm(conf: &Config, booted: &SlotConf) -> Result<(), String> {
+    let mut status = Status::load(&conf.data_directory).map_err(|e| e.to_string())?;
+    let Some(p) = status.pending.clone().filter(|p| p.slot == booted.name) else { return Ok(()) };
+    if let (Some(sv), None) = (p.security_version, &conf.keyring) {
+        let (owner, _, counter) = super::tpm_owner(conf).map_err(|e| format!("{e:#}"))?;
+        owner
+            .call(move |t| counter.raise(t, sv as u64))
+            .map_err(|e| format!("raising the anti-rollback minimum: {e}"))?;
+    }
+    if let Some(s) = status.slots.get_mut(&booted.name) {
+        s.status = FirmwareStatus::Active;
+    }
+    status.pending = None;
+    status.commit(&conf.data_directory).map_err(|e| e.to_string())
+}

@@ -1,0 +1,250 @@
+//! Installing into file-backed slots with a real swtpm for the roots, Debian's
+//! grub-editenv and fw_printenv as readers of the boot order.
+
+mod common;
+use common::swtpm::Swtpm;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Device {
+    t: Swtpm,
+    w: Work,
+    conf: PathBuf,
+}
+
+const SLOT: u64 = 8 << 20;
+
+impl Device {
+    /// Two file slots A and B (booted: A), a GRUB (or U-Boot) environment, roots in swtpm.
+    fn new(uboot: bool) -> Self {
+        let t = Swtpm::start();
+        let w = Work::new();
+        for s in ["slotA", "slotB"] {
+            std::fs::write(w.path(s), vec![0u8; SLOT as usize]).unwrap();
+        }
+        let boot = if uboot {
+            let cfg = w.path("fw_env.config");
+            std::fs::write(w.path("env"), vec![0u8; 0x4000]).unwrap();
+            std::fs::write(&cfg, format!("{} 0x0 0x4000\n", w.path("env").display())).unwrap();
+            std::fs::write(w.path("defaults"), "bootcmd=boot\n").unwrap();
+            run_ok(
+                Command::new("fw_setenv")
+                    .arg("-c")
+                    .arg(&cfg)
+                    .arg("-f")
+                    .arg(w.path("defaults"))
+                    .args(["BOOT_ORDER", "A B"]),
+            );
+            run_ok(Command::new("fw_setenv").arg("-c").arg(&cfg).args(["BOOT_A_LEFT", "3"]));
+            run_ok(Command::new("fw_setenv").arg("-c").arg(&cfg).args(["BOOT_B_LEFT", "3"]));
+            format!("bootloader=uboot\n\n[uboot]\nenv-config={}\n", cfg.display())
+        } else {
+            let g = w.path("grubenv");
+            run_ok(Command::new("grub-editenv").arg(&g).arg("create"));
+            run_ok(Command::new("grub-editenv").arg(&g).args([
+                "set",
+                "ORDER=A B",
+                "A_OK=1",
+                "A_TRY=0",
+                "B_OK=1",
+                "B_TRY=0",
+            ]));
+            format!("bootloader=grub\ngrubenv={}\n", g.display())
+        };
+        let conf = w.path("system.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[system]\ncompatible=henb-test\ndata-directory={data}\n{boot}\n[keyring]\ncheck-purpose=codesign\n\n[tpm]\ntcti={tcti}\n\n\
+                 [slot.rootfs.0]\ndevice={a}\ntype=ext4\nbootname=A\n\n[slot.rootfs.1]\ndevice={b}\ntype=ext4\nbootname=B\n",
+                data = w.path("data").display(),
+                tcti = t.tcti(),
+                a = w.path("slotA").display(),
+                b = w.path("slotB").display(),
+            ),
+        )
+        .unwrap();
+        let d = Device { t, w, conf };
+        let out = d.cli(&["trust", "provision", "--root", cert("root").to_str().unwrap()]);
+        assert!(out.status.success());
+        d
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--conf")
+            .arg(&self.conf)
+            .arg("--override-boot-slot")
+            .arg("A")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn install(&self, pkg: &Path) -> (i32, serde_json::Value) {
+        let o = self.cli(&["install", "--json", "--command-key", "ck-1", pkg.to_str().unwrap()]);
+        (o.status.code().unwrap_or(-1), serde_json::from_slice(&o.stdout).unwrap_or_default())
+    }
+
+    fn boot_env(&self) -> Vec<u8> {
+        std::fs::read(if self.w.path("grubenv").exists() { self.w.path("grubenv") } else { self.w.path("env") })
+            .unwrap()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.cli(&["status", "--json"]).stdout).unwrap()
+    }
+}
+
+fn grub_list(d: &Device) -> String {
+    String::from_utf8(run_ok(Command::new("grub-editenv").arg(d.w.path("grubenv")).arg("list")).stdout).unwrap()
+}
+
+#[test]
+fn install_each_format_into_the_inactive_slot() {
+    for format in ["verity", "plain", "tr069"] {
+        let d = Device::new(false);
+        let c = d.w.content("c", 3_000_000, "\n[meta.anti-rollback]\nsecurity-version=1\n");
+        let p = d.w.bundle(format, &c, &["signer-rsa"], "u.pkg", &[]);
+        let (code, out) = d.install(&p);
+        assert_eq!(code, 0, "{format}: {out}");
+        assert_eq!(out["slot"], "rootfs.1");
+        let slot = std::fs::read(d.w.path("slotB")).unwrap();
+        assert_eq!(sha256_hex(&slot[..3_000_000]), sha256_hex(&pseudo_random(3_000_000, 7)), "{format}");
+        assert_eq!(std::fs::read(d.w.path("slotA")).unwrap(), vec![0u8; SLOT as usize], "the booted slot is untouched");
+        let l = grub_list(&d);
+        assert!(l.contains("ORDER=B A\n") && l.contains("B_OK=1\n") && l.contains("B_TRY=0\n"), "{format}: {l}");
+        let s = d.status();
+        assert_eq!(s["primary"], "B");
+        assert_eq!(s["slots"][1]["version"], "1.2.3");
+        assert_eq!(s["last-result"]["fault-code"], 0);
+        assert_eq!(s["last-result"]["command-key"], "ck-1");
+        assert_eq!(s["pending"]["bootname"], "B");
+    }
+}
+
+#[test]
+fn install_with_uboot_and_confirm_after_the_reboot() {
+    let d = Device::new(true);
+    let c = d.w.content("c", 1_000_000, "\n[meta.anti-rollback]\nsecurity-version=4\n");
+    let p = d.w.bundle("verity", &c, &["signer-p256"], "u.raucb", &[]);
+    assert_eq!(d.install(&p).0, 0);
+    let env =
+        String::from_utf8(run_ok(Command::new("fw_printenv").arg("-c").arg(d.w.path("fw_env.config"))).stdout).unwrap();
+    assert!(
+        env.contains("BOOT_ORDER=B A\n") && env.contains("BOOT_B_LEFT=3\n") && env.contains("bootcmd=boot\n"),
+        "{env}"
+    );
+    // The reboot: B comes up and confirms itself; the anti-rollback minimum follows.
+    d.t.reset();
+    let o = Command::new(BIN)
+        .arg("--conf")
+        .arg(&d.conf)
+        .args(["--override-boot-slot", "B", "mark", "good"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(BIN).arg("--conf").arg(&d.conf).args(["security-version"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("minimum security version: 4"));
+    let s: serde_json::Value = serde_json::from_slice(
+        &Command::new(BIN)
+            .arg("--conf")
+            .arg(&d.conf)
+            .args(["--override-boot-slot", "B", "status", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(s["pending"], serde_json::Value::Null);
+    assert_eq!(s["slots"][1]["status"], "Active");
+}
+
+/// Refusals decided before anything is written leave the boot environment byte-identical
+/// and record the fault.
+#[test]
+fn refusals_before_writing_change_nothing() {
+    let d = Device::new(false);
+    let c = d.w.content("c", 500_000, "\n[meta.anti-rollback]\nsecurity-version=1\n");
+    let good_plain = std::fs::read(d.w.bundle("plain", &c, &["signer-rsa"], "p.raucb", &[])).unwrap();
+    let mut tampered_plain = good_plain.clone();
+    tampered_plain[300_000] ^= 1; // payload: plain bundles are authenticated before writing
+    let untrusted = d.w.bundle("verity", &c, &["signer-untrusted"], "untrusted.raucb", &[]);
+    let other = d.w.content("o", 1000, "").join("manifest.raucm");
+    std::fs::write(&other, "[update]\ncompatible=other\nversion=1\n\n[image.rootfs]\nfilename=rootfs.img\n").unwrap();
+    let foreign = d.w.bundle("verity", other.parent().unwrap(), &["signer-rsa"], "foreign.raucb", &[]);
+    let too_big = d.w.content("big", (SLOT + 4096) as usize, "");
+    let too_big = d.w.bundle("verity", &too_big, &["signer-rsa"], "big.raucb", &[]);
+    let tampered = d.w.path("tampered.raucb");
+    std::fs::write(&tampered, &tampered_plain).unwrap();
+    let cases: Vec<(PathBuf, &str, u64)> = vec![
+        (tampered, "digest-mismatch", 9019),
+        (untrusted, "untrusted", 9019),
+        (foreign, "incompatible", 9001),
+        (too_big, "slot", 9001),
+    ];
+    for (pkg, kind, fault) in cases {
+        let before = (d.boot_env(), std::fs::read(d.w.path("slotB")).unwrap());
+        let (code, out) = d.install(&pkg);
+        assert_ne!(code, 0);
+        assert_eq!(
+            (out["error"]["kind"].as_str().unwrap(), out["error"]["cwmp-fault"].as_u64().unwrap()),
+            (kind, fault),
+            "{out}"
+        );
+        assert_eq!(d.boot_env(), before.0, "{kind}: boot environment changed");
+        assert_eq!(std::fs::read(d.w.path("slotB")).unwrap(), before.1, "{kind}: slot written");
+        let s = d.status();
+        assert_eq!(s["last-result"]["fault-code"], fault);
+        assert_eq!(s["last-result"]["kind"], kind);
+        assert_eq!(s["primary"], "A");
+    }
+    // Downgrade: after the minimum is raised to 2, a security version 1 package is refused.
+    assert!(d.cli(&["security-version", "--raise", "2"]).status.success());
+    let before = d.boot_env();
+    let (_, out) = d.install(&d.w.path("p.raucb"));
+    assert_eq!(out["error"]["kind"], "downgrade");
+    assert_eq!(d.boot_env(), before);
+}
+
+/// Tampering found while streaming (a verity block, a TR-069 image): the target is left
+/// marked bad, the booted slot stays primary, the fault is recorded.
+#[test]
+fn tampering_found_while_writing_leaves_the_target_bad() {
+    let d = Device::new(false);
+    let c = d.w.content("c", 2_000_000, "");
+    for format in ["verity", "tr069"] {
+        let p = d.w.bundle(format, &c, &["signer-rsa"], &format!("u.{format}"), &[]);
+        let mut b = std::fs::read(&p).unwrap();
+        let at = if format == "verity" { 1_000_000 } else { b.len() - 1000 };
+        b[at] ^= 1;
+        std::fs::write(&p, &b).unwrap();
+        let (code, out) = d.install(&p);
+        assert_eq!(code, 1, "{out}");
+        assert_eq!(out["error"]["cwmp-fault"], 9018);
+        let l = grub_list(&d);
+        assert!(l.contains("ORDER=A B\n") && l.contains("A_OK=1\n") && l.contains("B_OK=0\n"), "{format}: {l}");
+        assert_eq!(d.status()["primary"], "A");
+    }
+}
+
+#[test]
+fn a_package_open_for_writing_is_refused_and_a_second_install_is_busy() {
+    let d = Device::new(false);
+    let c = d.w.content("c", 200_000, "");
+    let p = d.w.bundle("verity", &c, &["signer-rsa"], "u.raucb", &[]);
+    let before = d.boot_env();
+    let writer = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    let (code, out) = d.install(&p);
+    assert_eq!((code, out["error"]["kind"].as_str()), (3, Some("access")), "{out}");
+    assert_eq!(d.boot_env(), before);
+    drop(writer);
+    // Another install holds the lock: busy (9001).
+    let lock = std::fs::File::create(d.w.path("data").join("install.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    let (_, out) = d.install(&p);
+    assert_eq!((out["error"]["kind"].as_str(), out["error"]["cwmp-fault"].as_u64()), (Some("busy"), Some(9001)));
+    drop(held);
+    assert_eq!(d.install(&p).0, 0);
+}

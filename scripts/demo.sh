@@ -60,21 +60,44 @@ swtpm socket --tpm2 --tpmstate dir="$work" --flags not-need-init,startup-clear \
 swtpm_pid=$!
 trap 'kill $swtpm_pid 2>/dev/null; rm -rf "$work"' EXIT
 sleep 0.5
+truncate -s 80M "$work/slotA" "$work/slotB"
+grub-editenv "$work/grubenv" create
+grub-editenv "$work/grubenv" set ORDER="A B" A_OK=1 A_TRY=0 B_OK=1 B_TRY=0
 cat > "$work/device.conf" <<CONF
 [system]
 compatible=henb-demo
+bootloader=grub
+grubenv=$work/grubenv
+data-directory=$work/data
 [keyring]
 check-purpose=codesign
 [tpm]
 tcti=swtpm:host=127.0.0.1,port=$port
+[slot.rootfs.0]
+device=$work/slotA
+type=ext4
+bootname=A
+[slot.rootfs.1]
+device=$work/slotB
+type=ext4
+bootname=B
 CONF
-"$bin" --conf "$work/device.conf" trust provision --root "$work/pki/root.cert.pem" --lock | sed 's/^/   /'
-"$bin" --conf "$work/device.conf" trust list | sed 's/^/   /'
+dev() { "$bin" --conf "$work/device.conf" "$@"; }
+dev trust provision --root "$work/pki/root.cert.pem" --lock | sed 's/^/   /'
+dev trust list | sed 's/^/   /'
 say "   verify against the roots in the TPM (no PEM file involved)"
-"$bin" --conf "$work/device.conf" info --json "$work/update.verity" | grep -E '"(trust-source|minimum-security-version|status)"' | sed 's/^/   /'
-say "   after a confirmed update to security version 4, this package (version 3) is a downgrade"
-"$bin" --conf "$work/device.conf" security-version --raise 4 | sed 's/^/   /'
-"$bin" --conf "$work/device.conf" info --json "$work/update.verity" 2>/dev/null | sed 's/^/   /' || echo "   -> exit status $?"
+dev info --json "$work/update.verity" | grep -E '"(trust-source|minimum-security-version|status)"' | sed 's/^/   /'
+
+say "6b. Install it while slot A runs: written into B, then B boots next (GRUB variables as RAUC's)"
+dev --override-boot-slot A install --command-key demo-1 "$work/update.verity" | sed 's/^/   /'
+grub-editenv "$work/grubenv" list | sed 's/^/   grubenv: /'
+dev --override-boot-slot A status | sed 's/^/   /'
+say "   after the reboot into B: mark good confirms it and raises the anti-rollback minimum to 3"
+dev --override-boot-slot B mark good | sed 's/^/   /'
+dev security-version | sed 's/^/   /'
+say "   a later confirmed update moved the minimum to 4: this package (version 3) is now a downgrade"
+dev security-version --raise 4 | sed 's/^/   /'
+dev info --json "$work/update.verity" 2>/dev/null | sed 's/^/   /' || echo "   -> exit status $?"
 
 say "7. One byte changed in the middle of the image: refused, CWMP fault in JSON"
 cp "$work/update.verity" "$work/tampered.verity"

@@ -1,6 +1,7 @@
 //! The TPM commands tss-esapi 7.7.0 lacks, through the raw ESAPI it re-exports.
 //!
-//! The only unsafe code in the crate. Each call builds its own ESYS context from the TCTI
+//! Unsafe FFI, kept here (the crate's other unsafe spots are `lease.rs` and the CLI's
+//! SIGPIPE reset, each a single libc call). Each call builds its own ESYS context from the TCTI
 //! string, runs one command with password (owner) authorization, and tears everything
 //! down on every path. Delete this module when tss-esapi 8 builds against the target's
 //! tpm2-tss (it has `nv_write_lock` and `policy_authorize_nv`).

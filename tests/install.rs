@@ -13,7 +13,7 @@ struct Device {
     conf: PathBuf,
 }
 
-const SLOT: u64 = 8 << 20;
+const SLOT: u64 = 64 << 20;
 
 impl Device {
     /// Two file slots A and B (booted: A), a GRUB (or U-Boot) environment, roots in swtpm.
@@ -21,7 +21,7 @@ impl Device {
         let t = Swtpm::start();
         let w = Work::new();
         for s in ["slotA", "slotB"] {
-            std::fs::write(w.path(s), vec![0u8; SLOT as usize]).unwrap();
+            std::fs::File::create(w.path(s)).unwrap().set_len(SLOT).unwrap(); // sparse
         }
         let boot = if uboot {
             let cfg = w.path("fw_env.config");
@@ -247,4 +247,59 @@ fn a_package_open_for_writing_is_refused_and_a_second_install_is_busy() {
     assert_eq!((out["error"]["kind"].as_str(), out["error"]["cwmp-fault"].as_u64()), (Some("busy"), Some(9001)));
     drop(held);
     assert_eq!(d.install(&p).0, 0);
+}
+
+/// The package changes while it is installed: an open for writing breaks the lease (the
+/// writer waits; the install is refused), a file renamed over the path is never read
+/// (the install keeps its descriptor). Refused, or installed from the original bytes;
+/// never a mix.
+#[test]
+fn a_package_changed_during_the_install_is_refused_or_installed_intact() {
+    let d = Device::new(false);
+    let size = 48_000_000;
+    let c = d.w.content("c", size, "");
+    let p = d.w.bundle("plain", &c, &["signer-rsa"], "u.raucb", &[]);
+    let original = pseudo_random(size, 7);
+    // 1. A writer opens the package while the install runs.
+    let child = Command::new(BIN)
+        .arg("--conf")
+        .arg(&d.conf)
+        .args(["--override-boot-slot", "A", "install", "--json", p.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the target is being written (status commits "Downloading" just before).
+    let status = d.w.path("data").join("status.json");
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&status).unwrap_or_default().contains("Downloading") {
+        assert!(t0.elapsed().as_secs() < 30, "install never started writing");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&p).unwrap(); // waits for the lease
+    use std::io::Write;
+    writer.write_all(b"tampered").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let slot = std::fs::read(d.w.path("slotB")).unwrap();
+    eprintln!("writer during install: {}", if out.status.success() { "installed intact" } else { "refused" });
+    if out.status.success() {
+        assert_eq!(&slot[..size], &original[..], "installed, so from the original bytes");
+    } else {
+        assert_eq!(j["error"]["kind"], "package-modified", "{j}");
+        assert!(grub_list(&d).contains("ORDER=A B\n"));
+    }
+    // 2. Another file renamed over the path mid-install: the original is installed.
+    let p2 = d.w.bundle("plain", &c, &["signer-rsa"], "u2.raucb", &[]);
+    let child = Command::new(BIN)
+        .arg("--conf")
+        .arg(&d.conf)
+        .args(["--override-boot-slot", "A", "install", p2.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::fs::write(d.w.path("evil"), b"not a package").unwrap();
+    std::fs::rename(d.w.path("evil"), &p2).unwrap();
+    let st = child.wait_with_output().unwrap().status;
+    assert!(st.success());
+    assert_eq!(&std::fs::read(d.w.path("slotB")).unwrap()[..size], &original[..]);
 }

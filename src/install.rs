@@ -175,6 +175,7 @@ fn run(
     crate::lease::take(&req.file).map_err(|e| {
         InstallError::Access(format!("cannot hold the file still (is it open for writing elsewhere?): {e}"))
     })?;
+    crate::failpoint::hit("install.leased");
     let targets = slot::target(&plan.conf.slots, plan.booted)?;
     let root = targets[0].clone();
     let bootname = root.bootname.clone().ok_or_else(|| SlotError::NoTarget(root.class.clone()))?;
@@ -221,6 +222,7 @@ fn run(
             return Err(e.into());
         }
     };
+    crate::failpoint::hit("install.written");
     if !crate::lease::held(&req.file).unwrap_or(false) {
         status.slots.insert(root.name.clone(), slot_status(FirmwareStatus::ValidationFailed, None, plan.now));
         return Err(InstallError::Modified);
@@ -237,8 +239,10 @@ fn run(
             start_time: secs(plan.now),
         });
         status.commit(&plan.conf.data_directory)?;
+        crate::failpoint::hit("install.pending");
         progress(Progress { percent: 95, message: format!("Switching to slot {}", root.name), depth: 1 });
         bootloader.set_primary(&bootname)?;
+        crate::failpoint::hit("install.switched");
     }
     progress(Progress { percent: 100, message: "Installed".into(), depth: 1 });
     Ok(Installed { package: pkg, slot: root.name, bootname, activated: req.activate })
@@ -375,6 +379,7 @@ impl Sink for SlotSink<'_, '_> {
             .set_state(&self.bootname, false)
             .map_err(|e| PackageError::Sink { name: self.bootname.clone(), source: io::Error::other(e.to_string()) })?;
         self.marked_bad = true;
+        crate::failpoint::hit("install.marked-bad");
         self.status.slots.insert(self.root_name.clone(), slot_status(FirmwareStatus::Downloading, None, self.plan.now));
         self.status
             .commit(&self.plan.conf.data_directory)
@@ -395,6 +400,7 @@ impl Sink for SlotSink<'_, '_> {
 
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.out.as_mut().ok_or_else(|| io::Error::other("no open slot"))?.write_all(data)?;
+        crate::failpoint::hit("install.write");
         let before = self.done * 90 / self.total;
         self.done += data.len() as u64;
         let now = self.done * 90 / self.total;

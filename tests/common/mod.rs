@@ -198,4 +198,5 @@ pub fn tr069_build(args: &[&std::ffi::OsStr]) -> Output {
         .unwrap()
 }
 
+pub mod device;
 pub mod swtpm;

@@ -66,6 +66,8 @@ pub struct Config {
     pub min_bundle_version: Option<String>,
     /// `[slot.<class>.<n>]` sections, in file order.
     pub slots: Vec<SlotConf>,
+    /// `[install] verify-written`: read each written image back from the slot (off by default).
+    pub verify_written: bool,
     /// Keys this step does not know yet (reported, not fatal).
     pub unknown: Vec<String>,
 }
@@ -156,6 +158,7 @@ impl Default for Config {
             bundle_formats: vec!["plain".into(), "verity".into()],
             min_bundle_version: None,
             slots: Vec::new(),
+            verify_written: false,
             unknown: Vec::new(),
         }
     }
@@ -222,6 +225,9 @@ impl Config {
                     ("system", "min-bundle-version") => c.min_bundle_version = Some(e.value.clone()),
                     ("handlers", "bootloader-custom-backend") => c.custom_backend = Some(PathBuf::from(&e.value)),
                     ("uboot", "env-config") => c.uboot_env_config = PathBuf::from(&e.value),
+                    ("install", "verify-written") => {
+                        c.verify_written = bool_value(&e.value).ok_or_else(|| invalid("[install] verify-written: true or false".into()))?
+                    }
                     (g, k) if g.starts_with("slot.") => {
                         if !slot_key(&mut c.slots, g, k, &e.value).map_err(invalid)? {
                             c.unknown.push(format!("{}:{}: [{g}] {k}", path.display(), e.line));

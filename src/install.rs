@@ -365,6 +365,30 @@ impl SlotSink<'_, '_> {
     }
 }
 
+/// Read the image back from the slot, past the page cache, and compare its digest.
+fn read_back(dev: &std::path::Path, image: &Image) -> io::Result<()> {
+    use std::io::Read;
+    let f = File::open(dev)?;
+    // Drop the cached pages so that the bytes come from the device, not from memory.
+    let _ = nix::fcntl::posix_fadvise(&f, 0, image.size as i64, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+    let mut h = image.digest_algorithm.hasher();
+    let mut r = f.take(image.size);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = r.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    if n != image.size || h.finish() != image.digest {
+        return Err(io::Error::other(format!("read back from {}, the slot does not hold the image", dev.display())));
+    }
+    Ok(())
+}
+
 fn device_size(dev: &std::path::Path) -> io::Result<u64> {
     let mut f = File::open(dev)?;
     f.seek(SeekFrom::End(0))
@@ -410,8 +434,14 @@ impl Sink for SlotSink<'_, '_> {
         Ok(())
     }
 
-    fn end(&mut self, _: &Image) -> io::Result<()> {
+    fn end(&mut self, image: &Image) -> io::Result<()> {
         let f = self.out.take().ok_or_else(|| io::Error::other("no open slot"))?;
-        f.sync_all()
+        f.sync_all()?;
+        if self.plan.conf.verify_written {
+            let slot = self.slot_for(image).ok_or_else(|| io::Error::other("no target slot"))?.clone();
+            (self.progress)(Progress { percent: 95, message: format!("Reading slot {} back", slot.name), depth: 2 });
+            read_back(&slot.device, image)?;
+        }
+        Ok(())
     }
 }

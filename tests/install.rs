@@ -209,3 +209,15 @@ fn a_package_changed_during_the_install_is_refused_or_installed_intact() {
     assert!(st.success());
     assert_eq!(&std::fs::read(d.w.path("slotB")).unwrap()[..size], &original[..]);
 }
+
+#[test]
+fn optional_read_back_of_the_written_slot() {
+    let d = Device::new(false);
+    let mut conf = std::fs::read_to_string(&d.conf).unwrap();
+    conf.push_str("\n[install]\nverify-written=true\n");
+    std::fs::write(&d.conf, conf).unwrap();
+    let c = d.w.content("c", 3_000_000, "");
+    let p = d.w.bundle("verity", &c, &["signer-rsa"], "u.raucb", &[]);
+    assert_eq!(d.install(&p).0, 0);
+    assert_eq!(std::fs::read(d.w.path("slotB")).unwrap()[..3_000_000], pseudo_random(3_000_000, 7)[..]);
+}

@@ -189,7 +189,7 @@ fn run(
         now: plan.now,
         compatible: plan.conf.compatible.clone(),
         check_whole_tree: false,
-        authenticate_first: true,
+        verify_before_writing: true,
     };
     let booted_version = status.slots.get(&plan.booted.name).and_then(|s| s.version.clone());
     let mut sink = SlotSink {

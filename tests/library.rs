@@ -21,7 +21,7 @@ fn ctx(a: &Anchors) -> Context<'_> {
         now: SystemTime::now(),
         compatible: Some("henb-test".into()),
         check_whole_tree: true,
-        authenticate_first: false,
+        verify_before_writing: false,
     }
 }
 

@@ -299,7 +299,7 @@ fn every_byte_of_the_signature_block_matters() {
         now: std::time::SystemTime::now(),
         compatible: Some("henb-test".into()),
         check_whole_tree: true,
-        authenticate_first: false,
+        verify_before_writing: false,
     };
     let c = w.content("c", 5_000, "");
     for (format, signers) in [("plain", &["signer-rsa"][..]), ("verity", &["signer-p384"]), ("tr069", &["signer-p256"])]

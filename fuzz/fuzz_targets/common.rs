@@ -12,7 +12,7 @@ pub fn verify_bytes(data: &[u8]) {
         now: std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
         compatible: None,
         check_whole_tree: true,
-        authenticate_first: false,
+        verify_before_writing: false,
     };
     let _ = verify(Arc::new(data.to_vec()), &ctx, &mut NullSink);
 }

@@ -55,7 +55,7 @@ pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
         now: SystemTime::now(),
         compatible: conf.compatible.clone(),
         check_whole_tree: true,
-        authenticate_first: false,
+        verify_before_writing: false,
     };
     match package::verify(src, &ctx, &mut NullSink) {
         Ok(p) => {

@@ -127,15 +127,17 @@ pub struct Context<'a> {
     pub compatible: Option<String>,
     /// Read every verity data block, not only the ones images use.
     pub check_whole_tree: bool,
-    /// plain bundles: hash the whole payload before any image byte reaches the sink
-    /// (the installer), instead of on the other core while images stream (`info`).
-    pub authenticate_first: bool,
+    /// Check everything that can be checked before the first image byte reaches the sink
+    /// (the installer): plain bundles hash the whole payload, verity bundles check the
+    /// whole tree, TR-069 packages check each image's digest. The images are then
+    /// verified again as they stream. `info` instead overlaps the checks with streaming.
+    pub verify_before_writing: bool,
 }
 
 /// Receives each image's bytes while they are verified.
 pub trait Sink {
-    /// The package is authenticated (signature, and for plain bundles with
-    /// `authenticate_first` the whole payload); no image byte has been written. Policy
+    /// The package is authenticated (signature, and with `verify_before_writing` every
+    /// byte that can be checked); no image byte has been written. Policy
     /// refusals belong here, so that a refused package changes nothing. The images'
     /// `sha256` are still empty.
     fn start(&mut self, _package: &Package) -> Result<(), PackageError> {
@@ -275,6 +277,12 @@ pub fn verify(src: Arc<dyn Source>, ctx: &Context<'_>, sink: &mut dyn Sink) -> R
     } else {
         rauc::verify(src, ctx, sink)
     }
+}
+
+/// One digest of `[start, start+len)` of `src`.
+pub(crate) fn digest_range(src: &dyn Source, start: u64, len: u64, alg: DigestAlg) -> Result<Vec<u8>, PackageError> {
+    let mut d = rauc::hash_range(src, start, len, &[alg]).map_err(PackageError::Io)?;
+    Ok(d.pop().map(|(_, v)| v).unwrap_or_default())
 }
 
 /// Fail when the device has a compatible string and the package's differs.

@@ -78,7 +78,7 @@ pub(super) fn verify(src: Arc<dyn Source>, ctx: &Context<'_>, sink: &mut dyn Sin
     }
     let algs = pending.needed_digests();
     let payload = t.payload_len;
-    if ctx.authenticate_first {
+    if ctx.verify_before_writing {
         // Installing: nothing reaches the slot before the whole payload is authenticated.
         let signers = pending.finish(&hash_range(&*src, 0, payload, &algs).map_err(PackageError::Io)?)?;
         return plain_contents(src, payload, signers, Some(ctx), sink);
@@ -158,6 +158,9 @@ fn verity_bundle(
     let data_len = payload - vp.size;
     let v = Arc::new(Verity::new(src, data_len, vp.size, vp.salt, vp.root)?);
     check_compatible(ctx, &manifest.compatible)?;
+    if ctx.verify_before_writing {
+        v.check_all(&mut |_| {})?;
+    }
     let reader = VerifiedReader::new(v.clone());
     let failure = reader.failure.clone();
     let result = Squashfs::open(Box::new(reader), data_len).map_err(PackageError::from).and_then(|sqfs| {
@@ -172,7 +175,7 @@ fn verity_bundle(
         return Err(e.into());
     }
     let pkg = result?;
-    if ctx.check_whole_tree {
+    if ctx.check_whole_tree && !ctx.verify_before_writing {
         // The blocks no image read (metadata, padding): every block is checked once.
         v.check_unverified()?;
     }

@@ -596,6 +596,18 @@ pub(super) fn verify(src: Arc<dyn Source>, ctx: &Context<'_>, sink: &mut dyn Sin
         signers,
         constraints: p.constraints,
     };
+    if ctx.verify_before_writing {
+        for image in &pkg.images {
+            let off = parsed.payload_start + offset_of(&cmds, &image.filename);
+            let got = crate::package::digest_range(&*src, off, image.size, image.digest_algorithm)?;
+            if got != image.digest {
+                return Err(PackageError::Image {
+                    name: image.filename.clone(),
+                    what: format!("{} differs from the signed digest", image.digest_algorithm),
+                });
+            }
+        }
+    }
     sink.start(&pkg)?;
     for image in &mut pkg.images {
         let off = offset_of(&cmds, &image.filename);

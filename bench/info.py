@@ -7,24 +7,13 @@ the ratio to openssl, and each command's peak RSS (wait4). Usage:
     bench/info.py [--size-mib 1024] [--runs 3] [--content random|half-zero]
 No timing is asserted: this is a measurement, not a test.
 """
-import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, os, shutil, statistics, subprocess, sys, tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure import run  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "henb-update")
-
-
-def run(cmd):
-    """(seconds, peak RSS MiB) of one run; fails loudly if the command fails.
-
-    Peak RSS comes from GNU time (package `time`): a child forked from this Python
-    process would report Python's own RSS as its maximum."""
-    t = time.perf_counter()
-    p = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    dt = time.perf_counter() - t
-    err = p.stderr.decode(errors="replace").strip().splitlines()
-    if p.returncode != 0:
-        sys.exit(f"{cmd[0]} failed: {err}")
-    return dt, int(err[-1]) / 1024
 
 
 def measure(cmd, runs):

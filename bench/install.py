@@ -9,21 +9,13 @@ the third contender here: installing a verity bundle needs device-mapper, which 
 machine's kernel lacks. Usage: bench/install.py [--size-mib 1024] [--runs 3]
 [--content random|half-zero]. Asserts nothing.
 """
-import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, os, shutil, statistics, subprocess, sys, tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure import run  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "henb-update")
-
-
-def run(cmd, shell=False):
-    t = time.perf_counter()
-    full = ["/usr/bin/time", "-f", "%M"] + (["sh", "-c", cmd] if shell else cmd)
-    p = subprocess.run(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    dt = time.perf_counter() - t
-    err = p.stderr.decode(errors="replace").strip().splitlines()
-    if p.returncode != 0:
-        sys.exit(f"failed: {cmd}: {err}")
-    return dt, int(err[-1]) / 1024
 
 
 def main():

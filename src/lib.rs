@@ -17,6 +17,7 @@ pub mod fault;
 pub mod fsutil;
 pub mod install;
 pub mod lease;
+pub mod measured_boot;
 pub mod package;
 pub mod rollback;
 pub mod sign;

@@ -281,3 +281,32 @@ fn writes_need_the_owner_authorization() {
     let no_auth = t.conf(""); // rewrites system.conf without the auth file
     info(&no_auth, &package(&w, "signer-rsa", "p.raucb", None), &[]).ok();
 }
+
+/// The software policy digests (measured_boot::policy) equal the TPM's own trial-session
+/// digests, for PolicyPCR over 1, 2 and 3 PCRs and for PolicyOR of 2 and 3 branches.
+#[test]
+fn software_policy_digests_equal_the_tpms_trial_sessions() {
+    use henb_update::measured_boot::policy;
+    let t = Swtpm::start();
+    let mut tpm =
+        henb_update::tpm::Tpm::open(henb_update::tpm::TpmConfig { tcti: t.tcti(), owner_auth: vec![] }).unwrap();
+    let value = |seed: u64| -> [u8; 32] { pseudo_random(32, seed).try_into().unwrap() };
+    let selections: [&[u8]; 3] = [&[9], &[8, 9], &[4, 8, 9]];
+    let mut branches = Vec::new();
+    for (n, pcrs) in selections.iter().enumerate() {
+        let vals: Vec<(u8, [u8; 32])> = pcrs.iter().map(|&i| (i, value(i as u64 * 31 + n as u64))).collect();
+        let soft = policy::branch(&vals).unwrap();
+        assert_eq!(tpm.trial_policy_pcr(&vals).unwrap(), soft, "PolicyPCR over {pcrs:?}");
+        branches.push(soft);
+    }
+    for k in [2, 3] {
+        assert_eq!(
+            tpm.trial_policy_or(&branches[..k]).unwrap(),
+            policy::policy_or(&branches[..k]).unwrap(),
+            "PolicyOR of {k}"
+        );
+    }
+    // Duplicated branches are accepted (OR(new, new) after a confirmed update).
+    let same = [branches[0], branches[0]];
+    assert_eq!(tpm.trial_policy_or(&same).unwrap(), policy::policy_or(&same).unwrap());
+}

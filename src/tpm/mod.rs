@@ -328,6 +328,60 @@ impl Tpm {
         r
     }
 
+    /// The digest of a trial session after TPM2_PolicyPCR with the given (expected) PCR
+    /// values, SHA-256: the TPM's answer to compare software policy digests with.
+    pub fn trial_policy_pcr(&mut self, pcrs: &[(u8, [u8; 32])]) -> Result<[u8; 32], TpmError> {
+        use tss_esapi::structures::{Digest as TpmDigest, PcrSelectionListBuilder, PcrSlot};
+        let err = cmd_err("PolicyPCR", 0);
+        let slots: Vec<PcrSlot> =
+            pcrs.iter().map(|(i, _)| PcrSlot::try_from(1u32 << i)).collect::<Result<_, _>>().map_err(&err)?;
+        let selection =
+            PcrSelectionListBuilder::new().with_selection(HashingAlgorithm::Sha256, &slots).build().map_err(&err)?;
+        let values =
+            TpmDigest::try_from(crate::measured_boot::policy::pcr_values_digest(pcrs).to_vec()).map_err(&err)?;
+        self.trial(|ctx, s| ctx.policy_pcr(s, values, selection))
+    }
+
+    /// The digest of a trial session after TPM2_PolicyOR of `branches`.
+    pub fn trial_policy_or(&mut self, branches: &[[u8; 32]]) -> Result<[u8; 32], TpmError> {
+        use tss_esapi::structures::{Digest as TpmDigest, DigestList};
+        let err = cmd_err("PolicyOR", 0);
+        let mut list = DigestList::new();
+        for b in branches {
+            list.add(TpmDigest::try_from(b.to_vec()).map_err(&err)?).map_err(&err)?;
+        }
+        self.trial(|ctx, s| ctx.policy_or(s, list))
+    }
+
+    fn trial(
+        &mut self,
+        f: impl FnOnce(&mut Context, tss_esapi::interface_types::session_handles::PolicySession) -> tss_esapi::Result<()>,
+    ) -> Result<[u8; 32], TpmError> {
+        use tss_esapi::constants::SessionType;
+        use tss_esapi::structures::SymmetricDefinition;
+        let err = cmd_err("trial session", 0);
+        let ctx = self.ctx()?;
+        let session = ctx
+            .start_auth_session(
+                None,
+                None,
+                None,
+                SessionType::Trial,
+                SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )
+            .map_err(&err)?
+            .ok_or_else(|| err(tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::WrongValueFromTpm)))?;
+        let policy = tss_esapi::interface_types::session_handles::PolicySession::try_from(session).map_err(&err)?;
+        let r = f(ctx, policy).and_then(|_| ctx.policy_get_digest(policy));
+        let _ =
+            ctx.flush_context(tss_esapi::handles::ObjectHandle::from(tss_esapi::handles::SessionHandle::from(session)));
+        let d = r.map_err(&err)?;
+        d.value()
+            .try_into()
+            .map_err(|_| err(tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::WrongValueFromTpm)))
+    }
+
     /// Lock an index against writes until it is deleted (owner authorization).
     /// tss-esapi 7.7 lacks NV_WriteLock: it goes through the raw FFI in `raw.rs`, on a
     /// context of its own (this one is closed meanwhile: swtpm serves one client).

@@ -1,0 +1,99 @@
+//! TPM 2.0 policy digests, computed in software (pure): what a policy session's digest
+//! becomes after TPM2_PolicyPCR and TPM2_PolicyOR (TPM 2.0 Part 3), SHA-256 bank and
+//! session hash. Tests compare them with a real TPM's trial sessions.
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+/// TPM_CC_PolicyPCR.
+const CC_POLICY_PCR: u32 = 0x0000_017F;
+/// TPM_CC_PolicyOR.
+const CC_POLICY_OR: u32 = 0x0000_0171;
+/// TPM_ALG_SHA256.
+const ALG_SHA256: u16 = 0x000B;
+
+/// A policy that cannot be expressed.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PolicyError {
+    /// PolicyOR takes 2 to 8 branches.
+    #[error("PolicyOR needs 2 to 8 branches, not {0}")]
+    OrBranches(usize),
+    /// PCR indices are 0..=23, each at most once.
+    #[error("invalid PCR selection {0:?}")]
+    Pcrs(Vec<u8>),
+}
+
+/// The marshalled TPML_PCR_SELECTION of one SHA-256 selection of `pcrs` (0..=23).
+pub fn pcr_selection(pcrs: &[u8]) -> Result<Vec<u8>, PolicyError> {
+    let mut bitmap = [0u8; 3];
+    for &p in pcrs {
+        if p > 23 || bitmap[p as usize / 8] & (1 << (p % 8)) != 0 {
+            return Err(PolicyError::Pcrs(pcrs.to_vec()));
+        }
+        bitmap[p as usize / 8] |= 1 << (p % 8);
+    }
+    let mut v = 1u32.to_be_bytes().to_vec();
+    v.extend(ALG_SHA256.to_be_bytes());
+    v.push(3);
+    v.extend(bitmap);
+    Ok(v)
+}
+
+/// The digest of the expected PCR values, concatenated in ascending PCR order (the order
+/// the TPM reads a selection in).
+pub fn pcr_values_digest(pcrs: &[(u8, [u8; 32])]) -> [u8; 32] {
+    let mut sorted = pcrs.to_vec();
+    sorted.sort_by_key(|(i, _)| *i);
+    let mut h = Sha256::new();
+    for (_, v) in sorted {
+        h.update(v);
+    }
+    h.finalize().into()
+}
+
+/// The session digest after TPM2_PolicyPCR on `old` with the PCRs at the given values.
+pub fn policy_pcr(old: &[u8; 32], pcrs: &[(u8, [u8; 32])]) -> Result<[u8; 32], PolicyError> {
+    let indices: Vec<u8> = pcrs.iter().map(|(i, _)| *i).collect();
+    let mut h = Sha256::new();
+    h.update(old);
+    h.update(CC_POLICY_PCR.to_be_bytes());
+    h.update(pcr_selection(&indices)?);
+    h.update(pcr_values_digest(pcrs));
+    Ok(h.finalize().into())
+}
+
+/// One branch: PolicyPCR from a fresh session (the policy of one slot's measurements).
+pub fn branch(pcrs: &[(u8, [u8; 32])]) -> Result<[u8; 32], PolicyError> {
+    policy_pcr(&[0; 32], pcrs)
+}
+
+/// The session digest after TPM2_PolicyOR of `branches` (which resets it first).
+pub fn policy_or(branches: &[[u8; 32]]) -> Result<[u8; 32], PolicyError> {
+    if !(2..=8).contains(&branches.len()) {
+        return Err(PolicyError::OrBranches(branches.len()));
+    }
+    let mut h = Sha256::new();
+    h.update([0u8; 32]);
+    h.update(CC_POLICY_OR.to_be_bytes());
+    for b in branches {
+        h.update(b);
+    }
+    Ok(h.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_bitmap_and_limits() {
+        assert_eq!(pcr_selection(&[8, 9]).unwrap(), [0, 0, 0, 1, 0, 0x0B, 3, 0, 0x03, 0]);
+        assert_eq!(pcr_selection(&[0, 23]).unwrap()[7..], [0x01, 0, 0x80]);
+        assert!(pcr_selection(&[24]).is_err());
+        assert!(pcr_selection(&[9, 9]).is_err());
+        assert_eq!(policy_or(&[[1; 32]]), Err(PolicyError::OrBranches(1)));
+        assert!(policy_or(&[[1; 32]; 9]).is_err());
+        // The values digest does not depend on the order the caller lists them in.
+        assert_eq!(pcr_values_digest(&[(9, [1; 32]), (8, [2; 32])]), pcr_values_digest(&[(8, [2; 32]), (9, [1; 32])]));
+    }
+}

@@ -35,6 +35,9 @@ pub(super) struct Args {
     /// TR-069 only, with --legacy-sha1: each key signs twice, SHA-1/RSA and SHA-256, in one SignedData.
     #[arg(long, requires = "legacy_sha1")]
     also_sha256: bool,
+    /// Reference values for measured boot (`pcr.N=`, `pcr.N.<bootname>=`, `component.*=` lines, with or without a `[meta.measured-boot]` header): signed into the package as that section.
+    #[arg(long, value_name = "FILE")]
+    reference_values: Option<PathBuf>,
     /// mksquashfs compressor (gzip, xz, zstd, lz4; default gzip).
     #[arg(long, value_name = "NAME")]
     compression: Option<String>,
@@ -75,6 +78,24 @@ fn manifest_format(dir: &std::path::Path) -> anyhow::Result<PackageFormat> {
     })
 }
 
+/// Read and check a reference-values file; its entries become `[meta.measured-boot]`.
+fn reference_values(p: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    use crate::package::keyfile::KeyFile;
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    let text = if text.trim_start().starts_with('[') { text } else { format!("[meta.measured-boot]\n{text}") };
+    let kf = KeyFile::parse(&text).with_context(|| format!("{}", p.display()))?;
+    if let Some(g) = kf.groups.iter().find(|g| g.name != "meta.measured-boot") {
+        bail!("{}: only [meta.measured-boot] belongs in a reference-values file, not [{}]", p.display(), g.name);
+    }
+    let entries: Vec<(String, String)> = kf
+        .group("meta.measured-boot")
+        .map(|g| g.entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect())
+        .unwrap_or_default();
+    crate::measured_boot::reference::ReferenceValues::from_meta(&entries.iter().cloned().collect())
+        .with_context(|| format!("{}", p.display()))?;
+    Ok(entries)
+}
+
 fn build(a: Args) -> anyhow::Result<()> {
     if a.certs.len() != a.keys.len() {
         bail!("give one --key per --cert ({} certificates, {} keys)", a.certs.len(), a.keys.len());
@@ -98,6 +119,10 @@ fn build(a: Args) -> anyhow::Result<()> {
             signers.push(s);
         }
     }
+    let extra_meta = match &a.reference_values {
+        Some(p) => vec![("measured-boot".to_string(), reference_values(p)?)],
+        None => Vec::new(),
+    };
     let mut intermediates = Vec::new();
     for p in &a.intermediates {
         intermediates.extend(load_certs(p)?);
@@ -109,7 +134,7 @@ fn build(a: Args) -> anyhow::Result<()> {
             signers,
             intermediates,
             legacy_sha1: a.legacy_sha1,
-            extra_meta: Vec::new(),
+            extra_meta,
         }),
         f => build_bundle(&BundleOptions {
             format: if f == PackageFormat::Plain { BundleFormat::Plain } else { BundleFormat::Verity },
@@ -118,7 +143,7 @@ fn build(a: Args) -> anyhow::Result<()> {
             signers,
             intermediates,
             compression: a.compression,
-            extra_meta: Vec::new(),
+            extra_meta,
         }),
     }
 }

@@ -3,3 +3,4 @@
 //! values before the switch and `boot-check` come next.
 
 pub mod policy;
+pub mod reference;

@@ -283,6 +283,9 @@ pub fn build_bundle(opts: &BundleOptions) -> anyhow::Result<()> {
     let mpath = opts.content_dir.join("manifest.raucm");
     let text = fs::read_to_string(&mpath).with_context(|| format!("reading {}", mpath.display()))?;
     let mut kf = super::keyfile::KeyFile::parse(&text).with_context(|| format!("{}", mpath.display()))?;
+    if let Some((label, _)) = opts.extra_meta.iter().find(|(l, _)| kf.group(&format!("meta.{l}")).is_some()) {
+        bail!("{} already has [meta.{label}]: give its values in one place only", mpath.display());
+    }
     for (label, entries) in &opts.extra_meta {
         for (k, v) in entries {
             kf.set(&format!("meta.{label}"), k, v);

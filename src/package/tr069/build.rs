@@ -47,6 +47,9 @@ pub fn build_package(o: &Tr069Options) -> anyhow::Result<()> {
     let mpath = o.content_dir.join("manifest.raucm");
     let text = std::fs::read_to_string(&mpath).with_context(|| format!("reading {}", mpath.display()))?;
     let mut kf = KeyFile::parse(&text).with_context(|| format!("{}", mpath.display()))?;
+    if let Some((label, _)) = o.extra_meta.iter().find(|(l, _)| kf.group(&format!("meta.{l}")).is_some()) {
+        bail!("{} already has [meta.{label}]: give its values in one place only", mpath.display());
+    }
     for (label, entries) in &o.extra_meta {
         for (k, v) in entries {
             kf.set(&format!("meta.{label}"), k, v);

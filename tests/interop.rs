@@ -174,32 +174,9 @@ fn a_second_signer_with_flipped_signature_bytes_rejects_the_package() {
 fn rsa_pss_signatures_are_accepted() {
     let w = Work::new();
     let c = w.content_with_digests("c", 50_000);
-    let sq = w.path("pss.sqfs");
-    run_ok(Command::new("mksquashfs").arg(&c).arg(&sq).args([
-        "-noappend",
-        "-all-root",
-        "-no-xattrs",
-        "-quiet",
-        "-no-progress",
-    ]));
-    let cms = w.path("pss.cms");
-    run_ok(
-        Command::new("openssl")
-            .args(["cms", "-sign", "-binary", "-outform", "DER", "-md", "sha256"])
-            .arg("-in")
-            .arg(&sq)
-            .arg("-out")
-            .arg(&cms)
-            .arg("-signer")
-            .arg(cert("signer-rsa"))
-            .arg("-inkey")
-            .arg(key("signer-rsa"))
-            .args(["-keyopt", "rsa_padding_mode:pss", "-keyopt", "rsa_pss_saltlen:32"])
-            .arg("-certfile")
-            .arg(cert("release-ca")),
-    );
-    assemble(&sq, &std::fs::read(&cms).unwrap(), &w.path("pss.raucb"));
-    info(&w.conf(""), &w.path("pss.raucb"), &[]).ok();
+    let pss = ["-keyopt", "rsa_padding_mode:pss", "-keyopt", "rsa_pss_saltlen:32"];
+    let b = w.openssl_plain_with(&c, &["signer-rsa"], "sha256", "pss.raucb", &pss);
+    info(&w.conf(""), &b, &[]).ok();
 }
 
 #[test]
@@ -270,28 +247,6 @@ fn every_sha2_digest_with_every_key_type_and_keyid_signers() {
             assert_eq!(r.ok()["signers"][0]["digest-algorithm"], md, "{signer} {md}: {}", r.stderr);
         }
     }
-    let sq = w.path("keyid.sqfs");
-    run_ok(Command::new("mksquashfs").arg(&c).arg(&sq).args([
-        "-noappend",
-        "-all-root",
-        "-no-xattrs",
-        "-quiet",
-        "-no-progress",
-    ]));
-    let cms = w.path("keyid.cms");
-    run_ok(
-        Command::new("openssl")
-            .args(["cms", "-sign", "-binary", "-keyid", "-outform", "DER", "-in"])
-            .arg(&sq)
-            .arg("-out")
-            .arg(&cms)
-            .arg("-signer")
-            .arg(cert("signer-p256"))
-            .arg("-inkey")
-            .arg(key("signer-p256"))
-            .arg("-certfile")
-            .arg(cert("release-ca")),
-    );
-    assemble(&sq, &std::fs::read(&cms).unwrap(), &w.path("keyid.raucb"));
-    info(&conf, &w.path("keyid.raucb"), &[]).ok();
+    let b = w.openssl_plain_with(&c, &["signer-p256"], "sha256", "keyid.raucb", &["-keyid"]);
+    info(&conf, &b, &[]).ok();
 }

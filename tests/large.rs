@@ -14,14 +14,7 @@ use std::process::Command;
 const BIG: u64 = (4 << 30) + 64 * 1024;
 
 fn big_squashfs(w: &Work, content: &std::path::Path) -> std::path::PathBuf {
-    let sq = w.path("big.sqfs");
-    run_ok(Command::new("mksquashfs").arg(content).arg(&sq).args([
-        "-noappend",
-        "-all-root",
-        "-no-xattrs",
-        "-quiet",
-        "-no-progress",
-    ]));
+    let sq = w.mksquashfs(content, "big.sqfs");
     // squashfs allows padding after bytes_used: make the region > 4 GiB, sparse.
     OpenOptions::new().write(true).open(&sq).unwrap().set_len(BIG).unwrap();
     sq

@@ -126,14 +126,7 @@ fn use_bundle_signing_time_checks_validity_at_the_signing_time() {
     use p256::pkcs8::DecodePrivateKey;
     let w = Work::new();
     let c = w.content_with_digests("c", 20_000);
-    let sq = w.path("sq");
-    run_ok(std::process::Command::new("mksquashfs").arg(&c).arg(&sq).args([
-        "-noappend",
-        "-all-root",
-        "-no-xattrs",
-        "-quiet",
-        "-no-progress",
-    ]));
+    let sq = w.mksquashfs(&c, "sq");
     let payload = std::fs::read(&sq).unwrap();
     let digest = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&payload)).to_vec();
     let signer_cert = x509_cert::Certificate::from_pem(std::fs::read(cert("signer-expired")).unwrap()).unwrap();

@@ -113,9 +113,9 @@ impl Work {
         o
     }
 
-    /// A plain bundle made without our code: mksquashfs + `openssl cms -sign`.
-    pub fn openssl_plain(&self, content: &Path, signers: &[&str], md: &str, out: &str) -> PathBuf {
-        let sq = self.path(&format!("{out}.sqfs"));
+    /// A squashfs of `content`, made as rauc makes it.
+    pub fn mksquashfs(&self, content: &Path, name: &str) -> PathBuf {
+        let sq = self.path(name);
         run_ok(Command::new("mksquashfs").arg(content).arg(&sq).args([
             "-noappend",
             "-all-root",
@@ -123,12 +123,24 @@ impl Work {
             "-quiet",
             "-no-progress",
         ]));
+        sq
+    }
+
+    /// A plain bundle made without our code: mksquashfs + `openssl cms -sign`.
+    pub fn openssl_plain(&self, content: &Path, signers: &[&str], md: &str, out: &str) -> PathBuf {
+        self.openssl_plain_with(content, signers, md, out, &[])
+    }
+
+    /// The same, with extra `openssl cms` options after the signers (`-keyopt ...`, `-keyid`).
+    pub fn openssl_plain_with(&self, content: &Path, signers: &[&str], md: &str, out: &str, extra: &[&str]) -> PathBuf {
+        let sq = self.mksquashfs(content, &format!("{out}.sqfs"));
         let cms = self.path(&format!("{out}.cms"));
         let mut c = Command::new("openssl");
         c.args(["cms", "-sign", "-binary", "-outform", "DER", "-md", md]).arg("-in").arg(&sq).arg("-out").arg(&cms);
         for s in signers {
             c.arg("-signer").arg(cert(s)).arg("-inkey").arg(key(s));
         }
+        c.args(extra);
         c.arg("-certfile").arg(cert("release-ca"));
         run_ok(&mut c);
         let o = self.path(out);

@@ -46,6 +46,8 @@ pub struct Config {
     pub policy: Policy,
     /// `[tpm]`: how to reach the TPM, where the roots and the counter live.
     pub tpm: TpmSection,
+    /// `[measured-boot]`: present when the device seals secrets to measured boot.
+    pub measured_boot: Option<MeasuredBootSection>,
     /// `[system] bootloader` (default noop).
     pub bootloader: BootloaderKind,
     /// `[system] grubenv` (default /boot/grub/grubenv).
@@ -132,6 +134,22 @@ pub struct TpmSection {
     pub counter_index: Option<u32>,
 }
 
+/// The `[measured-boot]` section. Its presence turns measured boot on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeasuredBootSection {
+    /// `required=` (default true once the section exists): refuse packages without
+    /// reference values for the target slot, and fail `boot-check` on a slot without any.
+    pub required: bool,
+    /// `policy-index=`: the NV index holding the approved policy digest.
+    pub policy_index: u32,
+}
+
+impl Default for MeasuredBootSection {
+    fn default() -> Self {
+        Self { required: true, policy_index: crate::measured_boot::DEFAULT_POLICY_INDEX }
+    }
+}
+
 fn nv_index(v: &str) -> Option<u32> {
     let n = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
         Some(h) => u32::from_str_radix(h, 16).ok()?,
@@ -148,6 +166,7 @@ impl Default for Config {
             keyring: None,
             policy: Policy::default(),
             tpm: TpmSection::default(),
+            measured_boot: None,
             bootloader: BootloaderKind::Noop,
             grubenv: PathBuf::from("/boot/grub/grubenv"),
             uboot_env_config: PathBuf::from(crate::bootloader::ubootenv::DEFAULT_CONFIG),
@@ -177,6 +196,9 @@ impl Config {
             KeyFile::parse(text).map_err(|e| ConfigError::Invalid { path: path.into(), line: e.line, what: e.what })?;
         let mut c = Config::default();
         for g in &kf.groups {
+            if g.name == "measured-boot" {
+                c.measured_boot.get_or_insert_with(Default::default); // the section alone turns it on
+            }
             for e in &g.entries {
                 let invalid = |what: String| ConfigError::Invalid { path: path.into(), line: e.line, what };
                 match (g.name.as_str(), e.key.as_str()) {
@@ -205,6 +227,12 @@ impl Config {
                     }
                     ("tpm", "root-slots") => {
                         c.tpm.root_slots = Some(e.value.parse().ok().filter(|n| (2..=64).contains(n)).ok_or_else(|| invalid(format!("[tpm] root-slots={}: 2 to 64", e.value)))?)
+                    }
+                    ("measured-boot", "required") => {
+                        c.measured_boot.get_or_insert_with(Default::default).required = bool_value(&e.value).ok_or_else(|| invalid("[measured-boot] required: true or false".into()))?
+                    }
+                    ("measured-boot", "policy-index") => {
+                        c.measured_boot.get_or_insert_with(Default::default).policy_index = nv_index(&e.value).ok_or_else(|| invalid(format!("[measured-boot] policy-index={}: an owner NV index 0x01000000..0x013fffff", e.value)))?
                     }
                     ("system", "bootloader") => {
                         c.bootloader = match e.value.as_str() {

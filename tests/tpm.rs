@@ -4,6 +4,7 @@
 mod common;
 use common::swtpm::Swtpm;
 use common::*;
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -309,4 +310,50 @@ fn software_policy_digests_equal_the_tpms_trial_sessions() {
     // Duplicated branches are accepted (OR(new, new) after a confirmed update).
     let same = [branches[0], branches[0]];
     assert_eq!(tpm.trial_policy_or(&same).unwrap(), policy::policy_or(&same).unwrap());
+}
+
+/// The policy index's name and PolicyAuthorizeNV computed in software equal the TPM's;
+/// a secret sealed to PolicyAuthorizeNV unseals only while the PCRs match an approved
+/// branch, and follows the index when it is rewritten (no re-sealing).
+#[test]
+fn policy_index_name_authorize_nv_and_sealing_match_the_tpm() {
+    use henb_update::measured_boot::policy::{self, nv_attr};
+    use henb_update::tpm::{NvKind, Tpm, TpmConfig};
+    let t = Swtpm::start();
+    let mut tpm = Tpm::open(TpmConfig { tcti: t.tcti(), owner_auth: vec![] }).unwrap();
+    let index = 0x0101_0300;
+    tpm.nv_define(index, 34, NvKind::Policy, "policy").unwrap();
+    assert_eq!(tpm.nv_name(index).unwrap(), policy::nv_name(index, nv_attr::POLICY_INDEX, 34));
+    // PCR 8 after one extend with d, as a bootloader does: H(0^32 || d).
+    let d: [u8; 32] = pseudo_random(32, 8).try_into().unwrap();
+    let mut h = Sha256::new();
+    h.update([0u8; 32]);
+    h.update(d);
+    let pcr8: [u8; 32] = h.finalize().into();
+    let good = policy::branch(&[(8, pcr8)]).unwrap();
+    let other = policy::branch(&[(8, [1; 32])]).unwrap();
+    tpm.nv_write(index, &policy::tpmt_ha(&policy::policy_or(&[good, other]).unwrap())).unwrap();
+    let name = tpm.nv_name(index).unwrap();
+    assert_eq!(name, policy::nv_name(index, nv_attr::POLICY_INDEX | nv_attr::WRITTEN, 34));
+    assert_eq!(tpm.trial_policy_authorize_nv(index).unwrap(), policy::policy_authorize_nv(&name));
+    let (public, private) = tpm.seal(b"device credential", policy::policy_authorize_nv(&name)).unwrap();
+    let attempt = vec![(vec![8u8], vec![good, other])];
+    // PCR 8 still zero: no branch matches.
+    assert!(tpm.unseal(&public, &private, index, &attempt).is_err());
+    let ext = Command::new("tpm2_pcrextend")
+        .arg(format!("8:sha256={}", hex::encode(d)))
+        .args(["-T", &t.tcti()])
+        .env("TSS2_LOG", "all+none")
+        .status()
+        .unwrap();
+    assert!(ext.success());
+    assert_eq!(tpm.pcr_read(&[8]).unwrap(), vec![(8, pcr8)]);
+    assert_eq!(tpm.unseal(&public, &private, index, &attempt).unwrap(), b"device credential");
+    // The index approves only `other` now: the same PCRs no longer unseal...
+    tpm.nv_write(index, &policy::tpmt_ha(&policy::policy_or(&[other, other]).unwrap())).unwrap();
+    assert!(tpm.unseal(&public, &private, index, &[(vec![8u8], vec![other, other])]).is_err());
+    assert!(tpm.unseal(&public, &private, index, &attempt).is_err());
+    // ...and approving them again brings the secret back without re-sealing.
+    tpm.nv_write(index, &policy::tpmt_ha(&policy::policy_or(&[other, good]).unwrap())).unwrap();
+    assert_eq!(tpm.unseal(&public, &private, index, &[(vec![8u8], vec![other, good])]).unwrap(), b"device credential");
 }

@@ -9,6 +9,8 @@ use thiserror::Error;
 const CC_POLICY_PCR: u32 = 0x0000_017F;
 /// TPM_CC_PolicyOR.
 const CC_POLICY_OR: u32 = 0x0000_0171;
+/// TPM_CC_PolicyAuthorizeNV.
+const CC_POLICY_AUTHORIZE_NV: u32 = 0x0000_0192;
 /// TPM_ALG_SHA256.
 const ALG_SHA256: u16 = 0x000B;
 
@@ -81,6 +83,62 @@ pub fn policy_or(branches: &[[u8; 32]]) -> Result<[u8; 32], PolicyError> {
     Ok(h.finalize().into())
 }
 
+/// The policy of a sealed secret: PolicyAuthorizeNV resets the session digest to this,
+/// whatever came before, from the policy index's name.
+pub fn policy_authorize_nv(nv_name: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0u8; 32]);
+    h.update(CC_POLICY_AUTHORIZE_NV.to_be_bytes());
+    h.update(nv_name);
+    h.finalize().into()
+}
+
+/// TPMA_NV bits (TPM 2.0 Part 2, 13.4).
+pub mod nv_attr {
+    /// TPMA_NV_OWNERWRITE.
+    pub const OWNERWRITE: u32 = 1 << 1;
+    /// TPMA_NV_WRITEALL.
+    pub const WRITEALL: u32 = 1 << 12;
+    /// TPMA_NV_OWNERREAD.
+    pub const OWNERREAD: u32 = 1 << 17;
+    /// TPMA_NV_AUTHREAD.
+    pub const AUTHREAD: u32 = 1 << 18;
+    /// TPMA_NV_NO_DA.
+    pub const NO_DA: u32 = 1 << 25;
+    /// TPMA_NV_WRITTEN.
+    pub const WRITTEN: u32 = 1 << 29;
+    /// The policy index: readable by anyone, written whole by the owner, outside
+    /// dictionary-attack lockout, not lockable, not orderly.
+    pub const POLICY_INDEX: u32 = OWNERWRITE | WRITEALL | OWNERREAD | AUTHREAD | NO_DA;
+}
+
+/// The name of an ordinary SHA-256 NV index of `size` bytes with `attributes` and an
+/// empty authPolicy: nameAlg || SHA-256(TPMS_NV_PUBLIC). It changes when the index is
+/// first written (the WRITTEN bit), which is why secrets are sealed only after that.
+pub fn nv_name(index: u32, attributes: u32, size: u16) -> Vec<u8> {
+    let mut public = index.to_be_bytes().to_vec();
+    public.extend(ALG_SHA256.to_be_bytes());
+    public.extend(attributes.to_be_bytes());
+    public.extend(0u16.to_be_bytes()); // authPolicy: empty
+    public.extend(size.to_be_bytes());
+    let mut name = ALG_SHA256.to_be_bytes().to_vec();
+    name.extend(Sha256::digest(&public));
+    name
+}
+
+/// The marshalled TPMT_HA the policy index holds (34 bytes).
+pub fn tpmt_ha(digest: &[u8; 32]) -> [u8; 34] {
+    let mut v = [0u8; 34];
+    v[..2].copy_from_slice(&ALG_SHA256.to_be_bytes());
+    v[2..].copy_from_slice(digest);
+    v
+}
+
+/// The digest in a TPMT_HA read back from the index, if it is a SHA-256 one.
+pub fn from_tpmt_ha(v: &[u8]) -> Option<[u8; 32]> {
+    (v.len() == 34 && v[..2] == ALG_SHA256.to_be_bytes()).then(|| v[2..].try_into().ok()).flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +153,20 @@ mod tests {
         assert!(policy_or(&[[1; 32]; 9]).is_err());
         // The values digest does not depend on the order the caller lists them in.
         assert_eq!(pcr_values_digest(&[(9, [1; 32]), (8, [2; 32])]), pcr_values_digest(&[(8, [2; 32]), (9, [1; 32])]));
+    }
+
+    #[test]
+    fn tpmt_ha_round_trip() {
+        let d = [7u8; 32];
+        assert_eq!(from_tpmt_ha(&tpmt_ha(&d)), Some(d));
+        assert_eq!(&tpmt_ha(&d)[..2], &[0, 0x0B]);
+        assert_eq!(from_tpmt_ha(&[0u8; 34]), None);
+        assert_eq!(from_tpmt_ha(&tpmt_ha(&d)[..33]), None);
+        // The WRITTEN bit is part of the name.
+        assert_ne!(
+            nv_name(0x0101_0300, nv_attr::POLICY_INDEX, 34),
+            nv_name(0x0101_0300, nv_attr::POLICY_INDEX | nv_attr::WRITTEN, 34)
+        );
+        assert_eq!(nv_name(1, 0, 34).len(), 34);
     }
 }

@@ -19,7 +19,7 @@ use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
 use tss_esapi::constants::{CapabilityType, NvIndexType, PropertyTag};
 use tss_esapi::handles::{AuthHandle, NvIndexHandle, NvIndexTpmHandle};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
-use tss_esapi::interface_types::resource_handles::{NvAuth, Provision};
+use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth, Provision};
 use tss_esapi::structures::{Auth, CapabilityData, MaxNvBuffer, NvPublicBuilder};
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::Context;
@@ -95,6 +95,10 @@ pub enum NvKind {
     Data,
     /// The same, as an NT_COUNTER: it can only go up.
     Counter,
+    /// The measured-boot policy index: readable by anyone (PolicyAuthorizeNV reads it),
+    /// written by the owner, only as a whole (WRITEALL: each update is atomic), never
+    /// locked.
+    Policy,
 }
 
 /// Public facts about a defined index.
@@ -117,6 +121,43 @@ pub struct Limits {
     pub index_max: usize,
     /// TPM_PT_NV_BUFFER_MAX.
     pub buffer_max: usize,
+}
+
+/// The storage primary sealed objects live under: ECC P-256, AES-128-CFB, the usual
+/// SRK template (TCG Provisioning Guidance). Created anew from the owner seed each time.
+fn storage_primary_template() -> tss_esapi::Result<tss_esapi::structures::Public> {
+    use tss_esapi::attributes::ObjectAttributesBuilder;
+    use tss_esapi::interface_types::algorithm::PublicAlgorithm;
+    use tss_esapi::interface_types::ecc::EccCurve;
+    use tss_esapi::structures::{
+        EccPoint, EccScheme, KeyDerivationFunctionScheme, PublicBuilder, PublicEccParametersBuilder,
+        SymmetricDefinitionObject,
+    };
+    let attrs = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(true)
+        .with_no_da(true)
+        .with_restricted(true)
+        .with_decrypt(true)
+        .build()?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Ecc)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attrs)
+        .with_ecc_parameters(
+            PublicEccParametersBuilder::new()
+                .with_symmetric(SymmetricDefinitionObject::AES_128_CFB)
+                .with_ecc_scheme(EccScheme::Null)
+                .with_curve(EccCurve::NistP256)
+                .with_key_derivation_function_scheme(KeyDerivationFunctionScheme::Null)
+                .with_is_decryption_key(true)
+                .with_restricted(true)
+                .build()?,
+        )
+        .with_ecc_unique_identifier(EccPoint::default())
+        .build()
 }
 
 /// An open TPM. Owned by one task; see [`owner::TpmOwner`].
@@ -229,7 +270,8 @@ impl Tpm {
             .with_auth_read(true)
             .with_owner_read(true)
             .with_no_da(true)
-            .with_write_define(true)
+            .with_write_define(kind != NvKind::Policy)
+            .with_write_all(kind == NvKind::Policy)
             .with_nv_index_type(if kind == NvKind::Counter { NvIndexType::Counter } else { NvIndexType::Ordinary })
             .build()
             .map_err(cmd_err("attributes", index))?;
@@ -380,6 +422,149 @@ impl Tpm {
         d.value()
             .try_into()
             .map_err(|_| err(tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::WrongValueFromTpm)))
+    }
+
+    /// The index's name as the TPM computes it (nameAlg || H(TPMS_NV_PUBLIC)).
+    pub fn nv_name(&mut self, index: u32) -> Result<Vec<u8>, TpmError> {
+        let h = self.handle(index)?.ok_or(TpmError::NotDefined(index))?;
+        let r = self.ctx()?.nv_read_public(h).map_err(cmd_err("NV_ReadPublic", index));
+        self.close(h);
+        Ok(r?.1.value().to_vec())
+    }
+
+    /// The current SHA-256 values of `pcrs`, ascending.
+    pub fn pcr_read(&mut self, pcrs: &[u8]) -> Result<Vec<(u8, [u8; 32])>, TpmError> {
+        use tss_esapi::structures::{PcrSelectionListBuilder, PcrSlot};
+        let err = cmd_err("PCR_Read", 0);
+        let mut wanted: Vec<u8> = pcrs.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut out = Vec::new();
+        // PCR_Read returns at most 8 digests per call: ask in groups.
+        for group in wanted.chunks(8) {
+            let slots: Vec<PcrSlot> =
+                group.iter().map(|i| PcrSlot::try_from(1u32 << i)).collect::<Result<_, _>>().map_err(&err)?;
+            let sel = PcrSelectionListBuilder::new()
+                .with_selection(HashingAlgorithm::Sha256, &slots)
+                .build()
+                .map_err(&err)?;
+            let (_, got, digests) = self.ctx()?.pcr_read(sel).map_err(&err)?;
+            let got_all = got.get_selections().iter().map(|s| s.selected().len()).sum::<usize>();
+            if got_all != group.len() || digests.len() != group.len() {
+                return Err(TpmError::Command {
+                    op: "PCR_Read",
+                    index: 0,
+                    why: "the TPM has no SHA-256 bank for these PCRs".into(),
+                    kind: None,
+                });
+            }
+            for (i, d) in group.iter().zip(digests.value()) {
+                let v: [u8; 32] = d.value().try_into().map_err(|_| TpmError::Command {
+                    op: "PCR_Read",
+                    index: 0,
+                    why: "PCR value is not 32 bytes".into(),
+                    kind: None,
+                })?;
+                out.push((*i, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Seal `data` under the owner hierarchy's storage primary, with `auth_policy` as
+    /// the object's only authorization (no password). Returns the marshalled public part
+    /// and the private part (encrypted by the primary; useless off this TPM).
+    pub fn seal(&mut self, data: &[u8], auth_policy: [u8; 32]) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+        use tss_esapi::attributes::ObjectAttributesBuilder;
+        use tss_esapi::interface_types::algorithm::PublicAlgorithm;
+        use tss_esapi::structures::{Digest as TpmDigest, KeyedHashScheme, PublicBuilder, SensitiveData};
+        use tss_esapi::traits::Marshall;
+        let err = cmd_err("seal", 0);
+        let attrs = ObjectAttributesBuilder::new()
+            .with_fixed_tpm(true)
+            .with_fixed_parent(true)
+            .with_no_da(true)
+            .build()
+            .map_err(&err)?;
+        let public = PublicBuilder::new()
+            .with_public_algorithm(PublicAlgorithm::KeyedHash)
+            .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+            .with_object_attributes(attrs)
+            .with_auth_policy(TpmDigest::try_from(auth_policy.to_vec()).map_err(&err)?)
+            .with_keyed_hash_parameters(tss_esapi::structures::PublicKeyedHashParameters::new(KeyedHashScheme::Null))
+            .with_keyed_hash_unique_identifier(TpmDigest::default())
+            .build()
+            .map_err(&err)?;
+        let sensitive = SensitiveData::try_from(data.to_vec()).map_err(cmd_err("seal (at most 128 bytes)", 0))?;
+        let template = storage_primary_template().map_err(&err)?;
+        let ctx = self.ctx()?;
+        let primary = ctx
+            .execute_with_nullauth_session(|c| c.create_primary(Hierarchy::Owner, template, None, None, None, None))
+            .map_err(cmd_err("CreatePrimary", 0))?;
+        let r = ctx
+            .execute_with_nullauth_session(|c| c.create(primary.key_handle, public, None, Some(sensitive), None, None));
+        let _ = ctx.flush_context(primary.key_handle.into());
+        let created = r.map_err(cmd_err("Create", 0))?;
+        Ok((created.out_public.marshall().map_err(&err)?, created.out_private.value().to_vec()))
+    }
+
+    /// Unseal an object made by [`Tpm::seal`] whose policy is PolicyAuthorizeNV(`index`):
+    /// for each `(pcrs, branches)` attempt, PolicyPCR over those PCRs' current values, then
+    /// PolicyOR(branches), then PolicyAuthorizeNV. Fails unless the PCRs match a branch
+    /// and the branches are what the index approves.
+    pub fn unseal(
+        &mut self,
+        public: &[u8],
+        private: &[u8],
+        index: u32,
+        attempts: &[(Vec<u8>, Vec<[u8; 32]>)],
+    ) -> Result<Vec<u8>, TpmError> {
+        use tss_esapi::structures::{
+            Digest as TpmDigest, DigestList, PcrSelectionListBuilder, PcrSlot, Private, Public,
+        };
+        use tss_esapi::traits::UnMarshall;
+        let err = cmd_err("unseal", index);
+        let public = Public::unmarshall(public).map_err(&err)?;
+        let private = Private::try_from(private.to_vec()).map_err(&err)?;
+        let mut raw_attempts = Vec::new();
+        for (pcrs, branches) in attempts {
+            let slots: Vec<PcrSlot> =
+                pcrs.iter().map(|i| PcrSlot::try_from(1u32 << i)).collect::<Result<_, _>>().map_err(&err)?;
+            let sel = PcrSelectionListBuilder::new()
+                .with_selection(HashingAlgorithm::Sha256, &slots)
+                .build()
+                .map_err(&err)?;
+            let mut list = DigestList::new();
+            for b in branches {
+                list.add(TpmDigest::try_from(b.to_vec()).map_err(&err)?).map_err(&err)?;
+            }
+            raw_attempts.push((sel.into(), list.try_into().map_err(&err)?));
+        }
+        let input = raw::UnsealInput {
+            primary: storage_primary_template().and_then(|t| t.try_into()).map_err(&err)?,
+            public: public.try_into().map_err(&err)?,
+            private: private.into(),
+            index,
+            attempts: raw_attempts,
+        };
+        self.ctx = None; // swtpm serves one client: the raw context needs the connection
+        raw::unseal(&self.conf.tcti, &self.conf.owner_auth, &input).map_err(|(rc, why)| TpmError::Command {
+            op: "unseal",
+            index,
+            why,
+            kind: rc.and_then(|rc| tss_esapi::constants::response_code::Tss2ResponseCode::from(rc).kind()),
+        })
+    }
+
+    /// The digest of a trial session after TPM2_PolicyAuthorizeNV(`index`).
+    pub fn trial_policy_authorize_nv(&mut self, index: u32) -> Result<[u8; 32], TpmError> {
+        self.ctx = None;
+        raw::trial_policy_authorize_nv(&self.conf.tcti, index).map_err(|(rc, why)| TpmError::Command {
+            op: "PolicyAuthorizeNV",
+            index,
+            why,
+            kind: rc.and_then(|rc| tss_esapi::constants::response_code::Tss2ResponseCode::from(rc).kind()),
+        })
     }
 
     /// Lock an index against writes until it is deleted (owner authorization).

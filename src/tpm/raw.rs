@@ -2,23 +2,30 @@
 //!
 //! Unsafe FFI, kept here (the crate's other unsafe spots are `lease.rs` and the CLI's
 //! SIGPIPE reset, each a single libc call). Each call builds its own ESYS context from the TCTI
-//! string, runs one command with password (owner) authorization, and tears everything
-//! down on every path. Delete this module when tss-esapi 8 builds against the target's
-//! tpm2-tss (it has `nv_write_lock` and `policy_authorize_nv`).
+//! string, runs its commands, and tears everything down (handles flushed, context
+//! finalized) on every path. Delete this module when tss-esapi 8 builds against the
+//! target's tpm2-tss (it has `nv_write_lock` and `policy_authorize_nv`).
+//!
+//! TPM2_PolicyAuthorizeNV must run in the same ESYS context as the policy session it
+//! extends, and tss-esapi 7.7 does not expose its context: so the whole unseal (primary,
+//! load, policy session, unseal) happens here.
 
 use std::ffi::CString;
 use std::ptr;
 use tss_esapi::tss2_esys::{
-    Esys_Finalize, Esys_Initialize, Esys_NV_WriteLock, Esys_TR_Close, Esys_TR_FromTPMPublic, Esys_TR_SetAuth,
-    Tss2_TctiLdr_Finalize, Tss2_TctiLdr_Initialize, ESYS_CONTEXT, ESYS_TR, ESYS_TR_NONE, ESYS_TR_PASSWORD,
-    ESYS_TR_RH_OWNER, TPM2B_AUTH, TSS2_RC, TSS2_TCTI_CONTEXT,
+    Esys_CreatePrimary, Esys_Finalize, Esys_FlushContext, Esys_Free, Esys_Initialize, Esys_Load, Esys_NV_WriteLock,
+    Esys_PolicyAuthorizeNV, Esys_PolicyGetDigest, Esys_PolicyOR, Esys_PolicyPCR, Esys_StartAuthSession, Esys_TR_Close,
+    Esys_TR_FromTPMPublic, Esys_TR_SetAuth, Esys_Unseal, Tss2_TctiLdr_Finalize, Tss2_TctiLdr_Initialize, ESYS_CONTEXT,
+    ESYS_TR, ESYS_TR_NONE, ESYS_TR_PASSWORD, ESYS_TR_RH_OWNER, TPM2B_AUTH, TPM2B_DATA, TPM2B_DIGEST, TPM2B_PRIVATE,
+    TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE, TPM2B_SENSITIVE_DATA, TPM2_SE, TPML_DIGEST, TPML_PCR_SELECTION, TPMT_SYM_DEF,
+    TSS2_RC, TSS2_TCTI_CONTEXT,
 };
 
 /// `(response code if the TPM or ESAPI answered, message)`.
 pub type RawError = (Option<TSS2_RC>, String);
 
 fn rc_err(what: &str, rc: TSS2_RC) -> RawError {
-    (Some(rc), format!("{what}: {}", tss_esapi::constants::response_code::Tss2ResponseCode::from(rc)))
+    (Some(rc), format!("{what}: {} ({rc:#x})", tss_esapi::constants::response_code::Tss2ResponseCode::from(rc)))
 }
 
 /// An ESYS context on its own TCTI, finalized on drop.
@@ -58,6 +65,222 @@ impl Drop for Esys {
             }
         }
     }
+}
+
+/// A transient handle (object or session), flushed on drop.
+struct Flushed<'a> {
+    e: &'a Esys,
+    h: ESYS_TR,
+}
+
+impl Drop for Flushed<'_> {
+    fn drop(&mut self) {
+        // SAFETY: h is a live handle of this context, flushed exactly once here.
+        unsafe {
+            Esys_FlushContext(self.e.esys, self.h);
+        }
+    }
+}
+
+fn set_owner_auth(e: &Esys, owner_auth: &[u8]) -> Result<(), RawError> {
+    let mut auth = TPM2B_AUTH { size: 0, buffer: [0; 64] };
+    if owner_auth.len() > auth.buffer.len() {
+        return Err((None, "owner authorization longer than 64 bytes".into()));
+    }
+    auth.size = owner_auth.len() as u16;
+    auth.buffer[..owner_auth.len()].copy_from_slice(owner_auth);
+    // SAFETY: e.esys is a live context; `auth` outlives the call (ESAPI copies it).
+    let rc = unsafe { Esys_TR_SetAuth(e.esys, ESYS_TR_RH_OWNER, &auth) };
+    if rc != 0 {
+        return Err(rc_err("setting owner authorization", rc));
+    }
+    Ok(())
+}
+
+fn nv_handle(e: &Esys, index: u32) -> Result<ESYS_TR, RawError> {
+    let mut nv: ESYS_TR = ESYS_TR_NONE;
+    // SAFETY: live context; `nv` is a valid out-location.
+    let rc = unsafe { Esys_TR_FromTPMPublic(e.esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &mut nv) };
+    if rc != 0 {
+        return Err(rc_err("reading the policy index", rc));
+    }
+    Ok(nv)
+}
+
+/// A policy (or trial) session with SHA-256, unsalted and unbound: it carries no secret,
+/// only the policy digest.
+fn policy_session(e: &Esys, trial: bool) -> Result<Flushed<'_>, RawError> {
+    use tss_esapi::constants::tss::{TPM2_ALG_NULL, TPM2_ALG_SHA256, TPM2_SE_POLICY, TPM2_SE_TRIAL};
+    // SAFETY: an all-zero TPMT_SYM_DEF is a valid value (plain integers and unions of integers).
+    let mut sym: TPMT_SYM_DEF = unsafe { std::mem::zeroed() };
+    sym.algorithm = TPM2_ALG_NULL;
+    let mut h: ESYS_TR = ESYS_TR_NONE;
+    let kind: TPM2_SE = if trial { TPM2_SE_TRIAL } else { TPM2_SE_POLICY };
+    // SAFETY: live context; pointers are valid for the call; a null nonce lets ESAPI pick one.
+    let rc = unsafe {
+        Esys_StartAuthSession(
+            e.esys,
+            ESYS_TR_NONE,
+            ESYS_TR_NONE,
+            ESYS_TR_NONE,
+            ESYS_TR_NONE,
+            ESYS_TR_NONE,
+            ptr::null(),
+            kind,
+            &sym,
+            TPM2_ALG_SHA256,
+            &mut h,
+        )
+    };
+    if rc != 0 {
+        return Err(rc_err("StartAuthSession", rc));
+    }
+    Ok(Flushed { e, h })
+}
+
+/// TPM2_PolicyAuthorizeNV(index) on `session`, reading the index with its own (empty)
+/// authorization.
+fn authorize_nv(e: &Esys, session: ESYS_TR, index: u32) -> Result<(), RawError> {
+    let mut nv = nv_handle(e, index)?;
+    // SAFETY: live context and handles; the NV index authorizes its own read (AUTHREAD).
+    let rc = unsafe {
+        let rc = Esys_PolicyAuthorizeNV(e.esys, nv, nv, session, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE);
+        Esys_TR_Close(e.esys, &mut nv);
+        rc
+    };
+    if rc != 0 {
+        return Err(rc_err("PolicyAuthorizeNV", rc));
+    }
+    Ok(())
+}
+
+/// The digest of a trial session after TPM2_PolicyAuthorizeNV(index).
+pub fn trial_policy_authorize_nv(tcti: &str, index: u32) -> Result<[u8; 32], RawError> {
+    let e = Esys::open(tcti)?;
+    let s = policy_session(&e, true)?;
+    authorize_nv(&e, s.h, index)?;
+    let mut d: *mut TPM2B_DIGEST = ptr::null_mut();
+    // SAFETY: live session; ESAPI allocates `d`, freed below with Esys_Free.
+    let rc = unsafe { Esys_PolicyGetDigest(e.esys, s.h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &mut d) };
+    if rc != 0 {
+        return Err(rc_err("PolicyGetDigest", rc));
+    }
+    // SAFETY: d is a valid TPM2B_DIGEST from ESAPI; read, then freed once.
+    let out = unsafe {
+        let v = &*d;
+        let r = <[u8; 32]>::try_from(&v.buffer[..(v.size as usize).min(v.buffer.len())]);
+        Esys_Free(d.cast());
+        r
+    };
+    out.map_err(|_| (None, "policy digest is not 32 bytes".into()))
+}
+
+/// What an unseal needs, as TPM structures.
+pub struct UnsealInput {
+    /// The primary (storage) key's template, created under the owner hierarchy.
+    pub primary: TPM2B_PUBLIC,
+    /// The sealed object.
+    pub public: TPM2B_PUBLIC,
+    /// Its private part (encrypted by the primary).
+    pub private: TPM2B_PRIVATE,
+    /// The policy index.
+    pub index: u32,
+    /// PCR selections to try, each with the PolicyOR branch list that follows it.
+    pub attempts: Vec<(TPML_PCR_SELECTION, TPML_DIGEST)>,
+}
+
+/// Unseal: PolicyPCR(current PCRs) -> PolicyOR(branches) -> PolicyAuthorizeNV(index) ->
+/// Unseal. Each selection in `attempts` is tried in a fresh session until one passes.
+pub fn unseal(tcti: &str, owner_auth: &[u8], input: &UnsealInput) -> Result<Vec<u8>, RawError> {
+    let e = Esys::open(tcti)?;
+    set_owner_auth(&e, owner_auth)?;
+    // SAFETY: zeroed TPM2B_SENSITIVE_CREATE is the empty sensitive (no auth, no data).
+    let sensitive: TPM2B_SENSITIVE_CREATE = unsafe { std::mem::zeroed() };
+    // SAFETY: zeroed TPM2B_DATA / TPML_PCR_SELECTION are the empty values (SAPI wants
+    // them present).
+    let outside: TPM2B_DATA = unsafe { std::mem::zeroed() };
+    let creation_pcrs: TPML_PCR_SELECTION = unsafe { std::mem::zeroed() };
+    let mut primary: ESYS_TR = ESYS_TR_NONE;
+    // SAFETY: live context; all inputs point to initialized structures that outlive the
+    // call; optional outputs are null (not wanted).
+    let rc = unsafe {
+        Esys_CreatePrimary(
+            e.esys,
+            ESYS_TR_RH_OWNER,
+            ESYS_TR_PASSWORD,
+            ESYS_TR_NONE,
+            ESYS_TR_NONE,
+            &sensitive,
+            &input.primary,
+            &outside,
+            &creation_pcrs,
+            &mut primary,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
+    if rc != 0 {
+        return Err(rc_err("CreatePrimary", rc));
+    }
+    let primary = Flushed { e: &e, h: primary };
+    let mut obj: ESYS_TR = ESYS_TR_NONE;
+    // SAFETY: live handles; inputs outlive the call. The primary has an empty auth value.
+    let rc = unsafe {
+        Esys_Load(
+            e.esys,
+            primary.h,
+            ESYS_TR_PASSWORD,
+            ESYS_TR_NONE,
+            ESYS_TR_NONE,
+            &input.private,
+            &input.public,
+            &mut obj,
+        )
+    };
+    if rc != 0 {
+        return Err(rc_err("Load of the sealed object", rc));
+    }
+    let obj = Flushed { e: &e, h: obj };
+    let mut last = (None, "no PCR selection to try".to_string());
+    for (selection, branches) in &input.attempts {
+        let s = policy_session(&e, false)?;
+        // SAFETY: zeroed TPM2B_DIGEST is the empty digest: the TPM uses the current PCRs.
+        let empty: TPM2B_DIGEST = unsafe { std::mem::zeroed() };
+        // SAFETY: live session; inputs outlive the calls.
+        let rc = unsafe { Esys_PolicyPCR(e.esys, s.h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &empty, selection) };
+        if rc != 0 {
+            last = rc_err("PolicyPCR", rc);
+            continue;
+        }
+        // SAFETY: as above.
+        let rc = unsafe { Esys_PolicyOR(e.esys, s.h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, branches) };
+        if rc != 0 {
+            last = rc_err("PolicyOR (the PCRs match no approved branch)", rc);
+            continue;
+        }
+        if let Err(err) = authorize_nv(&e, s.h, input.index) {
+            last = err;
+            continue;
+        }
+        let mut out: *mut TPM2B_SENSITIVE_DATA = ptr::null_mut();
+        // SAFETY: live handles; ESAPI allocates `out`, freed below.
+        let rc = unsafe { Esys_Unseal(e.esys, obj.h, s.h, ESYS_TR_NONE, ESYS_TR_NONE, &mut out) };
+        if rc != 0 {
+            last = rc_err("Unseal", rc);
+            continue;
+        }
+        // SAFETY: out is a valid TPM2B_SENSITIVE_DATA from ESAPI; copied, then freed once.
+        let data = unsafe {
+            let v = &*out;
+            let d = v.buffer[..(v.size as usize).min(v.buffer.len())].to_vec();
+            Esys_Free(out.cast());
+            d
+        };
+        return Ok(data);
+    }
+    Err(last)
 }
 
 /// TPM2_NV_WriteLock on `index` with owner authorization `owner_auth`.

@@ -1,0 +1,228 @@
+//! What the agent remembers about the measured-boot policy, in
+//! `<data-directory>/measured-boot.json`: each slot's committed reference values (by
+//! bootname) and which slots the policy in the TPM approves.
+//!
+//! The TPM index holds only a digest; this record is what the digest is made of. An
+//! update of the policy is two-phase so a power cut at any point is recoverable: the new
+//! branch list is recorded as `next-policy` first, then the index is written, then the
+//! record says `policy`. On load, whichever of the two lists gives the digest the index
+//! holds is the truth ([`Record::settle`]).
+
+use super::policy::{self, PolicyError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// The format written by this version.
+pub const FORMAT: u32 = 1;
+
+/// Where a slot's values came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// The signed package installed into the slot.
+    Package,
+    /// The PCRs as measured at provisioning (`policy init --from-pcrs`).
+    Measured,
+}
+
+/// One slot's committed reference values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SlotValues {
+    /// Expected final PCR values (SHA-256 bank), hex.
+    pub pcrs: BTreeMap<u8, String>,
+    /// Per-component digests (logged, not sealed to), hex.
+    #[serde(default)]
+    pub components: BTreeMap<String, String>,
+    /// Where they came from.
+    pub origin: Origin,
+    /// The package version, when they came from one.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+impl SlotValues {
+    /// From parsed values.
+    pub fn new(
+        pcrs: &[(u8, [u8; 32])],
+        components: &BTreeMap<String, [u8; 32]>,
+        origin: Origin,
+        version: Option<String>,
+    ) -> Self {
+        Self {
+            pcrs: pcrs.iter().map(|(i, v)| (*i, hex::encode(v))).collect(),
+            components: components.iter().map(|(k, v)| (k.clone(), hex::encode(v))).collect(),
+            origin,
+            version,
+        }
+    }
+
+    /// The expected PCR values, ascending.
+    pub fn expected(&self) -> Result<Vec<(u8, [u8; 32])>, RecordError> {
+        self.pcrs
+            .iter()
+            .map(|(i, v)| {
+                hex::decode(v)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .map(|d| (*i, d))
+                    .ok_or_else(|| RecordError::Invalid(format!("PCR {i}: not a SHA-256 value")))
+            })
+            .collect()
+    }
+
+    /// This slot's policy branch (PolicyPCR over its expected values).
+    pub fn branch(&self) -> Result<[u8; 32], RecordError> {
+        Ok(policy::branch(&self.expected()?)?)
+    }
+}
+
+/// The whole record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Record {
+    /// File format version.
+    pub format: u32,
+    /// Committed reference values by bootname.
+    pub slots: BTreeMap<String, SlotValues>,
+    /// Bootnames whose branches the policy index approves (PolicyOR in this order).
+    pub policy: Vec<String>,
+    /// A policy being written: recorded before the index is, cleared after.
+    #[serde(default)]
+    pub next_policy: Option<Vec<String>>,
+}
+
+/// Record failures.
+#[derive(Debug, Error)]
+pub enum RecordError {
+    /// I/O on the file.
+    #[error("measured-boot record {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not a record this version understands, or inconsistent.
+    #[error("measured-boot record: {0}")]
+    Invalid(String),
+    /// A branch list names a slot without values.
+    #[error("measured-boot record: no reference values for slot {0}")]
+    NoValues(String),
+    /// The policy cannot be expressed.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+/// `<dir>/measured-boot.json`.
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join("measured-boot.json")
+}
+
+impl Record {
+    /// Load (a missing file is an empty record).
+    pub fn load(dir: &Path) -> Result<Self, RecordError> {
+        let p = path(dir);
+        let text = match std::fs::read(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self { format: FORMAT, ..Self::default() })
+            }
+            Err(source) => return Err(RecordError::Io { path: p, source }),
+        };
+        let r: Record =
+            serde_json::from_slice(&text).map_err(|e| RecordError::Invalid(format!("{}: {e}", p.display())))?;
+        if r.format != FORMAT {
+            return Err(RecordError::Invalid(format!("{}: format {} is not {FORMAT}", p.display(), r.format)));
+        }
+        Ok(r)
+    }
+
+    /// Write atomically (temp, fsync, rename, fsync directory).
+    pub fn commit(&self, dir: &Path) -> Result<(), RecordError> {
+        let p = path(dir);
+        std::fs::create_dir_all(dir).map_err(|source| RecordError::Io { path: dir.into(), source })?;
+        let text = serde_json::to_vec_pretty(self).expect("record serializes");
+        crate::fsutil::write_atomic(&p, &text).map_err(|source| RecordError::Io { path: p, source })
+    }
+
+    /// The policy digest approving `slots` (one slot is OR(x, x): PolicyOR needs two).
+    pub fn digest(&self, slots: &[String]) -> Result<[u8; 32], RecordError> {
+        Ok(policy::policy_or(&self.branches(slots)?)?)
+    }
+
+    /// The PolicyOR branch list for `slots`.
+    pub fn branches(&self, slots: &[String]) -> Result<Vec<[u8; 32]>, RecordError> {
+        let mut b = slots
+            .iter()
+            .map(|s| self.slots.get(s).ok_or_else(|| RecordError::NoValues(s.clone()))?.branch())
+            .collect::<Result<Vec<_>, _>>()?;
+        if b.len() == 1 {
+            b.push(b[0]);
+        }
+        Ok(b)
+    }
+
+    /// Decide which recorded list the index's digest `held` belongs to, after a power cut
+    /// maybe: `next-policy` if it matches (the write happened), else `policy`. Returns
+    /// whether the record changed; an index matching neither is an error.
+    pub fn settle(&mut self, held: &[u8; 32]) -> Result<bool, RecordError> {
+        if let Some(next) = self.next_policy.take() {
+            if self.digest(&next).ok().as_ref() == Some(held) {
+                self.policy = next;
+                return Ok(true);
+            }
+            if !self.policy.is_empty() && self.digest(&self.policy)? == *held {
+                return Ok(true);
+            }
+            return Err(RecordError::Invalid(
+                "the policy index holds a digest that neither the recorded nor the pending policy gives".into(),
+            ));
+        }
+        if self.digest(&self.policy)? != *held {
+            return Err(RecordError::Invalid(format!(
+                "the policy index does not hold the recorded policy (slots {})",
+                self.policy.join(", ")
+            )));
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(v: u8) -> SlotValues {
+        SlotValues::new(&[(8, [v; 32]), (9, [0x99; 32])], &BTreeMap::new(), Origin::Package, None)
+    }
+
+    #[test]
+    fn settles_on_whichever_list_the_index_holds() {
+        let mut r = Record { format: FORMAT, ..Record::default() };
+        r.slots.insert("A".into(), values(1));
+        r.slots.insert("B".into(), values(2));
+        r.policy = vec!["A".into()];
+        let old = r.digest(&r.policy).unwrap();
+        let new = r.digest(&["A".into(), "B".into()]).unwrap();
+        assert_eq!(old, policy::policy_or(&[values(1).branch().unwrap(); 2]).unwrap());
+        // Power cut before the index write: the old list stands.
+        r.next_policy = Some(vec!["A".into(), "B".into()]);
+        assert!(r.clone().settle(&old).unwrap());
+        let mut s = r.clone();
+        s.settle(&old).unwrap();
+        assert_eq!(s.policy, ["A"]);
+        // After it: the new one.
+        let mut s = r.clone();
+        s.settle(&new).unwrap();
+        assert_eq!(s.policy, ["A", "B"]);
+        assert!(s.next_policy.is_none());
+        // Neither: refused.
+        assert!(r.clone().settle(&[0; 32]).is_err());
+        assert!(s.clone().settle(&old).is_err());
+        assert!(!s.settle(&new).unwrap());
+        assert!(matches!(r.digest(&["C".into()]), Err(RecordError::NoValues(_))));
+    }
+}

@@ -10,6 +10,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(into = "u32")]
 pub enum CwmpFault {
+    /// 9010: the download failed after it was installed: the new firmware did not come
+    /// up and the device fell back (TR-181 ActivationFailed).
+    TransferFailure,
     /// 9001: the request is refused by policy (busy, downgrade, wrong device).
     RequestDenied,
     /// 9002: the agent could not do its job (I/O on a slot, TPM unreachable).
@@ -29,6 +32,7 @@ impl CwmpFault {
     pub fn code(self) -> u32 {
         match self {
             Self::RequestDenied => 9001,
+            Self::TransferFailure => 9010,
             Self::InternalError => 9002,
             Self::UnableToAccessFile => 9016,
             Self::UnableToCompleteDownload => 9017,

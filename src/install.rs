@@ -12,6 +12,9 @@
 use crate::bootloader::{BootError, Bootloader};
 use crate::config::{Config, SlotConf};
 use crate::fault::{CwmpFault, Fault};
+use crate::measured_boot::record::{Origin, SlotValues};
+use crate::measured_boot::reference::ReferenceValues;
+use crate::measured_boot::{Approver, MeasuredBootError};
 use crate::package::{self, Context, Format, Image, Package, PackageError, Sink};
 use crate::slot::{self, SlotError};
 use crate::source::FileSource;
@@ -57,6 +60,8 @@ pub struct Plan<'a> {
     pub minimum: Option<u64>,
     /// The time.
     pub now: SystemTime,
+    /// The measured-boot policy, when the device has one (`[measured-boot]`).
+    pub measured: Option<&'a Approver>,
 }
 
 /// A successful install.
@@ -96,6 +101,9 @@ pub enum InstallError {
     /// The status file failed.
     #[error(transparent)]
     Status(#[from] StatusError),
+    /// The measured-boot policy could not be prepared or committed.
+    #[error("measured boot: {0}")]
+    MeasuredBoot(#[from] MeasuredBootError),
 }
 
 impl Fault for InstallError {
@@ -108,6 +116,7 @@ impl Fault for InstallError {
             Self::Slot(_) => "slot",
             Self::Boot(_) => "bootloader",
             Self::Status(_) => "status",
+            Self::MeasuredBoot(e) => e.kind(),
         }
     }
     fn fault(&self) -> CwmpFault {
@@ -116,6 +125,7 @@ impl Fault for InstallError {
             Self::Access(_) | Self::Modified => CwmpFault::UnableToAccessFile,
             Self::Package(e) => e.fault(),
             Self::Slot(_) | Self::Boot(_) | Self::Status(_) => CwmpFault::InternalError,
+            Self::MeasuredBoot(e) => e.fault(),
         }
     }
 }
@@ -205,12 +215,18 @@ fn run(
         progress,
         status,
         root_name: root.name.clone(),
+        values: None,
+        measured: false,
+        measured_error: None,
     };
     let verified = package::verify(src, &ctx, &mut sink);
     let marked = sink.marked_bad;
-    let SlotSink { status, bootloader, progress, .. } = sink;
+    let SlotSink { status, bootloader, progress, values, measured, measured_error, .. } = sink;
     let pkg = match verified {
         Ok(p) => p,
+        Err(_) if measured_error.is_some() => {
+            return Err(measured_error.expect("checked").into());
+        }
         Err(e) => {
             if marked {
                 let failed = match e.fault() {
@@ -228,6 +244,22 @@ fn run(
         return Err(InstallError::Modified);
     }
     crate::lease::release(&req.file);
+    match (plan.measured, values) {
+        (Some(m), Some(v)) if measured => {
+            progress(Progress { percent: 95, message: "Committing the reference values".into(), depth: 1 });
+            let booted = plan.booted.bootname.as_deref().unwrap_or_default();
+            if let Err(e) = m.approve(booted, &bootname, v) {
+                status.slots.insert(root.name.clone(), slot_status(FirmwareStatus::InstallationFailed, None, plan.now));
+                return Err(e.into());
+            }
+            crate::failpoint::hit("install.approved");
+        }
+        (Some(_), _) => tracing::warn!(
+            "slot {} has no reference values approved: it will boot, but sealed secrets will not unseal there",
+            root.name
+        ),
+        (None, _) => {}
+    }
     status.slots.insert(root.name.clone(), slot_status(FirmwareStatus::Available, Some(&pkg), plan.now));
     if req.activate {
         // The pending confirmation is on disk before the bootloader is told to switch.
@@ -272,6 +304,12 @@ struct SlotSink<'a, 'p> {
     progress: &'a mut dyn FnMut(Progress),
     status: &'a mut Status,
     root_name: String,
+    /// The target's reference values, from the package (measured boot only).
+    values: Option<SlotValues>,
+    /// Measured boot was prepared (the target is out of the policy).
+    measured: bool,
+    /// Why preparing measured boot failed.
+    measured_error: Option<MeasuredBootError>,
 }
 
 fn refuse(kind: &'static str, fault: CwmpFault, why: String) -> PackageError {
@@ -281,6 +319,33 @@ fn refuse(kind: &'static str, fault: CwmpFault, why: String) -> PackageError {
 impl SlotSink<'_, '_> {
     fn slot_for(&self, image: &Image) -> Option<&SlotConf> {
         self.targets.iter().find(|s| s.class == image.slot_class)
+    }
+
+    /// The target's reference values from the package, as measured boot needs them.
+    fn reference_values(&self, pkg: &Package) -> Result<Option<SlotValues>, PackageError> {
+        let Some(mb) = &self.plan.conf.measured_boot else { return Ok(None) };
+        let values = match pkg.meta.get("measured-boot") {
+            Some(meta) => Some(
+                ReferenceValues::from_meta(meta)
+                    .map_err(|e| refuse("reference-values", CwmpFault::FileCorrupted, e.to_string()))?,
+            ),
+            None => None,
+        };
+        let for_target = values.as_ref().map(|v| v.for_slot(&self.bootname)).filter(|v| !v.is_empty());
+        match (for_target, values) {
+            (Some(pcrs), Some(v)) => {
+                Ok(Some(SlotValues::new(&pcrs, &v.components, Origin::Package, pkg.version.clone())))
+            }
+            _ if mb.required => Err(refuse(
+                "no-reference-values",
+                CwmpFault::RequestDenied,
+                format!(
+                    "the package carries no reference values for slot {} ([meta.measured-boot]), which [measured-boot] requires",
+                    self.bootname
+                ),
+            )),
+            _ => Ok(None),
+        }
     }
 
     /// Everything that can refuse the package before a byte is written.
@@ -397,6 +462,19 @@ fn device_size(dev: &std::path::Path) -> io::Result<u64> {
 impl Sink for SlotSink<'_, '_> {
     fn start(&mut self, pkg: &Package) -> Result<(), PackageError> {
         self.check(pkg)?;
+        self.values = self.reference_values(pkg)?;
+        if let Some(m) = self.plan.measured {
+            // The target leaves the approved policy before a byte of it changes.
+            let booted = self.plan.booted.bootname.as_deref().unwrap_or_default();
+            match m.prepare(booted, &self.bootname) {
+                Ok(prepared) => self.measured = prepared,
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.measured_error = Some(e);
+                    return Err(PackageError::Sink { name: "measured boot".into(), source: io::Error::other(msg) });
+                }
+            }
+        }
         self.total = pkg.images.iter().map(|i| i.size).sum::<u64>().max(1);
         // From here on the target is not bootable until it is written and verified.
         self.bootloader

@@ -11,6 +11,7 @@
 pub mod bootloader;
 pub mod cli;
 pub mod config;
+pub mod confirm;
 pub mod digest;
 pub mod failpoint;
 pub mod fault;

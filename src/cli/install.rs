@@ -3,6 +3,7 @@
 use super::{EXIT_COULD_NOT_CHECK, EXIT_REJECTED};
 use crate::bootloader;
 use crate::config::{Config, SlotConf};
+use crate::confirm::Booted;
 use crate::fault::{CwmpFault, Fault};
 use crate::install::{self, Plan, Progress, Request};
 use crate::status::{FirmwareStatus, Status};
@@ -98,7 +99,14 @@ pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&
         }
         Err(e) => return fail("access", 9016, &format!("{}: {e}", a.package.display()), EXIT_COULD_NOT_CHECK),
     };
-    let plan = Plan { conf, booted, anchors: &anchors, minimum, now: SystemTime::now() };
+    let approver = match crate::measured_boot::MeasuredBoot::from_config(conf) {
+        Some(mb) => match super::tpm_owner(conf) {
+            Ok((owner, _, _)) => Some(crate::measured_boot::Approver { owner, mb }),
+            Err(e) => return fail("tpm", 9002, &format!("{e:#}"), EXIT_COULD_NOT_CHECK),
+        },
+        None => None,
+    };
+    let plan = Plan { conf, booted, anchors: &anchors, minimum, now: SystemTime::now(), measured: approver.as_ref() };
     let tty = std::io::stderr().is_terminal() && !a.json;
     let mut show = |p: Progress| {
         if tty {
@@ -219,18 +227,17 @@ pub(super) fn run_mark(a: MarkArgs, conf: &Config, override_boot: Option<&str>) 
         Ok(b) => b,
         Err(e) => return fail(e, EXIT_COULD_NOT_CHECK),
     };
+    let (tpm, counter) = super::tpm_for_confirm(conf);
+    let mut dev = Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
     let r = match a.state {
-        MarkState::Good => bl.set_state(&bootname, true),
-        MarkState::Bad => bl.set_state(&bootname, false),
-        MarkState::Active => bl.set_primary(&bootname),
+        MarkState::Good if slot.name == booted.name => dev.mark_good(),
+        MarkState::Good => dev.bootloader.set_state(&bootname, true).map_err(Into::into),
+        MarkState::Bad => dev.mark_bad(slot),
+        MarkState::Active => dev.mark_active(slot),
     };
     if let Err(e) = r {
-        return fail(e.to_string(), EXIT_COULD_NOT_CHECK);
-    }
-    if a.state == MarkState::Good && slot.name == booted.name {
-        if let Err(e) = confirm(conf, booted) {
-            return fail(e, EXIT_COULD_NOT_CHECK);
-        }
+        let exit = if e.kind() == "measurement-mismatch" { EXIT_REJECTED } else { EXIT_COULD_NOT_CHECK };
+        return fail(format!("{e} ({})", e.kind()), exit);
     }
     println!(
         "marked slot {} ({bootname}) {}",
@@ -244,20 +251,77 @@ pub(super) fn run_mark(a: MarkArgs, conf: &Config, override_boot: Option<&str>) 
     ExitCode::SUCCESS
 }
 
-/// `mark good` on the booted slot: the pending install (if it is this slot) is confirmed,
-/// and the anti-rollback minimum moves up to its security version.
-fn confirm(conf: &Config, booted: &SlotConf) -> Result<(), String> {
-    let mut status = Status::load(&conf.data_directory).map_err(|e| e.to_string())?;
-    let Some(p) = status.pending.clone().filter(|p| p.slot == booted.name) else { return Ok(()) };
-    if let (Some(sv), None) = (p.security_version, &conf.keyring) {
-        let (owner, _, counter) = super::tpm_owner(conf).map_err(|e| format!("{e:#}"))?;
-        owner
-            .call(move |t| counter.raise(t, sv as u64))
-            .map_err(|e| format!("raising the anti-rollback minimum: {e}"))?;
+#[derive(clap::Args)]
+pub(super) struct BootCheckArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `boot-check`: exit 0 when the booted slot measures as its committed values (or there
+/// is nothing to check), 1 when it does not (it is then marked bad), 3 when it could not
+/// check.
+pub(super) fn run_boot_check(a: BootCheckArgs, conf: &Config, override_boot: Option<&str>) -> ExitCode {
+    let fail = |kind: &str, msg: String| {
+        if a.json {
+            println!("{}", json!({"error": {"kind": kind, "message": msg}}));
+        }
+        eprintln!("henb-update boot-check: {msg} ({kind})");
+        ExitCode::from(EXIT_COULD_NOT_CHECK)
+    };
+    let booted = match booted(conf, override_boot) {
+        Ok(b) => b,
+        Err(e) => return fail("slot", e),
+    };
+    let mut bl = match class_bootloader(conf, booted) {
+        Ok(b) => b,
+        Err(e) => return fail("bootloader", e),
+    };
+    let (tpm, counter) = super::tpm_for_confirm(conf);
+    let mut dev = Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
+    let r = match dev.boot_check() {
+        Ok(r) => r,
+        Err(e) => return fail(e.kind(), e.to_string()),
+    };
+    let ok = r.mismatches.as_ref().is_none_or(|m| m.is_empty());
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "slot": booted.name,
+                "bootname": booted.bootname,
+                "checked": r.mismatches.is_some(),
+                "measured-as-expected": ok,
+                "mismatches": r.mismatches.iter().flatten().map(|m| json!({"pcr": m.pcr, "expected": hex::encode(m.expected), "measured": hex::encode(m.actual)})).collect::<Vec<_>>(),
+                "fell-back-from": r.fell_back_from.as_ref().map(|(s, k)| json!({"slot": s, "command-key": k})),
+            })
+        );
     }
-    if let Some(s) = status.slots.get_mut(&booted.name) {
-        s.status = FirmwareStatus::Active;
+    if let Some((s, k)) = &r.fell_back_from {
+        eprintln!("henb-update boot-check: slot {s} did not come up; ActivationFailed recorded for CommandKey {k:?}");
     }
-    status.pending = None;
-    status.commit(&conf.data_directory).map_err(|e| e.to_string())
+    match &r.mismatches {
+        None => {
+            if !a.json {
+                println!("slot {}: no reference values to check against", booted.name);
+            }
+            ExitCode::SUCCESS
+        }
+        Some(m) if m.is_empty() => {
+            if !a.json {
+                println!("slot {}: measures as its reference values", booted.name);
+            }
+            ExitCode::SUCCESS
+        }
+        Some(m) => {
+            for x in m {
+                eprintln!("henb-update boot-check: slot {}: {x}", booted.name);
+            }
+            eprintln!(
+                "henb-update boot-check: slot {} does not measure as its reference values: marked bad, the bootloader falls back at the next boot",
+                booted.name
+            );
+            ExitCode::from(EXIT_REJECTED)
+        }
+    }
 }

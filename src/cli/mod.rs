@@ -3,6 +3,7 @@
 mod bundle;
 mod info;
 mod install;
+mod measured;
 mod trust;
 
 use crate::config::{self, Config};
@@ -49,6 +50,14 @@ enum Command {
     Status(install::StatusArgs),
     /// Mark a slot good (confirm a boot), bad, or active (boot it next).
     Mark(install::MarkArgs),
+    /// Early at boot: settle a fallback, then check the booted slot's PCRs against its committed reference values (mismatch: marked bad).
+    BootCheck(install::BootCheckArgs),
+    /// The measured-boot policy in the TPM: initialize it at provisioning, show it.
+    #[command(subcommand)]
+    Policy(measured::PolicyCommand),
+    /// Device secrets sealed to the measured-boot policy: seal (stdin), unseal (stdout).
+    #[command(subcommand)]
+    Secret(measured::SecretCommand),
 }
 
 /// Entry point of the binary.
@@ -88,6 +97,9 @@ pub fn main() -> ExitCode {
         Command::Install(a) => install::run_install(a, &conf, cli.override_boot_slot.as_deref()),
         Command::Status(a) => install::run_status(a, &conf, cli.override_boot_slot.as_deref()),
         Command::Mark(a) => install::run_mark(a, &conf, cli.override_boot_slot.as_deref()),
+        Command::BootCheck(a) => install::run_boot_check(a, &conf, cli.override_boot_slot.as_deref()),
+        Command::Policy(c) => measured::run_policy(c, &conf, cli.override_boot_slot.as_deref()),
+        Command::Secret(c) => measured::run_secret(c, &conf),
     }
 }
 
@@ -132,6 +144,21 @@ fn tpm_owner(
         counter.index = i;
     }
     Ok((crate::tpm::owner::TpmOwner::spawn(tc), store, counter))
+}
+
+/// The TPM as the post-boot steps need it: for measured boot, and for anti-rollback
+/// unless a keyring stands in for the TPM's roots.
+fn tpm_for_confirm(conf: &Config) -> (Option<crate::tpm::owner::TpmOwner>, Option<crate::rollback::Counter>) {
+    if conf.measured_boot.is_none() && conf.keyring.is_some() {
+        return (None, None);
+    }
+    match tpm_owner(conf) {
+        Ok((owner, _, counter)) => (Some(owner), conf.keyring.is_none().then_some(counter)),
+        Err(e) => {
+            tracing::error!("TPM: {e:#}");
+            (None, None)
+        }
+    }
 }
 
 /// A failure to set up verification: could not check.

@@ -72,14 +72,25 @@ impl Device {
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--conf")
-            .arg(&self.conf)
-            .arg("--override-boot-slot")
-            .arg("A")
-            .args(args)
-            .output()
-            .unwrap()
+        self.cli_as("A", args)
+    }
+
+    /// Run the agent as if `bootname` was booted.
+    pub fn cli_as(&self, bootname: &str, args: &[&str]) -> Output {
+        self.cmd_as(bootname, args).output().unwrap()
+    }
+
+    pub fn cmd_as(&self, bootname: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--conf").arg(&self.conf).arg("--override-boot-slot").arg(bootname).args(args);
+        c
+    }
+
+    /// Turn measured boot on (`[measured-boot]`, required).
+    pub fn enable_measured_boot(&self) {
+        let mut c = std::fs::read_to_string(&self.conf).unwrap();
+        c.push_str("\n[measured-boot]\nrequired=true\n");
+        std::fs::write(&self.conf, c).unwrap();
     }
 
     pub fn install(&self, pkg: &Path) -> (i32, serde_json::Value) {

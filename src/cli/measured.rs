@@ -1,0 +1,231 @@
+//! `henb-update policy` and `henb-update secret`: the measured-boot policy and the
+//! device secrets sealed to it.
+
+use super::{EXIT_COULD_NOT_CHECK, EXIT_REJECTED};
+use crate::config::Config;
+use crate::fault::Fault;
+use crate::measured_boot::record::{Origin, Record, SlotValues};
+use crate::measured_boot::reference::ReferenceValues;
+use crate::measured_boot::{policy, MeasuredBoot, MeasuredBootError};
+use crate::package::{self, Context, NullSink};
+use crate::source::FileSource;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+#[derive(clap::Subcommand)]
+pub(super) enum PolicyCommand {
+    /// Provisioning: commit the booted slot's reference values and approve only it.
+    Init(InitArgs),
+    /// The committed values per slot, the approved slots, and whether the TPM index agrees.
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+pub(super) struct InitArgs {
+    /// The signed package the booted slot was made from: its [meta.measured-boot] values
+    /// for the booted bootname (verified against the TPM's roots first).
+    #[arg(long, value_name = "FILE", conflicts_with = "from_pcrs", required_unless_present = "from_pcrs")]
+    package: Option<PathBuf>,
+    /// Take the booted slot's values from the PCRs as they are now (comma-separated
+    /// indices, e.g. 8,9): only on a device known to have booted what it should.
+    #[arg(long, value_name = "PCRS", value_delimiter = ',')]
+    from_pcrs: Option<Vec<u8>>,
+}
+
+#[derive(clap::Subcommand)]
+pub(super) enum SecretCommand {
+    /// Seal standard input (at most 128 bytes) as secret NAME, to the measured-boot policy.
+    Seal {
+        /// Secret name (A-Z a-z 0-9 . _ -).
+        name: String,
+    },
+    /// Write secret NAME to standard output: only while the device measures as an approved slot.
+    Unseal {
+        /// Secret name.
+        name: String,
+    },
+}
+
+fn setup(conf: &Config) -> Result<(crate::tpm::owner::TpmOwner, MeasuredBoot), String> {
+    let mb = MeasuredBoot::from_config(conf)
+        .ok_or("measured boot is not configured: add a [measured-boot] section to the system configuration")?;
+    let (owner, _, _) = super::tpm_owner(conf).map_err(|e| format!("{e:#}"))?;
+    Ok((owner, mb))
+}
+
+fn fail(cmd: &str, msg: impl std::fmt::Display, exit: u8) -> ExitCode {
+    eprintln!("henb-update {cmd}: {msg}");
+    ExitCode::from(exit)
+}
+
+fn mb_fail(cmd: &str, e: MeasuredBootError) -> ExitCode {
+    let exit = match &e {
+        MeasuredBootError::Mismatch { .. } => EXIT_REJECTED,
+        _ => EXIT_COULD_NOT_CHECK,
+    };
+    fail(cmd, format!("{e} ({})", e.kind()), exit)
+}
+
+pub(super) fn run_policy(c: PolicyCommand, conf: &Config, override_boot: Option<&str>) -> ExitCode {
+    let (owner, mb) = match setup(conf) {
+        Ok(s) => s,
+        Err(e) => return fail("policy", e, EXIT_COULD_NOT_CHECK),
+    };
+    match c {
+        PolicyCommand::Init(a) => {
+            let booted = match super::install::booted(conf, override_boot) {
+                Ok(b) => b,
+                Err(e) => return fail("policy init", e, EXIT_COULD_NOT_CHECK),
+            };
+            let Some(bootname) = booted.bootname.clone() else {
+                return fail("policy init", format!("slot {} has no bootname", booted.name), EXIT_COULD_NOT_CHECK);
+            };
+            let values = match (&a.package, &a.from_pcrs) {
+                (Some(p), _) => match package_values(conf, p, &bootname) {
+                    Ok(v) => v,
+                    Err((msg, exit)) => return fail("policy init", msg, exit),
+                },
+                (None, Some(pcrs)) => {
+                    let pcrs = pcrs.clone();
+                    if pcrs.is_empty() || pcrs.iter().any(|p| *p > 23) {
+                        return fail("policy init", "--from-pcrs: PCR indices 0 to 23", EXIT_REJECTED);
+                    }
+                    match owner.call(move |t| t.pcr_read(&pcrs)) {
+                        Ok(v) => SlotValues::new(&v, &BTreeMap::new(), Origin::Measured, None),
+                        Err(e) => return fail("policy init", e, EXIT_COULD_NOT_CHECK),
+                    }
+                }
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let b = bootname.clone();
+            match owner.call(move |t| mb.init(t, &b, values)) {
+                Ok(d) => {
+                    println!("measured-boot policy approves slot {bootname} only; policy digest {}", hex::encode(d));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => mb_fail("policy init", e),
+            }
+        }
+        PolicyCommand::Show { json } => {
+            let index = mb.index;
+            let r = owner.call(move |t| {
+                let rec = mb.load(t)?;
+                let held = match t.nv_info(mb.index)? {
+                    Some(i) if i.written => policy::from_tpmt_ha(&t.nv_read(mb.index)?),
+                    _ => None,
+                };
+                Ok::<_, MeasuredBootError>((rec, held))
+            });
+            let (rec, held) = match r {
+                Ok(x) => x,
+                Err(e) => return mb_fail("policy show", e),
+            };
+            let rec = rec.unwrap_or_else(|| Record { format: 1, ..Default::default() });
+            let v = json!({
+                "policy-index": format!("{index:#010x}"),
+                "index-digest": held.map(hex::encode),
+                "approved": rec.policy,
+                "slots": rec.slots,
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                println!("policy index {index:#010x}: {}", held.map(hex::encode).unwrap_or_else(|| "empty".into()));
+                println!(
+                    "approved slots: {}",
+                    if rec.policy.is_empty() { "none".into() } else { rec.policy.join(", ") }
+                );
+                for (b, s) in &rec.slots {
+                    println!(
+                        "  slot {b} ({:?}{})",
+                        s.origin,
+                        s.version.as_deref().map(|v| format!(", {v}")).unwrap_or_default()
+                    );
+                    for (i, d) in &s.pcrs {
+                        println!("    pcr.{i} = {d}");
+                    }
+                    for (n, d) in &s.components {
+                        println!("    component.{n} = {d}");
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Verify `path` against the configured anchors and take its values for `bootname`.
+fn package_values(conf: &Config, path: &std::path::Path, bootname: &str) -> Result<SlotValues, (String, u8)> {
+    let (anchors, _) = super::trust_state(conf, None).map_err(|f| (f.message, EXIT_COULD_NOT_CHECK))?;
+    let file = std::fs::File::open(path).map_err(|e| (format!("{}: {e}", path.display()), EXIT_COULD_NOT_CHECK))?;
+    let src = Arc::new(FileSource::new(file).map_err(|e| (format!("{}: {e}", path.display()), EXIT_COULD_NOT_CHECK))?);
+    let ctx = Context {
+        anchors: &anchors,
+        policy: conf.policy.clone(),
+        now: SystemTime::now(),
+        compatible: conf.compatible.clone(),
+        check_whole_tree: true,
+        verify_before_writing: false,
+    };
+    let pkg = package::verify(src, &ctx, &mut NullSink)
+        .map_err(|e| (format!("{}: {e} (CWMP fault {})", path.display(), e.fault().code()), EXIT_REJECTED))?;
+    let meta = pkg
+        .meta
+        .get("measured-boot")
+        .ok_or_else(|| (format!("{}: carries no [meta.measured-boot]", path.display()), EXIT_REJECTED))?;
+    let rv = ReferenceValues::from_meta(meta).map_err(|e| (e.to_string(), EXIT_REJECTED))?;
+    let pcrs = rv.for_slot(bootname);
+    if pcrs.is_empty() {
+        return Err((format!("{}: no reference values for slot {bootname}", path.display()), EXIT_REJECTED));
+    }
+    Ok(SlotValues::new(&pcrs, &rv.components, Origin::Package, pkg.version.clone()))
+}
+
+pub(super) fn run_secret(c: SecretCommand, conf: &Config) -> ExitCode {
+    let (owner, mb) = match setup(conf) {
+        Ok(s) => s,
+        Err(e) => return fail("secret", e, EXIT_COULD_NOT_CHECK),
+    };
+    match c {
+        SecretCommand::Seal { name } => {
+            let mut data = Vec::new();
+            if let Err(e) = std::io::stdin().take(129).read_to_end(&mut data) {
+                return fail("secret seal", e, EXIT_COULD_NOT_CHECK);
+            }
+            if data.is_empty() || data.len() > 128 {
+                return fail("secret seal", "a secret is 1 to 128 bytes on standard input", EXIT_REJECTED);
+            }
+            let n = name.clone();
+            match owner.call(move |t| mb.seal(t, &n, &data)) {
+                Ok(()) => {
+                    println!("sealed secret {name} to the measured-boot policy");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => mb_fail("secret seal", e),
+            }
+        }
+        SecretCommand::Unseal { name } => match owner.call(move |t| mb.unseal(t, &name)) {
+            Ok(d) => {
+                let mut out = std::io::stdout().lock();
+                if out.write_all(&d).and_then(|_| out.flush()).is_err() {
+                    return ExitCode::from(EXIT_COULD_NOT_CHECK);
+                }
+                ExitCode::SUCCESS
+            }
+            // The TPM refusing the policy is the expected "not this measurement" answer.
+            Err(e @ MeasuredBootError::Tpm(crate::tpm::TpmError::Command { .. })) => {
+                fail("secret unseal", format!("{e}: the device does not measure as an approved slot"), EXIT_REJECTED)
+            }
+            Err(e) => mb_fail("secret unseal", e),
+        },
+    }
+}

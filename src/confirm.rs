@@ -1,0 +1,225 @@
+//! After the reboot: confirm the booted slot against its committed reference values, or
+//! record that the device fell back (R6, R5).
+//!
+//! `boot-check` runs early at boot. It first settles what happened to a pending install:
+//! if another slot was meant to come up and the bootloader gave up on it (marked bad, or
+//! no longer primary), the install's CommandKey gets ActivationFailed (fault 9010) and
+//! the policy approves only the booted slot. Then it compares the booted slot's PCRs
+//! with its committed values; on a mismatch the slot is marked bad so that the bootloader
+//! falls back at the next reboot. `mark good` confirms: the policy approves only the
+//! booted slot (the old slot can no longer unseal) and anti-rollback moves up.
+
+use crate::bootloader::{BootError, BootState, Bootloader};
+use crate::config::{Config, SlotConf};
+use crate::fault::{CwmpFault, Fault};
+use crate::measured_boot::{MeasuredBoot, MeasuredBootError, PcrMismatch};
+use crate::rollback::Counter;
+use crate::status::{FirmwareStatus, InstallResult, Status, StatusError};
+use crate::tpm::owner::TpmOwner;
+use crate::tpm::TpmError;
+use std::time::{SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+/// Why a confirmation step could not be done.
+#[derive(Debug, Error)]
+pub enum ConfirmError {
+    /// The bootloader environment.
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    /// The status file.
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    /// The measured-boot policy or the TPM.
+    #[error(transparent)]
+    MeasuredBoot(#[from] MeasuredBootError),
+    /// The booted slot has no bootname.
+    #[error("slot {0} has no bootname")]
+    NoBootname(String),
+}
+
+impl From<TpmError> for ConfirmError {
+    fn from(e: TpmError) -> Self {
+        Self::MeasuredBoot(e.into())
+    }
+}
+
+impl Fault for ConfirmError {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Boot(_) => "bootloader",
+            Self::Status(_) => "status",
+            Self::MeasuredBoot(e) => e.kind(),
+            Self::NoBootname(_) => "slot",
+        }
+    }
+    fn fault(&self) -> CwmpFault {
+        CwmpFault::InternalError
+    }
+}
+
+/// The device after a boot: its configuration, the booted slot, its bootloader and TPM.
+pub struct Booted<'a> {
+    /// Configuration.
+    pub conf: &'a Config,
+    /// The booted slot (root of its group).
+    pub slot: &'a SlotConf,
+    /// Its bootloader.
+    pub bootloader: &'a mut dyn Bootloader,
+    /// The TPM, when the device uses one (measured boot or anti-rollback).
+    pub tpm: Option<TpmOwner>,
+    /// The anti-rollback counter (raised by `mark good` when `tpm` is set).
+    pub counter: Option<Counter>,
+}
+
+/// What `boot-check` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootCheck {
+    /// A pending install whose slot did not come up: (slot, CommandKey).
+    pub fell_back_from: Option<(String, Option<String>)>,
+    /// `None`: not checked (no measured boot, or no values and not required). Else the
+    /// PCRs that differ (empty: the slot measures as expected).
+    pub mismatches: Option<Vec<PcrMismatch>>,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Booted<'_> {
+    fn bootname(&self) -> Result<String, ConfirmError> {
+        self.slot.bootname.clone().ok_or_else(|| ConfirmError::NoBootname(self.slot.name.clone()))
+    }
+
+    fn measured(&self) -> Option<(TpmOwner, MeasuredBoot)> {
+        Some((self.tpm.clone()?, MeasuredBoot::from_config(self.conf)?))
+    }
+
+    /// Approve only the booted slot, if measured boot is initialized.
+    fn approve_only_booted(&self) -> Result<(), ConfirmError> {
+        let Some((owner, mb)) = self.measured() else { return Ok(()) };
+        let b = self.bootname()?;
+        owner.call(move |t| {
+            if mb.load(t)?.is_some_and(|r| r.slots.contains_key(&b)) {
+                mb.approve_only(t, &[&b])?;
+            }
+            Ok::<_, MeasuredBootError>(())
+        })?;
+        Ok(())
+    }
+
+    /// Settle a pending install whose slot is not the booted one and that the bootloader
+    /// gave up on (or never switched to): ActivationFailed for its CommandKey.
+    fn settle_fallback(&mut self, status: &mut Status) -> Result<Option<(String, Option<String>)>, ConfirmError> {
+        let Some(p) = status.pending.clone().filter(|p| p.slot != self.slot.name) else { return Ok(None) };
+        let abandoned = self.bootloader.state(&p.bootname)? == BootState::Bad
+            || self.bootloader.primary()?.as_deref() != Some(p.bootname.as_str());
+        if !abandoned {
+            return Ok(None); // switched, not rebooted yet
+        }
+        // The policy first: a power cut after it leaves the pending record, and the next
+        // boot-check does this again.
+        self.approve_only_booted()?;
+        status.last_result = Some(InstallResult {
+            command_key: p.command_key.clone(),
+            fault_code: CwmpFault::TransferFailure.code(),
+            fault_string: format!(
+                "activation failed: slot {} ({}) did not come up, the device fell back to slot {}",
+                p.slot, p.bootname, self.slot.name
+            ),
+            kind: "activation-failed".into(),
+            slot: Some(p.slot.clone()),
+            start_time: p.start_time,
+            complete_time: now(),
+        });
+        if let Some(s) = status.slots.get_mut(&p.slot) {
+            s.status = FirmwareStatus::ActivationFailed;
+        }
+        status.pending = None;
+        status.commit(&self.conf.data_directory)?;
+        tracing::warn!("slot {} did not come up: ActivationFailed for CommandKey {:?}", p.slot, p.command_key);
+        Ok(Some((p.slot, p.command_key)))
+    }
+
+    fn measure(&self) -> Result<Option<Vec<PcrMismatch>>, ConfirmError> {
+        let Some((owner, mb)) = self.measured() else { return Ok(None) };
+        let b = self.bootname()?;
+        Ok(owner.call(move |t| mb.check(t, &b))?)
+    }
+
+    /// `boot-check`: settle a fallback, then compare the booted slot's PCRs with its
+    /// committed values; on a mismatch mark it bad (the bootloader falls back).
+    pub fn boot_check(&mut self) -> Result<BootCheck, ConfirmError> {
+        let mut status = Status::load(&self.conf.data_directory)?;
+        let fell_back_from = self.settle_fallback(&mut status)?;
+        let mismatches = self.measure()?;
+        if let Some(m) = mismatches.as_ref().filter(|m| !m.is_empty()) {
+            for x in m {
+                tracing::error!("slot {}: {x}", self.slot.name);
+            }
+            self.bootloader.set_state(&self.bootname()?, false)?;
+            let entry = status.slots.entry(self.slot.name.clone()).or_insert_with(|| crate::status::SlotStatus {
+                status: FirmwareStatus::ActivationFailed,
+                version: None,
+                compatible: None,
+                sha256: None,
+                security_version: None,
+                installed_at: None,
+            });
+            entry.status = FirmwareStatus::ActivationFailed;
+            status.commit(&self.conf.data_directory)?;
+        }
+        Ok(BootCheck { fell_back_from, mismatches })
+    }
+
+    /// `mark good` on the booted slot: refused unless it measures as its values (when it
+    /// has any); then the bootloader keeps it, the policy approves only it, the pending
+    /// install is confirmed and anti-rollback rises to its security version.
+    pub fn mark_good(&mut self) -> Result<(), ConfirmError> {
+        if let Some(m) = self.measure()?.filter(|m| !m.is_empty()) {
+            return Err(MeasuredBootError::Mismatch { slot: self.bootname()?, mismatches: m }.into());
+        }
+        self.bootloader.set_state(&self.bootname()?, true)?;
+        self.approve_only_booted()?;
+        let mut status = Status::load(&self.conf.data_directory)?;
+        let Some(p) = status.pending.clone().filter(|p| p.slot == self.slot.name) else { return Ok(()) };
+        if let (Some(sv), Some(owner), Some(counter)) = (p.security_version, &self.tpm, self.counter) {
+            owner.call(move |t| counter.raise(t, sv as u64).map_err(MeasuredBootError::from))?;
+        }
+        if let Some(s) = status.slots.get_mut(&self.slot.name) {
+            s.status = FirmwareStatus::Active;
+        }
+        status.pending = None;
+        status.commit(&self.conf.data_directory)?;
+        Ok(())
+    }
+
+    /// `mark active <other>`: approve OR(booted, other) first (when measured boot is
+    /// initialized and the slot has values), then make it the bootloader's primary.
+    pub fn mark_active(&mut self, other: &SlotConf) -> Result<(), ConfirmError> {
+        let target = other.bootname.clone().ok_or_else(|| ConfirmError::NoBootname(other.name.clone()))?;
+        if other.name != self.slot.name {
+            if let Some((owner, mb)) = self.measured() {
+                let b = self.bootname()?;
+                let t = target.clone();
+                owner.call(move |tpm| match mb.load(tpm)? {
+                    Some(r) if r.slots.contains_key(&t) => mb.approve_only(tpm, &[&b, &t]),
+                    Some(_) if mb.required => Err(MeasuredBootError::NoValues(t)),
+                    _ => Ok(()),
+                })?;
+            }
+        }
+        self.bootloader.set_primary(&target)?;
+        Ok(())
+    }
+
+    /// `mark bad <slot>`: the bootloader will not boot it; if it is not the booted slot,
+    /// the policy stops approving it.
+    pub fn mark_bad(&mut self, slot: &SlotConf) -> Result<(), ConfirmError> {
+        let b = slot.bootname.clone().ok_or_else(|| ConfirmError::NoBootname(slot.name.clone()))?;
+        self.bootloader.set_state(&b, false)?;
+        if slot.name != self.slot.name {
+            self.approve_only_booted()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,296 @@
+//! Measured boot (R5), end to end on a real swtpm: the package's reference values are
+//! committed to the policy index before the switch; a TPM reset stands in for the reboot
+//! and the test extends PCRs 8 and 9 the way GRUB would (tpm2_pcrextend, a second TPM
+//! client); a secret sealed to PolicyAuthorizeNV(index) follows the slots that measure as
+//! approved, and nothing else.
+
+mod common;
+use common::device::{grub_list, Device};
+use common::*;
+use henb_update::measured_boot::policy;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+/// What one boot of a slot extends: (pcr, event digest).
+#[derive(Clone, Copy)]
+struct Boot {
+    pcr8: [u8; 32],
+    pcr9: [u8; 32],
+}
+
+fn event(seed: u64) -> [u8; 32] {
+    pseudo_random(32, seed).try_into().unwrap()
+}
+
+/// GRUB's measurements of slot A and B: commands/command line (8) differ per slot, the
+/// files read (9) are the same image.
+const A: u64 = 100;
+const B: u64 = 200;
+fn boot_of(slot: u64) -> Boot {
+    Boot { pcr8: event(slot), pcr9: event(9) }
+}
+
+/// The final value of a PCR after one extend from zero.
+fn final_value(d: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0u8; 32]);
+    h.update(d);
+    h.finalize().into()
+}
+
+fn reference_values(w: &Work) -> PathBuf {
+    let p = w.path("reference-values");
+    std::fs::write(
+        &p,
+        format!(
+            "pcr-bank=sha256\npcr.9={}\npcr.8.A={}\npcr.8.B={}\ncomponent.kernel={}\n",
+            hex::encode(final_value(&boot_of(A).pcr9)),
+            hex::encode(final_value(&boot_of(A).pcr8)),
+            hex::encode(final_value(&boot_of(B).pcr8)),
+            hex::encode(boot_of(A).pcr9),
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Reboot: TPM reset, then the bootloader's measurements.
+fn reboot(d: &Device, boot: Boot) {
+    d.t.reset();
+    for (pcr, e) in [(8, boot.pcr8), (9, boot.pcr9)] {
+        let ok = Command::new("tpm2_pcrextend")
+            .arg(format!("{pcr}:sha256={}", hex::encode(e)))
+            .args(["-T", &d.t.tcti()])
+            .env("TSS2_LOG", "all+none")
+            .status()
+            .unwrap();
+        assert!(ok.success(), "tpm2_pcrextend");
+    }
+}
+
+fn seal(d: &Device, name: &str, secret: &[u8]) {
+    let mut c = d.cmd_as("A", &["secret", "seal", name]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    c.stdin.take().unwrap().write_all(secret).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "seal: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn unseal(d: &Device, booted: &str) -> Output {
+    d.cli_as(booted, &["secret", "unseal", "device-credential"])
+}
+
+fn ok(o: Output, what: &str) -> Output {
+    assert!(o.status.success(), "{what}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn policy_show(d: &Device) -> serde_json::Value {
+    serde_json::from_slice(&ok(d.cli(&["policy", "show", "--json"]), "policy show").stdout).unwrap()
+}
+
+/// The policy digest that approves exactly `slots`, computed here from the values.
+fn expected_digest(slots: &[u64]) -> [u8; 32] {
+    let branch = |s: u64| {
+        let b = boot_of(s);
+        policy::branch(&[(8, final_value(&b.pcr8)), (9, final_value(&b.pcr9))]).unwrap()
+    };
+    let mut v: Vec<[u8; 32]> = slots.iter().map(|s| branch(*s)).collect();
+    if v.len() == 1 {
+        v.push(v[0]);
+    }
+    policy::policy_or(&v).unwrap()
+}
+
+/// The index as tpm2-tools reads it.
+fn index_via_tpm2_tools(d: &Device) -> Vec<u8> {
+    let o = run_ok(
+        Command::new("tpm2_nvread")
+            .args(["0x01010300", "-C", "0x01010300", "-T", &d.t.tcti()])
+            .env("TSS2_LOG", "all+none"),
+    );
+    o.stdout
+}
+
+/// A device booted from A (measured), measured boot initialized from its PCRs, the
+/// device credential sealed, and a signed update carrying reference values for A and B.
+fn provisioned(uboot: bool) -> (Device, PathBuf) {
+    let d = Device::new(uboot);
+    d.enable_measured_boot();
+    reboot(&d, boot_of(A));
+    ok(d.cli(&["policy", "init", "--from-pcrs", "8,9"]), "policy init");
+    seal(&d, "device-credential", b"s3cret");
+    assert_eq!(ok(unseal(&d, "A"), "unseal on A").stdout, b"s3cret");
+    let c = d.w.content("c", 1_000_000, "");
+    let rv = reference_values(&d.w);
+    let p = d.w.bundle("verity", &c, &["signer-rsa"], "u.raucb", &["--reference-values", rv.to_str().unwrap()]);
+    (d, p)
+}
+
+#[test]
+fn update_confirmed_good_then_the_old_slot_can_no_longer_unseal() {
+    let (d, p) = provisioned(false);
+    assert_eq!(index_via_tpm2_tools(&d), policy::tpmt_ha(&expected_digest(&[A])));
+    let (code, out) = d.install(&p);
+    assert_eq!(code, 0, "{out}");
+    // Committed before the switch: both slots approved, the index says so.
+    let s = policy_show(&d);
+    assert_eq!(s["approved"], serde_json::json!(["A", "B"]));
+    assert_eq!(s["slots"]["B"]["origin"], "package");
+    assert_eq!(index_via_tpm2_tools(&d), policy::tpmt_ha(&expected_digest(&[A, B])));
+    assert!(grub_list(&d).contains("ORDER=B A\n"));
+    // Still on A before the reboot: the secret is there.
+    assert_eq!(ok(unseal(&d, "A"), "unseal on A before the reboot").stdout, b"s3cret");
+
+    reboot(&d, boot_of(B));
+    let o = ok(d.cli_as("B", &["boot-check", "--json"]), "boot-check on B");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["measured-as-expected"], true);
+    assert_eq!(v["checked"], true);
+    assert_eq!(ok(unseal(&d, "B"), "unseal on B").stdout, b"s3cret", "no re-sealing needed");
+    ok(d.cli_as("B", &["mark", "good"]), "mark good");
+    assert_eq!(policy_show(&d)["approved"], serde_json::json!(["B"]));
+    assert_eq!(index_via_tpm2_tools(&d), policy::tpmt_ha(&expected_digest(&[B])));
+    assert_eq!(ok(unseal(&d, "B"), "unseal on B after mark good").stdout, b"s3cret");
+    let st: serde_json::Value = serde_json::from_slice(&d.cli_as("B", &["status", "--json"]).stdout).unwrap();
+    assert!(st["pending"].is_null());
+    assert_eq!(st["last-result"]["fault-code"], 0);
+
+    // A's measurements can no longer unseal.
+    reboot(&d, boot_of(A));
+    let o = unseal(&d, "A");
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn wrong_measurements_fail_the_check_and_the_fallback_is_reported() {
+    let (d, p) = provisioned(true);
+    assert_eq!(d.install(&p).0, 0);
+    // B boots with a kernel command line nobody signed.
+    reboot(&d, Boot { pcr8: event(666), ..boot_of(B) });
+    let o = d.cli_as("B", &["boot-check", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["measured-as-expected"], false);
+    assert_eq!(v["mismatches"][0]["pcr"], 8);
+    assert_eq!(v["mismatches"].as_array().unwrap().len(), 1, "PCR 9 matches: only 8 is reported");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("PCR 8: expected"));
+    // Marked bad for U-Boot: no attempts left (fw_printenv reads what we wrote).
+    let env =
+        String::from_utf8(run_ok(Command::new("fw_printenv").arg("-c").arg(d.w.path("fw_env.config"))).stdout).unwrap();
+    assert!(env.contains("BOOT_B_LEFT=0\n"), "{env}");
+    assert_eq!(unseal(&d, "B").status.code(), Some(1), "the secret does not unseal on a wrong measurement");
+    assert_eq!(d.cli_as("B", &["mark", "good"]).status.code(), Some(1), "mark good refuses a mismatching slot");
+
+    // The bootloader falls back to A.
+    reboot(&d, boot_of(A));
+    let o = ok(d.cli_as("A", &["boot-check", "--json"]), "boot-check on A after the fallback");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["fell-back-from"]["slot"], "rootfs.1");
+    assert_eq!(v["fell-back-from"]["command-key"], "ck-1");
+    assert_eq!(ok(unseal(&d, "A"), "unseal on A after the fallback").stdout, b"s3cret");
+    let st = d.status();
+    assert_eq!(st["last-result"]["command-key"], "ck-1");
+    assert_eq!(st["last-result"]["fault-code"], 9010);
+    assert_eq!(st["last-result"]["kind"], "activation-failed");
+    assert_eq!(st["slots"][1]["status"], "ActivationFailed");
+    assert!(st["pending"].is_null());
+    assert_eq!(policy_show(&d)["approved"], serde_json::json!(["A"]), "OR(old, old)");
+    // A second boot-check reports the fallback only once.
+    let v: serde_json::Value = serde_json::from_slice(&d.cli(&["boot-check", "--json"]).stdout).unwrap();
+    assert!(v["fell-back-from"].is_null());
+}
+
+/// Killed between the policy commit and the switch, and between the switch and the
+/// confirmation: after the reset the device boots a slot that can unseal.
+#[cfg(feature = "failpoints")]
+#[test]
+fn power_cuts_around_the_policy_commit_leave_a_slot_that_unseals() {
+    use std::os::unix::process::ExitStatusExt;
+    for point in ["policy.recorded", "policy.written", "install.approved", "install.pending", "install.switched"] {
+        let (d, p) = provisioned(false);
+        let o =
+            d.cmd_as("A", &["install", "--command-key", "ck-1"]).arg(&p).env("HENB_FAILPOINT", point).output().unwrap();
+        assert_eq!(o.status.signal(), Some(6), "{point} not reached: {}", String::from_utf8_lossy(&o.stderr));
+        let env = grub_list(&d);
+        let next = if env.contains("ORDER=B A\n") && env.contains("B_OK=1\n") { "B" } else { "A" };
+        assert_eq!(next == "B", point == "install.switched", "{point}: {env}");
+        // The reboot: whichever slot the bootloader picks measures as approved.
+        reboot(&d, boot_of(if next == "B" { B } else { A }));
+        ok(d.cli_as(next, &["boot-check"]), &format!("{point}: boot-check on {next}"));
+        assert_eq!(ok(unseal(&d, next), &format!("{point}: unseal on {next}")).stdout, b"s3cret");
+        if next == "B" {
+            // And if B had not come up, A would still unseal after the fallback.
+            reboot(&d, boot_of(A));
+            assert_eq!(ok(unseal(&d, "A"), &format!("{point}: unseal on A")).stdout, b"s3cret");
+        }
+        // A retried install completes.
+        if next == "A" {
+            let (code, out) = d.install(&p);
+            assert_eq!(code, 0, "{point}: retry: {out}");
+            assert_eq!(policy_show(&d)["approved"], serde_json::json!(["A", "B"]));
+        }
+    }
+}
+
+#[test]
+fn packages_without_or_with_altered_reference_values_are_refused() {
+    let (d, _) = provisioned(false);
+    let before = (d.boot_env(), std::fs::read(d.w.path("slotB")).unwrap(), index_via_tpm2_tools(&d));
+    let unchanged = |what: &str| {
+        assert_eq!(d.boot_env(), before.0, "{what}: boot environment changed");
+        assert!(std::fs::read(d.w.path("slotB")).unwrap() == before.1, "{what}: slot B changed");
+        assert_eq!(index_via_tpm2_tools(&d), before.2, "{what}: policy changed");
+    };
+    // No [meta.measured-boot]: refused by policy (9001).
+    let c = d.w.content("c", 100_000, "");
+    let p = d.w.bundle("verity", &c, &["signer-rsa"], "none.raucb", &[]);
+    let (code, out) = d.install(&p);
+    assert_eq!((code, out["error"]["cwmp-fault"].as_u64()), (1, Some(9001)), "{out}");
+    assert_eq!(out["error"]["kind"], "no-reference-values");
+    unchanged("no reference values");
+    // Values changed after signing, in each format's signed copy (for verity the
+    // manifest inside the CMS, the last copy in the file; the squashfs copy is covered by
+    // the verity tree): 9019.
+    let rv = reference_values(&d.w);
+    for format in ["verity", "tr069"] {
+        let p = d.w.bundle(
+            format,
+            &c,
+            &["signer-rsa"],
+            &format!("rv.{format}"),
+            &["--reference-values", rv.to_str().unwrap()],
+        );
+        let mut bytes = std::fs::read(&p).unwrap();
+        let at = rfind(&bytes, b"pcr.8.B=").unwrap_or_else(|| panic!("{format}: values not found in clear")) + 8;
+        bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+        let tampered = d.w.path(&format!("tampered.{format}"));
+        std::fs::write(&tampered, &bytes).unwrap();
+        let (code, out) = d.install(&tampered);
+        assert_eq!((code, out["error"]["cwmp-fault"].as_u64()), (1, Some(9019)), "{format}: {out}");
+        unchanged(format);
+    }
+}
+
+fn rfind(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).rposition(|w| w == n)
+}
+
+#[test]
+fn policy_init_from_the_factory_package() {
+    let (d, p) = provisioned(false);
+    // Re-provision from the signed package instead of the PCRs: the same values for A.
+    ok(d.cli(&["policy", "init", "--package", p.to_str().unwrap()]), "policy init --package");
+    let s = policy_show(&d);
+    assert_eq!(s["slots"]["A"]["origin"], "package");
+    assert_eq!(s["approved"], serde_json::json!(["A"]));
+    assert_eq!(index_via_tpm2_tools(&d), policy::tpmt_ha(&expected_digest(&[A])));
+    assert_eq!(ok(unseal(&d, "A"), "unseal").stdout, b"s3cret");
+    // An unsigned or foreign package is refused.
+    let foreign = d.w.path("foreign");
+    std::fs::write(&foreign, b"not a package").unwrap();
+    assert_ne!(d.cli(&["policy", "init", "--package", foreign.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(policy_show(&d)["approved"], serde_json::json!(["A"]), "a refused init changes nothing");
+}

@@ -235,6 +235,28 @@ fn power_cuts_around_the_policy_commit_leave_a_slot_that_unseals() {
     }
 }
 
+/// Killed inside `mark good` (policy being narrowed to OR(new, new)): after the reset the
+/// new slot still unseals and the retried `mark good` completes.
+#[cfg(feature = "failpoints")]
+#[test]
+fn power_cuts_in_mark_good_leave_the_new_slot_able_to_unseal() {
+    use std::os::unix::process::ExitStatusExt;
+    for point in ["policy.recorded", "policy.written"] {
+        let (d, p) = provisioned(false);
+        assert_eq!(d.install(&p).0, 0);
+        reboot(&d, boot_of(B));
+        ok(d.cli_as("B", &["boot-check"]), "boot-check");
+        let o = d.cmd_as("B", &["mark", "good"]).env("HENB_FAILPOINT", point).output().unwrap();
+        assert_eq!(o.status.signal(), Some(6), "{point} not reached: {}", String::from_utf8_lossy(&o.stderr));
+        reboot(&d, boot_of(B));
+        ok(d.cli_as("B", &["boot-check"]), &format!("{point}: boot-check"));
+        assert_eq!(ok(unseal(&d, "B"), &format!("{point}: unseal on B")).stdout, b"s3cret");
+        ok(d.cli_as("B", &["mark", "good"]), &format!("{point}: mark good retried"));
+        assert_eq!(policy_show(&d)["approved"], serde_json::json!(["B"]));
+        assert!(d.status()["pending"].is_null());
+    }
+}
+
 #[test]
 fn packages_without_or_with_altered_reference_values_are_refused() {
     let (d, _) = provisioned(false);

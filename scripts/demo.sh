@@ -40,10 +40,28 @@ security-version=3
 MAN
 sed 's/^/   /' "$work/content/manifest.raucm"
 
+say "3b. Its reference values (R5): the final PCR 8 (GRUB commands and command line, per slot)"
+say "    and PCR 9 (files GRUB reads) values a build predicts; signed into the package"
+# What GRUB measures for each slot (illustrative event texts); final = sha256(0^32 || event).
+event() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+final() { python3 -c 'import hashlib,sys; print(hashlib.sha256(bytes(32)+bytes.fromhex(sys.argv[1])).hexdigest())' "$1"; }
+ev8A=$(event "linuxefi /vmlinuz root=/dev/vda2 rauc.slot=A")
+ev8B=$(event "linuxefi /vmlinuz root=/dev/vda3 rauc.slot=B")
+ev9=$(sha256sum "$work/content/rootfs.img" | cut -d' ' -f1)
+cat > "$work/reference-values" <<RV
+pcr-bank=sha256
+pcr.8.A=$(final "$ev8A")
+pcr.8.B=$(final "$ev8B")
+pcr.9=$(final "$ev9")
+component.rootfs=$ev9
+RV
+sed 's/^/   /' "$work/reference-values"
+
 for fmt in verity plain tr069; do
   say "4. Build a signed $fmt package"
   "$bin" bundle --format "$fmt" --cert "$work/pki/signer-rsa.cert.pem" --key "$work/pki/signer-rsa.key.pem" \
-    --intermediate "$work/pki/release-ca.cert.pem" "$work/content" "$work/update.$fmt"
+    --intermediate "$work/pki/release-ca.cert.pem" --reference-values "$work/reference-values" \
+    "$work/content" "$work/update.$fmt"
   ls -l "$work/update.$fmt" | awk '{print "   " $5 " bytes  " $9}'
   say "   verify it (signature, structure, every image digest)"
   "$bin" --conf "$work/system.conf" info "$work/update.$fmt" | sed 's/^/   /'
@@ -73,6 +91,8 @@ data-directory=$work/data
 check-purpose=codesign
 [tpm]
 tcti=swtpm:host=127.0.0.1,port=$port
+[measured-boot]
+required=true
 [slot.rootfs.0]
 device=$work/slotA
 type=ext4
@@ -82,18 +102,47 @@ device=$work/slotB
 type=ext4
 bootname=B
 CONF
+tcti="swtpm:host=127.0.0.1,port=$port"
+# A reboot as the TPM sees it: reset, then GRUB's measurements of the slot it boots.
+reboot_into() {
+  swtpm_ioctl --tcp 127.0.0.1:$((port + 1)) -i >/dev/null
+  TSS2_LOG=all+none tpm2_startup -c -T "$tcti" 2>/dev/null || true
+  local ev8=$ev8A; [ "$1" = B ] && ev8=$ev8B
+  TSS2_LOG=all+none tpm2_pcrextend "8:sha256=$ev8" -T "$tcti"
+  TSS2_LOG=all+none tpm2_pcrextend "9:sha256=${2:-$ev9}" -T "$tcti"
+}
 dev() { "$bin" --conf "$work/device.conf" "$@"; }
 dev trust provision --root "$work/pki/root.cert.pem" --lock | sed 's/^/   /'
 dev trust list | sed 's/^/   /'
 say "   verify against the roots in the TPM (no PEM file involved)"
 dev info --json "$work/update.verity" | grep -E '"(trust-source|minimum-security-version|status)"' | sed 's/^/   /'
 
-say "6b. Install it while slot A runs: written into B, then B boots next (GRUB variables as RAUC's)"
+say "6a. Measured boot: slot A booted; its PCRs become the policy, the device credential is sealed to it"
+reboot_into A
+dev --override-boot-slot A policy init --from-pcrs 8,9 | sed 's/^/   /'
+echo "device-credential-0042" | dev secret seal device-credential | sed 's/^/   /'
+echo "   unseal on A: $(dev secret unseal device-credential)"
+
+say "6b. Install it while slot A runs: written into B, its signed reference values committed"
+say "    to the TPM policy (A and B may unseal), then B boots next (GRUB variables as RAUC's)"
 dev --override-boot-slot A install --command-key demo-1 "$work/update.verity" | sed 's/^/   /'
 grub-editenv "$work/grubenv" list | sed 's/^/   grubenv: /'
+dev policy show | sed 's/^/   /'
 dev --override-boot-slot A status | sed 's/^/   /'
-say "   after the reboot into B: mark good confirms it and raises the anti-rollback minimum to 3"
+say "   the reboot into B: boot-check compares the PCRs with B's committed values, the credential unseals"
+reboot_into B
+dev --override-boot-slot B boot-check | sed 's/^/   /'
+echo "   unseal on B: $(dev secret unseal device-credential)"
+say "   mark good confirms B: the policy approves only B, anti-rollback minimum rises to 3"
 dev --override-boot-slot B mark good | sed 's/^/   /'
+dev policy show | sed -n 2p | sed 's/^/   /'
+say "   booting the old slot A (or anything else) now: the credential stays sealed"
+reboot_into A
+dev secret unseal device-credential 2>&1 | sed 's/^/   /' || true
+say "   a kernel nobody signed in B: boot-check refuses, marks B bad, the bootloader falls back"
+reboot_into B "$(event 'a different kernel')"
+dev --override-boot-slot B boot-check 2>&1 | sed 's/^/   /' || echo "   -> exit status ${PIPESTATUS[0]}"
+grub-editenv "$work/grubenv" list | grep B_OK | sed 's/^/   grubenv: /'
 dev security-version | sed 's/^/   /'
 say "   a later confirmed update moved the minimum to 4: this package (version 3) is now a downgrade"
 dev security-version --raise 4 | sed 's/^/   /'

@@ -154,7 +154,7 @@ impl Booted<'_> {
         let mismatches = self.measure()?;
         if let Some(m) = mismatches.as_ref().filter(|m| !m.is_empty()) {
             for x in m {
-                tracing::error!("slot {}: {x}", self.slot.name);
+                tracing::debug!("slot {}: {x}", self.slot.name);
             }
             self.bootloader.set_state(&self.bootname()?, false)?;
             let entry = status.slots.entry(self.slot.name.clone()).or_insert_with(|| crate::status::SlotStatus {

@@ -222,9 +222,11 @@ pub(super) fn run_secret(c: SecretCommand, conf: &Config) -> ExitCode {
                 ExitCode::SUCCESS
             }
             // The TPM refusing the policy is the expected "not this measurement" answer.
-            Err(e @ MeasuredBootError::Tpm(crate::tpm::TpmError::Command { .. })) => {
-                fail("secret unseal", format!("{e}: the device does not measure as an approved slot"), EXIT_REJECTED)
-            }
+            Err(MeasuredBootError::Tpm(crate::tpm::TpmError::Command { why, .. })) => fail(
+                "secret unseal",
+                format!("the device does not measure as an approved slot; the secret stays sealed (TPM: {why})"),
+                EXIT_REJECTED,
+            ),
             Err(e) => mb_fail("secret unseal", e),
         },
     }

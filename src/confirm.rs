@@ -119,7 +119,7 @@ impl Booted<'_> {
         // The policy first: a power cut after it leaves the pending record, and the next
         // boot-check does this again.
         self.approve_only_booted()?;
-        status.last_result = Some(InstallResult {
+        status.complete(InstallResult {
             command_key: p.command_key.clone(),
             fault_code: CwmpFault::TransferFailure.code(),
             fault_string: format!(
@@ -138,6 +138,13 @@ impl Booted<'_> {
         status.commit(&self.conf.data_directory)?;
         tracing::warn!("slot {} did not come up: ActivationFailed for CommandKey {:?}", p.slot, p.command_key);
         Ok(Some((p.slot, p.command_key)))
+    }
+
+    /// Settle a fallback only (no PCR check: that is `boot-check`'s), e.g. when the
+    /// service starts: the pending install's outcome must be known before it is reported.
+    pub fn settle(&mut self) -> Result<Option<(String, Option<String>)>, ConfirmError> {
+        let mut status = Status::load(&self.conf.data_directory)?;
+        self.settle_fallback(&mut status)
     }
 
     fn measure(&self) -> Result<Option<Vec<PcrMismatch>>, ConfirmError> {
@@ -188,6 +195,16 @@ impl Booted<'_> {
         if let Some(s) = status.slots.get_mut(&self.slot.name) {
             s.status = FirmwareStatus::Active;
         }
+        // The Download is complete now that its slot runs and is confirmed.
+        status.complete(InstallResult {
+            command_key: p.command_key.clone(),
+            fault_code: 0,
+            fault_string: String::new(),
+            kind: String::new(),
+            slot: Some(p.slot.clone()),
+            start_time: p.start_time,
+            complete_time: now(),
+        });
         status.pending = None;
         status.commit(&self.conf.data_directory)?;
         Ok(())

@@ -18,7 +18,7 @@ use crate::measured_boot::{Approver, MeasuredBootError};
 use crate::package::{self, Context, Format, Image, Package, PackageError, Sink};
 use crate::slot::{self, SlotError};
 use crate::source::FileSource;
-use crate::status::{FirmwareStatus, InstallResult, Pending, SlotStatus, Status, StatusError};
+use crate::status::{FirmwareStatus, InstallResult, Job, Pending, SlotStatus, Status, StatusError};
 use crate::trust::Anchors;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -153,12 +153,20 @@ pub fn install(
         nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| InstallError::Busy)?;
     let start = plan.now;
     let mut status = Status::load(dir)?;
+    // A job left by a killed agent is reported (once) before this one starts.
+    status.settle_interrupted(secs(SystemTime::now()));
+    status.job = Some(Job {
+        command_key: req.command_key.clone(),
+        slot: slot::target(&plan.conf.slots, plan.booted).ok().map(|t| t[0].name.clone()),
+        start_time: secs(start),
+    });
+    status.commit(dir)?;
     let result = run(plan, bootloader, &req, &mut status, progress);
     let (fault, fault_string, kind, slot) = match &result {
         Ok(i) => (0, String::new(), String::new(), Some(i.slot.clone())),
         Err(e) => (e.fault().code(), e.to_string(), e.kind().to_string(), None),
     };
-    status.last_result = Some(InstallResult {
+    let r = InstallResult {
         command_key: req.command_key.clone(),
         fault_code: fault,
         fault_string: fault_string.chars().take(256).collect(),
@@ -166,7 +174,14 @@ pub fn install(
         slot,
         start_time: secs(start),
         complete_time: secs(SystemTime::now()),
-    });
+    };
+    status.job = None;
+    if matches!(&result, Ok(i) if i.activated) {
+        // Activated: TransferComplete waits for the outcome after the reboot (confirm).
+        status.last_result = Some(r);
+    } else {
+        status.complete(r);
+    }
     // Recording the result must not hide the install's own error.
     let recorded = status.commit(dir);
     let installed = result?;

@@ -12,6 +12,7 @@ pub mod bootloader;
 pub mod cli;
 pub mod config;
 pub mod confirm;
+pub mod device;
 pub mod digest;
 pub mod failpoint;
 pub mod fault;

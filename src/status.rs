@@ -2,6 +2,9 @@
 //! what was installed and its TR-181 FirmwareImage status, the last install's result with
 //! its CWMP fault code, and the install waiting for confirmation after the reboot.
 //!
+//! Format 2 adds the queue of TransferComplete results the CWMP client has not
+//! acknowledged yet and the install in progress (so an interrupted one is reported).
+//!
 //! Versioned (`format`), unknown fields refused, written atomically (temp, fsync, rename,
 //! fsync directory). `tests/fixtures/status-v1.json` proves old files still load.
 
@@ -11,7 +14,10 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// The format written by this version.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
+
+/// At most this many unacknowledged results are kept (the oldest go first).
+pub const MAX_TRANSFERS: usize = 32;
 
 /// TR-181 `Device.DeviceInfo.FirmwareImage.{i}.Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +96,19 @@ pub struct Pending {
     pub start_time: u64,
 }
 
+/// An install that has started and not finished: if the agent finds one, it was
+/// interrupted (killed, power cut).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Job {
+    /// The Download's CommandKey.
+    pub command_key: Option<String>,
+    /// Target slot.
+    pub slot: Option<String>,
+    /// Unix seconds.
+    pub start_time: u64,
+}
+
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -102,11 +121,25 @@ pub struct Status {
     pub last_result: Option<InstallResult>,
     /// The install waiting for confirmation.
     pub pending: Option<Pending>,
+    /// Results for the CWMP client's TransferComplete, oldest first, until acknowledged
+    /// (only Downloads with a CommandKey).
+    #[serde(default)]
+    pub transfers: Vec<InstallResult>,
+    /// The install in progress.
+    #[serde(default)]
+    pub job: Option<Job>,
 }
 
 impl Default for Status {
     fn default() -> Self {
-        Self { format: FORMAT, slots: BTreeMap::new(), last_result: None, pending: None }
+        Self {
+            format: FORMAT,
+            slots: BTreeMap::new(),
+            last_result: None,
+            pending: None,
+            transfers: Vec::new(),
+            job: None,
+        }
     }
 }
 
@@ -156,6 +189,53 @@ impl Status {
         Ok(s)
     }
 
+    /// Record `r` as the last result and, when it answers a Download (it has a
+    /// CommandKey), queue it for TransferComplete.
+    pub fn complete(&mut self, r: InstallResult) {
+        if r.command_key.is_some() {
+            self.transfers.push(r.clone());
+            if self.transfers.len() > MAX_TRANSFERS {
+                let dropped = self.transfers.remove(0);
+                tracing::warn!("dropping the unacknowledged result for CommandKey {:?}", dropped.command_key);
+            }
+        }
+        self.last_result = Some(r);
+    }
+
+    /// The client has sent TransferComplete for `command_key`: forget the oldest result
+    /// with that key. False if there was none.
+    pub fn acknowledge(&mut self, command_key: &str) -> bool {
+        match self.transfers.iter().position(|t| t.command_key.as_deref() == Some(command_key)) {
+            Some(i) => {
+                self.transfers.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// An install that was started and never finished (the agent was killed or the power
+    /// went): report it as failed, once. True if there was one.
+    pub fn settle_interrupted(&mut self, now: u64) -> bool {
+        let Some(job) = self.job.take() else { return false };
+        if let Some(s) = job.slot.as_ref().and_then(|s| self.slots.get_mut(s)) {
+            if matches!(s.status, FirmwareStatus::Downloading | FirmwareStatus::Validating) {
+                s.status = FirmwareStatus::InstallationFailed;
+            }
+        }
+        self.complete(InstallResult {
+            command_key: job.command_key,
+            fault_code: crate::fault::CwmpFault::InternalError.code(),
+            fault_string: "the install was interrupted (the agent stopped or the power failed); nothing was activated"
+                .into(),
+            kind: "interrupted".into(),
+            slot: None,
+            start_time: job.start_time,
+            complete_time: now,
+        });
+        true
+    }
+
     /// Write atomically. Changes in memory are not persisted until this is called.
     pub fn commit(&self, dir: &Path) -> Result<(), StatusError> {
         let p = path(dir);
@@ -176,9 +256,44 @@ mod tests {
         assert_eq!(s.slots["rootfs.1"].status, FirmwareStatus::Available);
         assert_eq!(s.last_result.as_ref().unwrap().fault_code, 0);
         assert_eq!(s.pending.as_ref().unwrap().bootname, "B");
+        assert!(s.transfers.is_empty() && s.job.is_none());
         assert!(serde_json::from_str::<Status>(
             r#"{"format":1,"slots":{},"last-result":null,"pending":null,"extra":1}"#
         )
         .is_err());
+    }
+
+    fn result(key: Option<&str>, fault: u32) -> InstallResult {
+        InstallResult {
+            command_key: key.map(Into::into),
+            fault_code: fault,
+            fault_string: String::new(),
+            kind: String::new(),
+            slot: None,
+            start_time: 1,
+            complete_time: 2,
+        }
+    }
+
+    #[test]
+    fn transfers_are_queued_until_acknowledged_and_bounded() {
+        let mut s = Status::default();
+        s.complete(result(None, 0));
+        assert!(s.transfers.is_empty(), "no CommandKey: no TransferComplete");
+        assert!(s.last_result.is_some());
+        for i in 0..MAX_TRANSFERS + 3 {
+            s.complete(result(Some(&format!("k{i}")), 0));
+        }
+        assert_eq!(s.transfers.len(), MAX_TRANSFERS);
+        assert_eq!(s.transfers[0].command_key.as_deref(), Some("k3"));
+        assert!(s.acknowledge("k5"));
+        assert!(!s.acknowledge("k5"));
+        assert!(!s.acknowledge("k0"));
+        // An interrupted job is reported once.
+        s.job = Some(Job { command_key: Some("int".into()), slot: None, start_time: 5 });
+        assert!(s.settle_interrupted(9));
+        assert!(!s.settle_interrupted(9));
+        let last = s.transfers.last().unwrap();
+        assert_eq!((last.command_key.as_deref(), last.fault_code, last.kind.as_str()), (Some("int"), 9002, "interrupted"));
     }
 }

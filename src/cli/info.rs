@@ -28,7 +28,7 @@ pub(super) struct Args {
 }
 
 pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
-    let (anchors, minimum) = match super::trust_state(conf, a.keyring.clone()) {
+    let (anchors, minimum) = match crate::device::trust_state(conf, a.keyring.clone()) {
         Ok(t) => t,
         Err(f) => return fail(&a, f.kind, f.fault, &f.message, super::EXIT_COULD_NOT_CHECK),
     };

@@ -1,17 +1,16 @@
 //! `henb-update install`, `status` and `mark`.
 
 use super::{EXIT_COULD_NOT_CHECK, EXIT_REJECTED};
-use crate::bootloader;
-use crate::config::{Config, SlotConf};
+use crate::config::Config;
 use crate::confirm::Booted;
-use crate::fault::{CwmpFault, Fault};
-use crate::install::{self, Plan, Progress, Request};
+use crate::device::{booted, bootloader};
+use crate::fault::Fault;
+use crate::install::Progress;
 use crate::status::{FirmwareStatus, Status};
 use serde_json::json;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 #[derive(clap::Args)]
 pub(super) struct InstallArgs {
@@ -51,27 +50,6 @@ pub(super) struct MarkArgs {
     slot: String,
 }
 
-/// The booted slot: `--override-boot-slot`, else the kernel command line.
-pub(super) fn booted<'a>(conf: &'a Config, override_boot: Option<&str>) -> Result<&'a SlotConf, String> {
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let resolve = |p: &Path| -> Option<PathBuf> {
-        let s = p.to_str()?;
-        let p = if let Some(u) = s.strip_prefix("PARTUUID=") {
-            PathBuf::from(format!("/dev/disk/by-partuuid/{}", u.to_ascii_lowercase()))
-        } else if let Some(u) = s.strip_prefix("UUID=") {
-            PathBuf::from(format!("/dev/disk/by-uuid/{u}"))
-        } else {
-            p.to_path_buf()
-        };
-        std::fs::canonicalize(p).ok()
-    };
-    crate::slot::booted(&conf.slots, &cmdline, override_boot, &resolve).map_err(|e| e.to_string())
-}
-
-fn class_bootloader(conf: &Config, booted: &SlotConf) -> Result<Box<dyn bootloader::Bootloader>, String> {
-    bootloader::open(conf, &booted.class).map_err(|e| e.to_string())
-}
-
 pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&str>) -> ExitCode {
     let fail = |kind: &str, fault: u32, msg: &str, exit: u8| {
         if a.json {
@@ -84,14 +62,6 @@ pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&
         Ok(b) => b,
         Err(e) => return fail("slot", 9002, &e, EXIT_COULD_NOT_CHECK),
     };
-    let mut bl = match class_bootloader(conf, booted) {
-        Ok(b) => b,
-        Err(e) => return fail("bootloader", 9002, &e, EXIT_COULD_NOT_CHECK),
-    };
-    let (anchors, minimum) = match super::trust_state(conf, None) {
-        Ok(t) => t,
-        Err(f) => return fail(f.kind, f.fault, &f.message, EXIT_COULD_NOT_CHECK),
-    };
     let file = match std::fs::File::open(&a.package) {
         Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
         Ok(_) => {
@@ -99,14 +69,6 @@ pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&
         }
         Err(e) => return fail("access", 9016, &format!("{}: {e}", a.package.display()), EXIT_COULD_NOT_CHECK),
     };
-    let approver = match crate::measured_boot::MeasuredBoot::from_config(conf) {
-        Some(mb) => match super::tpm_owner(conf) {
-            Ok((owner, _, _)) => Some(crate::measured_boot::Approver { owner, mb }),
-            Err(e) => return fail("tpm", 9002, &format!("{e:#}"), EXIT_COULD_NOT_CHECK),
-        },
-        None => None,
-    };
-    let plan = Plan { conf, booted, anchors: &anchors, minimum, now: SystemTime::now(), measured: approver.as_ref() };
     let tty = std::io::stderr().is_terminal() && !a.json;
     let mut show = |p: Progress| {
         if tty {
@@ -117,8 +79,7 @@ pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&
             }
         }
     };
-    let req = Request { file, command_key: a.command_key.clone(), activate: !a.no_activate };
-    match install::install(&plan, bl.as_mut(), req, &mut show) {
+    match crate::device::install_file(conf, booted, file, a.command_key.clone(), !a.no_activate, &mut show) {
         Ok(i) => {
             if a.json {
                 println!(
@@ -136,15 +97,11 @@ pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        Err(f) => {
             if tty {
                 eprintln!();
             }
-            let exit = match e.fault() {
-                CwmpFault::InternalError | CwmpFault::UnableToAccessFile => EXIT_COULD_NOT_CHECK,
-                _ => EXIT_REJECTED,
-            };
-            fail(e.kind(), e.fault().code(), &e.to_string(), exit)
+            fail(&f.kind, f.fault, &f.message, if f.refused() { EXIT_REJECTED } else { EXIT_COULD_NOT_CHECK })
         }
     }
 }
@@ -158,7 +115,7 @@ pub(super) fn run_status(a: StatusArgs, conf: &Config, override_boot: Option<&st
         }
     };
     let booted = booted(conf, override_boot).ok();
-    let mut bl = booted.and_then(|b| class_bootloader(conf, b).ok());
+    let mut bl = booted.and_then(|b| bootloader(conf, b).ok());
     let primary = bl.as_mut().and_then(|b| b.primary().ok().flatten());
     let slots: Vec<_> = conf
         .slots
@@ -223,11 +180,11 @@ pub(super) fn run_mark(a: MarkArgs, conf: &Config, override_boot: Option<&str>) 
     let Some(bootname) = slot.bootname.clone() else {
         return fail(format!("slot {} has no bootname", slot.name), EXIT_REJECTED);
     };
-    let mut bl = match class_bootloader(conf, booted) {
+    let mut bl = match bootloader(conf, booted) {
         Ok(b) => b,
         Err(e) => return fail(e, EXIT_COULD_NOT_CHECK),
     };
-    let (tpm, counter) = super::tpm_for_confirm(conf);
+    let (tpm, counter) = crate::device::tpm_for_confirm(conf);
     let mut dev = Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
     let r = match a.state {
         MarkState::Good if slot.name == booted.name => dev.mark_good(),
@@ -273,11 +230,11 @@ pub(super) fn run_boot_check(a: BootCheckArgs, conf: &Config, override_boot: Opt
         Ok(b) => b,
         Err(e) => return fail("slot", e),
     };
-    let mut bl = match class_bootloader(conf, booted) {
+    let mut bl = match bootloader(conf, booted) {
         Ok(b) => b,
         Err(e) => return fail("bootloader", e),
     };
-    let (tpm, counter) = super::tpm_for_confirm(conf);
+    let (tpm, counter) = crate::device::tpm_for_confirm(conf);
     let mut dev = Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
     let r = match dev.boot_check() {
         Ok(r) => r,

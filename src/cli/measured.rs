@@ -58,7 +58,7 @@ pub(super) enum SecretCommand {
 fn setup(conf: &Config) -> Result<(crate::tpm::owner::TpmOwner, MeasuredBoot), String> {
     let mb = MeasuredBoot::from_config(conf)
         .ok_or("measured boot is not configured: add a [measured-boot] section to the system configuration")?;
-    let (owner, _, _) = super::tpm_owner(conf).map_err(|e| format!("{e:#}"))?;
+    let (owner, _, _) = crate::device::tpm_owner(conf).map_err(|e| format!("{e:#}"))?;
     Ok((owner, mb))
 }
 
@@ -82,7 +82,7 @@ pub(super) fn run_policy(c: PolicyCommand, conf: &Config, override_boot: Option<
     };
     match c {
         PolicyCommand::Init(a) => {
-            let booted = match super::install::booted(conf, override_boot) {
+            let booted = match crate::device::booted(conf, override_boot) {
                 Ok(b) => b,
                 Err(e) => return fail("policy init", e, EXIT_COULD_NOT_CHECK),
             };
@@ -165,7 +165,7 @@ pub(super) fn run_policy(c: PolicyCommand, conf: &Config, override_boot: Option<
 
 /// Verify `path` against the configured anchors and take its values for `bootname`.
 fn package_values(conf: &Config, path: &std::path::Path, bootname: &str) -> Result<SlotValues, (String, u8)> {
-    let (anchors, _) = super::trust_state(conf, None).map_err(|f| (f.message, EXIT_COULD_NOT_CHECK))?;
+    let (anchors, _) = crate::device::trust_state(conf, None).map_err(|f| (f.message, EXIT_COULD_NOT_CHECK))?;
     let file = std::fs::File::open(path).map_err(|e| (format!("{}: {e}", path.display()), EXIT_COULD_NOT_CHECK))?;
     let src = Arc::new(FileSource::new(file).map_err(|e| (format!("{}: {e}", path.display()), EXIT_COULD_NOT_CHECK))?);
     let ctx = Context {

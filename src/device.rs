@@ -1,0 +1,176 @@
+//! The device as the edges (the command line, the D-Bus service) open it from the
+//! configuration: the booted slot and its bootloader, the TPM owner task, the trust
+//! anchors, and one install of an open package file end to end.
+
+use crate::bootloader;
+use crate::config::{Config, SlotConf};
+use crate::fault::Fault;
+use crate::install::{self, Installed, Plan, Progress, Request};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// The booted slot: `--override-boot-slot`, else the kernel command line.
+pub fn booted<'a>(conf: &'a Config, override_boot: Option<&str>) -> Result<&'a SlotConf, String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let resolve = |p: &Path| -> Option<PathBuf> {
+        let s = p.to_str()?;
+        let p = if let Some(u) = s.strip_prefix("PARTUUID=") {
+            PathBuf::from(format!("/dev/disk/by-partuuid/{}", u.to_ascii_lowercase()))
+        } else if let Some(u) = s.strip_prefix("UUID=") {
+            PathBuf::from(format!("/dev/disk/by-uuid/{u}"))
+        } else {
+            p.to_path_buf()
+        };
+        std::fs::canonicalize(p).ok()
+    };
+    crate::slot::booted(&conf.slots, &cmdline, override_boot, &resolve).map_err(|e| e.to_string())
+}
+
+/// The bootloader backend of the booted slot's class.
+pub fn bootloader(conf: &Config, booted: &SlotConf) -> Result<Box<dyn bootloader::Bootloader>, String> {
+    bootloader::open(conf, &booted.class).map_err(|e| e.to_string())
+}
+
+/// The TPM owner task and the NV layout from the configuration.
+pub fn tpm_owner(
+    conf: &Config,
+) -> anyhow::Result<(crate::tpm::owner::TpmOwner, crate::trust::store::RootStore, crate::rollback::Counter)> {
+    use anyhow::Context as _;
+    let t = &conf.tpm;
+    let mut tc = crate::tpm::TpmConfig::default();
+    if let Some(tcti) = &t.tcti {
+        tc.tcti = tcti.clone();
+    }
+    if let Some(p) = &t.owner_auth_file {
+        let mut a = std::fs::read(p).with_context(|| format!("owner authorization {}", p.display()))?;
+        if a.last() == Some(&b'\n') {
+            a.pop();
+        }
+        tc.owner_auth = a;
+    }
+    let mut store = crate::trust::store::RootStore::default();
+    if let Some(i) = t.root_index {
+        store.first = i;
+    }
+    if let Some(n) = t.root_slots {
+        store.slots = n;
+    }
+    let mut counter = crate::rollback::Counter::default();
+    if let Some(i) = t.counter_index {
+        counter.index = i;
+    }
+    Ok((crate::tpm::owner::TpmOwner::spawn(tc), store, counter))
+}
+
+/// The TPM as the post-boot steps need it: for measured boot, and for anti-rollback
+/// unless a keyring stands in for the TPM's roots.
+pub fn tpm_for_confirm(conf: &Config) -> (Option<crate::tpm::owner::TpmOwner>, Option<crate::rollback::Counter>) {
+    if conf.measured_boot.is_none() && conf.keyring.is_some() {
+        return (None, None);
+    }
+    match tpm_owner(conf) {
+        Ok((owner, _, counter)) => (Some(owner), conf.keyring.is_none().then_some(counter)),
+        Err(e) => {
+            tracing::error!("TPM: {e:#}");
+            (None, None)
+        }
+    }
+}
+
+/// A failure to set up verification: could not check.
+pub struct SetupFailure {
+    /// Stable kind.
+    pub kind: &'static str,
+    /// CWMP fault code.
+    pub fault: u32,
+    /// Message.
+    pub message: String,
+}
+
+/// Trust anchors and the anti-rollback minimum: from the TPM, unless a keyring is named
+/// explicitly (build hosts, development), in which case anti-rollback is not enforced.
+pub fn trust_state(
+    conf: &Config,
+    keyring: Option<std::path::PathBuf>,
+) -> Result<(crate::trust::Anchors, Option<u64>), SetupFailure> {
+    use crate::tpm::TpmError;
+    use crate::trust::store::StoreError;
+    use crate::trust::{Anchors, TrustSource};
+    if let Some(keyring) = keyring.or_else(|| conf.keyring.clone()) {
+        let anchors = std::fs::read(&keyring)
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                Anchors::from_pem(&t, TrustSource::Keyring(keyring.display().to_string())).map_err(|e| e.to_string())
+            })
+            .map_err(|e| SetupFailure {
+                kind: "no-trust-anchors",
+                fault: 9002,
+                message: format!("keyring {}: {e}", keyring.display()),
+            })?;
+        return Ok((anchors, None));
+    }
+    let (owner, store, counter) =
+        tpm_owner(conf).map_err(|e| SetupFailure { kind: "tpm", fault: 9002, message: format!("{e:#}") })?;
+    owner.call(move |t| Ok::<_, StoreError>((store.anchors(t)?, counter.minimum(t)?))).map(|(a, m)| (a, Some(m))).map_err(|e| {
+        let kind = match e {
+            StoreError::Tpm(TpmError::Unreachable { .. }) => "tpm-unreachable",
+            StoreError::Anchors(_) => "no-trust-anchors",
+            _ => "tpm",
+        };
+        SetupFailure {
+            kind,
+            fault: 9002,
+            message: format!(
+                "could not check: {e} (trust anchors come from the TPM; provision it with 'henb-update trust provision', or name a keyring)"
+            ),
+        }
+    })
+}
+
+/// Why an install did not happen, in CWMP terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Stable kind.
+    pub kind: String,
+    /// CWMP fault code.
+    pub fault: u32,
+    /// Message.
+    pub message: String,
+}
+
+impl Failure {
+    fn new(kind: &str, fault: u32, message: impl Into<String>) -> Self {
+        Self { kind: kind.into(), fault, message: message.into() }
+    }
+
+    /// Refused (the package or request), as opposed to could not check.
+    pub fn refused(&self) -> bool {
+        !matches!(self.fault, 9002 | 9016)
+    }
+}
+
+/// One install of `file` (already open; the only handle used) into the inactive slot
+/// group: trust anchors, the measured-boot approver and the bootloader set up from the
+/// configuration, then [`install::install`].
+pub fn install_file(
+    conf: &Config,
+    booted: &SlotConf,
+    file: std::fs::File,
+    command_key: Option<String>,
+    activate: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Installed, Failure> {
+    let mut bl = bootloader(conf, booted).map_err(|e| Failure::new("bootloader", 9002, e))?;
+    let (anchors, minimum) = trust_state(conf, None).map_err(|f| Failure::new(f.kind, f.fault, f.message))?;
+    let approver = match crate::measured_boot::MeasuredBoot::from_config(conf) {
+        Some(mb) => match tpm_owner(conf) {
+            Ok((owner, _, _)) => Some(crate::measured_boot::Approver { owner, mb }),
+            Err(e) => return Err(Failure::new("tpm", 9002, format!("{e:#}"))),
+        },
+        None => None,
+    };
+    let plan = Plan { conf, booted, anchors: &anchors, minimum, now: SystemTime::now(), measured: approver.as_ref() };
+    let req = Request { file, command_key, activate };
+    install::install(&plan, bl.as_mut(), req, progress)
+        .map_err(|e| Failure::new(e.kind(), e.fault().code(), e.to_string()))
+}

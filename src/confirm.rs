@@ -109,7 +109,8 @@ impl Booted<'_> {
 
     /// Settle a pending install whose slot is not the booted one and that the bootloader
     /// gave up on (or never switched to): ActivationFailed for its CommandKey.
-    fn settle_fallback(&mut self, status: &mut Status) -> Result<Option<(String, Option<String>)>, ConfirmError> {
+    fn settle_fallback(&mut self) -> Result<Option<(String, Option<String>)>, ConfirmError> {
+        let status = Status::load(&self.conf.data_directory)?;
         let Some(p) = status.pending.clone().filter(|p| p.slot != self.slot.name) else { return Ok(None) };
         let abandoned = self.bootloader.state(&p.bootname)? == BootState::Bad
             || self.bootloader.primary()?.as_deref() != Some(p.bootname.as_str());
@@ -119,7 +120,7 @@ impl Booted<'_> {
         // The policy first: a power cut after it leaves the pending record, and the next
         // boot-check does this again.
         self.approve_only_booted()?;
-        status.complete(InstallResult {
+        let r = InstallResult {
             command_key: p.command_key.clone(),
             fault_code: CwmpFault::TransferFailure.code(),
             fault_string: format!(
@@ -130,12 +131,21 @@ impl Booted<'_> {
             slot: Some(p.slot.clone()),
             start_time: p.start_time,
             complete_time: now(),
-        });
-        if let Some(s) = status.slots.get_mut(&p.slot) {
-            s.status = FirmwareStatus::ActivationFailed;
+        };
+        let settled = Status::update(&self.conf.data_directory, |s| {
+            if s.pending.as_ref() != Some(&p) {
+                return false; // settled meanwhile by another caller
+            }
+            s.complete(r);
+            if let Some(x) = s.slots.get_mut(&p.slot) {
+                x.status = FirmwareStatus::ActivationFailed;
+            }
+            s.pending = None;
+            true
+        })?;
+        if !settled {
+            return Ok(None);
         }
-        status.pending = None;
-        status.commit(&self.conf.data_directory)?;
         tracing::warn!("slot {} did not come up: ActivationFailed for CommandKey {:?}", p.slot, p.command_key);
         Ok(Some((p.slot, p.command_key)))
     }
@@ -143,8 +153,7 @@ impl Booted<'_> {
     /// Settle a fallback only (no PCR check: that is `boot-check`'s), e.g. when the
     /// service starts: the pending install's outcome must be known before it is reported.
     pub fn settle(&mut self) -> Result<Option<(String, Option<String>)>, ConfirmError> {
-        let mut status = Status::load(&self.conf.data_directory)?;
-        self.settle_fallback(&mut status)
+        self.settle_fallback()
     }
 
     fn measure(&self) -> Result<Option<Vec<PcrMismatch>>, ConfirmError> {
@@ -156,24 +165,25 @@ impl Booted<'_> {
     /// `boot-check`: settle a fallback, then compare the booted slot's PCRs with its
     /// committed values; on a mismatch mark it bad (the bootloader falls back).
     pub fn boot_check(&mut self) -> Result<BootCheck, ConfirmError> {
-        let mut status = Status::load(&self.conf.data_directory)?;
-        let fell_back_from = self.settle_fallback(&mut status)?;
+        let fell_back_from = self.settle_fallback()?;
         let mismatches = self.measure()?;
         if let Some(m) = mismatches.as_ref().filter(|m| !m.is_empty()) {
             for x in m {
                 tracing::debug!("slot {}: {x}", self.slot.name);
             }
             self.bootloader.set_state(&self.bootname()?, false)?;
-            let entry = status.slots.entry(self.slot.name.clone()).or_insert_with(|| crate::status::SlotStatus {
-                status: FirmwareStatus::ActivationFailed,
-                version: None,
-                compatible: None,
-                sha256: None,
-                security_version: None,
-                installed_at: None,
-            });
-            entry.status = FirmwareStatus::ActivationFailed;
-            status.commit(&self.conf.data_directory)?;
+            let name = self.slot.name.clone();
+            Status::update(&self.conf.data_directory, |s| {
+                let entry = s.slots.entry(name).or_insert_with(|| crate::status::SlotStatus {
+                    status: FirmwareStatus::ActivationFailed,
+                    version: None,
+                    compatible: None,
+                    sha256: None,
+                    security_version: None,
+                    installed_at: None,
+                });
+                entry.status = FirmwareStatus::ActivationFailed;
+            })?;
         }
         Ok(BootCheck { fell_back_from, mismatches })
     }
@@ -187,16 +197,13 @@ impl Booted<'_> {
         }
         self.bootloader.set_state(&self.bootname()?, true)?;
         self.approve_only_booted()?;
-        let mut status = Status::load(&self.conf.data_directory)?;
+        let status = Status::load(&self.conf.data_directory)?;
         let Some(p) = status.pending.clone().filter(|p| p.slot == self.slot.name) else { return Ok(()) };
         if let (Some(sv), Some(owner), Some(counter)) = (p.security_version, &self.tpm, self.counter) {
             owner.call(move |t| counter.raise(t, sv as u64).map_err(MeasuredBootError::from))?;
         }
-        if let Some(s) = status.slots.get_mut(&self.slot.name) {
-            s.status = FirmwareStatus::Active;
-        }
         // The Download is complete now that its slot runs and is confirmed.
-        status.complete(InstallResult {
+        let r = InstallResult {
             command_key: p.command_key.clone(),
             fault_code: 0,
             fault_string: String::new(),
@@ -204,9 +211,18 @@ impl Booted<'_> {
             slot: Some(p.slot.clone()),
             start_time: p.start_time,
             complete_time: now(),
-        });
-        status.pending = None;
-        status.commit(&self.conf.data_directory)?;
+        };
+        let name = self.slot.name.clone();
+        Status::update(&self.conf.data_directory, |s| {
+            if s.pending.as_ref() != Some(&p) {
+                return;
+            }
+            if let Some(x) = s.slots.get_mut(&name) {
+                x.status = FirmwareStatus::Active;
+            }
+            s.complete(r);
+            s.pending = None;
+        })?;
         Ok(())
     }
 

@@ -147,6 +147,11 @@ impl Failure {
     pub fn refused(&self) -> bool {
         !matches!(self.fault, 9002 | 9016)
     }
+
+    /// From any module's error.
+    pub fn from_fault(e: &dyn Fault) -> Self {
+        Self::new(e.kind(), e.fault().code(), e.to_string())
+    }
 }
 
 /// One install of `file` (already open; the only handle used) into the inactive slot
@@ -173,4 +178,36 @@ pub fn install_file(
     let req = Request { file, command_key, activate };
     install::install(&plan, bl.as_mut(), req, progress)
         .map_err(|e| Failure::new(e.kind(), e.fault().code(), e.to_string()))
+}
+
+/// `mark good|bad|active` of a slot (`booted`, `other`, a slot name or a bootname), as
+/// RAUC's Mark: returns the slot's name and a message. Refusals (no such slot, a slot
+/// that does not measure as its reference values) are 9001; the rest could not be done.
+pub fn mark(conf: &Config, override_boot: Option<&str>, state: &str, which: &str) -> Result<(String, String), Failure> {
+    let booted = booted(conf, override_boot).map_err(|e| Failure::new("slot", 9002, e))?;
+    let slot = match which {
+        "booted" | "" => Some(booted),
+        "other" => crate::slot::target(&conf.slots, booted).ok().map(|t| t[0]),
+        s => conf.slots.iter().find(|x| x.name == s || x.bootname.as_deref() == Some(s)),
+    };
+    let slot = slot.ok_or_else(|| Failure::new("slot", 9001, format!("no slot '{which}'")))?;
+    let bootname = slot
+        .bootname
+        .clone()
+        .ok_or_else(|| Failure::new("slot", 9001, format!("slot {} has no bootname", slot.name)))?;
+    let mut bl = bootloader(conf, booted).map_err(|e| Failure::new("bootloader", 9002, e))?;
+    let (tpm, counter) = tpm_for_confirm(conf);
+    let mut dev = crate::confirm::Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
+    let r = match state {
+        "good" if slot.name == booted.name => dev.mark_good(),
+        "good" => dev.bootloader.set_state(&bootname, true).map_err(Into::into),
+        "bad" => dev.mark_bad(slot),
+        "active" => dev.mark_active(slot),
+        other => return Err(Failure::new("invalid", 9003, format!("unknown state '{other}' (good, bad or active)"))),
+    };
+    r.map_err(|e| {
+        let fault = if e.kind() == "measurement-mismatch" { 9001 } else { 9002 };
+        Failure::new(e.kind(), fault, e.to_string())
+    })?;
+    Ok((slot.name.clone(), format!("marked slot {} ({bootname}) {state}", slot.name)))
 }

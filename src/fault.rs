@@ -10,6 +10,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(into = "u32")]
 pub enum CwmpFault {
+    /// 9003: the request's arguments are invalid (an unsupported FileType).
+    InvalidArguments,
     /// 9010: the download failed after it was installed: the new firmware did not come
     /// up and the device fell back (TR-181 ActivationFailed).
     TransferFailure,
@@ -32,6 +34,7 @@ impl CwmpFault {
     pub fn code(self) -> u32 {
         match self {
             Self::RequestDenied => 9001,
+            Self::InvalidArguments => 9003,
             Self::TransferFailure => 9010,
             Self::InternalError => 9002,
             Self::UnableToAccessFile => 9016,

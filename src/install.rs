@@ -152,15 +152,14 @@ pub fn install(
     let _lock =
         nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| InstallError::Busy)?;
     let start = plan.now;
+    let target = slot::target(&plan.conf.slots, plan.booted).ok().map(|t| t[0].name.clone());
+    Status::update(dir, |s| {
+        // A job left by a killed agent is reported (once) before this one starts.
+        s.settle_interrupted(secs(SystemTime::now()));
+        s.job = Some(Job { command_key: req.command_key.clone(), slot: target.clone(), start_time: secs(start) });
+    })?;
+    // The installer's view; each change goes to disk through Status::update.
     let mut status = Status::load(dir)?;
-    // A job left by a killed agent is reported (once) before this one starts.
-    status.settle_interrupted(secs(SystemTime::now()));
-    status.job = Some(Job {
-        command_key: req.command_key.clone(),
-        slot: slot::target(&plan.conf.slots, plan.booted).ok().map(|t| t[0].name.clone()),
-        start_time: secs(start),
-    });
-    status.commit(dir)?;
     let result = run(plan, bootloader, &req, &mut status, progress);
     let (fault, fault_string, kind, slot) = match &result {
         Ok(i) => (0, String::new(), String::new(), Some(i.slot.clone())),
@@ -175,15 +174,22 @@ pub fn install(
         start_time: secs(start),
         complete_time: secs(SystemTime::now()),
     };
-    status.job = None;
-    if matches!(&result, Ok(i) if i.activated) {
-        // Activated: TransferComplete waits for the outcome after the reboot (confirm).
-        status.last_result = Some(r);
-    } else {
-        status.complete(r);
-    }
+    let activated = matches!(&result, Ok(i) if i.activated);
     // Recording the result must not hide the install's own error.
-    let recorded = status.commit(dir);
+    let recorded = Status::update(dir, |disk| {
+        if let Some(t) = &target {
+            if let Some(v) = status.slots.get(t) {
+                disk.slots.insert(t.clone(), v.clone());
+            }
+        }
+        disk.job = None;
+        if activated {
+            // TransferComplete waits for the outcome after the reboot (confirm).
+            disk.last_result = Some(r);
+        } else {
+            disk.complete(r);
+        }
+    });
     let installed = result?;
     recorded?;
     Ok(installed)
@@ -278,14 +284,20 @@ fn run(
     status.slots.insert(root.name.clone(), slot_status(FirmwareStatus::Available, Some(&pkg), plan.now));
     if req.activate {
         // The pending confirmation is on disk before the bootloader is told to switch.
-        status.pending = Some(Pending {
+        let pending = Pending {
             command_key: req.command_key.clone(),
             slot: root.name.clone(),
             bootname: bootname.clone(),
             security_version: pkg.security_version,
             start_time: secs(plan.now),
-        });
-        status.commit(&plan.conf.data_directory)?;
+        };
+        let available = status.slots.get(&root.name).cloned();
+        Status::update(&plan.conf.data_directory, |disk| {
+            if let Some(a) = available {
+                disk.slots.insert(root.name.clone(), a);
+            }
+            disk.pending = Some(pending);
+        })?;
         crate::failpoint::hit("install.pending");
         progress(Progress { percent: 95, message: format!("Switching to slot {}", root.name), depth: 1 });
         bootloader.set_primary(&bootname)?;
@@ -497,10 +509,13 @@ impl Sink for SlotSink<'_, '_> {
             .map_err(|e| PackageError::Sink { name: self.bootname.clone(), source: io::Error::other(e.to_string()) })?;
         self.marked_bad = true;
         crate::failpoint::hit("install.marked-bad");
-        self.status.slots.insert(self.root_name.clone(), slot_status(FirmwareStatus::Downloading, None, self.plan.now));
-        self.status
-            .commit(&self.plan.conf.data_directory)
-            .map_err(|e| PackageError::Sink { name: "status".into(), source: io::Error::other(e.to_string()) })?;
+        let downloading = slot_status(FirmwareStatus::Downloading, None, self.plan.now);
+        self.status.slots.insert(self.root_name.clone(), downloading.clone());
+        let root = self.root_name.clone();
+        Status::update(&self.plan.conf.data_directory, |disk| {
+            disk.slots.insert(root, downloading);
+        })
+        .map_err(|e| PackageError::Sink { name: "status".into(), source: io::Error::other(e.to_string()) })?;
         Ok(())
     }
 

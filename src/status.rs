@@ -236,6 +236,22 @@ impl Status {
         true
     }
 
+    /// Read, change and write back under `<dir>/status.lock`, so that concurrent
+    /// writers (an install, the CWMP client acknowledging a result, `mark`) never lose
+    /// each other's changes. The lock is held only for the read-modify-write.
+    pub fn update<T>(dir: &Path, f: impl FnOnce(&mut Status) -> T) -> Result<T, StatusError> {
+        std::fs::create_dir_all(dir).map_err(|source| StatusError::Io { path: dir.into(), source })?;
+        let lock_path = dir.join("status.lock");
+        let lock =
+            std::fs::File::create(&lock_path).map_err(|source| StatusError::Io { path: lock_path.clone(), source })?;
+        let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| StatusError::Io { path: lock_path, source: e.into() })?;
+        let mut s = Status::load(dir)?;
+        let t = f(&mut s);
+        s.commit(dir)?;
+        Ok(t)
+    }
+
     /// Write atomically. Changes in memory are not persisted until this is called.
     pub fn commit(&self, dir: &Path) -> Result<(), StatusError> {
         let p = path(dir);
@@ -294,6 +310,9 @@ mod tests {
         assert!(s.settle_interrupted(9));
         assert!(!s.settle_interrupted(9));
         let last = s.transfers.last().unwrap();
-        assert_eq!((last.command_key.as_deref(), last.fault_code, last.kind.as_str()), (Some("int"), 9002, "interrupted"));
+        assert_eq!(
+            (last.command_key.as_deref(), last.fault_code, last.kind.as_str()),
+            (Some("int"), 9002, "interrupted")
+        );
     }
 }

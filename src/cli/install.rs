@@ -163,49 +163,21 @@ pub(super) fn run_status(a: StatusArgs, conf: &Config, override_boot: Option<&st
 }
 
 pub(super) fn run_mark(a: MarkArgs, conf: &Config, override_boot: Option<&str>) -> ExitCode {
-    let fail = |msg: String, exit: u8| {
-        eprintln!("henb-update mark: {msg}");
-        ExitCode::from(exit)
+    let state = match a.state {
+        MarkState::Good => "good",
+        MarkState::Bad => "bad",
+        MarkState::Active => "active",
     };
-    let booted = match booted(conf, override_boot) {
-        Ok(b) => b,
-        Err(e) => return fail(e, EXIT_COULD_NOT_CHECK),
-    };
-    let slot = match a.slot.as_str() {
-        "booted" => Some(booted),
-        "other" => crate::slot::target(&conf.slots, booted).ok().map(|t| t[0]),
-        s => conf.slots.iter().find(|x| x.name == s || x.bootname.as_deref() == Some(s)),
-    };
-    let Some(slot) = slot else { return fail(format!("no slot '{}'", a.slot), EXIT_REJECTED) };
-    let Some(bootname) = slot.bootname.clone() else {
-        return fail(format!("slot {} has no bootname", slot.name), EXIT_REJECTED);
-    };
-    let mut bl = match bootloader(conf, booted) {
-        Ok(b) => b,
-        Err(e) => return fail(e, EXIT_COULD_NOT_CHECK),
-    };
-    let (tpm, counter) = crate::device::tpm_for_confirm(conf);
-    let mut dev = Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
-    let r = match a.state {
-        MarkState::Good if slot.name == booted.name => dev.mark_good(),
-        MarkState::Good => dev.bootloader.set_state(&bootname, true).map_err(Into::into),
-        MarkState::Bad => dev.mark_bad(slot),
-        MarkState::Active => dev.mark_active(slot),
-    };
-    if let Err(e) = r {
-        let exit = if e.kind() == "measurement-mismatch" { EXIT_REJECTED } else { EXIT_COULD_NOT_CHECK };
-        return fail(format!("{e} ({})", e.kind()), exit);
-    }
-    println!(
-        "marked slot {} ({bootname}) {}",
-        slot.name,
-        match a.state {
-            MarkState::Good => "good",
-            MarkState::Bad => "bad",
-            MarkState::Active => "active",
+    match crate::device::mark(conf, override_boot, state, &a.slot) {
+        Ok((_, message)) => {
+            println!("{message}");
+            ExitCode::SUCCESS
         }
-    );
-    ExitCode::SUCCESS
+        Err(f) => {
+            eprintln!("henb-update mark: {} ({})", f.message, f.kind);
+            ExitCode::from(if f.refused() { EXIT_REJECTED } else { EXIT_COULD_NOT_CHECK })
+        }
+    }
 }
 
 #[derive(clap::Args)]

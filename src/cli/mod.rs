@@ -114,4 +114,3 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     }
     Ok(c)
 }
-

@@ -1,8 +1,8 @@
 //! `henb-update trust` and `henb-update security-version`: the TPM-held trust state.
 
 use super::{EXIT_COULD_NOT_CHECK, EXIT_REJECTED};
-use crate::device::tpm_owner;
 use crate::config::Config;
+use crate::device::tpm_owner;
 use crate::trust::store::StoreError;
 use std::path::PathBuf;
 use std::process::ExitCode;

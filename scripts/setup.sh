@@ -15,6 +15,9 @@ pkgs=(
   grub-common      # grub-editenv: reads our GRUB environment blocks in tests
   libubootenv-tool # fw_printenv/fw_setenv: read and write U-Boot environments in tests
   time             # GNU time: peak RSS in bench/info.py
+  dbus-daemon      # a private system bus per service test
+  dbus-bin         # dbus-send: the unprivileged caller of the bus-policy test
+  util-linux       # setpriv: run that caller as nobody
 )
 missing=()
 for p in "${pkgs[@]}"; do

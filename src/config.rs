@@ -46,6 +46,8 @@ pub struct Config {
     pub policy: Policy,
     /// `[tpm]`: how to reach the TPM, where the roots and the counter live.
     pub tpm: TpmSection,
+    /// `[service] rauc-compatible`: also serve RAUC's D-Bus API.
+    pub rauc_compatible: bool,
     /// `[measured-boot]`: present when the device seals secrets to measured boot.
     pub measured_boot: Option<MeasuredBootSection>,
     /// `[system] bootloader` (default noop).
@@ -96,6 +98,16 @@ pub enum SlotType {
     Raw,
     /// An ext4 image written raw; its size is checked against the device.
     Ext4,
+}
+
+impl SlotType {
+    /// The `type=` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Ext4 => "ext4",
+        }
+    }
 }
 
 /// One `[slot.<class>.<n>]` section.
@@ -167,6 +179,7 @@ impl Default for Config {
             policy: Policy::default(),
             tpm: TpmSection::default(),
             measured_boot: None,
+            rauc_compatible: false,
             bootloader: BootloaderKind::Noop,
             grubenv: PathBuf::from("/boot/grub/grubenv"),
             uboot_env_config: PathBuf::from(crate::bootloader::ubootenv::DEFAULT_CONFIG),
@@ -227,6 +240,9 @@ impl Config {
                     }
                     ("tpm", "root-slots") => {
                         c.tpm.root_slots = Some(e.value.parse().ok().filter(|n| (2..=64).contains(n)).ok_or_else(|| invalid(format!("[tpm] root-slots={}: 2 to 64", e.value)))?)
+                    }
+                    ("service", "rauc-compatible") => {
+                        c.rauc_compatible = bool_value(&e.value).ok_or_else(|| invalid("[service] rauc-compatible: true or false".into()))?
                     }
                     ("measured-boot", "required") => {
                         c.measured_boot.get_or_insert_with(Default::default).required = bool_value(&e.value).ok_or_else(|| invalid("[measured-boot] required: true or false".into()))?

@@ -59,7 +59,7 @@ pub fn tpm_owner(
     if let Some(i) = t.counter_index {
         counter.index = i;
     }
-    Ok((crate::tpm::owner::TpmOwner::spawn(tc), store, counter))
+    Ok((crate::tpm::owner::TpmOwner::shared(tc), store, counter))
 }
 
 /// The TPM as the post-boot steps need it: for measured boot, and for anti-rollback
@@ -210,4 +210,109 @@ pub fn mark(conf: &Config, override_boot: Option<&str>, state: &str, which: &str
         Failure::new(e.kind(), fault, e.to_string())
     })?;
     Ok((slot.name.clone(), format!("marked slot {} ({bootname}) {state}", slot.name)))
+}
+
+/// One slot as the D-Bus layer shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotView {
+    /// `rootfs.0`.
+    pub name: String,
+    /// Class.
+    pub class: String,
+    /// Device path.
+    pub device: String,
+    /// Slot type (`ext4`, `raw`, ...).
+    pub kind: String,
+    /// Bootname.
+    pub bootname: Option<String>,
+    /// Parent slot name.
+    pub parent: Option<String>,
+    /// The booted slot (or its group).
+    pub booted: bool,
+    /// The bootloader's primary.
+    pub primary: bool,
+    /// `good` or `bad` from the bootloader, if it has a bootname.
+    pub boot_status: Option<String>,
+    /// TR-181 status.
+    pub status: String,
+    /// Installed version.
+    pub version: Option<String>,
+    /// Installed image's SHA-256.
+    pub sha256: Option<String>,
+    /// Unix seconds.
+    pub installed_at: Option<u64>,
+    /// The last failure on this slot (ActivationFailed), for BootFailureLog.
+    pub failure: Option<String>,
+}
+
+/// Every slot with what the bootloader and the status file say about it.
+pub fn slot_views(conf: &Config, override_boot: Option<&str>) -> Result<Vec<SlotView>, Failure> {
+    use crate::status::{FirmwareStatus, Status};
+    let booted = booted(conf, override_boot).map_err(|e| Failure::new("slot", 9002, e))?;
+    let status = Status::load(&conf.data_directory).map_err(|e| Failure::from_fault(&e))?;
+    let mut bl = bootloader(conf, booted).map_err(|e| Failure::new("bootloader", 9002, e))?;
+    let primary = bl.primary().map_err(|e| Failure::new("bootloader", 9002, e.to_string()))?;
+    let failure = status.last_result.as_ref().filter(|r| r.kind == "activation-failed");
+    Ok(conf
+        .slots
+        .iter()
+        .map(|s| {
+            let is_booted = s.name == booted.name || s.parent.as_deref() == Some(booted.name.as_str());
+            let st = status.slots.get(&s.name);
+            let fw = st.map(|x| x.status).unwrap_or(if is_booted {
+                FirmwareStatus::Active
+            } else {
+                FirmwareStatus::NoImage
+            });
+            SlotView {
+                name: s.name.clone(),
+                class: s.class.clone(),
+                device: s.device.display().to_string(),
+                kind: s.kind.name().to_string(),
+                bootname: s.bootname.clone(),
+                parent: s.parent.clone(),
+                booted: is_booted,
+                primary: s.bootname.is_some() && s.bootname == primary,
+                boot_status: s
+                    .bootname
+                    .as_ref()
+                    .and_then(|b| bl.state(b).ok())
+                    .map(|b| if b == crate::bootloader::BootState::Good { "good" } else { "bad" }.to_string()),
+                status: format!("{fw:?}"),
+                version: st.and_then(|x| x.version.clone()),
+                sha256: st.and_then(|x| x.sha256.clone()),
+                installed_at: st.and_then(|x| x.installed_at),
+                failure: failure.filter(|r| r.slot.as_deref() == Some(&s.name)).map(|r| r.fault_string.clone()),
+            }
+        })
+        .collect())
+}
+
+/// Verify a package completely without installing it (the whole verity tree too), against
+/// the configured anchors.
+pub fn inspect_file(conf: &Config, file: std::fs::File) -> Result<crate::package::Package, Failure> {
+    use crate::package::{self, Context, NullSink};
+    let (anchors, _) = trust_state(conf, None).map_err(|f| Failure::new(f.kind, f.fault, f.message))?;
+    let src = std::sync::Arc::new(
+        crate::source::FileSource::new(file).map_err(|e| Failure::new("access", 9016, e.to_string()))?,
+    );
+    let ctx = Context {
+        anchors: &anchors,
+        policy: conf.policy.clone(),
+        now: SystemTime::now(),
+        compatible: conf.compatible.clone(),
+        check_whole_tree: true,
+        verify_before_writing: false,
+    };
+    package::verify(src, &ctx, &mut NullSink).map_err(|e| Failure::from_fault(&e))
+}
+
+/// Settle a pending install the bootloader gave up on (ActivationFailed), without the PCR
+/// check (`boot-check` does that): what the service does when it starts.
+pub fn settle(conf: &Config, override_boot: Option<&str>) -> Result<(), Failure> {
+    let booted = booted(conf, override_boot).map_err(|e| Failure::new("slot", 9002, e))?;
+    let mut bl = bootloader(conf, booted).map_err(|e| Failure::new("bootloader", 9002, e))?;
+    let (tpm, counter) = tpm_for_confirm(conf);
+    let mut dev = crate::confirm::Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
+    dev.settle().map(|_| ()).map_err(|e| Failure::from_fault(&e))
 }

@@ -22,6 +22,7 @@ pub mod lease;
 pub mod measured_boot;
 pub mod package;
 pub mod rollback;
+pub mod service;
 pub mod sign;
 pub mod slot;
 pub mod source;

@@ -164,6 +164,15 @@ pub enum StatusError {
     },
 }
 
+impl crate::fault::Fault for StatusError {
+    fn kind(&self) -> &'static str {
+        "status"
+    }
+    fn fault(&self) -> crate::fault::CwmpFault {
+        crate::fault::CwmpFault::InternalError
+    }
+}
+
 /// `<dir>/status.json`.
 pub fn path(dir: &Path) -> PathBuf {
     dir.join("status.json")

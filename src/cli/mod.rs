@@ -1,6 +1,7 @@
 //! The command line: RAUC-like commands for build hosts, operators and the device.
 
 mod bundle;
+mod client;
 mod info;
 mod install;
 mod measured;
@@ -58,6 +59,48 @@ enum Command {
     /// Device secrets sealed to the measured-boot policy: seal (stdin), unseal (stdout).
     #[command(subcommand)]
     Secret(measured::SecretCommand),
+    /// Run the D-Bus service (org.henb.Update1; with [service] rauc-compatible=true also de.pengutronix.rauc).
+    Service(ServiceArgs),
+    /// Client: hand a package to the service as an open descriptor, follow its progress, print the result.
+    Download(client::DownloadArgs),
+    /// Client: the results waiting for TransferComplete, or acknowledge one.
+    Transfers(client::TransfersArgs),
+    /// Client: print the service's signals (progress, completions, TransferComplete) as they come.
+    Watch(client::WatchArgs),
+}
+
+/// Log lines for journald: `<priority>message fields`, no timestamp, no colour
+/// (sd-daemon(3) priority prefixes).
+struct Journald;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Journald
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(w, "<{priority}>")?;
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
+#[derive(clap::Args)]
+struct ServiceArgs {
+    /// Connect to this bus address instead of the system bus (DBUS_SYSTEM_BUS_ADDRESS also works).
+    #[arg(long, value_name = "ADDRESS")]
+    bus: Option<String>,
 }
 
 /// Entry point of the binary.
@@ -74,14 +117,17 @@ pub fn main() -> ExitCode {
         // Single-threaded here: nothing else reads the environment yet.
         std::env::set_var("TSS2_LOG", "all+none");
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,tss_esapi=off".into()),
-        )
-        .with_target(false)
-        .init();
     let cli = Cli::parse();
+    // The service logs what it does; one-shot commands only warnings.
+    let default =
+        if matches!(cli.command, Command::Service(_)) { "info,tss_esapi=off,zbus=warn" } else { "warn,tss_esapi=off" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        // Under systemd: journald adds time and unit; a <N> prefix carries the priority.
+        tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).event_format(Journald).init();
+    } else {
+        tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false).init();
+    }
     let conf = match load_config(cli.conf.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -100,6 +146,14 @@ pub fn main() -> ExitCode {
         Command::BootCheck(a) => install::run_boot_check(a, &conf, cli.override_boot_slot.as_deref()),
         Command::Policy(c) => measured::run_policy(c, &conf, cli.override_boot_slot.as_deref()),
         Command::Secret(c) => measured::run_secret(c, &conf),
+        Command::Service(a) => crate::service::run(
+            conf,
+            cli.override_boot_slot,
+            a.bus.map(crate::service::Bus::Address).unwrap_or(crate::service::Bus::System),
+        ),
+        Command::Download(a) => client::run_download(a),
+        Command::Transfers(a) => client::run_transfers(a),
+        Command::Watch(a) => client::run_watch(a),
     }
 }
 

@@ -1,9 +1,12 @@
 //! The one task that owns the TPM. Callers send closures; they run one at a time on the
-//! owner thread, which holds the only connection.
+//! owner thread, which holds the connection while calls come and closes it when idle.
 
 use super::{Tpm, TpmConfig, TpmError};
 use std::sync::mpsc;
 use std::thread;
+
+/// How long an unused connection stays open.
+const IDLE: std::time::Duration = std::time::Duration::from_millis(1500);
 
 type Job = Box<dyn FnOnce(&mut Result<Tpm, TpmError>) + Send>;
 
@@ -21,16 +24,38 @@ impl TpmOwner {
         thread::Builder::new()
             .name("tpm-owner".into())
             .spawn(move || {
-                let mut tpm = Tpm::open(conf.clone());
-                for job in rx {
-                    if tpm.is_err() {
-                        tpm = Tpm::open(conf.clone()); // the TPM may have come back
+                // The connection is kept while calls keep coming and closed after a short
+                // idle time: the TPM (swtpm serves one client at a time) is free for other
+                // programs between bursts, and a TPM that went away is reconnected.
+                let mut tpm: Option<Result<Tpm, TpmError>> = None;
+                loop {
+                    match rx.recv_timeout(IDLE) {
+                        Ok(job) => {
+                            if !matches!(tpm, Some(Ok(_))) {
+                                tpm = Some(Tpm::open(conf.clone()));
+                            }
+                            if let Some(t) = tpm.as_mut() {
+                                job(t);
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => tpm = None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
                     }
-                    job(&mut tpm);
                 }
             })
             .expect("spawning the TPM owner thread");
         Self { tx }
+    }
+
+    /// The process's owner for `conf`: one thread per TPM configuration, reused (a
+    /// long-running service does not start a thread per request).
+    pub fn shared(conf: TpmConfig) -> Self {
+        use std::collections::HashMap;
+        use std::sync::{Mutex, OnceLock};
+        type ByConfig = HashMap<(String, Vec<u8>), TpmOwner>;
+        static OWNERS: OnceLock<Mutex<ByConfig>> = OnceLock::new();
+        let mut owners = OWNERS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+        owners.entry((conf.tcti.clone(), conf.owner_auth.clone())).or_insert_with(|| Self::spawn(conf)).clone()
     }
 
     /// Run `f` on the owner thread and wait for its result.

@@ -210,5 +210,6 @@ pub fn tr069_build(args: &[&std::ffi::OsStr]) -> Output {
         .unwrap()
 }
 
+pub mod bus;
 pub mod device;
 pub mod swtpm;

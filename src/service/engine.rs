@@ -1,0 +1,279 @@
+//! The one task that owns the service's state: whether an install runs, which job it is.
+//! The D-Bus interfaces only translate: they send a [`Request`] and read the published
+//! [`Snapshot`]. The engine sends [`Event`]s, carrying their values, to the emitter task,
+//! which applies them to the snapshot and turns them into signals and property changes,
+//! in order.
+//!
+//! Installs run on a blocking thread (the pipeline is synchronous and uses both cores);
+//! their progress and result come back to this task over one channel, so progress is
+//! always reported before the result.
+
+use crate::config::Config;
+use crate::device::{self, Failure, SlotView};
+use crate::install::{Installed, Progress};
+use crate::status::{InstallResult, Status};
+use std::fs::File;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the D-Bus layer may read at any time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// `idle` or `installing`.
+    pub operation: &'static str,
+    /// (percent, message, depth), RAUC's `Progress`.
+    pub progress: (i32, String, i32),
+    /// The last install's error (empty after a success).
+    pub last_error: String,
+    /// The booted slot's bootname.
+    pub boot_slot: String,
+    /// The booted slot's version, if the agent installed it.
+    pub software_version: String,
+    /// `[system] compatible`.
+    pub compatible: String,
+}
+
+/// What happened, for the emitter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `Operation` changed.
+    Operation(&'static str),
+    /// A progress step.
+    Progress(Progress),
+    /// `LastError` changed.
+    LastError(String),
+    /// An install ended.
+    Finished {
+        /// Job id.
+        job: String,
+        /// Its CommandKey.
+        command_key: Option<String>,
+        /// 0 or the CWMP fault code.
+        fault: u32,
+        /// Fault string.
+        message: String,
+        /// Installed and activated: the outcome comes after the reboot.
+        reboot_required: bool,
+    },
+    /// A result for TransferComplete was queued.
+    Transfer(InstallResult),
+}
+
+/// What the D-Bus layer asks.
+pub enum Request {
+    /// Install an open package file.
+    Install {
+        /// The package (opened read-only by the D-Bus layer).
+        file: File,
+        /// CommandKey.
+        command_key: Option<String>,
+        /// Switch to the new slot.
+        activate: bool,
+        /// The job id, or why not.
+        reply: oneshot::Sender<Result<String, Failure>>,
+    },
+    /// Verify a package without installing (RAUC's InspectBundle/Info).
+    Inspect {
+        /// The package.
+        file: File,
+        /// The verified package, or why not.
+        reply: oneshot::Sender<Result<crate::package::Package, Failure>>,
+    },
+    /// `mark good|bad|active SLOT`.
+    Mark {
+        /// good, bad, active.
+        state: String,
+        /// booted, other, a slot name or bootname.
+        slot: String,
+        /// (slot name, message).
+        reply: oneshot::Sender<Result<(String, String), Failure>>,
+    },
+    /// The unacknowledged TransferComplete results.
+    Transfers {
+        /// Oldest first.
+        reply: oneshot::Sender<Result<Vec<InstallResult>, Failure>>,
+    },
+    /// The client sent TransferComplete for this CommandKey.
+    Acknowledge {
+        /// CommandKey.
+        command_key: String,
+        /// Whether there was such a result.
+        reply: oneshot::Sender<Result<bool, Failure>>,
+    },
+    /// The slots and their status, for FirmwareImages and GetSlotStatus.
+    Slots {
+        /// One entry per slot.
+        reply: oneshot::Sender<Result<Vec<SlotView>, Failure>>,
+    },
+}
+
+enum JobMsg {
+    Progress(Progress),
+    Done(String, Option<String>, Box<Result<Installed, Failure>>),
+}
+
+/// The engine. Create with [`Engine::new`], run with [`Engine::run`].
+pub struct Engine {
+    conf: Arc<Config>,
+    override_boot: Option<String>,
+    events: mpsc::UnboundedSender<Event>,
+    running: Option<String>,
+    next_job: u64,
+}
+
+fn busy() -> Failure {
+    Failure { kind: "busy".into(), fault: 9001, message: "another install is running".into() }
+}
+
+impl Engine {
+    /// A new engine; returns it, the event stream and the initial snapshot.
+    pub fn new(conf: Arc<Config>, override_boot: Option<String>) -> (Self, mpsc::UnboundedReceiver<Event>, Snapshot) {
+        let booted = device::booted(&conf, override_boot.as_deref()).ok();
+        let status = Status::load(&conf.data_directory).unwrap_or_default();
+        let snap = Snapshot {
+            operation: "idle",
+            progress: (0, String::new(), 0),
+            last_error: String::new(),
+            boot_slot: booted.and_then(|b| b.bootname.clone()).unwrap_or_default(),
+            software_version: booted
+                .and_then(|b| status.slots.get(&b.name))
+                .and_then(|s| s.version.clone())
+                .unwrap_or_default(),
+            compatible: conf.compatible.clone().unwrap_or_default(),
+        };
+        let (etx, erx) = mpsc::unbounded_channel();
+        (Self { conf, override_boot, events: etx, running: None, next_job: 1 }, erx, snap)
+    }
+
+    fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    /// Serve requests until every sender is gone.
+    pub async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        let (job_tx, mut job_rx) = mpsc::unbounded_channel::<JobMsg>();
+        loop {
+            tokio::select! {
+                Some(m) = job_rx.recv() => self.job_message(m),
+                r = requests.recv() => match r {
+                    Some(r) => self.handle(r, &job_tx).await,
+                    None => break,
+                },
+            }
+        }
+    }
+
+    fn job_message(&mut self, m: JobMsg) {
+        match m {
+            JobMsg::Progress(p) => self.emit(Event::Progress(p)),
+            JobMsg::Done(job, command_key, r) => {
+                let r = *r;
+                self.running = None;
+                let (fault, message, reboot_required) = match &r {
+                    Ok(i) => (0, String::new(), i.activated),
+                    Err(f) => (f.fault, format!("{} ({})", f.message, f.kind), false),
+                };
+                if let Err(f) = &r {
+                    tracing::error!("install {job} failed: {} (CWMP fault {}, {})", f.message, f.fault, f.kind);
+                } else {
+                    tracing::info!(
+                        "install {job} done{}",
+                        if reboot_required { "; the new slot boots next" } else { "" }
+                    );
+                }
+                // RAUC's order: LastError, Completed, then Operation idle.
+                self.emit(Event::LastError(message.clone()));
+                self.emit(Event::Finished { job, command_key: command_key.clone(), fault, message, reboot_required });
+                self.emit(Event::Operation("idle"));
+                // The result queued for TransferComplete (not for an activated install:
+                // that one is decided after the reboot).
+                if let (Some(k), false) = (command_key, reboot_required) {
+                    if let Ok(st) = Status::load(&self.conf.data_directory) {
+                        if let Some(t) = st.transfers.iter().rev().find(|t| t.command_key.as_deref() == Some(&k)) {
+                            self.emit(Event::Transfer(t.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn transfers(&self) -> Vec<InstallResult> {
+        Status::load(&self.conf.data_directory).map(|s| s.transfers).unwrap_or_default()
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Config, Option<&str>) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, Failure> {
+        let conf = self.conf.clone();
+        let ob = self.override_boot.clone();
+        tokio::task::spawn_blocking(move || f(&conf, ob.as_deref())).await.unwrap_or_else(|e| {
+            Err(Failure { kind: "internal".into(), fault: 9002, message: format!("worker failed: {e}") })
+        })
+    }
+
+    async fn handle(&mut self, r: Request, job_tx: &mpsc::UnboundedSender<JobMsg>) {
+        match r {
+            Request::Install { file, command_key, activate, reply } => {
+                if self.running.is_some() {
+                    let _ = reply.send(Err(busy()));
+                    return;
+                }
+                let job = format!("job-{}", self.next_job);
+                self.next_job += 1;
+                self.running = Some(job.clone());
+                tracing::info!("install {job} started (CommandKey {command_key:?}, activate {activate})");
+                self.emit(Event::Operation("installing"));
+                let _ = reply.send(Ok(job.clone()));
+                let (conf, ob, tx) = (self.conf.clone(), self.override_boot.clone(), job_tx.clone());
+                tokio::task::spawn_blocking(move || {
+                    let ptx = tx.clone();
+                    let mut progress = |p: Progress| {
+                        let _ = ptx.send(JobMsg::Progress(p));
+                    };
+                    let r = device::booted(&conf, ob.as_deref())
+                        .map_err(|e| Failure { kind: "slot".into(), fault: 9002, message: e })
+                        .and_then(|b| {
+                            device::install_file(&conf, b, file, command_key.clone(), activate, &mut progress)
+                        });
+                    let _ = tx.send(JobMsg::Done(job, command_key, Box::new(r)));
+                });
+            }
+            Request::Inspect { file, reply } => {
+                let r = self.blocking(move |conf, _| device::inspect_file(conf, file)).await;
+                let _ = reply.send(r);
+            }
+            Request::Mark { state, slot, reply } => {
+                let before = self.transfers();
+                let r = self.blocking(move |conf, ob| device::mark(conf, ob, &state, &slot)).await;
+                if let Ok((_, m)) = &r {
+                    tracing::info!("{m}");
+                }
+                let _ = reply.send(r);
+                // Confirming the booted slot completes the Download that installed it.
+                for t in self.transfers().into_iter().filter(|t| !before.contains(t)) {
+                    self.emit(Event::Transfer(t));
+                }
+            }
+            Request::Transfers { reply } => {
+                let r =
+                    Status::load(&self.conf.data_directory).map(|s| s.transfers).map_err(|e| Failure::from_fault(&e));
+                let _ = reply.send(r);
+            }
+            Request::Acknowledge { command_key, reply } => {
+                let r = self
+                    .blocking(move |conf, _| {
+                        Status::update(&conf.data_directory, |s| s.acknowledge(&command_key))
+                            .map_err(|e| Failure::from_fault(&e))
+                    })
+                    .await;
+                let _ = reply.send(r);
+            }
+            Request::Slots { reply } => {
+                let r = self.blocking(device::slot_views).await;
+                let _ = reply.send(r);
+            }
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! `org.henb.Update1` at `/org/henb/Update1`: the interface the CWMP client drives.
+//! Translation only: arguments become an engine [`Request`], the engine's answer a reply
+//! or a named error carrying the CWMP fault code. `dbus/org.henb.Update1.xml` is this
+//! interface's introspection (a test keeps them equal).
+
+use super::engine::{Request, Snapshot};
+use crate::device::{Failure, SlotView};
+use crate::status::InstallResult;
+use std::collections::HashMap;
+use std::fs::File;
+use tokio::sync::{mpsc, oneshot, watch};
+use zbus::object_server::SignalEmitter;
+use zbus::{interface, DBusError, OwnedFd, OwnedVariant, Str};
+
+/// Bus name.
+pub const NAME: &str = "org.henb.Update1";
+/// Object path.
+pub const PATH: &str = "/org/henb/Update1";
+/// Interface version (the `InterfaceVersion` property).
+pub const VERSION: u32 = 1;
+/// TR-069 Download FileType: install and boot it.
+pub const FIRMWARE_UPGRADE: &str = "1 Firmware Upgrade Image";
+/// TR-069 Download FileType: install, do not boot it.
+pub const STORED_FIRMWARE: &str = "6 Stored Firmware Image";
+
+/// D-Bus errors: the name says which CWMP fault, the message starts with its code
+/// (`9001 busy: another install is running`).
+#[derive(Debug, DBusError)]
+#[zbus(prefix = "org.henb.Update1.Error")]
+pub enum Error {
+    /// A D-Bus failure.
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// 9001.
+    RequestDenied(String),
+    /// 9002.
+    InternalError(String),
+    /// 9003.
+    InvalidArguments(String),
+    /// 9010.
+    TransferFailure(String),
+    /// 9016.
+    UnableToAccessFile(String),
+    /// 9017.
+    UnableToCompleteDownload(String),
+    /// 9018.
+    FileCorrupted(String),
+    /// 9019.
+    FileAuthenticationFailure(String),
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Self {
+        let m = format!("{} {}: {}", f.fault, f.kind, f.message);
+        match f.fault {
+            9001 => Self::RequestDenied(m),
+            9003 => Self::InvalidArguments(m),
+            9010 => Self::TransferFailure(m),
+            9016 => Self::UnableToAccessFile(m),
+            9017 => Self::UnableToCompleteDownload(m),
+            9018 => Self::FileCorrupted(m),
+            9019 => Self::FileAuthenticationFailure(m),
+            _ => Self::InternalError(m),
+        }
+    }
+}
+
+fn failure(kind: &str, fault: u32, message: impl Into<String>) -> Error {
+    Failure { kind: kind.into(), fault, message: message.into() }.into()
+}
+
+/// Ask the engine and wait for its answer.
+pub(super) async fn ask<T>(
+    requests: &mpsc::Sender<Request>,
+    f: impl FnOnce(oneshot::Sender<Result<T, Failure>>) -> Request,
+) -> Result<T, Error> {
+    let (tx, rx) = oneshot::channel();
+    requests.send(f(tx)).await.map_err(|_| failure("internal", 9002, "the service is stopping"))?;
+    rx.await.map_err(|_| failure("internal", 9002, "the service is stopping"))?.map_err(Error::from)
+}
+
+/// The package behind a descriptor the client passed, reopened read-only (the lease
+/// needs a read-only description) and checked to be the same regular file.
+pub(super) fn reopen_fd(fd: std::os::fd::OwnedFd) -> Result<File, Error> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let access = |m: String| failure("access", 9016, m);
+    let passed = File::from(fd);
+    let meta = passed.metadata().map_err(|e| access(format!("the passed descriptor: {e}")))?;
+    if !meta.is_file() {
+        return Err(access("the passed descriptor is not a regular file".into()));
+    }
+    let file = File::open(format!("/proc/self/fd/{}", passed.as_raw_fd()))
+        .map_err(|e| access(format!("reopening the passed descriptor read-only: {e}")))?;
+    let again = file.metadata().map_err(|e| access(e.to_string()))?;
+    if (again.dev(), again.ino()) != (meta.dev(), meta.ino()) {
+        return Err(access("the passed descriptor changed while it was reopened".into()));
+    }
+    Ok(file)
+}
+
+/// A package named by path (for clients that cannot pass descriptors): opened once,
+/// read-only, without blocking on a FIFO, and checked to be a regular file.
+pub(super) fn open_path(path: &str) -> Result<File, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let access = |m: String| failure("access", 9016, m);
+    if !path.starts_with('/') {
+        return Err(access(format!("{path}: not an absolute path")));
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags())
+        .open(path)
+        .map_err(|e| access(format!("{path}: {e}")))?;
+    if !f.metadata().map_err(|e| access(e.to_string()))?.is_file() {
+        return Err(access(format!("{path}: not a regular file")));
+    }
+    Ok(f)
+}
+
+fn libc_flags() -> i32 {
+    (nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits()
+}
+
+fn activate_for(file_type: &str) -> Result<bool, Error> {
+    match file_type {
+        FIRMWARE_UPGRADE => Ok(true),
+        STORED_FIRMWARE => Ok(false),
+        other => Err(failure(
+            "file-type",
+            9003,
+            format!("FileType '{other}' is not supported ('{FIRMWARE_UPGRADE}' or '{STORED_FIRMWARE}')"),
+        )),
+    }
+}
+
+fn no_options(options: &HashMap<String, OwnedVariant>) -> Result<(), Error> {
+    match options.keys().next() {
+        Some(k) => Err(failure("invalid", 9003, format!("unknown option '{k}'"))),
+        None => Ok(()),
+    }
+}
+
+fn command_key(k: String) -> Result<String, Error> {
+    if k.len() > 32 {
+        return Err(failure("invalid", 9003, "a CommandKey is at most 32 characters (TR-069)"));
+    }
+    Ok(k)
+}
+
+fn v(s: impl Into<String>) -> OwnedVariant {
+    OwnedVariant::from(Str::from(s.into()))
+}
+
+/// A slot as a TR-181 `Device.DeviceInfo.FirmwareImage.{i}`.
+fn firmware_image(s: &SlotView) -> HashMap<String, OwnedVariant> {
+    let mut m = HashMap::new();
+    m.insert("Alias".into(), v(s.name.clone()));
+    m.insert("Name".into(), v(s.bootname.clone().unwrap_or_default()));
+    m.insert("Version".into(), v(s.version.clone().unwrap_or_default()));
+    m.insert("Available".into(), OwnedVariant::from(matches!(s.status.as_str(), "Available" | "Active")));
+    m.insert("Status".into(), v(s.status.clone()));
+    m.insert("BootFailureLog".into(), v(s.failure.clone().unwrap_or_default()));
+    m.insert("Active".into(), OwnedVariant::from(s.booted));
+    m.insert("BootImage".into(), OwnedVariant::from(s.primary));
+    m.insert("Device".into(), v(s.device.clone()));
+    m.insert("SHA256".into(), v(s.sha256.clone().unwrap_or_default()));
+    m
+}
+
+/// The interface object.
+pub struct Update1 {
+    pub(super) requests: mpsc::Sender<Request>,
+    pub(super) snapshot: watch::Receiver<Snapshot>,
+}
+
+impl Update1 {
+    async fn start(&self, file: File, file_type: &str, key: String) -> Result<(u32, String), Error> {
+        let activate = activate_for(file_type)?;
+        let key = command_key(key)?;
+        let job =
+            ask(&self.requests, |reply| Request::Install { file, command_key: Some(key), activate, reply }).await?;
+        // TR-069 DownloadResponse Status 1: the outcome follows in TransferComplete.
+        Ok((1, job))
+    }
+}
+
+/// Software updates of this device, driven by its TR-069 (CWMP) client.
+#[interface(name = "org.henb.Update1")]
+impl Update1 {
+    /// Install the package behind `fd` (opened by the client; the agent never reopens it by
+    /// path). `file_type` is the TR-069 FileType: "1 Firmware Upgrade Image" installs and
+    /// boots it next, "6 Stored Firmware Image" only installs it; anything else is refused
+    /// (InvalidArguments, 9003). `options` must be empty. Returns the DownloadResponse
+    /// Status (1: the result follows) and a job id; the result comes as DownloadCompleted
+    /// and, in CWMP terms, TransferComplete. A second Download while one runs is refused
+    /// (RequestDenied, 9001).
+    #[zbus(out_args("status", "job"))]
+    async fn download(
+        &self,
+        fd: OwnedFd,
+        file_type: String,
+        command_key: String,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(u32, String), Error> {
+        no_options(&options)?;
+        let file = reopen_fd(fd.into())?;
+        self.start(file, &file_type, command_key).await
+    }
+
+    /// Download for clients that cannot pass a descriptor: `path` is absolute, opened once
+    /// read-only by the agent. Otherwise as Download.
+    #[zbus(out_args("status", "job"))]
+    async fn download_path(
+        &self,
+        path: String,
+        file_type: String,
+        command_key: String,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(u32, String), Error> {
+        no_options(&options)?;
+        let file = open_path(&path)?;
+        self.start(file, &file_type, command_key).await
+    }
+
+    /// Results not yet acknowledged, oldest first, as TransferComplete arguments:
+    /// (CommandKey, FaultCode, FaultString, StartTime, CompleteTime). Kept across reboots;
+    /// a client that starts late sends TransferComplete for each, then AcknowledgeTransfer.
+    #[zbus(out_args("transfers"))]
+    async fn pending_transfers(&self) -> Result<Vec<(String, u32, String, u64, u64)>, Error> {
+        let t = ask(&self.requests, |reply| Request::Transfers { reply }).await?;
+        Ok(t.into_iter().map(transfer_args).collect())
+    }
+
+    /// The ACS has received TransferComplete for `command_key`: forget the oldest result
+    /// with that key. Returns whether there was one.
+    #[zbus(out_args("found"))]
+    async fn acknowledge_transfer(&self, command_key: String) -> Result<bool, Error> {
+        ask(&self.requests, |reply| Request::Acknowledge { command_key, reply }).await
+    }
+
+    /// The firmware banks in TR-181 Device.DeviceInfo.FirmwareImage terms, one dict per
+    /// slot: Alias, Name, Version, Available, Status, BootFailureLog, plus Active (booted),
+    /// BootImage (boots next), Device, SHA256.
+    #[zbus(out_args("images"))]
+    async fn firmware_images(&self) -> Result<Vec<HashMap<String, OwnedVariant>>, Error> {
+        let slots = ask(&self.requests, |reply| Request::Slots { reply }).await?;
+        Ok(slots.iter().filter(|s| s.bootname.is_some()).map(firmware_image).collect())
+    }
+
+    /// Mark a slot ("booted", "other", a slot name or a bootname) "good" (confirm the
+    /// booted slot), "bad" or "active" (boot it next). Returns the slot name and a message.
+    #[zbus(out_args("slot_name", "message"))]
+    async fn mark(&self, state: String, slot: String) -> Result<(String, String), Error> {
+        ask(&self.requests, |reply| Request::Mark { state, slot, reply }).await
+    }
+
+    /// "idle" or "installing".
+    #[zbus(property)]
+    async fn operation(&self) -> String {
+        self.snapshot.borrow().operation.to_string()
+    }
+
+    /// The running install's progress: percent, message, nesting depth.
+    #[zbus(property)]
+    async fn progress(&self) -> (i32, String, i32) {
+        self.snapshot.borrow().progress.clone()
+    }
+
+    /// The last install's error, "" after a success.
+    #[zbus(property)]
+    async fn last_error(&self) -> String {
+        self.snapshot.borrow().last_error.clone()
+    }
+
+    /// The bootname of the booted slot.
+    #[zbus(property)]
+    async fn boot_slot(&self) -> String {
+        self.snapshot.borrow().boot_slot.clone()
+    }
+
+    /// The running software's version (Device.DeviceInfo.SoftwareVersion).
+    #[zbus(property)]
+    async fn software_version(&self) -> String {
+        self.snapshot.borrow().software_version.clone()
+    }
+
+    /// The device's compatible string.
+    #[zbus(property)]
+    async fn compatible(&self) -> String {
+        self.snapshot.borrow().compatible.clone()
+    }
+
+    /// This interface's version.
+    #[zbus(property)]
+    async fn interface_version(&self) -> u32 {
+        VERSION
+    }
+
+    /// A progress step of the running install: percent, message, nesting depth.
+    #[zbus(signal, name = "ProgressChanged")]
+    pub(super) async fn progress_signal(
+        emitter: &SignalEmitter<'_>,
+        percent: i32,
+        message: &str,
+        depth: i32,
+    ) -> zbus::Result<()>;
+
+    /// An install ended: its job id and CommandKey, 0 or the CWMP fault code and string,
+    /// and whether the new slot boots at the next reboot (then TransferComplete follows
+    /// after the reboot, with the outcome of the boot).
+    #[zbus(signal)]
+    pub(super) async fn download_completed(
+        emitter: &SignalEmitter<'_>,
+        job: &str,
+        command_key: &str,
+        fault_code: u32,
+        fault_string: &str,
+        reboot_required: bool,
+    ) -> zbus::Result<()>;
+
+    /// A Download's final result, in TR-069 TransferComplete terms. Also listed by
+    /// PendingTransfers until acknowledged.
+    #[zbus(signal)]
+    pub(super) async fn transfer_complete(
+        emitter: &SignalEmitter<'_>,
+        command_key: &str,
+        fault_code: u32,
+        fault_string: &str,
+        start_time: u64,
+        complete_time: u64,
+    ) -> zbus::Result<()>;
+}
+
+/// TransferComplete arguments of a stored result.
+pub(super) fn transfer_args(t: InstallResult) -> (String, u32, String, u64, u64) {
+    (t.command_key.unwrap_or_default(), t.fault_code, t.fault_string, t.start_time, t.complete_time)
+}

@@ -231,3 +231,74 @@ pub(super) fn run_secret(c: SecretCommand, conf: &Config) -> ExitCode {
         },
     }
 }
+
+#[derive(clap::Args)]
+pub(super) struct ReferenceValuesArgs {
+    /// The slot's boot config as GRUB sources it (e.g. SLOT_ROOT/boot/grub.cfg).
+    #[arg(long, value_name = "FILE")]
+    grub_config: PathBuf,
+    /// The slot's root directory: paths in the config are resolved under it.
+    #[arg(long, value_name = "DIR")]
+    slot_root: PathBuf,
+    /// A slot, as BOOTNAME=GRUB_ROOT (e.g. 'A=(hd0,gpt2)'); repeat for each slot. Its
+    /// bootname is the config's $slot.
+    #[arg(long = "slot", value_name = "BOOTNAME=ROOT", required = true)]
+    slots: Vec<String>,
+    /// The command the embedded config runs to read the slot config.
+    #[arg(long, default_value = "source /boot/grub.cfg")]
+    source_command: String,
+}
+
+/// `reference-values`: predict a slot image's PCR 8 and 9 (GRUB's measurements) for each
+/// bootname and print a `[meta.measured-boot]` file for `bundle --reference-values`.
+pub(super) fn run_reference_values(a: ReferenceValuesArgs) -> ExitCode {
+    use crate::measured_boot::grub;
+    use sha2::{Digest, Sha256};
+    let fail = |m: String| fail("reference-values", m, EXIT_REJECTED);
+    let text = match std::fs::read(&a.grub_config) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("{}: {e}", a.grub_config.display())),
+    };
+    let config_digest: [u8; 32] = Sha256::digest(&text).into();
+    let Ok(text) = String::from_utf8(text) else { return fail(format!("{}: not UTF-8", a.grub_config.display())) };
+    let root = a.slot_root.clone();
+    let file = move |p: &str| -> Result<[u8; 32], String> {
+        let path = root.join(p.trim_start_matches('/'));
+        let mut f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(h.finalize().into())
+    };
+    let mut pcr9: Option<[u8; 32]> = None;
+    let mut per_slot = Vec::new();
+    let mut components = BTreeMap::new();
+    for s in &a.slots {
+        let Some((bootname, _)) = s.split_once('=') else { return fail(format!("--slot {s}: BOOTNAME=ROOT")) };
+        let vars: BTreeMap<String, String> = [("slot".to_string(), bootname.to_string())].into();
+        let events = match grub::slot_events(&a.source_command, &text, config_digest, &vars, &file) {
+            Ok(e) => e,
+            Err(e) => return fail(format!("{}: {e}", a.grub_config.display())),
+        };
+        for e in events.iter().filter(|e| e.pcr == 9 && e.what.starts_with('/')) {
+            let name = e.what.rsplit('/').next().unwrap_or(&e.what).to_string();
+            components.insert(name, hex::encode(e.digest));
+        }
+        let nine = grub::replay(&events, 9);
+        if pcr9.is_some_and(|p| p != nine) {
+            return fail("PCR 9 differs between slots: the slot config reads different files per slot".into());
+        }
+        pcr9 = Some(nine);
+        per_slot.push((bootname.to_string(), grub::replay(&events, 8)));
+    }
+    println!("pcr-bank=sha256");
+    if let Some(p) = pcr9 {
+        println!("pcr.9={}", hex::encode(p));
+    }
+    for (b, p) in per_slot {
+        println!("pcr.8.{b}={}", hex::encode(p));
+    }
+    for (n, d) in components {
+        println!("component.{}={d}", n.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "-"));
+    }
+    ExitCode::SUCCESS
+}

@@ -59,6 +59,8 @@ enum Command {
     /// Device secrets sealed to the measured-boot policy: seal (stdin), unseal (stdout).
     #[command(subcommand)]
     Secret(measured::SecretCommand),
+    /// Build host: predict a slot image's PCR 8/9 (GRUB's measurements) and print its [meta.measured-boot] reference values.
+    ReferenceValues(measured::ReferenceValuesArgs),
     /// Run the D-Bus service (org.henb.Update1; with [service] rauc-compatible=true also de.pengutronix.rauc).
     Service(ServiceArgs),
     /// Client: hand a package to the service as an open descriptor, follow its progress, print the result.
@@ -151,6 +153,7 @@ pub fn main() -> ExitCode {
             cli.override_boot_slot,
             a.bus.map(crate::service::Bus::Address).unwrap_or(crate::service::Bus::System),
         ),
+        Command::ReferenceValues(a) => measured::run_reference_values(a),
         Command::Download(a) => client::run_download(a),
         Command::Transfers(a) => client::run_transfers(a),
         Command::Watch(a) => client::run_watch(a),

@@ -10,6 +10,8 @@
 //! [`policy`] and [`reference`] are pure; [`record`] is the file the digest is made from;
 //! this module puts them together with the TPM ([`MeasuredBoot`]).
 
+pub mod eventlog;
+pub mod grub;
 pub mod policy;
 pub mod record;
 pub mod reference;

@@ -18,6 +18,15 @@ pkgs=(
   dbus-daemon      # a private system bus per service test
   dbus-bin         # dbus-send: the unprivileged caller of the bus-policy test
   util-linux       # setpriv: run that caller as nobody
+  qemu-system-x86  # the VM suite (tests/vm.rs): TCG emulation
+  ovmf             # UEFI firmware with the TCG2 event log
+  grub-efi-amd64-bin # GRUB's x86_64-efi modules for images/build.sh
+  mtools           # mcopy/mmd: fill FAT images without loop devices
+  dosfstools       # mkfs.vfat
+  gdisk            # sgdisk: the GPT test disk
+  busybox-static   # the guest's shell and tools
+  cpio             # the guest's initramfs
+  e2fsprogs        # mkfs.ext4 -d: slot and data images
 )
 missing=()
 for p in "${pkgs[@]}"; do

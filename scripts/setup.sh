@@ -27,6 +27,9 @@ pkgs=(
   busybox-static   # the guest's shell and tools
   cpio             # the guest's initramfs
   e2fsprogs        # mkfs.ext4 -d: slot and data images
+  systemd          # systemd-analyze verify: the layer's units (scripts/check-layer.sh)
+  python3-venv     # a venv for oelint-adv (pinned, from PyPI) in scripts/check-layer.sh
+  python3-pip
 )
 missing=()
 for p in "${pkgs[@]}"; do

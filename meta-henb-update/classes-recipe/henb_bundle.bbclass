@@ -1,0 +1,90 @@
+# henb_bundle: build signed update packages from an image, with the reference values of
+# the kernel, initrd and boot config the image contains (3GPP TS 33.320 R5).
+#
+#   inherit henb_bundle
+#   HENB_BUNDLE_IMAGE = "core-image-minimal"
+#
+# Produces in DEPLOY_DIR_IMAGE: <name>.raucb (RAUC verity bundle) and <name>.tr069 (TR-069
+# signed package), both signed with HENB_BUNDLE_CERT/KEY, both carrying
+# [meta.measured-boot] as predicted by `henb-update reference-values` from the image's
+# /boot. Keys never come from this layer: set the variables (bbfatal otherwise).
+
+inherit nopackages deploy
+
+HENB_BUNDLE_IMAGE ??= ""
+HENB_BUNDLE_IMAGE[doc] = "Image recipe whose ext4 root filesystem becomes the slot image."
+HENB_BUNDLE_IMAGE_FSTYPE ??= "ext4"
+HENB_BUNDLE_IMAGE_FSTYPE[doc] = "Image type to take from DEPLOY_DIR_IMAGE (an ext4 root slot)."
+HENB_BUNDLE_VERSION ??= "${DISTRO_VERSION}"
+HENB_BUNDLE_VERSION[doc] = "Package version ([update] version)."
+HENB_BUNDLE_COMPATIBLE ??= "henb-${MACHINE}"
+HENB_BUNDLE_COMPATIBLE[doc] = "Must equal the devices' [system] compatible (HENB_COMPATIBLE)."
+HENB_BUNDLE_SECURITY_VERSION ??= "0"
+HENB_BUNDLE_SECURITY_VERSION[doc] = "Anti-rollback security version; devices refuse anything lower than their minimum."
+HENB_BUNDLE_FORMATS ??= "verity tr069"
+HENB_BUNDLE_FORMATS[doc] = "Which packages to build: verity, plain, tr069."
+HENB_BUNDLE_CERT ??= ""
+HENB_BUNDLE_CERT[doc] = "Signer certificate (PEM, codeSigning), issued under an operator root."
+HENB_BUNDLE_KEY ??= ""
+HENB_BUNDLE_KEY[doc] = "Signer private key (PEM)."
+HENB_BUNDLE_INTERMEDIATE ??= ""
+HENB_BUNDLE_INTERMEDIATE[doc] = "Intermediate CA certificate(s) to embed (PEM), if any."
+HENB_GRUB_SLOTS ??= "A=(hd0,gpt2) B=(hd0,gpt3)"
+HENB_GRUB_SLOTS[doc] = "Bootname=GRUB root device per slot, as the embedded GRUB config selects them."
+HENB_BUNDLE_NAME ??= "${PN}-${MACHINE}"
+HENB_BUNDLE_NAME[doc] = "File name (without suffix) of the packages in DEPLOY_DIR_IMAGE."
+
+DEPENDS += "henb-update-native squashfs-tools-native e2fsprogs-native"
+
+do_fetch[noexec] = "1"
+do_unpack[noexec] = "1"
+do_patch[noexec] = "1"
+do_configure[noexec] = "1"
+do_compile[noexec] = "1"
+do_install[noexec] = "1"
+
+do_bundle() {
+    if [ -z "${HENB_BUNDLE_IMAGE}" ]; then
+        bbfatal "HENB_BUNDLE_IMAGE is not set: which image becomes the slot?"
+    fi
+    if [ -z "${HENB_BUNDLE_CERT}" ] || [ -z "${HENB_BUNDLE_KEY}" ]; then
+        bbfatal "HENB_BUNDLE_CERT and HENB_BUNDLE_KEY must name the signer's certificate and key"
+    fi
+    rm -rf ${B}/content ${B}/slot ${B}/out
+    mkdir -p ${B}/content ${B}/slot ${B}/out
+    cp -L ${DEPLOY_DIR_IMAGE}/${HENB_BUNDLE_IMAGE}-${MACHINE}.rootfs.${HENB_BUNDLE_IMAGE_FSTYPE} ${B}/content/rootfs.ext4
+    # The boot files the bootloader will measure, from the slot image itself.
+    debugfs -R "rdump /boot ${B}/slot" ${B}/content/rootfs.ext4
+    slots=""
+    for s in ${HENB_GRUB_SLOTS}; do
+        slots="$slots --slot $s"
+    done
+    henb-update reference-values --grub-config ${B}/slot/boot/grub.cfg --slot-root ${B}/slot $slots \
+        > ${B}/reference-values
+    printf '[update]\ncompatible=%s\nversion=%s\n\n[image.rootfs]\nfilename=rootfs.ext4\n\n[meta.anti-rollback]\nsecurity-version=%s\n' \
+        "${HENB_BUNDLE_COMPATIBLE}" "${HENB_BUNDLE_VERSION}" "${HENB_BUNDLE_SECURITY_VERSION}" > ${B}/content/manifest.raucm
+    intermediate=""
+    if [ -n "${HENB_BUNDLE_INTERMEDIATE}" ]; then
+        intermediate="--intermediate ${HENB_BUNDLE_INTERMEDIATE}"
+    fi
+    for f in ${HENB_BUNDLE_FORMATS}; do
+        case "$f" in
+            tr069) suffix=tr069 ;;
+            *) suffix=raucb ;;
+        esac
+        henb-update bundle --format $f --cert ${HENB_BUNDLE_CERT} --key ${HENB_BUNDLE_KEY} $intermediate \
+            --reference-values ${B}/reference-values ${B}/content ${B}/out/${HENB_BUNDLE_NAME}.$f.$suffix
+    done
+}
+addtask bundle after do_configure before do_deploy
+do_bundle[cleandirs] = "${B}"
+do_bundle[depends] += "henb-update-native:do_populate_sysroot squashfs-tools-native:do_populate_sysroot e2fsprogs-native:do_populate_sysroot"
+do_bundle[depends] += "${@'%s:do_image_complete' % d.getVar('HENB_BUNDLE_IMAGE') if d.getVar('HENB_BUNDLE_IMAGE') else ''}"
+# A new key or certificate rebuilds the packages.
+do_bundle[file-checksums] += "${@' '.join('%s:True' % f for f in (d.getVar('HENB_BUNDLE_CERT'), d.getVar('HENB_BUNDLE_KEY')) if f)}"
+do_bundle[vardeps] += "HENB_BUNDLE_VERSION HENB_BUNDLE_COMPATIBLE HENB_BUNDLE_SECURITY_VERSION HENB_GRUB_SLOTS HENB_BUNDLE_FORMATS"
+
+do_deploy() {
+    install -m 0644 ${B}/out/* ${DEPLOYDIR}/
+}
+addtask deploy after do_bundle before do_build

@@ -95,7 +95,7 @@ make_slot 2 slot-v2.ext4
 # --- predicted reference values (GRUB's events for this layout) --------------------------
 rv() { # $1 = slot dir
   "$agent" reference-values --grub-config "$1/boot/grub.cfg" --slot-root "$1" \
-    --slot 'A=(hd0,gpt2)' --slot 'B=(hd0,gpt3)'
+    --slot A --slot B
 }
 rv work/slot-1 > rv-v1
 rv work/slot-2 > rv-v2

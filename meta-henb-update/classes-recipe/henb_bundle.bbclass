@@ -29,8 +29,8 @@ HENB_BUNDLE_KEY ??= ""
 HENB_BUNDLE_KEY[doc] = "Signer private key (PEM)."
 HENB_BUNDLE_INTERMEDIATE ??= ""
 HENB_BUNDLE_INTERMEDIATE[doc] = "Intermediate CA certificate(s) to embed (PEM), if any."
-HENB_GRUB_SLOTS ??= "A=(hd0,gpt2) B=(hd0,gpt3)"
-HENB_GRUB_SLOTS[doc] = "Bootname=GRUB root device per slot, as the embedded GRUB config selects them."
+HENB_BUNDLE_BOOTNAMES ??= "A B"
+HENB_BUNDLE_BOOTNAMES[doc] = "Bootnames of the slots the package may be installed into (one pcr.8.<bootname> each)."
 HENB_BUNDLE_NAME ??= "${PN}-${MACHINE}"
 HENB_BUNDLE_NAME[doc] = "File name (without suffix) of the packages in DEPLOY_DIR_IMAGE."
 
@@ -56,7 +56,7 @@ do_bundle() {
     # The boot files the bootloader will measure, from the slot image itself.
     debugfs -R "rdump /boot ${B}/slot" ${B}/content/rootfs.ext4
     slots=""
-    for s in ${HENB_GRUB_SLOTS}; do
+    for s in ${HENB_BUNDLE_BOOTNAMES}; do
         slots="$slots --slot $s"
     done
     henb-update reference-values --grub-config ${B}/slot/boot/grub.cfg --slot-root ${B}/slot $slots \
@@ -82,7 +82,7 @@ do_bundle[depends] += "henb-update-native:do_populate_sysroot squashfs-tools-nat
 do_bundle[depends] += "${@'%s:do_image_complete' % d.getVar('HENB_BUNDLE_IMAGE') if d.getVar('HENB_BUNDLE_IMAGE') else ''}"
 # A new key or certificate rebuilds the packages.
 do_bundle[file-checksums] += "${@' '.join('%s:True' % f for f in (d.getVar('HENB_BUNDLE_CERT'), d.getVar('HENB_BUNDLE_KEY')) if f)}"
-do_bundle[vardeps] += "HENB_BUNDLE_VERSION HENB_BUNDLE_COMPATIBLE HENB_BUNDLE_SECURITY_VERSION HENB_GRUB_SLOTS HENB_BUNDLE_FORMATS"
+do_bundle[vardeps] += "HENB_BUNDLE_VERSION HENB_BUNDLE_COMPATIBLE HENB_BUNDLE_SECURITY_VERSION HENB_BUNDLE_BOOTNAMES HENB_BUNDLE_FORMATS"
 
 do_deploy() {
     install -m 0644 ${B}/out/* ${DEPLOYDIR}/

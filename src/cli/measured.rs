@@ -240,9 +240,8 @@ pub(super) struct ReferenceValuesArgs {
     /// The slot's root directory: paths in the config are resolved under it.
     #[arg(long, value_name = "DIR")]
     slot_root: PathBuf,
-    /// A slot, as BOOTNAME=GRUB_ROOT (e.g. 'A=(hd0,gpt2)'); repeat for each slot. Its
-    /// bootname is the config's $slot.
-    #[arg(long = "slot", value_name = "BOOTNAME=ROOT", required = true)]
+    /// A slot's bootname (the config's $slot, e.g. A); repeat for each slot.
+    #[arg(long = "slot", value_name = "BOOTNAME", required = true)]
     slots: Vec<String>,
     /// The command the embedded config runs to read the slot config.
     #[arg(long, default_value = "source /boot/grub.cfg")]
@@ -272,8 +271,10 @@ pub(super) fn run_reference_values(a: ReferenceValuesArgs) -> ExitCode {
     let mut pcr9: Option<[u8; 32]> = None;
     let mut per_slot = Vec::new();
     let mut components = BTreeMap::new();
-    for s in &a.slots {
-        let Some((bootname, _)) = s.split_once('=') else { return fail(format!("--slot {s}: BOOTNAME=ROOT")) };
+    for bootname in &a.slots {
+        if bootname.is_empty() || !bootname.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return fail(format!("--slot {bootname}: a bootname (letters, digits, - and _)"));
+        }
         let vars: BTreeMap<String, String> = [("slot".to_string(), bootname.to_string())].into();
         let events = match grub::slot_events(&a.source_command, &text, config_digest, &vars, &file) {
             Ok(e) => e,
@@ -288,7 +289,7 @@ pub(super) fn run_reference_values(a: ReferenceValuesArgs) -> ExitCode {
             return fail("PCR 9 differs between slots: the slot config reads different files per slot".into());
         }
         pcr9 = Some(nine);
-        per_slot.push((bootname.to_string(), grub::replay(&events, 8)));
+        per_slot.push((bootname.clone(), grub::replay(&events, 8)));
     }
     println!("pcr-bank=sha256");
     if let Some(p) = pcr9 {

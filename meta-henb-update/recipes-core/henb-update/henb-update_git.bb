@@ -1,5 +1,4 @@
 require henb-update.inc
-require henb-update-crates.inc
 
 PV = "0.1.0+git"
 
@@ -12,3 +11,6 @@ SRC_URI = "git://github.com/henb-update/henb-update.git;protocol=https;branch=ma
            file://henb-provision \
            "
 SRCREV = "e5503ffd8f56c9827e6ad6bf6a6b587158235e20"
+
+# After SRC_URI: it appends one crate:// entry per Cargo.lock package.
+require henb-update-crates.inc

@@ -7,15 +7,11 @@ use crate::fault::Fault;
 use crate::measured_boot::record::{Origin, Record, SlotValues};
 use crate::measured_boot::reference::ReferenceValues;
 use crate::measured_boot::{policy, MeasuredBoot, MeasuredBootError};
-use crate::package::{self, Context, NullSink};
-use crate::source::FileSource;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::SystemTime;
 
 #[derive(clap::Subcommand)]
 pub(super) enum PolicyCommand {
@@ -165,19 +161,11 @@ pub(super) fn run_policy(c: PolicyCommand, conf: &Config, override_boot: Option<
 
 /// Verify `path` against the configured anchors and take its values for `bootname`.
 fn package_values(conf: &Config, path: &std::path::Path, bootname: &str) -> Result<SlotValues, (String, u8)> {
-    let (anchors, _) = crate::device::trust_state(conf, None).map_err(|f| (f.message, EXIT_COULD_NOT_CHECK))?;
     let file = std::fs::File::open(path).map_err(|e| (format!("{}: {e}", path.display()), EXIT_COULD_NOT_CHECK))?;
-    let src = Arc::new(FileSource::new(file).map_err(|e| (format!("{}: {e}", path.display()), EXIT_COULD_NOT_CHECK))?);
-    let ctx = Context {
-        anchors: &anchors,
-        policy: conf.policy.clone(),
-        now: SystemTime::now(),
-        compatible: conf.compatible.clone(),
-        check_whole_tree: true,
-        verify_before_writing: false,
-    };
-    let pkg = package::verify(src, &ctx, &mut NullSink)
-        .map_err(|e| (format!("{}: {e} (CWMP fault {})", path.display(), e.fault().code()), EXIT_REJECTED))?;
+    let pkg = crate::device::inspect_file(conf, file).map_err(|f| {
+        let exit = if f.refused() { EXIT_REJECTED } else { EXIT_COULD_NOT_CHECK };
+        (format!("{}: {} (CWMP fault {}, {})", path.display(), f.message, f.fault, f.kind), exit)
+    })?;
     let meta = pkg
         .meta
         .get("measured-boot")

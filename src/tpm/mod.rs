@@ -123,6 +123,16 @@ pub struct Limits {
     pub buffer_max: usize,
 }
 
+/// A raw FFI failure as a [`TpmError`].
+fn raw_err(op: &'static str, index: u32) -> impl Fn(raw::RawError) -> TpmError {
+    move |(rc, why)| TpmError::Command {
+        op,
+        index,
+        why,
+        kind: rc.and_then(|rc| tss_esapi::constants::response_code::Tss2ResponseCode::from(rc).kind()),
+    }
+}
+
 /// The storage primary sealed objects live under: ECC P-256, AES-128-CFB, the usual
 /// SRK template (TCG Provisioning Guidance). Created anew from the owner seed each time.
 fn storage_primary_template() -> tss_esapi::Result<tss_esapi::structures::Public> {
@@ -548,23 +558,13 @@ impl Tpm {
             attempts: raw_attempts,
         };
         self.ctx = None; // swtpm serves one client: the raw context needs the connection
-        raw::unseal(&self.conf.tcti, &self.conf.owner_auth, &input).map_err(|(rc, why)| TpmError::Command {
-            op: "unseal",
-            index,
-            why,
-            kind: rc.and_then(|rc| tss_esapi::constants::response_code::Tss2ResponseCode::from(rc).kind()),
-        })
+        raw::unseal(&self.conf.tcti, &self.conf.owner_auth, &input).map_err(raw_err("unseal", index))
     }
 
     /// The digest of a trial session after TPM2_PolicyAuthorizeNV(`index`).
     pub fn trial_policy_authorize_nv(&mut self, index: u32) -> Result<[u8; 32], TpmError> {
         self.ctx = None;
-        raw::trial_policy_authorize_nv(&self.conf.tcti, index).map_err(|(rc, why)| TpmError::Command {
-            op: "PolicyAuthorizeNV",
-            index,
-            why,
-            kind: rc.and_then(|rc| tss_esapi::constants::response_code::Tss2ResponseCode::from(rc).kind()),
-        })
+        raw::trial_policy_authorize_nv(&self.conf.tcti, index).map_err(raw_err("PolicyAuthorizeNV", index))
     }
 
     /// Lock an index against writes until it is deleted (owner authorization).
@@ -575,11 +575,6 @@ impl Tpm {
             return Err(TpmError::NotDefined(index));
         }
         self.ctx = None;
-        raw::nv_write_lock(&self.conf.tcti, &self.conf.owner_auth, index).map_err(|(rc, why)| TpmError::Command {
-            op: "NV_WriteLock",
-            index,
-            why,
-            kind: rc.and_then(|rc| tss_esapi::constants::response_code::Tss2ResponseCode::from(rc).kind()),
-        })
+        raw::nv_write_lock(&self.conf.tcti, &self.conf.owner_auth, index).map_err(raw_err("NV_WriteLock", index))
     }
 }

@@ -76,6 +76,7 @@ port=$((20000 + (RANDOM % 10000) * 2))
 swtpm socket --tpm2 --tpmstate dir="$work" --flags not-need-init,startup-clear \
   --server type=tcp,port=$port,bindaddr=127.0.0.1 --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 &
 swtpm_pid=$!
+svc_pid=""; bus_pid=""
 trap 'kill $swtpm_pid 2>/dev/null; rm -rf "$work"' EXIT
 sleep 0.5
 truncate -s 80M "$work/slotA" "$work/slotB"
@@ -123,9 +124,41 @@ dev --override-boot-slot A policy init --from-pcrs 8,9 | sed 's/^/   /'
 echo "device-credential-0042" | dev secret seal device-credential | sed 's/^/   /'
 echo "   unseal on A: $(dev secret unseal device-credential)"
 
-say "6b. Install it while slot A runs: written into B, its signed reference values committed"
-say "    to the TPM policy (A and B may unseal), then B boots next (GRUB variables as RAUC's)"
-dev --override-boot-slot A install --command-key demo-1 "$work/update.verity" | sed 's/^/   /'
+say "6b. The CWMP client hands it to the agent over the system D-Bus (here a private bus with the"
+say "    shipped policy): the service writes B, commits B's signed reference values to the TPM"
+say "    policy (A and B may unseal), then B boots next (GRUB variables as RAUC's)"
+cat > "$work/bus.conf" <<BUS
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=$work/bus.sock</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+  </policy>
+  <include>$PWD/dbus/org.henb.Update1.conf</include>
+</busconfig>
+BUS
+dbus-daemon --config-file="$work/bus.conf" --nofork 2>/dev/null & bus_pid=$!
+trap 'kill $svc_pid $bus_pid $swtpm_pid 2>/dev/null; rm -rf "$work"' EXIT
+export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$work/bus.sock"
+for _ in $(seq 100); do [ -S "$work/bus.sock" ] && break; sleep 0.1; done
+start_service() { # $1 = booted slot
+  "$bin" --conf "$work/device.conf" --override-boot-slot "$1" service 2>"/tmp/henb-demo-service-$1.log" & svc_pid=$!
+  for _ in $(seq 100); do "$bin" transfers >/dev/null 2>&1 && return; sleep 0.1; done
+}
+start_service A
+"$bin" download --command-key demo-1 "$work/update.verity" 2>&1 | tail -3 | sed 's/^/   /'
+kill $svc_pid; wait $svc_pid 2>/dev/null || true
 grub-editenv "$work/grubenv" list | sed 's/^/   grubenv: /'
 dev policy show | sed 's/^/   /'
 dev --override-boot-slot A status | sed 's/^/   /'
@@ -136,6 +169,11 @@ echo "   unseal on B: $(dev secret unseal device-credential)"
 say "   mark good confirms B: the policy approves only B, anti-rollback minimum rises to 3"
 dev --override-boot-slot B mark good | sed 's/^/   /'
 dev policy show | sed -n 2p | sed 's/^/   /'
+say "   the CWMP client, started after the reboot, collects the TransferComplete result and acknowledges it"
+start_service B
+"$bin" transfers | sed 's/^/   pending TransferComplete: /'
+"$bin" transfers --ack demo-1 && echo "   acknowledged: $("$bin" transfers | wc -l) left"
+kill $svc_pid; wait $svc_pid 2>/dev/null || true
 say "   booting the old slot A (or anything else) now: the credential stays sealed"
 reboot_into A
 dev secret unseal device-credential 2>&1 | sed 's/^/   /' || true

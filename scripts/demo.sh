@@ -127,27 +127,8 @@ echo "   unseal on A: $(dev secret unseal device-credential)"
 say "6b. The CWMP client hands it to the agent over the system D-Bus (here a private bus with the"
 say "    shipped policy): the service writes B, commits B's signed reference values to the TPM"
 say "    policy (A and B may unseal), then B boots next (GRUB variables as RAUC's)"
-cat > "$work/bus.conf" <<BUS
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$work/bus.sock</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-  </policy>
-  <include>$PWD/dbus/org.henb.Update1.conf</include>
-</busconfig>
-BUS
+sed -e "s|@SOCKET@|$work/bus.sock|" -e "s|@POLICY@|$PWD/dbus/org.henb.Update1.conf|" \
+  tests/fixtures/private-system-bus.conf.in > "$work/bus.conf"
 dbus-daemon --config-file="$work/bus.conf" --nofork 2>/dev/null & bus_pid=$!
 trap 'kill $svc_pid $bus_pid $swtpm_pid 2>/dev/null; rm -rf "$work"' EXIT
 export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$work/bus.sock"

@@ -171,7 +171,8 @@ impl Engine {
                 self.running = None;
                 let (fault, message, reboot_required) = match &r {
                     Ok(i) => (0, String::new(), i.activated),
-                    Err(f) => (f.fault, format!("{} ({})", f.message, f.kind), false),
+                    // As the D-Bus errors: the code and kind first ("9019 bad-signature: ...").
+                    Err(f) => (f.fault, format!("{} {}: {}", f.fault, f.kind, f.message), false),
                 };
                 if let Err(f) = &r {
                     tracing::error!("install {job} failed: {} (CWMP fault {}, {})", f.message, f.fault, f.kind);

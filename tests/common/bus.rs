@@ -1,5 +1,6 @@
-//! A private system bus per test: Debian's dbus-daemon with the system bus's default
-//! policy and our `dbus/org.henb.Update1.conf` included verbatim, killed on drop.
+//! A private system bus per test: Debian's dbus-daemon with
+//! `tests/fixtures/private-system-bus.conf.in` (the system bus's default policy and our
+//! `dbus/org.henb.Update1.conf` included verbatim), killed on drop.
 #![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -19,38 +20,11 @@ impl Bus {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.henb.Update1.conf");
         let conf = dir.path().join("bus.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={sock}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-  <include>{policy}</include>
-</busconfig>
-"#,
-                sock = dir.path().join("bus.sock").display(),
-                policy = policy.display()
-            ),
-        )
-        .unwrap();
+        let template = include_str!("../fixtures/private-system-bus.conf.in");
+        let text = template
+            .replace("@SOCKET@", &dir.path().join("bus.sock").display().to_string())
+            .replace("@POLICY@", &policy.display().to_string());
+        std::fs::write(&conf, text).unwrap();
         let child = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", conf.display()))
             .arg("--nofork")

@@ -42,6 +42,11 @@ pub struct Config {
     pub compatible: Option<String>,
     /// `[keyring] path`.
     pub keyring: Option<PathBuf>,
+    /// `[keyring] crl-path` (files, `;`-separated) and `crl-directory` (every file in
+    /// it): CRLs in PEM or DER, beyond those in the keyring file and the SignedData.
+    pub crl_files: Vec<PathBuf>,
+    /// `[keyring] crl-directory`.
+    pub crl_directory: Option<PathBuf>,
     /// Signature policy from `[keyring]` and `[package]`.
     pub policy: Policy,
     /// `[tpm]`: how to reach the TPM, where the roots and the counter live.
@@ -162,6 +167,16 @@ impl Default for MeasuredBootSection {
     }
 }
 
+/// A path from the configuration, relative ones taken from the file's directory (as RAUC).
+fn relative_to(conf: &Path, value: &str) -> PathBuf {
+    let p = PathBuf::from(value);
+    if p.is_relative() {
+        conf.parent().unwrap_or(Path::new(".")).join(p)
+    } else {
+        p
+    }
+}
+
 fn nv_index(v: &str) -> Option<u32> {
     let n = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
         Some(h) => u32::from_str_radix(h, 16).ok()?,
@@ -176,6 +191,8 @@ impl Default for Config {
         Self {
             compatible: None,
             keyring: None,
+            crl_files: Vec::new(),
+            crl_directory: None,
             policy: Policy::default(),
             tpm: TpmSection::default(),
             measured_boot: None,
@@ -197,6 +214,25 @@ impl Default for Config {
 }
 
 impl Config {
+    /// CRLs (DER) from `crl-path` and `crl-directory`. An unreadable or malformed file is
+    /// an error naming it (could not check).
+    pub fn load_crls(&self) -> Result<Vec<Vec<u8>>, String> {
+        let mut files = self.crl_files.clone();
+        if let Some(dir) = &self.crl_directory {
+            let entries = std::fs::read_dir(dir).map_err(|e| format!("crl-directory {}: {e}", dir.display()))?;
+            let mut found: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect();
+            found.sort();
+            files.extend(found);
+        }
+        let mut out = Vec::new();
+        for f in files {
+            let bytes = std::fs::read(&f).map_err(|e| format!("CRL {}: {e}", f.display()))?;
+            out.extend(crate::trust::crls_from_bytes(&bytes).map_err(|e| format!("CRL {}: {e}", f.display()))?);
+        }
+        Ok(out)
+    }
+
     /// Load and parse a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
@@ -218,59 +254,107 @@ impl Config {
                     ("system", "compatible") => c.compatible = Some(e.value.clone()),
                     ("keyring", "path") => {
                         let p = PathBuf::from(&e.value);
-                        c.keyring = Some(if p.is_relative() { path.parent().unwrap_or(Path::new(".")).join(p) } else { p });
+                        c.keyring =
+                            Some(if p.is_relative() { path.parent().unwrap_or(Path::new(".")).join(p) } else { p });
                     }
                     ("keyring", "check-purpose") => {
-                        c.policy.purpose = Purpose::from_name(&e.value)
-                            .ok_or_else(|| invalid(format!("[keyring] check-purpose={} (smimesign, codesign or any)", e.value)))?
+                        c.policy.purpose = Purpose::from_name(&e.value).ok_or_else(|| {
+                            invalid(format!("[keyring] check-purpose={} (smimesign, codesign or any)", e.value))
+                        })?
                     }
-                    ("keyring", "use-bundle-signing-time") => c.policy.use_signing_time = bool_value(&e.value).ok_or_else(|| invalid("[keyring] use-bundle-signing-time: true or false".into()))?,
+                    ("keyring", "use-bundle-signing-time") => {
+                        c.policy.use_signing_time = bool_value(&e.value)
+                            .ok_or_else(|| invalid("[keyring] use-bundle-signing-time: true or false".into()))?
+                    }
                     ("keyring", "allowed-signer-cns") => c.policy.allowed_signer_cns = Some(keyfile::list(&e.value)),
-                    ("package", "tr069-legacy-sha1") => c.policy.allow_sha1 = bool_value(&e.value).ok_or_else(|| invalid("[package] tr069-legacy-sha1: true or false".into()))?,
-                    ("keyring", "directory" | "check-crl" | "allow-partial-chain") => {
-                        return Err(invalid(format!("[keyring] {} is not supported (trust anchors come from 'path'; partial chains are never accepted)", e.key)))
+                    ("package", "tr069-legacy-sha1") => {
+                        c.policy.allow_sha1 = bool_value(&e.value)
+                            .ok_or_else(|| invalid("[package] tr069-legacy-sha1: true or false".into()))?
+                    }
+                    ("keyring", "check-crl") => {
+                        c.policy.check_crl =
+                            bool_value(&e.value).ok_or_else(|| invalid("[keyring] check-crl: true or false".into()))?
+                    }
+                    ("keyring", "allow-partial-chain") => {
+                        c.policy.allow_partial_chain = bool_value(&e.value)
+                            .ok_or_else(|| invalid("[keyring] allow-partial-chain: true or false".into()))?
+                    }
+                    ("keyring", "crl-path") => {
+                        c.crl_files = keyfile::list(&e.value).iter().map(|p| relative_to(path, p)).collect()
+                    }
+                    ("keyring", "crl-directory") => c.crl_directory = Some(relative_to(path, &e.value)),
+                    ("keyring", "directory") => {
+                        return Err(invalid(
+                            "[keyring] directory is not supported (trust anchors come from 'path' or the TPM)".into(),
+                        ))
                     }
                     ("tpm", "tcti") => c.tpm.tcti = Some(e.value.clone()),
                     ("tpm", "owner-auth-file") => c.tpm.owner_auth_file = Some(PathBuf::from(&e.value)),
                     ("tpm", "root-index") => {
-                        c.tpm.root_index = Some(nv_index(&e.value).ok_or_else(|| invalid(format!("[tpm] root-index={}: an owner NV index 0x01000000..0x013fffff", e.value)))?)
+                        c.tpm.root_index = Some(nv_index(&e.value).ok_or_else(|| {
+                            invalid(format!("[tpm] root-index={}: an owner NV index 0x01000000..0x013fffff", e.value))
+                        })?)
                     }
                     ("tpm", "counter-index") => {
-                        c.tpm.counter_index = Some(nv_index(&e.value).ok_or_else(|| invalid(format!("[tpm] counter-index={}: an owner NV index 0x01000000..0x013fffff", e.value)))?)
+                        c.tpm.counter_index = Some(nv_index(&e.value).ok_or_else(|| {
+                            invalid(format!(
+                                "[tpm] counter-index={}: an owner NV index 0x01000000..0x013fffff",
+                                e.value
+                            ))
+                        })?)
                     }
                     ("tpm", "root-slots") => {
-                        c.tpm.root_slots = Some(e.value.parse().ok().filter(|n| (2..=64).contains(n)).ok_or_else(|| invalid(format!("[tpm] root-slots={}: 2 to 64", e.value)))?)
+                        c.tpm.root_slots = Some(
+                            e.value
+                                .parse()
+                                .ok()
+                                .filter(|n| (2..=64).contains(n))
+                                .ok_or_else(|| invalid(format!("[tpm] root-slots={}: 2 to 64", e.value)))?,
+                        )
                     }
                     ("service", "rauc-compatible") => {
-                        c.rauc_compatible = bool_value(&e.value).ok_or_else(|| invalid("[service] rauc-compatible: true or false".into()))?
+                        c.rauc_compatible = bool_value(&e.value)
+                            .ok_or_else(|| invalid("[service] rauc-compatible: true or false".into()))?
                     }
                     ("measured-boot", "required") => {
-                        c.measured_boot.get_or_insert_with(Default::default).required = bool_value(&e.value).ok_or_else(|| invalid("[measured-boot] required: true or false".into()))?
+                        c.measured_boot.get_or_insert_with(Default::default).required = bool_value(&e.value)
+                            .ok_or_else(|| invalid("[measured-boot] required: true or false".into()))?
                     }
                     ("measured-boot", "policy-index") => {
-                        c.measured_boot.get_or_insert_with(Default::default).policy_index = nv_index(&e.value).ok_or_else(|| invalid(format!("[measured-boot] policy-index={}: an owner NV index 0x01000000..0x013fffff", e.value)))?
+                        c.measured_boot.get_or_insert_with(Default::default).policy_index = nv_index(&e.value)
+                            .ok_or_else(|| {
+                                invalid(format!(
+                                    "[measured-boot] policy-index={}: an owner NV index 0x01000000..0x013fffff",
+                                    e.value
+                                ))
+                            })?
                     }
-                    ("system", "bootloader") => {
-                        c.bootloader = match e.value.as_str() {
-                            "grub" => BootloaderKind::Grub,
-                            "uboot" => BootloaderKind::Uboot,
-                            "custom" => BootloaderKind::Custom,
-                            "noop" => BootloaderKind::Noop,
-                            v => return Err(invalid(format!("[system] bootloader={v}: grub, uboot, custom or noop (barebox and efi are not supported)"))),
-                        }
-                    }
+                    ("system", "bootloader") => c.bootloader = match e.value.as_str() {
+                        "grub" => BootloaderKind::Grub,
+                        "uboot" => BootloaderKind::Uboot,
+                        "custom" => BootloaderKind::Custom,
+                        "noop" => BootloaderKind::Noop,
+                        v => return Err(invalid(format!(
+                            "[system] bootloader={v}: grub, uboot, custom or noop (barebox and efi are not supported)"
+                        ))),
+                    },
                     ("system", "grubenv") => c.grubenv = PathBuf::from(&e.value),
                     ("system", "data-directory") => c.data_directory = PathBuf::from(&e.value),
-                    ("system", "boot-attempts") => c.boot_attempts = attempts(&e.value).ok_or_else(|| invalid(format!("[system] boot-attempts={}: 1 to 255", e.value)))?,
+                    ("system", "boot-attempts") => {
+                        c.boot_attempts = attempts(&e.value)
+                            .ok_or_else(|| invalid(format!("[system] boot-attempts={}: 1 to 255", e.value)))?
+                    }
                     ("system", "boot-attempts-primary") => {
-                        c.boot_attempts_primary = attempts(&e.value).ok_or_else(|| invalid(format!("[system] boot-attempts-primary={}: 1 to 255", e.value)))?
+                        c.boot_attempts_primary = attempts(&e.value)
+                            .ok_or_else(|| invalid(format!("[system] boot-attempts-primary={}: 1 to 255", e.value)))?
                     }
                     ("system", "bundle-formats") => c.bundle_formats = bundle_formats(&e.value).map_err(invalid)?,
                     ("system", "min-bundle-version") => c.min_bundle_version = Some(e.value.clone()),
                     ("handlers", "bootloader-custom-backend") => c.custom_backend = Some(PathBuf::from(&e.value)),
                     ("uboot", "env-config") => c.uboot_env_config = PathBuf::from(&e.value),
                     ("install", "verify-written") => {
-                        c.verify_written = bool_value(&e.value).ok_or_else(|| invalid("[install] verify-written: true or false".into()))?
+                        c.verify_written = bool_value(&e.value)
+                            .ok_or_else(|| invalid("[install] verify-written: true or false".into()))?
                     }
                     (g, k) if g.starts_with("slot.") => {
                         if !slot_key(&mut c.slots, g, k, &e.value).map_err(invalid)? {

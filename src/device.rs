@@ -93,6 +93,16 @@ pub fn trust_state(
     conf: &Config,
     keyring: Option<std::path::PathBuf>,
 ) -> Result<(crate::trust::Anchors, Option<u64>), SetupFailure> {
+    let (mut anchors, minimum) = trust_anchors(conf, keyring)?;
+    let crls = conf.load_crls().map_err(|message| SetupFailure { kind: "crl", fault: 9002, message })?;
+    anchors.add_crls(crls);
+    Ok((anchors, minimum))
+}
+
+fn trust_anchors(
+    conf: &Config,
+    keyring: Option<std::path::PathBuf>,
+) -> Result<(crate::trust::Anchors, Option<u64>), SetupFailure> {
     use crate::tpm::TpmError;
     use crate::trust::store::StoreError;
     use crate::trust::{Anchors, TrustSource};

@@ -107,8 +107,14 @@ pub enum CmsContent<'a> {
     Detached(&'a [(DigestAlg, Vec<u8>)]),
 }
 
-/// A DER ContentInfo with one SignerInfo per key.
-pub fn sign(signers: &[SigningKey], intermediates: &[Certificate], content: CmsContent<'_>) -> anyhow::Result<Vec<u8>> {
+/// A DER ContentInfo with one SignerInfo per key, the signers' certificates and
+/// `intermediates`, and `crls` in its `crls` field.
+pub fn sign(
+    signers: &[SigningKey],
+    intermediates: &[Certificate],
+    crls: &[x509_cert::crl::CertificateList],
+    content: CmsContent<'_>,
+) -> anyhow::Result<Vec<u8>> {
     if signers.is_empty() {
         bail!("at least one --cert/--key pair is needed");
     }
@@ -125,6 +131,9 @@ pub fn sign(signers: &[SigningKey], intermediates: &[Certificate], content: CmsC
             b.add_certificate(CertificateChoices::Certificate(c.clone())).map_err(|e| anyhow!("{e}"))?;
             seen.push(der);
         }
+    }
+    for crl in crls {
+        b.add_crl(cms::revocation::RevocationInfoChoice::Crl(crl.clone())).map_err(|e| anyhow!("{e}"))?;
     }
     let mut algs = Vec::new();
     for s in signers {

@@ -29,6 +29,9 @@ pub(super) struct Args {
     /// Intermediate CA certificate(s) to embed (PEM; a file may hold several).
     #[arg(long = "intermediate", value_name = "PEM")]
     intermediates: Vec<PathBuf>,
+    /// CRL to embed in the SignedData's crls field (PEM or DER; repeatable), for devices with check-crl.
+    #[arg(long = "crl", value_name = "FILE")]
+    crls: Vec<PathBuf>,
     /// TR-069 only: strictly conformant Annex E package (SHA-1 file hashes, SHA-1/RSA signatures) for legacy peers.
     #[arg(long)]
     legacy_sha1: bool,
@@ -127,12 +130,21 @@ fn build(a: Args) -> anyhow::Result<()> {
     for p in &a.intermediates {
         intermediates.extend(load_certs(p)?);
     }
+    let mut crls = Vec::new();
+    for p in &a.crls {
+        use der::Decode;
+        let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        for der in crate::trust::crls_from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))? {
+            crls.push(x509_cert::crl::CertificateList::from_der(&der).with_context(|| format!("{}", p.display()))?);
+        }
+    }
     match format {
         PackageFormat::Tr069 => build_package(&Tr069Options {
             content_dir: a.content_dir,
             output: a.output,
             signers,
             intermediates,
+            crls,
             legacy_sha1: a.legacy_sha1,
             extra_meta,
         }),
@@ -142,6 +154,7 @@ fn build(a: Args) -> anyhow::Result<()> {
             output: a.output,
             signers,
             intermediates,
+            crls,
             compression: a.compression,
             extra_meta,
         }),

@@ -1,6 +1,7 @@
 //! The command line: RAUC-like commands for build hosts, operators and the device.
 
 mod bundle;
+mod chain;
 mod client;
 mod info;
 mod install;
@@ -40,6 +41,8 @@ enum Command {
     Bundle(bundle::Args),
     /// Verify a package completely (signature, structure, every image digest, the whole verity tree) and show what it holds.
     Info(info::Args),
+    /// Why is this signer certificate trusted or refused: the path built, each check, the verdict (exit 0, 1, 3 as info).
+    CheckChain(chain::Args),
     /// The operator roots held in the TPM: provision, list, rollover, retire.
     #[command(subcommand)]
     Trust(trust::TrustCommand),
@@ -140,6 +143,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Bundle(a) => bundle::run(a),
         Command::Info(a) => info::run(a, &conf),
+        Command::CheckChain(a) => chain::run(a, &conf),
         Command::Trust(c) => trust::run(c, &conf),
         Command::SecurityVersion(a) => trust::run_security(a, &conf),
         Command::Install(a) => install::run_install(a, &conf, cli.override_boot_slot.as_deref()),

@@ -269,6 +269,8 @@ pub struct BundleOptions {
     pub signers: Vec<SigningKey>,
     /// Intermediate certificates to embed.
     pub intermediates: Vec<x509_cert::Certificate>,
+    /// CRLs to embed (SignedData `crls`, RFC 5652 §10.2.1).
+    pub crls: Vec<x509_cert::crl::CertificateList>,
     /// mksquashfs compressor (`-comp`), default gzip.
     pub compression: Option<String>,
     /// Extra `[meta.<label>]` sections to add to the manifest.
@@ -340,7 +342,7 @@ pub fn build_bundle(opts: &BundleOptions) -> anyhow::Result<()> {
             let algs: Vec<DigestAlg> = opts.signers.iter().map(|s| s.digest()).collect();
             let src = FileSource::new(file.try_clone()?)?;
             let digests = hash_range(&src, 0, len, &algs)?;
-            sign::sign(&opts.signers, &opts.intermediates, CmsContent::Detached(&digests))?
+            sign::sign(&opts.signers, &opts.intermediates, &opts.crls, CmsContent::Detached(&digests))?
         }
         BundleFormat::Verity => {
             let mut salt = [0u8; 32];
@@ -354,7 +356,7 @@ pub fn build_bundle(opts: &BundleOptions) -> anyhow::Result<()> {
             kf.set("bundle", "verity-salt", &hex::encode(salt));
             kf.set("bundle", "verity-size", &tree_len.to_string());
             len += tree_len;
-            sign::sign(&opts.signers, &opts.intermediates, CmsContent::Attached(kf.to_text().as_bytes()))?
+            sign::sign(&opts.signers, &opts.intermediates, &opts.crls, CmsContent::Attached(kf.to_text().as_bytes()))?
         }
         BundleFormat::Crypt => bail!("crypt bundles are not supported"),
     };

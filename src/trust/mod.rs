@@ -8,7 +8,7 @@ pub mod store;
 
 use std::fmt;
 use thiserror::Error;
-use x509_cert::der::{DecodePem, Encode};
+use x509_cert::der;
 use x509_cert::Certificate;
 
 /// Where the anchors came from (reported as `trust-source`).
@@ -45,61 +45,123 @@ pub enum TrustError {
     },
 }
 
-/// A set of trust anchors.
+/// A trust store: the certificates of a keyring (or the TPM's roots) and the CRLs that
+/// come with it.
+///
+/// Self-issued certificates are the anchors; the other certificates of a keyring serve as
+/// intermediates, or as anchors too where the policy allows partial chains (RAUC's
+/// `allow-partial-chain`, OpenSSL's `X509_V_FLAG_PARTIAL_CHAIN`).
 pub struct Anchors {
+    /// Anchors of self-issued certificates, then of the others (for partial chains).
     anchors: Vec<rustls_pki_types::TrustAnchor<'static>>,
+    /// Their certificates, index for index.
+    ordered: Vec<Certificate>,
+    /// How many of `anchors` are self-issued.
+    roots: usize,
+    /// Every certificate, in file order.
     certs: Vec<Certificate>,
+    /// CRLs (DER): from the keyring file and from `add_crls`.
+    crls: Vec<Vec<u8>>,
     source: TrustSource,
 }
 
-impl Anchors {
-    /// Anchors from concatenated PEM certificates.
-    pub fn from_pem(text: &[u8], source: TrustSource) -> Result<Self, TrustError> {
-        let text = String::from_utf8_lossy(text);
-        let mut ders = Vec::new();
-        let mut rest = text.as_ref();
-        const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-        const END: &str = "-----END CERTIFICATE-----";
-        while let Some(b) = rest.find(BEGIN) {
-            let tail = &rest[b..];
-            let e = tail
-                .find(END)
-                .ok_or(TrustError::BadCertificate { index: ders.len(), why: "unterminated PEM block".into() })?;
-            let block = &tail[..e + END.len()];
-            let cert = Certificate::from_pem(block.as_bytes())
-                .map_err(|e| TrustError::BadCertificate { index: ders.len(), why: e.to_string() })?;
-            ders.push(cert.to_der().map_err(|e| TrustError::BadCertificate { index: ders.len(), why: e.to_string() })?);
-            rest = &tail[e + END.len()..];
+/// PEM blocks labelled `label` in `text`, decoded (RFC 7468).
+pub fn pem_blocks(text: &[u8], label: &str) -> Result<Vec<Vec<u8>>, String> {
+    let text = String::from_utf8_lossy(text);
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut out = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(b) = rest.find(&begin) {
+        let tail = &rest[b..];
+        let e = tail.find(&end).ok_or_else(|| format!("{label} {}: unterminated PEM block", out.len()))?;
+        let block = &tail[..e + end.len()];
+        let (l, der) = der::pem::decode_vec(block.as_bytes()).map_err(|e| format!("{label} {}: {e}", out.len()))?;
+        if l != label {
+            return Err(format!("{label} {}: PEM label {l}", out.len()));
         }
-        Self::from_der_list(ders, source)
+        out.push(der);
+        rest = &tail[e + end.len()..];
+    }
+    Ok(out)
+}
+
+/// CRLs from a file's bytes: PEM (`X509 CRL` blocks) or one DER CertificateList.
+pub fn crls_from_bytes(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    if bytes.starts_with(b"0") {
+        use x509_cert::der::Decode;
+        x509_cert::crl::CertificateList::from_der(bytes).map_err(|e| format!("not a DER CRL: {e}"))?;
+        return Ok(vec![bytes.to_vec()]);
+    }
+    let crls = pem_blocks(bytes, "X509 CRL")?;
+    if crls.is_empty() {
+        return Err("holds no CRL (PEM 'X509 CRL' or DER)".into());
+    }
+    Ok(crls)
+}
+
+impl Anchors {
+    /// A store from concatenated PEM certificates; `X509 CRL` blocks in the same text are
+    /// its CRLs (as in a RAUC keyring).
+    pub fn from_pem(text: &[u8], source: TrustSource) -> Result<Self, TrustError> {
+        let ders = pem_blocks(text, "CERTIFICATE").map_err(|why| TrustError::BadCertificate { index: 0, why })?;
+        let crls = pem_blocks(text, "X509 CRL").map_err(|why| TrustError::BadCertificate { index: 0, why })?;
+        let mut a = Self::from_der_list(ders, source)?;
+        a.crls = crls;
+        Ok(a)
     }
 
-    /// Anchors from DER certificates.
+    /// A store from DER certificates.
     pub fn from_der_list(ders: Vec<Vec<u8>>, source: TrustSource) -> Result<Self, TrustError> {
         if ders.is_empty() {
             return Err(TrustError::Empty);
         }
-        let mut anchors = Vec::new();
         let mut certs = Vec::new();
+        let mut first = Vec::new();
+        let mut second = Vec::new();
         for (index, der) in ders.into_iter().enumerate() {
             let bad = |why: String| TrustError::BadCertificate { index, why };
             use x509_cert::der::Decode;
-            certs.push(Certificate::from_der(&der).map_err(|e| bad(e.to_string()))?);
+            let cert = Certificate::from_der(&der).map_err(|e| bad(e.to_string()))?;
             let cd = rustls_pki_types::CertificateDer::from(der);
             let a = webpki::anchor_from_trusted_cert(&cd).map_err(|e| bad(format!("{e:?}")))?.to_owned();
-            anchors.push(a);
+            if crate::verify::self_issued(&cert) {
+                first.push((a, cert.clone()));
+            } else {
+                second.push((a, cert.clone()));
+            }
+            certs.push(cert);
         }
-        Ok(Self { anchors, certs, source })
+        let roots = first.len();
+        let (anchors, ordered) = first.into_iter().chain(second).unzip();
+        Ok(Self { anchors, ordered, roots, certs, crls: Vec::new(), source })
     }
 
-    /// For the path validator.
-    pub fn webpki(&self) -> &[rustls_pki_types::TrustAnchor<'static>] {
-        &self.anchors
+    /// Add CRLs (DER) to the store.
+    pub fn add_crls(&mut self, crls: impl IntoIterator<Item = Vec<u8>>) {
+        self.crls.extend(crls);
     }
 
-    /// The anchor certificates.
+    /// The anchors for path validation and their certificates, index for index: the
+    /// self-issued ones, or every certificate with `partial`.
+    pub fn anchors_for(&self, partial: bool) -> (&[rustls_pki_types::TrustAnchor<'static>], &[Certificate]) {
+        let n = if partial { self.anchors.len() } else { self.roots };
+        (&self.anchors[..n], &self.ordered[..n])
+    }
+
+    /// Certificates of the store that are not self-issued (intermediates of a keyring).
+    pub fn intermediates(&self) -> &[Certificate] {
+        &self.ordered[self.roots..]
+    }
+
+    /// Every certificate of the store.
     pub fn certificates(&self) -> &[Certificate] {
         &self.certs
+    }
+
+    /// The store's CRLs (DER).
+    pub fn crls(&self) -> &[Vec<u8>] {
+        &self.crls
     }
 
     /// Where they came from.

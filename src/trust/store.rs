@@ -94,12 +94,10 @@ fn check_root(der: &[u8]) -> Result<Certificate, StoreError> {
     let cd = rustls_pki_types::CertificateDer::from(der.to_vec());
     webpki::anchor_from_trusted_cert(&cd)
         .map_err(|e| StoreError::BadRoot(format!("not usable as a trust anchor: {e:?}")))?;
-    if cert.tbs_certificate.issuer != cert.tbs_certificate.subject {
-        return Err(StoreError::BadRoot(format!(
-            "'{}' is not self-signed: give the root CA",
-            cert.tbs_certificate.subject
-        )));
-    }
+    // A TPM-held anchor is always a root CA (RFC 5280 §3.2, §4.2.1.3, §4.2.1.9): partial
+    // chains are a keyring option, never the Trusted Environment's.
+    crate::verify::check_root(&cert)
+        .map_err(|why| StoreError::BadRoot(format!("'{}' is not a root CA: {why}", cert.tbs_certificate.subject)))?;
     Ok(cert)
 }
 

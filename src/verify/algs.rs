@@ -134,43 +134,87 @@ impl<'a> PublicKey<'a> {
             (KeyKind::Rsa, true, Sha512) => &rs::RSA_PSS_2048_8192_SHA512,
             (_, _, d) => return Err(format!("{d} is not supported with this key type")),
         };
-        Ok(SigAlg::Ring(ring))
+        Ok(SigAlg::Ring(ring, RsaScheme { digest, pss: sig.oid == RSA_PSS }))
     }
 
     /// Check `signature` over `message`.
     pub fn verify(&self, alg: &SigAlg, message: &[u8], signature: &[u8]) -> bool {
+        match alg {
+            SigAlg::Ring(a, _) => a.verify(self.bits.into(), message.into(), signature.into()).is_ok(),
+            SigAlg::Ecdsa(d) => self.verify_digest(alg, &d.digest(message), signature),
+        }
+    }
+
+    /// Check `signature` over a message of which only the digest (`alg`'s digest
+    /// algorithm) is known: SignerInfos without signed attributes sign the content itself
+    /// (RFC 5652 §5.4), whose digest is computed while it streams.
+    pub fn verify_digest(&self, alg: &SigAlg, digest: &[u8], signature: &[u8]) -> bool {
         use signature::hazmat::PrehashVerifier;
         match (alg, self.kind) {
-            (SigAlg::Ring(a), _) => a.verify(self.bits.into(), message.into(), signature.into()).is_ok(),
-            (SigAlg::Ecdsa(d), KeyKind::P256) => {
+            (SigAlg::Ring(_, scheme), KeyKind::Rsa) => scheme.verify(self.bits, digest, signature),
+            (SigAlg::Ecdsa(_), KeyKind::P256) => {
                 let (Ok(k), Ok(sig)) = (
                     p256::ecdsa::VerifyingKey::from_sec1_bytes(self.bits),
                     p256::ecdsa::Signature::from_der(signature),
                 ) else {
                     return false;
                 };
-                k.verify_prehash(&d.digest(message), &sig).is_ok()
+                k.verify_prehash(digest, &sig).is_ok()
             }
-            (SigAlg::Ecdsa(d), KeyKind::P384) => {
+            (SigAlg::Ecdsa(_), KeyKind::P384) => {
                 let (Ok(k), Ok(sig)) = (
                     p384::ecdsa::VerifyingKey::from_sec1_bytes(self.bits),
                     p384::ecdsa::Signature::from_der(signature),
                 ) else {
                     return false;
                 };
-                k.verify_prehash(&d.digest(message), &sig).is_ok()
+                k.verify_prehash(digest, &sig).is_ok()
             }
-            (SigAlg::Ecdsa(_), KeyKind::Rsa) => false,
+            _ => false,
         }
     }
 }
 
 /// How a signature is verified.
 pub enum SigAlg {
-    /// A ring algorithm over the message (RSA PKCS#1 v1.5 and PSS, 2048 bits or more).
-    Ring(&'static dyn VerificationAlgorithm),
+    /// A ring algorithm over the message (RSA PKCS#1 v1.5 and PSS, 2048 bits or more),
+    /// and the same scheme for a message known only by its digest.
+    Ring(&'static dyn VerificationAlgorithm, RsaScheme),
     /// ECDSA (P-256 or P-384 from the key) over the message's digest.
     Ecdsa(DigestAlg),
+}
+
+/// An RSA signature scheme over a digest (the `rsa` crate: ring verifies whole messages only).
+#[derive(Clone, Copy)]
+pub struct RsaScheme {
+    digest: DigestAlg,
+    pss: bool,
+}
+
+impl RsaScheme {
+    fn verify(self, pkcs1_key: &[u8], digest: &[u8], signature: &[u8]) -> bool {
+        use rsa::pkcs1::der::Decode as _;
+        use rsa::BigUint;
+        let Ok(k) = rsa::pkcs1::RsaPublicKey::from_der(pkcs1_key) else { return false };
+        let (n, e) =
+            (BigUint::from_bytes_be(k.modulus.as_bytes()), BigUint::from_bytes_be(k.public_exponent.as_bytes()));
+        // 8192 bits at most, as ring's RSA_*_2048_8192 algorithms (the floor is checked in from_spki).
+        let Ok(key) = rsa::RsaPublicKey::new_with_max_size(n, e, 8192) else { return false };
+        if digest.len() != self.digest.output_len() {
+            return false;
+        }
+        let r = match (self.pss, self.digest) {
+            (false, DigestAlg::Sha1) => key.verify(rsa::Pkcs1v15Sign::new::<sha1::Sha1>(), digest, signature),
+            (false, DigestAlg::Sha256) => key.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), digest, signature),
+            (false, DigestAlg::Sha384) => key.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha384>(), digest, signature),
+            (false, DigestAlg::Sha512) => key.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha512>(), digest, signature),
+            (true, DigestAlg::Sha256) => key.verify(rsa::Pss::new::<sha2::Sha256>(), digest, signature),
+            (true, DigestAlg::Sha384) => key.verify(rsa::Pss::new::<sha2::Sha384>(), digest, signature),
+            (true, DigestAlg::Sha512) => key.verify(rsa::Pss::new::<sha2::Sha512>(), digest, signature),
+            (true, DigestAlg::Sha1) => return false,
+        };
+        r.is_ok()
+    }
 }
 
 /// RFC 4055 / 5754: these identifiers carry NULL or no parameters; anything else is refused.

@@ -14,8 +14,10 @@
 //! whatever its chain: it is evidence of tampering.
 
 mod algs;
+mod chain;
 
 pub use algs::digest_oid;
+pub use chain::{check_path, check_root, self_issued, validate, ChainFailure, Check, Material, ValidPath};
 
 use crate::digest::DigestAlg;
 use crate::fault::{CwmpFault, Fault};
@@ -23,14 +25,13 @@ use crate::trust::Anchors;
 use cms::cert::CertificateChoices;
 use cms::content_info::ContentInfo;
 use cms::signed_data::{SignedData, SignerIdentifier, SignerInfo};
-use const_oid::db::{rfc5280, rfc5911, rfc5912};
+use const_oid::db::{rfc5280, rfc5911};
 use const_oid::ObjectIdentifier as Oid;
 use der::{Decode, Encode};
-use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::Serialize;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use thiserror::Error;
-use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectKeyIdentifier};
+use x509_cert::ext::pkix::SubjectKeyIdentifier;
 use x509_cert::Certificate;
 
 /// The certificate purpose a signer must have (RAUC's `check-purpose`).
@@ -70,6 +71,12 @@ pub struct Policy {
     pub allowed_signer_cns: Option<Vec<String>>,
     /// Accept SHA-1 digests (TR-069 legacy packages only).
     pub allow_sha1: bool,
+    /// Accept a path that ends at a trusted certificate that is not self-issued (RAUC's
+    /// `allow-partial-chain`; off: anchors are self-issued CA roots).
+    pub allow_partial_chain: bool,
+    /// Every certificate of the path but the anchor needs a current CRL from its issuer
+    /// (RAUC's `check-crl`); without one the signer could not be checked (9002).
+    pub check_crl: bool,
 }
 
 /// Outcome for one SignerInfo.
@@ -84,6 +91,12 @@ pub struct SignerReport {
     pub digest_algorithm: String,
     /// `trusted`, or `skipped: <why>`.
     pub status: String,
+    /// The validated certification path, signer to anchor (subjects), when trusted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<String>,
+    /// The signer was skipped only because revocation could not be checked.
+    #[serde(skip)]
+    pub revocation_unknown: bool,
 }
 
 impl SignerReport {
@@ -119,8 +132,16 @@ pub enum VerifyError {
         alg: DigestAlg,
     },
     /// No signer is both valid and trusted.
-    #[error("no signature from a trusted signer: {}", .0.iter().map(|r| format!("'{}' {}", r.subject, r.status)).collect::<Vec<_>>().join("; "))]
+    #[error("no signature from a trusted signer: {}", reports_text(.0))]
     NoTrustedSigner(Vec<SignerReport>),
+    /// No signer is trusted, and for at least one the revocation status could not be
+    /// established (`check-crl` with no current CRL): could not check.
+    #[error("could not check revocation: {}", reports_text(.0))]
+    RevocationUnknown(Vec<SignerReport>),
+}
+
+fn reports_text(r: &[SignerReport]) -> String {
+    r.iter().map(|r| format!("'{}' {}", r.subject, r.status)).collect::<Vec<_>>().join("; ")
 }
 
 impl Fault for VerifyError {
@@ -131,11 +152,13 @@ impl Fault for VerifyError {
             Self::BadSignature { .. } => "bad-signature",
             Self::DigestMismatch { .. } => "digest-mismatch",
             Self::NoTrustedSigner(_) => "untrusted",
+            Self::RevocationUnknown(_) => "revocation-unknown",
         }
     }
     fn fault(&self) -> CwmpFault {
         match self {
             Self::Malformed(_) => CwmpFault::FileCorrupted,
+            Self::RevocationUnknown(_) => CwmpFault::InternalError,
             _ => CwmpFault::FileAuthenticationFailure,
         }
     }
@@ -169,6 +192,23 @@ impl SignedCms {
         self.sd.encap_content_info.econtent.is_some()
     }
 
+    /// CRLs carried in the SignedData (RFC 5652 §10.2.1 `crls`), DER.
+    pub fn crls(&self) -> Vec<Vec<u8>> {
+        use cms::revocation::RevocationInfoChoice;
+        self.sd
+            .crls
+            .as_ref()
+            .map(|s| {
+                s.0.iter()
+                    .filter_map(|c| match c {
+                        RevocationInfoChoice::Crl(c) => c.to_der().ok(),
+                        RevocationInfoChoice::Other(_) => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn certificates(&self) -> Vec<&Certificate> {
         self.sd
             .certificates
@@ -187,8 +227,38 @@ impl SignedCms {
 
 struct Candidate {
     alg: DigestAlg,
-    message_digest: Vec<u8>,
+    check: ContentCheck,
     report_index: usize,
+}
+
+/// How a sound SignerInfo binds the content (RFC 5652 §5.4).
+pub(crate) enum ContentCheck {
+    /// Signed attributes: their messageDigest must equal the content's digest.
+    MessageDigest(Vec<u8>),
+    /// No signed attributes: the signature is over the content itself, checked once its
+    /// digest is known.
+    Signature {
+        /// The signer's certificate (its key).
+        cert: Box<Certificate>,
+        /// The SignerInfo's signatureAlgorithm.
+        algorithm: spki::AlgorithmIdentifierOwned,
+        /// The signature value.
+        signature: Vec<u8>,
+    },
+}
+
+impl ContentCheck {
+    /// Does the content with this digest (of `alg`) satisfy the signer?
+    fn holds(&self, alg: DigestAlg, digest: &[u8]) -> bool {
+        match self {
+            Self::MessageDigest(md) => md == digest,
+            Self::Signature { cert, algorithm, signature } => {
+                algs::PublicKey::from_spki(&cert.tbs_certificate.subject_public_key_info)
+                    .and_then(|k| k.algorithm(algorithm, alg).map(|a| (k, a)))
+                    .is_ok_and(|(k, a)| k.verify_digest(&a, digest, signature))
+            }
+        }
+    }
 }
 
 /// Signers whose signatures verified, waiting for the content digests.
@@ -206,15 +276,20 @@ impl Pending {
         v
     }
 
-    /// Compare every checked signer's messageDigest with the content digests; any
+    /// Check every sound signer against the content digests: its messageDigest must
+    /// equal the digest, or (no signed attributes) its signature must verify over it. Any
     /// mismatch rejects. Returns the per-signer reports.
     pub fn finish(self, digests: &[(DigestAlg, Vec<u8>)]) -> Result<Vec<SignerReport>, VerifyError> {
         for c in &self.candidates {
-            let got = digests.iter().find(|(a, _)| *a == c.alg).map(|(_, d)| d);
-            if got != Some(&c.message_digest) {
-                return Err(VerifyError::DigestMismatch {
-                    signer: self.reports[c.report_index].subject.clone(),
-                    alg: c.alg,
+            let got = digests.iter().find(|(a, _)| *a == c.alg).map(|(_, d)| d.as_slice());
+            if !got.is_some_and(|d| c.check.holds(c.alg, d)) {
+                let signer = self.reports[c.report_index].subject.clone();
+                return Err(match c.check {
+                    ContentCheck::MessageDigest(_) => VerifyError::DigestMismatch { signer, alg: c.alg },
+                    ContentCheck::Signature { .. } => VerifyError::BadSignature {
+                        signer,
+                        why: "signature value does not match the content and the signer's key".into(),
+                    },
                 });
             }
         }
@@ -282,8 +357,9 @@ pub fn check_signers(
         ));
     }
     let certs = cms.certificates();
-    let cert_ders: Vec<CertificateDer<'static>> =
-        certs.iter().filter_map(|c| c.to_der().ok()).map(CertificateDer::from).collect();
+    let owned: Vec<Certificate> = certs.iter().map(|c| (*c).clone()).collect();
+    let crls = cms.crls();
+    let material = Material { certificates: &owned, crls: &crls };
     let mut reports = Vec::new();
     let mut candidates = Vec::new();
     for si in infos.iter() {
@@ -294,13 +370,15 @@ pub fn check_signers(
             issuer: cert.map(|c| c.tbs_certificate.issuer.to_string()).unwrap_or_default(),
             digest_algorithm: alg_name,
             status: String::new(),
+            path: Vec::new(),
+            revocation_unknown: false,
         };
-        match check_one(cms, si, cert, &cert_ders, anchors, policy, now, &mut report) {
-            Ok(Some(((alg, message_digest), trusted))) => {
+        match check_one(cms, si, cert, &material, anchors, policy, now, &mut report) {
+            Ok(Some(((alg, check), trusted))) => {
                 if trusted {
                     report.status = "trusted".into();
                 }
-                candidates.push(Candidate { alg, message_digest, report_index: reports.len() });
+                candidates.push(Candidate { alg, check, report_index: reports.len() });
             }
             Ok(None) => {}
             Err(why) => return Err(VerifyError::BadSignature { signer: report.subject, why }),
@@ -308,15 +386,19 @@ pub fn check_signers(
         reports.push(report);
     }
     if !reports.iter().any(SignerReport::trusted) {
+        if reports.iter().any(|r| r.revocation_unknown) {
+            return Err(VerifyError::RevocationUnknown(reports));
+        }
         return Err(VerifyError::NoTrustedSigner(reports));
     }
     Ok(Pending { candidates, reports })
 }
 
-type Checked = ((DigestAlg, Vec<u8>), bool);
+type Checked = ((DigestAlg, ContentCheck), bool);
 
-/// A signature that verified: digest algorithm, messageDigest, signingTime.
-pub(crate) type Sound = (DigestAlg, Vec<u8>, Option<SystemTime>);
+/// A signature that verified (or, without signed attributes, that is checkable against
+/// the content): digest algorithm, the content check, signingTime.
+pub(crate) type Sound = (DigestAlg, ContentCheck, Option<SystemTime>);
 
 /// Is this SignerInfo's signature sound? `Ok(Some(..))`: it verified; `Ok(None)`: it
 /// cannot be checked (the reason is in `report.status`); `Err`: checkable and wrong.
@@ -348,7 +430,17 @@ pub(crate) fn sound_signature(
         Err(why) => return skip(report, why),
     };
     let Some(attrs) = &si.signed_attrs else {
-        return skip(report, "SignerInfo without signed attributes is not supported".into());
+        // RFC 5652 §5.3: signedAttrs MUST be present unless the content type is id-data;
+        // without them the signature is over the content itself (§5.4).
+        if cms.sd.encap_content_info.econtent_type != rfc5911::ID_DATA {
+            return Err("SignerInfo without signed attributes over content that is not id-data".into());
+        }
+        let check = ContentCheck::Signature {
+            cert: Box::new(cert.clone()),
+            algorithm: si.signature_algorithm.clone(),
+            signature: si.signature.as_bytes().to_vec(),
+        };
+        return Ok(Some((alg, check, None)));
     };
     // Signed attributes: exactly one contentType equal to eContentType, exactly one messageDigest.
     let single = |oid: Oid| -> Result<Option<&der::Any>, String> {
@@ -386,144 +478,73 @@ pub(crate) fn sound_signature(
     if !key.verify(&sig_alg, &signed, si.signature.as_bytes()) {
         return Err("signature value does not match the signed attributes and the signer's key".into());
     }
-    Ok(Some((alg, md, signing_time)))
+    Ok(Some((alg, ContentCheck::MessageDigest(md), signing_time)))
 }
 
-/// `Ok(Some(((alg, md), trusted)))` when the signature verified, `Ok(None)` when the
+/// `Ok(Some(((alg, check), trusted)))` when the signature is sound, `Ok(None)` when the
 /// signer could not be checked (status set), `Err` when it is checkable and wrong.
 #[allow(clippy::too_many_arguments)]
 fn check_one(
     cms: &SignedCms,
     si: &SignerInfo,
     cert: Option<&Certificate>,
-    cert_ders: &[CertificateDer<'static>],
+    material: &Material<'_>,
     anchors: &Anchors,
     policy: &Policy,
     now: SystemTime,
     report: &mut SignerReport,
 ) -> Result<Option<Checked>, String> {
-    let Some((alg, md, signing_time)) = sound_signature(cms, si, cert, policy.allow_sha1, report)? else {
+    let Some((alg, check, signing_time)) = sound_signature(cms, si, cert, policy.allow_sha1, report)? else {
         return Ok(None);
     };
     let Some(cert) = cert else { return Ok(None) };
-    let checked = (alg, md);
     // The signature is sound; now: is the signer trusted?
     let time = if policy.use_signing_time {
         match signing_time {
             Some(t) => t,
             None => {
                 report.status = "skipped: use-bundle-signing-time is set but the signature has no signingTime".into();
-                return Ok(Some((checked, false)));
+                return Ok(Some(((alg, check), false)));
             }
         }
     } else {
         now
     };
-    if let Err(why) = trusted(cert, cert_ders, anchors, policy, time) {
-        report.status = format!("skipped: {why}");
-        return Ok(Some((checked, false)));
+    match check_signer(cert, material, anchors, policy, time) {
+        Ok(valid) => {
+            report.path = valid.path;
+            Ok(Some(((alg, check), true)))
+        }
+        Err(failure) => {
+            report.revocation_unknown = matches!(failure, ChainFailure::RevocationUnknown(_));
+            report.status = format!("skipped: {failure}");
+            Ok(Some(((alg, check), false)))
+        }
     }
-    Ok(Some((checked, true)))
 }
 
-/// Chain to an anchor at `time` with the configured purpose, plus the signer's own
-/// key-usage and common-name rules.
-fn trusted(
+/// May `cert` sign packages at `time`? Its key is one we accept (RSA >= 2048, P-256,
+/// P-384), a path to an anchor of `anchors` validates (RFC 5280 §6, [`chain::validate`])
+/// and its common name is allowed. The one signer check of package verification and of
+/// `check-chain`.
+pub fn check_signer(
     cert: &Certificate,
-    cert_ders: &[CertificateDer<'static>],
+    material: &Material<'_>,
     anchors: &Anchors,
     policy: &Policy,
     time: SystemTime,
-) -> Result<(), String> {
-    let der = CertificateDer::from(cert.to_der().map_err(|e| e.to_string())?);
-    let ee = webpki::EndEntityCert::try_from(&der).map_err(|e| format!("signer certificate: {e:?}"))?;
-    let secs = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    ee.verify_for_usage(
-        webpki::ALL_VERIFICATION_ALGS,
-        anchors.webpki(),
-        cert_ders,
-        UnixTime::since_unix_epoch(secs),
-        EkuPolicy(policy.purpose),
-        None,
-        None,
-    )
-    .map_err(chain_error)?;
-    let exts = cert.tbs_certificate.extensions.as_deref().unwrap_or_default();
-    for e in exts {
-        if e.extn_id == rfc5280::ID_CE_KEY_USAGE {
-            let ku = KeyUsage::from_der(e.extn_value.as_bytes()).map_err(|e| format!("keyUsage: {e}"))?;
-            if !(ku.0.contains(KeyUsages::DigitalSignature) || ku.0.contains(KeyUsages::NonRepudiation)) {
-                return Err("key usage does not allow digital signatures".into());
-            }
-        }
-    }
-    if policy.purpose == Purpose::CodeSign {
-        let has = exts.iter().any(|e| {
-            e.extn_id == rfc5280::ID_CE_EXT_KEY_USAGE
-                && ExtendedKeyUsage::from_der(e.extn_value.as_bytes())
-                    .is_ok_and(|u| u.0.contains(&rfc5912::ID_KP_CODE_SIGNING))
-        });
-        if !has {
-            return Err("extended key usage lacks codeSigning (check-purpose=codesign)".into());
-        }
-    }
+) -> Result<ValidPath, ChainFailure> {
+    algs::PublicKey::from_spki(&cert.tbs_certificate.subject_public_key_info)
+        .map_err(|why| ChainFailure::Invalid(format!("signer key: {why}")))?;
+    let mut valid = chain::validate(cert, material, anchors, policy, time)?;
     if let Some(cns) = &policy.allowed_signer_cns {
         let cn = common_name(cert);
         if !cn.as_ref().is_some_and(|cn| cns.iter().any(|a| a == cn)) {
-            return Err(format!("common name {cn:?} is not in allowed-signer-cns"));
+            return Err(ChainFailure::Invalid(format!("common name {cn:?} is not in allowed-signer-cns")));
         }
+        valid.checks.push(Check { check: format!("common name {cn:?} is in allowed-signer-cns"), result: "ok".into() });
     }
-    Ok(())
-}
-
-#[allow(deprecated)] // match both the old and the context-carrying variants
-fn chain_error(e: webpki::Error) -> String {
-    use webpki::Error as E;
-    match e {
-        E::UnknownIssuer => "no chain to a trusted root (untrusted root or missing intermediate)".into(),
-        E::CertExpired { .. } => "certificate expired at the verification time".into(),
-        E::CertNotValidYet { .. } => "certificate not yet valid at the verification time".into(),
-        E::RequiredEkuNotFound | E::RequiredEkuNotFoundContext(_) => {
-            "extended key usage does not allow the required purpose".into()
-        }
-        E::UnsupportedSignatureAlgorithm | E::UnsupportedSignatureAlgorithmContext(_) => {
-            "a certificate in the chain is signed with an unsupported or weak algorithm".into()
-        }
-        E::UnsupportedSignatureAlgorithmForPublicKey | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
-            "a certificate in the chain uses a key or algorithm that is refused".into()
-        }
-        E::InvalidSignatureForPublicKey => "a certificate in the chain has an invalid signature".into(),
-        E::CaUsedAsEndEntity => "signer certificate is a CA".into(),
-        E::EndEntityUsedAsCa => "an end-entity certificate is used as a CA".into(),
-        E::IssuerNotCrlSigner | E::UnknownRevocationStatus => "revocation problem".into(),
-        other => format!("certificate chain: {other:?}"),
-    }
-}
-
-struct EkuPolicy(Purpose);
-
-impl webpki::ExtendedKeyUsageValidator for EkuPolicy {
-    #[allow(deprecated)] // the context variant cannot be built outside webpki
-    fn validate(&self, iter: webpki::KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
-        // Applied to every certificate of the path: "if present, must include".
-        let want: &[u8] = match self.0 {
-            Purpose::Any => return Ok(()),
-            Purpose::SmimeSign => &[0x2b, 6, 1, 5, 5, 7, 3, 4],
-            Purpose::CodeSign => &[0x2b, 6, 1, 5, 5, 7, 3, 3],
-        };
-        let mut empty = true;
-        for id in iter {
-            empty = false;
-            if id? == webpki::KeyPurposeId::new(want) {
-                return Ok(());
-            }
-        }
-        if empty {
-            Ok(())
-        } else {
-            Err(webpki::Error::RequiredEkuNotFound)
-        }
-    }
+    Ok(valid)
 }
 
 fn identifies(sid: &SignerIdentifier, cert: &Certificate) -> bool {
@@ -607,9 +628,11 @@ pub fn check_endorsement(cms: &[u8], new_root: &[u8], current_roots: &[Vec<u8>])
             issuer: String::new(),
             digest_algorithm: String::new(),
             status: String::new(),
+            path: Vec::new(),
+            revocation_unknown: false,
         };
         match sound_signature(&cms, si, Some(root), false, &mut report).map_err(EndorsementError::BadSignature)? {
-            Some((alg, md, _)) if md == alg.digest(new_root) => endorser = Some(report.subject),
+            Some((alg, check, _)) if check.holds(alg, &alg.digest(new_root)) => endorser = Some(report.subject),
             Some(_) => return Err(EndorsementError::BadSignature("it signs a different certificate".into())),
             None => why.push(format!("{}: {}", report.subject, report.status)),
         }

@@ -20,6 +20,8 @@ pub struct Tr069Options {
     pub signers: Vec<SigningKey>,
     /// Intermediates to embed.
     pub intermediates: Vec<x509_cert::Certificate>,
+    /// CRLs to embed (SignedData `crls`, RFC 5652 §10.2.1).
+    pub crls: Vec<x509_cert::crl::CertificateList>,
     /// SHA-1 file hashes (strictly conformant Annex E, for legacy peers).
     pub legacy_sha1: bool,
     /// Extra `[meta.<label>]` sections.
@@ -127,7 +129,7 @@ pub fn build_package(o: &Tr069Options) -> anyhow::Result<()> {
     signed.extend(&cmds);
     let algs: Vec<DigestAlg> = o.signers.iter().map(|s| s.digest()).collect();
     let digests: Vec<_> = algs.iter().map(|a| (*a, a.digest(&signed))).collect();
-    let sig = sign::sign(&o.signers, &o.intermediates, CmsContent::Detached(&digests))?;
+    let sig = sign::sign(&o.signers, &o.intermediates, &o.crls, CmsContent::Detached(&digests))?;
     let dir = o.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir)?;
     {

@@ -303,20 +303,21 @@ def special():
     ik = c.key()
     int_a = c.cert("Intermediate A", ik, (root, rk), INT)
     int_b = c.cert("Intermediate B", ik, (root, rk), INT)
-    leaf = c.cert("Signer", c.key(), (int_a, ik), LEAF)
-    c.write(leaf, [root], [int_b])
+    lk = c.key()
+    leaf = c.cert("Signer", lk, (int_a, ik), LEAF)
+    c.write(leaf, [root], [int_b], lk)
     # A self-signed signer, not trusted.
     c = Case("self-signed-leaf")
     rk = c.key()
     root = c.cert("Root", rk, None, ROOT)
     lk = c.key()
     leaf = c.cert("Signer", lk, None, LEAF)
-    c.write(leaf, [root])
+    c.write(leaf, [root], [], lk)
     # A self-signed signer in the keyring.
     c = Case("self-signed-leaf-trusted", documented="anchor-is-ca")
     lk = c.key()
     leaf = c.cert("Signer", lk, None, LEAF)
-    c.write(leaf, [leaf])
+    c.write(leaf, [leaf], [], lk)
     # The wrong root.
     c = Case("untrusted-root")
     rk = c.key()
@@ -325,14 +326,16 @@ def special():
     other = c.cert("Other Root", ok, None, ROOT)
     ik = c.key()
     inter = c.cert("Intermediate", ik, (root, rk), INT)
-    c.write(c.cert("Signer", c.key(), (inter, ik), LEAF), [other], [inter])
+    lk = c.key()
+    c.write(c.cert("Signer", lk, (inter, ik), LEAF), [other], [inter], lk)
     # The intermediate is missing.
     c = Case("missing-intermediate")
     rk = c.key()
     root = c.cert("Root", rk, None, ROOT)
     ik = c.key()
     inter = c.cert("Intermediate", ik, (root, rk), INT)
-    c.write(c.cert("Signer", c.key(), (inter, ik), LEAF), [root], [])
+    lk = c.key()
+    c.write(c.cert("Signer", lk, (inter, ik), LEAF), [root], [], lk)
     # Two intermediates of one name and key: an expired one first, then a valid one.
     c = Case("two-candidates-first-expired")
     rk = c.key()
@@ -340,7 +343,8 @@ def special():
     ik = c.key()
     old = c.cert("Intermediate", ik, (root, rk), INT, START, "20210101000000Z")
     new = c.cert("Intermediate", ik, (root, rk), INT)
-    c.write(c.cert("Signer", c.key(), (new, ik), LEAF), [root], [old, new])
+    lk = c.key()
+    c.write(c.cert("Signer", lk, (new, ik), LEAF), [root], [old, new], lk)
     # Two intermediates of one name: one without keyCertSign, one good.
     c = Case("two-candidates-first-bad-key-usage", documented="path-building")
     rk = c.key()
@@ -348,7 +352,8 @@ def special():
     ik = c.key()
     bad = c.cert("Intermediate", ik, (root, rk), with_ext(INT, "keyUsage", "critical,digitalSignature"))
     good = c.cert("Intermediate", ik, (root, rk), INT)
-    c.write(c.cert("Signer", c.key(), (good, ik), LEAF), [root], [bad, good])
+    lk = c.key()
+    c.write(c.cert("Signer", lk, (good, ik), LEAF), [root], [bad, good], lk)
 
 
 class Ca:

@@ -329,15 +329,19 @@ impl Config {
                                 ))
                             })?
                     }
-                    ("system", "bootloader") => c.bootloader = match e.value.as_str() {
-                        "grub" => BootloaderKind::Grub,
-                        "uboot" => BootloaderKind::Uboot,
-                        "custom" => BootloaderKind::Custom,
-                        "noop" => BootloaderKind::Noop,
-                        v => return Err(invalid(format!(
+                    ("system", "bootloader") => {
+                        c.bootloader = match e.value.as_str() {
+                            "grub" => BootloaderKind::Grub,
+                            "uboot" => BootloaderKind::Uboot,
+                            "custom" => BootloaderKind::Custom,
+                            "noop" => BootloaderKind::Noop,
+                            v => {
+                                return Err(invalid(format!(
                             "[system] bootloader={v}: grub, uboot, custom or noop (barebox and efi are not supported)"
-                        ))),
-                    },
+                        )))
+                            }
+                        }
+                    }
                     ("system", "grubenv") => c.grubenv = PathBuf::from(&e.value),
                     ("system", "data-directory") => c.data_directory = PathBuf::from(&e.value),
                     ("system", "boot-attempts") => {

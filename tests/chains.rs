@@ -65,7 +65,8 @@ fn has_untrusted(c: &Case) -> bool {
 /// `openssl verify -x509_strict` at security level 2 (RSA >= 2048, no SHA-1: our floor).
 fn openssl_verdict(c: &Case, purpose: &str) -> (bool, String) {
     let mut cmd = Command::new("openssl");
-    cmd.args(["verify", "-x509_strict", "-auth_level", "2", "-purpose", purpose, "-CAfile"]).arg(c.dir.join("keyring.pem"));
+    cmd.args(["verify", "-x509_strict", "-auth_level", "2", "-purpose", purpose, "-CAfile"])
+        .arg(c.dir.join("keyring.pem"));
     if has_untrusted(c) {
         cmd.arg("-untrusted").arg(c.dir.join("untrusted.pem"));
     }
@@ -235,13 +236,20 @@ fn packages_of_a_matrix_subset_agree_with_rauc_info() {
         // A TR-069 package of ours, signed by the same leaf with the same intermediates.
         let t = w.path(&format!("{name}.tr069"));
         let mut cmd = Command::new(BIN);
-        cmd.args(["bundle", "--format", "tr069", "--cert"]).arg(c.dir.join("leaf.pem")).arg("--key").arg(c.dir.join("leaf.key.pem"));
+        cmd.args(["bundle", "--format", "tr069", "--cert"])
+            .arg(c.dir.join("leaf.pem"))
+            .arg("--key")
+            .arg(c.dir.join("leaf.key.pem"));
         if has_untrusted(c) {
             cmd.arg("--intermediate").arg(c.dir.join("untrusted.pem"));
         }
         run_ok(cmd.arg(&content).arg(&t));
         let ours_tr069 = info(&rc, &t, &[]);
-        for (what, ok) in [("info (rauc bundle)", ours.code == 0), ("info (TR-069)", ours_tr069.code == 0), ("check-chain", chain_code == 0)] {
+        for (what, ok) in [
+            ("info (rauc bundle)", ours.code == 0),
+            ("info (TR-069)", ours_tr069.code == 0),
+            ("check-chain", chain_code == 0),
+        ] {
             if ok != rauc_ok {
                 disagreements.push(format!(
                     "{name}: {what} says {ok}, rauc says {rauc_ok}: {}{}",
@@ -267,7 +275,10 @@ fn crl_dir() -> &'static Path {
 fn crl_check(crls: &[&str], extra: &[&str]) -> (i32, serde_json::Value) {
     let d = crl_dir();
     let mut cmd = Command::new(BIN);
-    cmd.args(["check-chain", "--json", "--keyring"]).arg(d.join("keyring.pem")).arg("--intermediates").arg(d.join("intermediate.pem"));
+    cmd.args(["check-chain", "--json", "--keyring"])
+        .arg(d.join("keyring.pem"))
+        .arg("--intermediates")
+        .arg(d.join("intermediate.pem"));
     for c in crls {
         cmd.arg("--crl").arg(d.join(c));
     }
@@ -332,7 +343,10 @@ fn crls_from_the_signed_data_the_keyring_and_the_configuration() {
     let pkg = |name: &str, format: &str, crls: &[&str]| {
         let o = w.path(name);
         let mut c = Command::new(BIN);
-        c.args(["bundle", "--format", format, "--cert"]).arg(d.join("signer.pem")).arg("--key").arg(d.join("signer.key.pem"));
+        c.args(["bundle", "--format", format, "--cert"])
+            .arg(d.join("signer.pem"))
+            .arg("--key")
+            .arg(d.join("signer.key.pem"));
         c.arg("--intermediate").arg(d.join("intermediate.pem"));
         for crl in crls {
             c.arg("--crl").arg(d.join(crl));
@@ -342,8 +356,14 @@ fn crls_from_the_signed_data_the_keyring_and_the_configuration() {
     };
     let conf = |name: &str, keyring: &Path, extra: &str| {
         let p = w.path(name);
-        std::fs::write(&p, format!("[system]\ncompatible=henb-test\nbootloader=noop\n\n[keyring]\npath={}\n{extra}", keyring.display()))
-            .unwrap();
+        std::fs::write(
+            &p,
+            format!(
+                "[system]\ncompatible=henb-test\nbootloader=noop\n\n[keyring]\npath={}\n{extra}",
+                keyring.display()
+            ),
+        )
+        .unwrap();
         p
     };
     let keyring = d.join("keyring.pem");
@@ -371,17 +391,25 @@ fn crls_from_the_signed_data_the_keyring_and_the_configuration() {
         let kr = w.path("keyring-with-crls.pem");
         std::fs::write(&kr, &k).unwrap();
         let kc = conf("k.conf", &kr, "check-crl=true\n");
-        let rauc = Command::new("rauc").arg(format!("--conf={}", kc.display())).arg("info").arg(&without).output().unwrap();
+        let rauc =
+            Command::new("rauc").arg(format!("--conf={}", kc.display())).arg("info").arg(&without).output().unwrap();
         assert_eq!(rauc.status.success(), accepted, "rauc, {crls:?}");
         assert_eq!(info(&kc, &without, &[]).code == 0, accepted, "{crls:?}");
     }
-    let crl_path = format!("check-crl=true\ncrl-path={};{}\n", d.join("root.crl").display(), d.join("int.crl").display());
+    let crl_path =
+        format!("check-crl=true\ncrl-path={};{}\n", d.join("root.crl").display(), d.join("int.crl").display());
     assert_eq!(info(&conf("p.conf", &keyring, &crl_path), &without, &[]).code, 0);
     let dir = w.path("crls");
     std::fs::create_dir(&dir).unwrap();
     // DER in the directory: both encodings are read.
     for name in ["root.crl", "int.crl"] {
-        run_ok(Command::new("openssl").args(["crl", "-outform", "DER", "-in"]).arg(d.join(name)).arg("-out").arg(dir.join(name)));
+        run_ok(
+            Command::new("openssl")
+                .args(["crl", "-outform", "DER", "-in"])
+                .arg(d.join(name))
+                .arg("-out")
+                .arg(dir.join(name)),
+        );
     }
     let crl_dir_conf = format!("check-crl=true\ncrl-directory={}\n", dir.display());
     assert_eq!(info(&conf("dir.conf", &keyring, &crl_dir_conf), &without, &[]).code, 0);

@@ -250,3 +250,74 @@ fn every_sha2_digest_with_every_key_type_and_keyid_signers() {
     let b = w.openssl_plain_with(&c, &["signer-p256"], "sha256", "keyid.raucb", &["-keyid"]);
     info(&conf, &b, &[]).ok();
 }
+
+/// RFC 5652 §5.4: SignerInfos without signed attributes (`openssl cms -sign -noattr`, as
+/// HSM-backed PKCS#7 tools sign): a plain bundle (detached, over the squashfs) and a verity
+/// bundle whose manifest rauc's `replace-signature` re-signs that way are accepted by us
+/// and by rauc; one changed content byte rejects them (9019).
+#[test]
+fn signer_infos_without_signed_attributes() {
+    let w = Work::new();
+    let conf = w.conf("");
+    let rc = rauc_conf(&w);
+    let c = w.content_with_digests("c", 30_000);
+    let rauc_ok = |b: &std::path::Path| {
+        Command::new("rauc").arg(format!("--conf={}", rc.display())).arg("info").arg(b).output().unwrap()
+    };
+    for signer in ["signer-rsa", "signer-p256"] {
+        let b = w.openssl_plain_with(&c, &[signer], "sha256", &format!("{signer}.raucb"), &["-noattr"]);
+        assert_eq!(info(&conf, &b, &[]).ok()["signers"][0]["status"], "trusted", "{signer}");
+        assert!(rauc_ok(&b).status.success(), "{signer}");
+        let mut bytes = std::fs::read(&b).unwrap();
+        bytes[100] ^= 1; // inside the squashfs
+        let t = w.path(&format!("{signer}-tampered.raucb"));
+        std::fs::write(&t, &bytes).unwrap();
+        assert_eq!(info(&conf, &t, &[]).err(), ("bad-signature".into(), 9019), "{signer}");
+    }
+    // verity: rauc's bundle, its manifest re-signed with -noattr (attached).
+    let b = rauc_bundle(&w, "verity", "signer-p256", "v.raucb");
+    let sig = w.path("v.cms");
+    run_ok(Command::new("rauc").arg(format!("--conf={}", rc.display())).arg("extract-signature").arg(&b).arg(&sig));
+    let manifest = w.path("v.raucm");
+    run_ok(
+        Command::new("openssl")
+            .args(["cms", "-verify", "-noverify", "-inform", "DER", "-in"])
+            .arg(&sig)
+            .arg("-out")
+            .arg(&manifest),
+    );
+    let new_sig = w.path("v-noattr.cms");
+    run_ok(
+        Command::new("openssl")
+            .args(["cms", "-sign", "-nodetach", "-noattr", "-binary", "-outform", "DER", "-md", "sha256", "-in"])
+            .arg(&manifest)
+            .arg("-signer")
+            .arg(cert("signer-p256"))
+            .arg("-inkey")
+            .arg(key("signer-p256"))
+            .arg("-certfile")
+            .arg(cert("release-ca"))
+            .arg("-out")
+            .arg(&new_sig),
+    );
+    let nb = w.path("v-noattr.raucb");
+    run_ok(
+        Command::new("rauc")
+            .arg(format!("--conf={}", rc.display()))
+            .arg("replace-signature")
+            .arg(&b)
+            .arg(&new_sig)
+            .arg(&nb),
+    );
+    assert!(rauc_ok(&nb).status.success());
+    let j = info(&conf, &nb, &[]);
+    assert_eq!(j.ok()["format"], "verity");
+    assert_eq!(j.ok()["signers"][0]["status"], "trusted");
+    // One byte of the signed manifest (inside the CMS) changed: same length, bad signature.
+    let mut bytes = std::fs::read(&nb).unwrap();
+    let at = bytes.windows(20).rposition(|x| x == b"compatible=henb-test").expect("manifest in the CMS");
+    bytes[at + 19] = b'x';
+    let t = w.path("v-noattr-tampered.raucb");
+    std::fs::write(&t, &bytes).unwrap();
+    assert_eq!(info(&conf, &t, &[]).err(), ("bad-signature".into(), 9019));
+}

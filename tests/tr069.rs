@@ -218,3 +218,22 @@ fn bundle_takes_the_format_from_the_manifest() {
     );
     assert_eq!(info(&w.conf(""), &o, &[]).ok()["format"], "plain");
 }
+
+/// RFC 5652 §5.4: a SignerInfo without signed attributes signs the content itself
+/// (`openssl cms -sign -noattr`); such a package is accepted, and one byte changed in the
+/// signed command list rejects it (9019).
+#[test]
+fn signer_infos_without_signed_attributes() {
+    let w = Work::new();
+    for (signer, md) in [("signer-rsa", "sha256"), ("signer-p256", "sha384"), ("signer-p384", "sha512")] {
+        let p = independent(&w, &format!("{signer}.bin"), &["--md", md, "--openssl-arg=-noattr"], &[(signer, None)]);
+        let j = info(&w.conf(""), &p, &[]);
+        assert_eq!(j.ok()["signers"][0]["status"], "trusted", "{signer}");
+        let mut bytes = std::fs::read(&p).unwrap();
+        let at = bytes.windows(5).position(|x| x == b"2.0.1").expect("version in the command list");
+        bytes[at + 4] = b'2';
+        let t = w.path(&format!("{signer}-tampered.bin"));
+        std::fs::write(&t, &bytes).unwrap();
+        assert_eq!(info(&w.conf(""), &t, &[]).err(), ("bad-signature".into(), 9019), "{signer}");
+    }
+}

@@ -78,7 +78,7 @@ fn verity_bundle_over_4_gib() {
         );
     let signer = SigningKey::load(&cert("signer-rsa"), &key("signer-rsa")).unwrap();
     let inter = x509_cert::Certificate::load_pem_chain(&std::fs::read(cert("release-ca")).unwrap()).unwrap();
-    let cms = sign::sign(&[signer], &inter, CmsContent::Attached(manifest.as_bytes())).unwrap();
+    let cms = sign::sign(&[signer], &inter, &[], CmsContent::Attached(manifest.as_bytes())).unwrap();
     let end = BIG + tree;
     f.write_all_at(&cms, end).unwrap();
     f.write_all_at(&(cms.len() as u64).to_be_bytes(), end + cms.len() as u64).unwrap();

@@ -357,3 +357,50 @@ fn policy_index_name_authorize_nv_and_sealing_match_the_tpm() {
     tpm.nv_write(index, &policy::tpmt_ha(&policy::policy_or(&[other, good]).unwrap())).unwrap();
     assert_eq!(tpm.unseal(&public, &private, index, &[(vec![8u8], vec![other, good])]).unwrap(), b"device credential");
 }
+
+/// TPM-held anchors are always roots (step 8): `trust provision` refuses an intermediate,
+/// a self-signed certificate that is not a CA, and a root whose key usage lacks
+/// keyCertSign; nothing is written for them.
+#[test]
+fn provisioning_refuses_anything_but_a_root_ca() {
+    let t = Swtpm::start();
+    let w = Work::new();
+    let self_signed = |name: &str, exts: &[&str]| {
+        let key = w.path(&format!("{name}.key"));
+        let crt = w.path(&format!("{name}.pem"));
+        let mut c = Command::new("openssl");
+        c.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "3650"])
+            .args(["-subj", &format!("/CN={name}")])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&crt);
+        for e in exts {
+            c.args(["-addext", e]);
+        }
+        ok(c.output().unwrap());
+        crt
+    };
+    let no_keycertsign = self_signed(
+        "no-keycertsign",
+        &["basicConstraints=critical,CA:TRUE", "keyUsage=critical,digitalSignature,cRLSign"],
+    );
+    let not_ca = self_signed("not-ca", &["basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature"]);
+    for (what, path) in
+        [("is issued by", cert("release-ca")), ("keyCertSign", no_keycertsign), ("not a CA certificate", not_ca)]
+    {
+        let r = cli(&t.conf(""), &["trust", "provision", "--root", path.to_str().unwrap()]);
+        assert_eq!(r.status.code(), Some(1), "{what}");
+        let msg = String::from_utf8_lossy(&r.stderr);
+        assert!(msg.contains("is not a root CA") && msg.contains(what), "{what}: {msg}");
+    }
+    // Nothing was written; a real root still goes in.
+    let r = cli(&t.conf(""), &["trust", "list", "--json"]);
+    assert!(
+        String::from_utf8_lossy(&r.stdout).trim() == "[]"
+            || !r.status.success()
+            || list(&t).as_array().unwrap().is_empty()
+    );
+    provision(&t, &["root"], &[]);
+    assert_eq!(list(&t).as_array().unwrap().len(), 1);
+}

@@ -147,10 +147,40 @@ fn matrix_verdicts_agree_with_openssl_verify() {
     assert!(documented >= 5);
 }
 
-/// The findings of the review, by name: issuer without keyCertSign, partial chain.
+/// The findings of the review, by name, through the interface they were found with
+/// (`info` on a bundle signed with `--intermediate`, default purpose and codesign) and
+/// through check-chain: issuer without keyCertSign, partial chain.
 #[test]
 fn the_reviewed_findings_are_refused_for_every_purpose() {
     let by_name = |n: &str| cases().into_iter().find(|c| c.name == n).unwrap();
+    let w = Work::new();
+    let content = w.content("c", 20_000, "");
+    for (name, accepted) in [("int-no-keycertsign", false), ("partial-chain", false), ("ok-one-intermediate", true)] {
+        let c = by_name(name);
+        let b = w.path(&format!("{name}.raucb"));
+        let mut cmd = Command::new(BIN);
+        cmd.args(["bundle", "--format", "verity", "--cert"])
+            .arg(c.dir.join("leaf.pem"))
+            .arg("--key")
+            .arg(c.dir.join("leaf.key.pem"));
+        cmd.arg("--intermediate").arg(c.dir.join(if name == "partial-chain" {
+            "keyring.pem"
+        } else {
+            "untrusted.pem"
+        }));
+        run_ok(cmd.arg(&content).arg(&b));
+        for purpose in ["", "check-purpose=codesign\n"] {
+            let conf = w.path("f.conf");
+            std::fs::write(&conf, format!("[keyring]\npath={}\n{purpose}", c.dir.join("keyring.pem").display()))
+                .unwrap();
+            let r = info(&conf, &b, &[]);
+            if accepted {
+                r.ok();
+            } else {
+                assert_eq!(r.err(), ("untrusted".into(), 9019), "{name} {purpose}");
+            }
+        }
+    }
     for purpose in ["smimesign", "codesign", "any"] {
         let (code, j) = check_chain(&by_name("int-no-keycertsign"), purpose);
         assert_eq!(code, 1, "{purpose}: {j}");

@@ -387,7 +387,7 @@ fn provisioning_refuses_anything_but_a_root_ca() {
     );
     let not_ca = self_signed("not-ca", &["basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature"]);
     for (what, path) in
-        [("is issued by", cert("release-ca")), ("keyCertSign", no_keycertsign), ("not a CA certificate", not_ca)]
+        [("not self-issued", cert("release-ca")), ("keyCertSign", no_keycertsign), ("not a CA certificate", not_ca)]
     {
         let r = cli(&t.conf(""), &["trust", "provision", "--root", path.to_str().unwrap()]);
         assert_eq!(r.status.code(), Some(1), "{what}");

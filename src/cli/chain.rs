@@ -85,11 +85,11 @@ pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
         Ok(valid) => {
             if a.json {
                 let v = json!({"verdict": "trusted", "signer": subject, "trust-source": anchors.source().to_string(),
-                               "path": valid.path, "checks": valid.checks});
+                               "path": valid.subjects(), "checks": valid.checks});
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
                 println!("signer: {subject}\ntrust source: {}\npath:", anchors.source());
-                for (i, s) in valid.path.iter().enumerate() {
+                for (i, s) in valid.subjects().iter().enumerate() {
                     println!("  {i}: {s}");
                 }
                 println!("checks:");

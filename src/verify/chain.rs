@@ -55,12 +55,19 @@ pub struct Check {
 }
 
 /// A validated certification path.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidPath {
-    /// Subjects from the signer to the trust anchor.
-    pub path: Vec<String>,
+    /// The certificates from the signer to the trust anchor.
+    pub chain: Vec<Certificate>,
     /// Every check made on it, all `ok`.
     pub checks: Vec<Check>,
+}
+
+impl ValidPath {
+    /// The subjects from the signer to the trust anchor (RFC 4514 strings).
+    pub fn subjects(&self) -> Vec<String> {
+        self.chain.iter().map(|c| c.tbs_certificate.subject.to_string()).collect()
+    }
 }
 
 /// Why no path could be validated.
@@ -162,8 +169,7 @@ pub fn validate(
         chain.push(anchor_certs[i].clone());
         match check_path(&chain, policy, time) {
             Ok(checks) => {
-                let path = chain.iter().map(|c| c.tbs_certificate.subject.to_string()).collect();
-                *accepted.borrow_mut() = Some(ValidPath { path, checks });
+                *accepted.borrow_mut() = Some(ValidPath { chain, checks });
                 Ok(())
             }
             Err(why) => {
@@ -221,42 +227,11 @@ pub fn check_path(chain: &[Certificate], policy: &Policy, time: SystemTime) -> R
     }
     ok("no extension appears twice in a certificate (§4.2)".into());
     // The anchor: webpki keeps only its name, key and name constraints.
-    let a = name(anchor);
-    if anchor.tbs_certificate.version != x509_cert::Version::V3 {
-        return Err(format!("trust anchor '{a}' is not an X.509 v3 certificate"));
-    }
-    if let Some(e) = extensions(anchor).iter().find(|e| e.critical && !PROCESSED.contains(&e.extn_id)) {
-        return Err(format!("trust anchor '{a}' has an unsupported critical extension {}", e.extn_id));
-    }
-    let validity = &anchor.tbs_certificate.validity;
-    if time < validity.not_before.to_system_time() {
-        return Err(format!("trust anchor '{a}' is not yet valid at the verification time"));
-    }
-    if time > validity.not_after.to_system_time() {
-        return Err(format!("trust anchor '{a}' expired at the verification time"));
-    }
-    let bc = basic_constraints(anchor)?;
-    if !bc.as_ref().is_some_and(|b| b.ca) {
-        return Err(format!("trust anchor '{a}' is not a CA (basicConstraints cA is not set)"));
-    }
-    let intermediates = below.len().saturating_sub(1);
-    if let Some(len) = bc.and_then(|b| b.path_len_constraint) {
-        if intermediates > usize::from(len) {
-            return Err(format!(
-                "trust anchor '{a}' allows {len} intermediate CAs (pathLenConstraint), the path has {intermediates}"
-            ));
-        }
-    }
-    ok(format!(
-        "trust anchor '{a}': v3, CA, valid at the verification time, pathLenConstraint, no unknown critical extension"
-    ));
-    if policy.purpose != Purpose::Any {
-        if let Some(eku) = extended_key_usage(anchor)? {
-            if !eku.contains(&policy.purpose_oid()) {
-                return Err(format!("trust anchor '{a}' has an extended key usage without {}", policy.purpose_name()));
-            }
-        }
-    }
+    check_anchor(anchor, below.len().saturating_sub(1), policy, time)
+        .map_err(|why| format!("trust anchor '{}' {why}", name(anchor)))?;
+    ok("trust anchor: v3, CA, valid at the verification time, pathLenConstraint, no unknown critical extension, \
+        extended key usage"
+        .into());
     // Every issuer may sign certificates (§4.2.1.3, §6.1.4 (n)).
     for ca in &chain[1..] {
         if let Some(ku) = key_usage(ca)? {
@@ -318,6 +293,42 @@ pub fn check_path(chain: &[Certificate], policy: &Policy, time: SystemTime) -> R
     Ok(checks)
 }
 
+/// The anchor's own checks (webpki sees only its name and key): X.509 v3, no unsupported
+/// critical extension, valid at `time`, a CA whose pathLenConstraint allows the
+/// `intermediates` below it, and an extended key usage, if any, with the purpose.
+fn check_anchor(anchor: &Certificate, intermediates: usize, policy: &Policy, time: SystemTime) -> Result<(), String> {
+    if anchor.tbs_certificate.version != x509_cert::Version::V3 {
+        return Err("is not an X.509 v3 certificate".into());
+    }
+    if let Some(e) = extensions(anchor).iter().find(|e| e.critical && !PROCESSED.contains(&e.extn_id)) {
+        return Err(format!("has an unsupported critical extension {}", e.extn_id));
+    }
+    let validity = &anchor.tbs_certificate.validity;
+    if time < validity.not_before.to_system_time() {
+        return Err("is not yet valid at the verification time".into());
+    }
+    if time > validity.not_after.to_system_time() {
+        return Err("expired at the verification time".into());
+    }
+    let bc = basic_constraints(anchor)?;
+    if !bc.as_ref().is_some_and(|b| b.ca) {
+        return Err("is not a CA (basicConstraints cA is not set)".into());
+    }
+    if let Some(len) = bc.and_then(|b| b.path_len_constraint) {
+        if intermediates > usize::from(len) {
+            return Err(format!("allows {len} intermediate CAs (pathLenConstraint), the path has {intermediates}"));
+        }
+    }
+    if policy.purpose != Purpose::Any {
+        if let Some(eku) = extended_key_usage(anchor)? {
+            if !eku.contains(&policy.purpose_oid()) {
+                return Err(format!("has an extended key usage without {}", policy.purpose_name()));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Is `cert` usable as a trust anchor of a device (a root)? A self-issued X.509 v3 CA
 /// certificate whose key usage, when present, includes keyCertSign, with no critical
 /// extension we do not process (RFC 5280 §3.2, §4.2.1.3, §4.2.1.9).
@@ -327,7 +338,7 @@ pub fn check_root(cert: &Certificate) -> Result<(), String> {
         return Err("not an X.509 v3 certificate".into());
     }
     if tbs.subject != tbs.issuer {
-        return Err(format!("not self-issued: '{}' is issued by '{}'", tbs.subject, tbs.issuer));
+        return Err("not self-issued (its issuer is another certificate)".into());
     }
     if !basic_constraints(cert)?.is_some_and(|b| b.ca) {
         return Err("not a CA certificate (basicConstraints cA is not set)".into());

@@ -512,7 +512,7 @@ fn check_one(
     };
     match check_signer(cert, material, anchors, policy, time) {
         Ok(valid) => {
-            report.path = valid.path;
+            report.path = valid.subjects();
             Ok(Some(((alg, check), true)))
         }
         Err(failure) => {

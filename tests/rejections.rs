@@ -196,11 +196,11 @@ fn signer_certificate_problems() {
         ("signer-notyet", "sha256", "not yet valid"),
         ("signer-wrong-eku", "sha256", "extended key usage"),
         ("signer-noeku", "sha256", "codeSigning"),
-        ("signer-untrusted", "sha256", "no chain"),
-        ("signer-dev", "sha256", "no chain"), // dev-ca is not embedded: missing intermediate
+        ("signer-untrusted", "sha256", "no path to a trust anchor"),
+        ("signer-dev", "sha256", "no path to a trust anchor"), // dev-ca is not embedded: missing intermediate
         ("signer-rsa", "sha1", "SHA-1"),
         ("signer-rsa1024", "sha256", "1024 bits"),
-        ("signer-sha1cert", "sha256", "unsupported or weak"),
+        ("signer-sha1cert", "sha256", "refused algorithm"),
     ];
     for (signer, md, why) in cases {
         let b = w.openssl_plain(&c, &[signer], md, &format!("{signer}-{md}.raucb"));

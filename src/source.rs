@@ -7,6 +7,8 @@
 use std::fs::File;
 use std::io::{self, BufRead, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 use std::sync::Arc;
 
 /// Bytes that can be read at any offset, shared between threads.
@@ -38,6 +40,35 @@ pub trait Source: Send + Sync {
     }
 }
 
+/// Open a package (or another input the agent reads) without ever blocking: O_NONBLOCK
+/// for the open itself (a FIFO or a device would wait for a writer or a carrier), then
+/// `fstat` of the descriptor: a regular file or a block device is accepted and blocking
+/// mode restored; anything else is an error naming what it is.
+pub fn open_input(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY).open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !(kind.is_file() || kind.is_block_device()) {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{what}, not a regular file or block device")));
+    }
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFL).map_err(io::Error::from)?);
+    fcntl(&file, FcntlArg::F_SETFL(flags & !OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
+    Ok(file)
+}
+
 /// An open file. Its length is taken once, when opened: a file that grows or shrinks
 /// afterwards reads as truncated or keeps its first length.
 pub struct FileSource {
@@ -46,9 +77,10 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// Wrap an open file.
-    pub fn new(file: File) -> io::Result<Self> {
-        let len = file.metadata()?.len();
+    /// Wrap an open file (a block device's length is its size).
+    pub fn new(mut file: File) -> io::Result<Self> {
+        let meta = file.metadata()?;
+        let len = if meta.file_type().is_block_device() { file.seek(SeekFrom::End(0))? } else { meta.len() };
         Ok(Self { file, len })
     }
 

@@ -258,3 +258,41 @@ fn optional_read_back_of_the_written_slot() {
     assert_eq!(d.install(&p).0, 0);
     assert_eq!(std::fs::read(d.w.path("slotB")).unwrap()[..3_000_000], pseudo_random(3_000_000, 7)[..]);
 }
+
+/// Step 9, finding 8: a FIFO (or a character device, or a directory) given as the
+/// package never blocks `info` or `install`: refused at once as not a regular file or
+/// block device (could not check, 9016), the slot and boot order untouched.
+#[test]
+fn special_files_are_refused_without_blocking() {
+    let d = Device::new(false);
+    let fifo = d.w.path("pkg.fifo");
+    run_ok(Command::new("mkfifo").arg(&fifo));
+    let env_before = d.boot_env();
+    for (path, what) in
+        [(fifo.clone(), "a FIFO"), (PathBuf::from("/dev/null"), "a character device"), (d.w.path(""), "a directory")]
+    {
+        for args in [vec!["info", "--json"], vec!["install", "--json", "--command-key", "k"]] {
+            let mut c = d.cmd_as("A", &args);
+            let mut child =
+                c.arg(&path).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let status = loop {
+                if let Some(s) = child.try_wait().unwrap() {
+                    break s;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("{args:?} on {what} blocked");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            };
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(status.code(), Some(3), "{args:?} {what}");
+            let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let msg = j["error"]["message"].as_str().unwrap_or_default();
+            assert!(msg.contains(what), "{args:?}: {j}");
+            assert_eq!(j["error"]["cwmp-fault"], 9016, "{args:?}: {j}");
+        }
+    }
+    assert_eq!(d.boot_env(), env_before);
+}

@@ -96,7 +96,7 @@ fn dbus_failure(cmd: &str, e: zbus::Error, json: bool) -> ExitCode {
 }
 
 pub(super) fn run_download(a: DownloadArgs) -> ExitCode {
-    let file = match std::fs::File::open(&a.package) {
+    let file = match crate::source::open_input(&a.package) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("henb-update download: {}: {e}", a.package.display());

@@ -6,7 +6,6 @@ use crate::package::{self, Context, NullSink, Package};
 use crate::source::FileSource;
 use crate::trust::TrustSource;
 use serde_json::json;
-use std::fs::File;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -33,13 +32,7 @@ pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
         Err(f) => return fail(&a, f.kind, f.fault, &f.message, super::EXIT_COULD_NOT_CHECK),
     };
     tracing::info!(source = %anchors.source(), "trust anchors loaded");
-    let file = match File::open(&a.package).and_then(|f| {
-        if f.metadata()?.is_file() {
-            Ok(f)
-        } else {
-            Err(std::io::Error::other("not a regular file"))
-        }
-    }) {
+    let file = match crate::source::open_input(&a.package) {
         Ok(f) => f,
         Err(e) => return fail(&a, "io", 9016, &format!("{}: {e}", a.package.display()), super::EXIT_COULD_NOT_CHECK),
     };

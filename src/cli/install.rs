@@ -62,11 +62,8 @@ pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&
         Ok(b) => b,
         Err(e) => return fail("slot", 9002, &e, EXIT_COULD_NOT_CHECK),
     };
-    let file = match std::fs::File::open(&a.package) {
-        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
-        Ok(_) => {
-            return fail("access", 9016, &format!("{}: not a regular file", a.package.display()), EXIT_COULD_NOT_CHECK)
-        }
+    let file = match crate::source::open_input(&a.package) {
+        Ok(f) => f,
         Err(e) => return fail("access", 9016, &format!("{}: {e}", a.package.display()), EXIT_COULD_NOT_CHECK),
     };
     let tty = std::io::stderr().is_terminal() && !a.json;

@@ -161,7 +161,8 @@ pub(super) fn run_policy(c: PolicyCommand, conf: &Config, override_boot: Option<
 
 /// Verify `path` against the configured anchors and take its values for `bootname`.
 fn package_values(conf: &Config, path: &std::path::Path, bootname: &str) -> Result<SlotValues, (String, u8)> {
-    let file = std::fs::File::open(path).map_err(|e| (format!("{}: {e}", path.display()), EXIT_COULD_NOT_CHECK))?;
+    let file =
+        crate::source::open_input(path).map_err(|e| (format!("{}: {e}", path.display()), EXIT_COULD_NOT_CHECK))?;
     let pkg = crate::device::inspect_file(conf, file).map_err(|f| {
         let exit = if f.refused() { EXIT_REJECTED } else { EXIT_COULD_NOT_CHECK };
         (format!("{}: {} (CWMP fault {}, {})", path.display(), f.message, f.fault, f.kind), exit)

@@ -23,3 +23,62 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     crate::failpoint::hit("fsutil.before-rename");
     rename_durably(&tmp_path, path)
 }
+
+/// Create the agent's private directory `dir` if missing (mode 0700), and check it: a
+/// real directory (not a symlink), owned by the effective user (root on a device), not
+/// writable by group or others. Otherwise a file planted there by another user (a
+/// symlink named like a state or lock file) could steer the agent's writes.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if let Err(e) = fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        if e.kind() != io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+    }
+    let m = fs::symlink_metadata(dir)?;
+    let refuse = |why: String| Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+    if !m.file_type().is_dir() {
+        return refuse(format!("{} is not a directory (a symlink or another file)", dir.display()));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if m.uid() != euid {
+        return refuse(format!("{} is owned by uid {}, not by the agent's uid {euid}", dir.display(), m.uid()));
+    }
+    if m.mode() & 0o022 != 0 {
+        return refuse(format!("{} is writable by group or others (mode {:o})", dir.display(), m.mode() & 0o7777));
+    }
+    Ok(())
+}
+
+/// Open (creating it, never truncating) a lock file in a private directory: O_NOFOLLOW,
+/// mode 0600, and it must be a regular file.
+pub fn open_lock(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a regular file", path.display())));
+    }
+    Ok(f)
+}
+
+/// Read a state file without following a symlink (O_NOFOLLOW) and only if it is a
+/// regular file.
+pub fn read_state(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f =
+        fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK).open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a regular file", path.display())));
+    }
+    let mut v = Vec::new();
+    f.read_to_end(&mut v)?;
+    Ok(v)
+}

@@ -147,8 +147,10 @@ pub fn install(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Installed, InstallError> {
     let dir = &plan.conf.data_directory;
-    std::fs::create_dir_all(dir).map_err(|e| InstallError::Access(format!("{}: {e}", dir.display())))?;
-    let lock = File::create(dir.join("install.lock")).map_err(|e| InstallError::Access(e.to_string()))?;
+    crate::fsutil::private_dir(dir).map_err(|e| InstallError::Access(format!("data directory: {e}")))?;
+    let lock_path = dir.join("install.lock");
+    let lock = crate::fsutil::open_lock(&lock_path)
+        .map_err(|e| InstallError::Access(format!("{}: {e}", lock_path.display())))?;
     let _lock =
         nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| InstallError::Busy)?;
     let start = plan.now;

@@ -182,7 +182,10 @@ impl Status {
     /// Load (a missing file is an empty status).
     pub fn load(dir: &Path) -> Result<Self, StatusError> {
         let p = path(dir);
-        let text = match std::fs::read(&p) {
+        if dir.exists() {
+            crate::fsutil::private_dir(dir).map_err(|source| StatusError::Io { path: dir.into(), source })?;
+        }
+        let text = match crate::fsutil::read_state(&p) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(source) => return Err(StatusError::Io { path: p, source }),
@@ -249,10 +252,10 @@ impl Status {
     /// writers (an install, the CWMP client acknowledging a result, `mark`) never lose
     /// each other's changes. The lock is held only for the read-modify-write.
     pub fn update<T>(dir: &Path, f: impl FnOnce(&mut Status) -> T) -> Result<T, StatusError> {
-        std::fs::create_dir_all(dir).map_err(|source| StatusError::Io { path: dir.into(), source })?;
+        crate::fsutil::private_dir(dir).map_err(|source| StatusError::Io { path: dir.into(), source })?;
         let lock_path = dir.join("status.lock");
-        let lock =
-            std::fs::File::create(&lock_path).map_err(|source| StatusError::Io { path: lock_path.clone(), source })?;
+        let lock = crate::fsutil::open_lock(&lock_path)
+            .map_err(|source| StatusError::Io { path: lock_path.clone(), source })?;
         let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| StatusError::Io { path: lock_path, source: e.into() })?;
         let mut s = Status::load(dir)?;
@@ -264,7 +267,7 @@ impl Status {
     /// Write atomically. Changes in memory are not persisted until this is called.
     pub fn commit(&self, dir: &Path) -> Result<(), StatusError> {
         let p = path(dir);
-        std::fs::create_dir_all(dir).map_err(|source| StatusError::Io { path: dir.into(), source })?;
+        crate::fsutil::private_dir(dir).map_err(|source| StatusError::Io { path: dir.into(), source })?;
         let text = serde_json::to_vec_pretty(self).expect("status serializes");
         crate::fsutil::write_atomic(&p, &text).map_err(|source| StatusError::Io { path: p, source })
     }

@@ -296,3 +296,42 @@ fn special_files_are_refused_without_blocking() {
     }
     assert_eq!(d.boot_env(), env_before);
 }
+
+/// Step 9, finding 7: a data directory that another user could write into is refused
+/// (install and status: could not check), and a lock or state file planted as a symlink
+/// is never followed: the file it points to keeps its bytes.
+#[test]
+fn data_directory_is_private_and_links_in_it_are_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Device::new(false);
+    let conf = std::fs::read_to_string(&d.conf).unwrap();
+    let data = conf.lines().find_map(|l| l.strip_prefix("data-directory=")).map(PathBuf::from).expect("data-directory");
+    let c = d.w.content("c", 10_000, "");
+    let pkg = d.w.bundle("verity", &c, &["signer-rsa"], "p.raucb", &[]);
+    // A root-only file elsewhere, and symlinks to it planted in the data directory.
+    let victim = d.w.path("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    for name in ["install.lock", "status.lock"] {
+        let _ = std::fs::remove_file(data.join(name));
+        std::os::unix::fs::symlink(&victim, data.join(name)).unwrap();
+    }
+    let (code, j) = d.install(&pkg);
+    assert_eq!(code, 3, "{j}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    for name in ["install.lock", "status.lock"] {
+        std::fs::remove_file(data.join(name)).unwrap();
+    }
+    // World-writable: refused before anything is written.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let env_before = d.boot_env();
+    let (code, j) = d.install(&pkg);
+    assert_eq!(code, 3, "{j}");
+    assert!(j["error"]["message"].as_str().unwrap_or_default().contains("writable by group or others"), "{j}");
+    assert_eq!(d.boot_env(), env_before);
+    assert_ne!(d.cli(&["status", "--json"]).status.code(), Some(0));
+    // Put right, the same install goes through.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (code, j) = d.install(&pkg);
+    assert_eq!(code, 0, "{j}");
+}

@@ -125,7 +125,7 @@ impl Record {
     /// Load (a missing file is an empty record).
     pub fn load(dir: &Path) -> Result<Self, RecordError> {
         let p = path(dir);
-        let text = match std::fs::read(&p) {
+        let text = match crate::fsutil::read_state(&p) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Self { format: FORMAT, ..Self::default() })
@@ -143,7 +143,7 @@ impl Record {
     /// Write atomically (temp, fsync, rename, fsync directory).
     pub fn commit(&self, dir: &Path) -> Result<(), RecordError> {
         let p = path(dir);
-        std::fs::create_dir_all(dir).map_err(|source| RecordError::Io { path: dir.into(), source })?;
+        crate::fsutil::private_dir(dir).map_err(|source| RecordError::Io { path: dir.into(), source })?;
         let text = serde_json::to_vec_pretty(self).expect("record serializes");
         crate::fsutil::write_atomic(&p, &text).map_err(|source| RecordError::Io { path: p, source })
     }

@@ -30,6 +30,12 @@ pub enum Bus {
 
 /// Run the service until SIGTERM or SIGINT.
 pub fn run(conf: Config, override_boot: Option<String>, bus: Bus) -> ExitCode {
+    // The data directory holds what the agent trusts about past installs: refuse to start
+    // on one another user could write into.
+    if let Err(e) = crate::fsutil::private_dir(&conf.data_directory) {
+        tracing::error!("data directory: {e}");
+        return ExitCode::from(crate::cli::EXIT_COULD_NOT_CHECK);
+    }
     // Two workers, and at most two blocking threads (one install plus one short request),
     // kept alive: a long-running service must not churn threads (each costs an allocator
     // arena and a stack).
@@ -58,9 +64,12 @@ pub fn run(conf: Config, override_boot: Option<String>, bus: Bus) -> ExitCode {
 /// Settle what happened while no agent ran: an interrupted install, a fallback.
 fn settle(conf: &Config, override_boot: Option<&str>) {
     let dir = &conf.data_directory;
-    let _ = std::fs::create_dir_all(dir);
+    if let Err(e) = crate::fsutil::private_dir(dir) {
+        tracing::error!("data directory: {e}");
+        return;
+    }
     // Only if no install runs right now (a CLI install holds the lock).
-    if let Ok(lock) = std::fs::File::create(dir.join("install.lock")) {
+    if let Ok(lock) = crate::fsutil::open_lock(&dir.join("install.lock")) {
         if let Ok(_held) = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             let now =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

@@ -361,6 +361,43 @@ fn revocation_agrees_with_openssl_crl_check_all() {
     assert_eq!(crl_check(&[], &[]).0, 0);
     assert_eq!(crl_check(&["int-revokes-signer.crl"], &[]).0, 1);
     assert_eq!(crl_check(&["int-expired.crl"], &[]).0, 0);
+    // A CRL issued ahead of time (thisUpdate after the verification time) is not current
+    // and never hides a revocation listed by another CRL of the same issuer.
+    for extra in [&[][..], &["--check-crl"][..]] {
+        let (code, j) = crl_check(&["root.crl", "int-future.crl", "int-revokes-signer.crl"], extra);
+        assert_eq!((code, j["error"]["kind"].as_str()), (1, Some("revoked")), "{extra:?}: {j}");
+    }
+    assert_eq!(crl_check(&["root.crl", "int-future.crl"], &["--check-crl"]).0, 3);
+    assert!(!openssl_crl(&["root.crl", "int-future.crl", "int-revokes-signer.crl"]));
+    // A revocation in a v1 CRL or one signed with SHA-512 is honoured; one whose signature
+    // we refuse to check (SHA-1) makes the status unknown (3), with or without check-crl.
+    for crl in ["int-revokes-signer-v1.crl", "int-revokes-signer-sha512.crl"] {
+        assert_eq!(crl_check(&[crl], &[]).0, 1, "{crl}");
+        assert_eq!(crl_check(&["root.crl", crl], &["--check-crl"]).0, 1, "{crl}");
+    }
+    let (code, j) = crl_check(&["int-revokes-signer-sha1.crl"], &[]);
+    assert_eq!((code, j["error"]["kind"].as_str()), (3, Some("revocation-unknown")), "{j}");
+    // A forged CRL with a forged certificate of the issuer's name next to it: still ignored.
+    let d = crl_dir();
+    let both = d.join("both.pem");
+    let mut pem = std::fs::read(d.join("intermediate.pem")).unwrap();
+    pem.extend(std::fs::read(d.join("forged.pem")).unwrap());
+    std::fs::write(&both, pem).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-chain", "--json", "--check-crl", "--keyring"])
+        .arg(d.join("keyring.pem"))
+        .arg("--intermediates")
+        .arg(&both)
+        .args(["--crl"])
+        .arg(d.join("forged-revokes-signer.crl"))
+        .arg("--crl")
+        .arg(d.join("int.crl"))
+        .arg("--crl")
+        .arg(d.join("root.crl"))
+        .arg(d.join("signer.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 /// CRLs reach a package's verification from the SignedData (`bundle --crl`), from the
@@ -475,4 +512,9 @@ fn check_chain_reports_and_exit_codes() {
     assert_eq!(out.status.code(), Some(3));
     let (code, _) = crl_check(&[], &["--time", "yesterday"]);
     assert_eq!(code, 3);
+    // Times beyond what the clock can hold: an error, not a panic.
+    for t in ["18446744073709551615", "9223372036854775808", "9999-12-31T23:59:59+25:00"] {
+        let (code, _) = crl_check(&[], &["--time", t]);
+        assert_eq!(code, 3, "{t}");
+    }
 }

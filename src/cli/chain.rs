@@ -145,10 +145,10 @@ fn fail(a: &Args, kind: &str, fault: u32, message: &str, exit: u8) -> ExitCode {
 /// RFC 3339 date-time (`2026-11-30T12:00:00Z`, `...+01:00`, fractions ignored) or seconds
 /// since the epoch.
 fn parse_time(s: &str) -> Result<SystemTime, String> {
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
-    }
     let bad = || format!("'{s}' is neither RFC 3339 (2026-11-30T12:00:00Z) nor seconds since the epoch");
+    if let Ok(secs) = s.parse::<u64>() {
+        return SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)).ok_or_else(bad);
+    }
     let b = s.as_bytes();
     if b.len() < 20
         || b[4] != b'-'
@@ -168,8 +168,8 @@ fn parse_time(s: &str) -> Result<SystemTime, String> {
     let offset: i64 = match rest {
         "Z" | "z" => 0,
         o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
-            let hh: i64 = o[1..3].parse().map_err(|_| bad())?;
-            let mm: i64 = o[4..6].parse().map_err(|_| bad())?;
+            let hh: i64 = o[1..3].parse().ok().filter(|h| *h < 24).ok_or_else(bad)?;
+            let mm: i64 = o[4..6].parse().ok().filter(|m| *m < 60).ok_or_else(bad)?;
             let v = hh * 3600 + mm * 60;
             if o.starts_with('-') {
                 -v
@@ -183,7 +183,7 @@ fn parse_time(s: &str) -> Result<SystemTime, String> {
     let to_u8 = |v: u32| u8::try_from(v).map_err(|_| bad());
     let dt = der::DateTime::new(y, to_u8(mo)?, to_u8(d)?, to_u8(h)?, to_u8(mi)?, to_u8(se)?).map_err(|_| bad())?;
     let utc = dt.unix_duration().as_secs() as i64 - offset;
-    u64::try_from(utc).map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t)).map_err(|_| bad())
+    u64::try_from(utc).ok().and_then(|t| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(t))).ok_or_else(bad)
 }
 
 #[cfg(test)]

@@ -88,14 +88,12 @@ pub fn pem_blocks(text: &[u8], label: &str) -> Result<Vec<Vec<u8>>, String> {
 
 /// CRLs from a file's bytes: PEM (`X509 CRL` blocks) or one DER CertificateList.
 pub fn crls_from_bytes(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    if bytes.starts_with(b"0") {
-        use x509_cert::der::Decode;
-        x509_cert::crl::CertificateList::from_der(bytes).map_err(|e| format!("not a DER CRL: {e}"))?;
-        return Ok(vec![bytes.to_vec()]);
-    }
-    let crls = pem_blocks(bytes, "X509 CRL")?;
+    let crls = if bytes.starts_with(b"0") { vec![bytes.to_vec()] } else { pem_blocks(bytes, "X509 CRL")? };
     if crls.is_empty() {
         return Err("holds no CRL (PEM 'X509 CRL' or DER)".into());
+    }
+    for (i, c) in crls.iter().enumerate() {
+        crate::verify::Crl::parse(c).map_err(|e| format!("CRL {i}: {e}"))?;
     }
     Ok(crls)
 }

@@ -217,6 +217,28 @@ impl RsaScheme {
     }
 }
 
+/// Verify `signature` over `message` with the key of `spki` under the signature
+/// algorithm `alg` (as in a certificate or CRL: RFC 5280 §4.1.1.2, §5.1.1.2).
+/// `Ok(false)`: a checkable signature that is wrong; `Err`: it cannot be checked here
+/// (algorithm or key refused or unknown, e.g. SHA-1 or SHA-224).
+pub fn verify_signed(
+    spki: &spki::SubjectPublicKeyInfoOwned,
+    alg: &AlgorithmIdentifierOwned,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<bool, String> {
+    let key = PublicKey::from_spki(spki)?;
+    let digest = match alg.oid {
+        RSA_SHA256 | ECDSA_SHA256 => DigestAlg::Sha256,
+        RSA_SHA384 | ECDSA_SHA384 => DigestAlg::Sha384,
+        RSA_SHA512 | ECDSA_SHA512 => DigestAlg::Sha512,
+        RSA_PSS => pss_digest(alg)?,
+        o => return Err(format!("signature algorithm {o} is not supported")),
+    };
+    let sig_alg = key.algorithm(alg, digest)?;
+    Ok(key.verify(&sig_alg, message, signature))
+}
+
 /// RFC 4055 / 5754: these identifiers carry NULL or no parameters; anything else is refused.
 fn null_or_absent(id: &AlgorithmIdentifierOwned) -> Result<(), String> {
     match &id.parameters {

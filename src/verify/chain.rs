@@ -13,7 +13,7 @@
 //!
 //! Pure: certificates, CRLs, the time and the policy come in; nothing is read.
 
-use super::{Policy, Purpose};
+use super::{algs, Policy, Purpose};
 use crate::trust::Anchors;
 use const_oid::db::{rfc5280, rfc5912};
 use const_oid::ObjectIdentifier as Oid;
@@ -22,7 +22,6 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::Serialize;
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime};
-use x509_cert::crl::CertificateList;
 use x509_cert::ext::pkix::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectKeyIdentifier,
 };
@@ -129,34 +128,11 @@ pub fn validate(
         .map(CertificateDer::from)
         .collect();
     let (anchors, anchor_certs) = store.anchors_for(policy.allow_partial_chain);
-    let crl_ders = usable_crls(material, store, &intermediates);
-    let parsed: Vec<webpki::CertRevocationList<'_>> =
-        crl_ders.iter().filter_map(|d| webpki::BorrowedCertRevocationList::from_der(d).ok().map(Into::into)).collect();
-    let refs: Vec<&webpki::CertRevocationList<'_>> = parsed.iter().collect();
-    let revocation =
-        match webpki::RevocationOptionsBuilder::new(&refs) {
-            Ok(b) => Some(
-                b.with_depth(webpki::RevocationCheckDepth::Chain)
-                    .with_status_policy(if policy.check_crl {
-                        webpki::UnknownStatusPolicy::Deny
-                    } else {
-                        webpki::UnknownStatusPolicy::Allow
-                    })
-                    .with_expiration_policy(if policy.check_crl {
-                        webpki::ExpirationPolicy::Enforce
-                    } else {
-                        webpki::ExpirationPolicy::Ignore
-                    })
-                    .build(),
-            ),
-            Err(_) if policy.check_crl => return Err(ChainFailure::RevocationUnknown(
-                "check-crl is set and no usable CRL is available (keyring, crl-path, crl-directory or the SignedData)"
-                    .into(),
-            )),
-            Err(_) => None,
-        };
+    // Every CRL we were given; which of them count is decided per certificate, with the
+    // issuer the path actually has (revocation()).
+    let crls: Vec<Crl> = material.crls.iter().chain(store.crls()).filter_map(|d| Crl::parse(d).ok()).collect();
     let secs = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let ours: RefCell<Option<String>> = RefCell::new(None);
+    let ours: RefCell<Option<ChainFailure>> = RefCell::new(None);
     let accepted: RefCell<Option<ValidPath>> = RefCell::new(None);
     let verify_path = |p: &webpki::VerifiedPath<'_>| -> Result<(), webpki::Error> {
         let Some(i) = anchors.iter().position(|a| std::ptr::eq(a, p.anchor())) else {
@@ -167,15 +143,31 @@ pub fn validate(
             chain.push(Certificate::from_der(c.der().as_ref()).map_err(|_| webpki::Error::BadDer)?);
         }
         chain.push(anchor_certs[i].clone());
-        match check_path(&chain, policy, time) {
+        let checked = check_path(&chain, policy, time).map_err(ChainFailure::Invalid).and_then(|mut checks| {
+            revocation(&chain, &crls, policy, time).map(|c| {
+                checks.push(c);
+                checks
+            })
+        });
+        match checked {
             Ok(checks) => {
                 *accepted.borrow_mut() = Some(ValidPath { chain, checks });
                 Ok(())
             }
-            Err(why) => {
-                *ours.borrow_mut() = Some(why);
-                // Ranked like a revocation error by webpki: our reason is reported unless
-                // another candidate path failed in a more specific way.
+            Err(failure) => {
+                // Keep the gravest reason over all candidate paths: revoked, then could
+                // not check, then invalid.
+                let mut kept = ours.borrow_mut();
+                let rank = |f: &ChainFailure| match f {
+                    ChainFailure::Revoked(_) => 2,
+                    ChainFailure::RevocationUnknown(_) => 1,
+                    ChainFailure::Invalid(_) => 0,
+                };
+                if kept.as_ref().is_none_or(|k| rank(&failure) >= rank(k)) {
+                    *kept = Some(failure);
+                }
+                // Ranked high by webpki: our reason is reported unless another candidate
+                // path failed in a more specific way.
                 Err(webpki::Error::CertDistrusted)
             }
         }
@@ -186,19 +178,13 @@ pub fn validate(
         &intermediates,
         UnixTime::since_unix_epoch(secs),
         EkuPolicy(policy.purpose),
-        revocation,
+        None,
         Some(&verify_path),
     );
     match result {
         Ok(_) => accepted.into_inner().ok_or_else(|| ChainFailure::Invalid("path validation gave no path".into())),
         Err(webpki::Error::CertDistrusted) if ours.borrow().is_some() => {
-            Err(ChainFailure::Invalid(ours.into_inner().unwrap_or_default()))
-        }
-        Err(webpki::Error::CertRevoked) => {
-            Err(ChainFailure::Revoked("a certificate of the path is revoked by its issuer's CRL".into()))
-        }
-        Err(e @ (webpki::Error::UnknownRevocationStatus | webpki::Error::CrlExpired { .. })) => {
-            Err(ChainFailure::RevocationUnknown(webpki_text(&e)))
+            Err(ours.into_inner().unwrap_or(ChainFailure::Invalid("no acceptable path".into())))
         }
         Err(e) => Err(ChainFailure::Invalid(webpki_text(&e))),
     }
@@ -209,7 +195,7 @@ pub fn validate(
 pub fn check_path(chain: &[Certificate], policy: &Policy, time: SystemTime) -> Result<Vec<Check>, String> {
     let mut checks = vec![Check {
         check: "signatures, validity, basicConstraints cA and pathLenConstraint, critical extensions, \
-                nameConstraints, extKeyUsage and CRLs of the signer and intermediates (rustls-webpki)"
+                nameConstraints and extKeyUsage of the signer and intermediates (rustls-webpki)"
             .into(),
         result: "ok".into(),
     }];
@@ -357,51 +343,112 @@ pub fn self_issued(cert: &Certificate) -> bool {
     cert.tbs_certificate.subject == cert.tbs_certificate.issuer
 }
 
-/// CRLs to hand to webpki: parsed, signed by a known certificate of the CRL's issuer
-/// name (others are ignored, RFC 5280 §6.3.3 (f)), newest first per issuer.
-fn usable_crls(material: &Material<'_>, store: &Anchors, intermediates: &[CertificateDer<'static>]) -> Vec<Vec<u8>> {
-    let issuers: Vec<CertificateDer<'static>> = store
-        .certificates()
-        .iter()
-        .filter_map(|c| c.to_der().ok())
-        .map(CertificateDer::from)
-        .chain(intermediates.iter().cloned())
-        .collect();
-    let mut found: Vec<(x509_cert::name::Name, SystemTime, Vec<u8>)> = Vec::new();
-    for der in material.crls.iter().chain(store.crls()) {
-        let Ok(crl) = CertificateList::from_der(der) else { continue };
-        let signed = issuers.iter().any(|issuer| {
-            Certificate::from_der(issuer).is_ok_and(|c| c.tbs_certificate.subject == crl.tbs_cert_list.issuer)
-                && crl_signed_by(&crl, issuer)
-        });
-        if signed {
-            let this_update = crl.tbs_cert_list.this_update.to_system_time();
-            found.push((crl.tbs_cert_list.issuer.clone(), this_update, der.clone()));
-        }
-    }
-    found.sort_by_key(|f| std::cmp::Reverse(f.1));
-    found.into_iter().map(|(_, _, d)| d).collect()
+/// A CRL (RFC 5280 §5.1), v1 or v2: x509-cert 0.2 reads only v2 (its `version` is not
+/// optional), and `openssl ca` writes v1 CRLs unless it keeps a crlNumber.
+pub struct Crl {
+    raw: RawCrl,
+    tbs: TbsCrl,
 }
 
-/// Does `issuer`'s key verify `crl`'s signature, with an algorithm of webpki's floor?
-fn crl_signed_by(crl: &CertificateList, issuer: &CertificateDer<'_>) -> bool {
-    let (Ok(tbs), Ok(alg)) = (crl.tbs_cert_list.to_der(), crl.signature_algorithm.to_der()) else { return false };
-    let Ok(alg) = der::asn1::AnyRef::from_der(&alg) else { return false };
-    let Some(sig) = crl.signature.as_bytes() else { return false };
-    // The issuer's key usage, when present, must allow CRL signing (§4.2.1.3); webpki
-    // checks this for intermediates only.
-    let crl_signer = Certificate::from_der(issuer)
-        .ok()
-        .and_then(|c| key_usage(&c).ok())
-        .is_some_and(|ku| ku.is_none_or(|ku| ku.contains(KeyUsages::CRLSign)));
-    let Ok(cert) = webpki::EndEntityCert::try_from(issuer) else { return false };
-    if !crl_signer {
-        return false;
+#[derive(der::Sequence)]
+struct RawCrl {
+    tbs: der::Any,
+    signature_algorithm: spki::AlgorithmIdentifierOwned,
+    signature: der::asn1::BitString,
+}
+
+#[derive(der::Sequence)]
+struct TbsCrl {
+    version: Option<x509_cert::Version>,
+    signature: spki::AlgorithmIdentifierOwned,
+    issuer: x509_cert::name::Name,
+    this_update: x509_cert::time::Time,
+    next_update: Option<x509_cert::time::Time>,
+    revoked_certificates: Option<Vec<x509_cert::crl::RevokedCert>>,
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT", optional = "true")]
+    crl_extensions: Option<x509_cert::ext::Extensions>,
+}
+
+impl Crl {
+    /// Parse a DER CertificateList (RFC 5280 §5.1), version 1 or 2.
+    pub fn parse(der_bytes: &[u8]) -> Result<Self, String> {
+        let raw = RawCrl::from_der(der_bytes).map_err(|e| format!("not a DER CRL: {e}"))?;
+        let tbs: TbsCrl = raw.tbs.decode_as().map_err(|e| format!("not a DER CRL: {e}"))?;
+        if tbs.version.is_some_and(|v| v != x509_cert::Version::V2) {
+            return Err("CRL version other than 1 or 2".into());
+        }
+        Ok(Self { raw, tbs })
     }
-    webpki::ALL_VERIFICATION_ALGS
-        .iter()
-        .filter(|a| a.signature_alg_id().as_ref() == alg.value())
-        .any(|a| cert.verify_signature(*a, &tbs, sig).is_ok())
+}
+
+/// Revocation of every certificate of `chain` but the anchor (RFC 5280 §6.3), from the
+/// CRLs in its issuer's name whose signature the issuer of the path verifies (a CRL
+/// signed otherwise is not the issuer's and is ignored) and whose issuer may sign CRLs:
+/// - a certificate listed by any such CRL is revoked, whatever the CRL's dates;
+/// - a CRL in the issuer's name that lists the certificate but whose signature cannot be
+///   checked here (an algorithm we refuse) makes the status unknown: never ignored;
+/// - with `check_crl`, a certificate needs a current complete CRL from its issuer
+///   (thisUpdate <= time <= nextUpdate; no issuingDistributionPoint, no deltaCRLIndicator,
+///   no unknown critical extension), else its status is unknown.
+fn revocation(chain: &[Certificate], crls: &[Crl], policy: &Policy, time: SystemTime) -> Result<Check, ChainFailure> {
+    let mut checked = 0;
+    for pair in chain.windows(2) {
+        let (cert, issuer) = (&pair[0], &pair[1]);
+        let serial = &cert.tbs_certificate.serial_number;
+        let name = || cert.tbs_certificate.subject.to_string();
+        let may_sign_crls =
+            key_usage(issuer).ok().is_some_and(|ku| ku.is_none_or(|ku| ku.contains(KeyUsages::CRLSign)));
+        let mut current = false;
+        for crl in crls.iter().filter(|c| c.tbs.issuer == cert.tbs_certificate.issuer) {
+            let lists =
+                crl.tbs.revoked_certificates.as_ref().is_some_and(|r| r.iter().any(|e| e.serial_number == *serial));
+            let (Ok(tbs), Some(sig)) = (crl.raw.tbs.to_der(), crl.raw.signature.as_bytes()) else { continue };
+            match algs::verify_signed(
+                &issuer.tbs_certificate.subject_public_key_info,
+                &crl.raw.signature_algorithm,
+                &tbs,
+                sig,
+            ) {
+                Err(why) if lists => {
+                    return Err(ChainFailure::RevocationUnknown(format!(
+                        "a CRL in the name of the issuer of '{}' lists it, but its signature cannot be checked: {why}",
+                        name()
+                    )))
+                }
+                Err(_) | Ok(false) => continue,
+                Ok(true) if !may_sign_crls => continue,
+                Ok(true) => {}
+            }
+            if lists {
+                return Err(ChainFailure::Revoked(format!("'{}' is revoked by its issuer's CRL", name())));
+            }
+            let tl = &crl.tbs;
+            let complete = tl.crl_extensions.as_deref().unwrap_or_default().iter().all(|e| {
+                e.extn_id != rfc5280::ID_CE_ISSUING_DISTRIBUTION_POINT
+                    && e.extn_id != rfc5280::ID_CE_DELTA_CRL_INDICATOR
+                    && (!e.critical
+                        || e.extn_id == rfc5280::ID_CE_CRL_NUMBER
+                        || e.extn_id == rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER)
+            });
+            let in_time =
+                tl.this_update.to_system_time() <= time && tl.next_update.is_some_and(|n| time <= n.to_system_time());
+            current |= complete && in_time;
+        }
+        if policy.check_crl && !current {
+            return Err(ChainFailure::RevocationUnknown(format!(
+                "no current CRL from the issuer of '{}' (check-crl): missing, not yet valid or past its nextUpdate",
+                name()
+            )));
+        }
+        checked += 1;
+    }
+    Ok(Check {
+        check: format!(
+            "revocation of {checked} certificate(s): no CRL of their issuers lists them{}",
+            if policy.check_crl { ", and each has a current CRL (check-crl)" } else { "" }
+        ),
+        result: "ok".into(),
+    })
 }
 
 fn extensions(c: &Certificate) -> &[x509_cert::ext::Extension] {

@@ -17,7 +17,7 @@ mod algs;
 mod chain;
 
 pub use algs::digest_oid;
-pub use chain::{check_path, check_root, self_issued, validate, ChainFailure, Check, Material, ValidPath};
+pub use chain::{check_path, check_root, self_issued, validate, ChainFailure, Check, Crl, Material, ValidPath};
 
 use crate::digest::DigestAlg;
 use crate::fault::{CwmpFault, Fault};

@@ -402,20 +402,26 @@ class Ca:
         run("openssl", "ca", "-config", self.conf, "-revoke", cert, "-cert", self.cert, "-keyfile", self.key,
             env=self.env)
 
-    def crl(self, name, last=None, next_=None):
+    def crl(self, name, last=None, next_=None, md="sha256", v1=False):
         out = os.path.join(OUT, name)
-        cmd = ["openssl", "ca", "-config", self.conf, "-gencrl", "-cert", self.cert, "-keyfile", self.key,
-               "-md", "sha256", "-out", out]
+        conf = self.conf
+        if v1:  # without a crlnumber, `openssl ca` writes a v1 CRL
+            conf = self.conf + ".v1"
+            with open(conf, "w") as f:
+                f.write(open(self.conf).read().replace("crlnumber       = $dir/crlnumber\n", ""))
+        cmd = ["openssl", "ca", "-config", conf, "-gencrl", "-cert", self.cert, "-keyfile", self.key,
+               "-md", md, "-out", out]
         cmd += ["-crl_lastupdate", last or "20200101000000Z", "-crl_nextupdate", next_ or "20491231000000Z"]
         run(*cmd, env=self.env)
         return out
 
 
 def crl_scenario():
-    """root -> intermediate -> signer, plus the CRLs of the revocation tests (all PEM, v2):
-    root.crl (empty), root-revokes-int.crl, int.crl (empty), int-revokes-signer.crl,
-    int-expired.crl (nextUpdate 2021), other-revokes-signer.crl (another CA),
-    forged-revokes-signer.crl (the intermediate's name, another key)."""
+    """root -> intermediate -> signer, plus the CRLs of the revocation tests (PEM, v2 unless
+    named v1): root.crl (empty), root-revokes-int.crl, int.crl (empty),
+    int-revokes-signer.crl (also -v1, -sha512, -sha1), int-expired.crl (nextUpdate 2021),
+    int-future.crl (thisUpdate 2040, empty), other-revokes-signer.crl (another CA),
+    forged-revokes-signer.crl (the intermediate's name, another key: forged.pem)."""
     root = Ca("root")
     inter = Ca("intermediate", root)
     signer = inter.leaf("signer")
@@ -428,8 +434,13 @@ def crl_scenario():
     forged = Ca("forged", dn_name="intermediate")
     forged.revoke(signer)
     forged.crl("forged-revokes-signer.crl")
+    # Issued ahead of time (thisUpdate in 2040), before the revocation: lists nothing.
+    inter.crl("int-future.crl", "20400101000000Z", "20491231000000Z")
     inter.revoke(signer)
     inter.crl("int-revokes-signer.crl")
+    inter.crl("int-revokes-signer-v1.crl", v1=True)
+    inter.crl("int-revokes-signer-sha512.crl", md="sha512")
+    inter.crl("int-revokes-signer-sha1.crl", md="sha1")
     root.revoke(inter.cert)
     root.crl("root-revokes-int.crl")
     with open(os.path.join(OUT, "keyring.pem"), "w") as f:

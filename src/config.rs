@@ -40,6 +40,9 @@ pub enum ConfigError {
 pub struct Config {
     /// `[system] compatible`.
     pub compatible: Option<String>,
+    /// `[system] variant-name`, `variant-dtb` or `variant-file`: where the device's
+    /// variant comes from (RAUC's keys; see [`Config::variant`]).
+    pub variant: Option<VariantSource>,
     /// `[keyring] path`.
     pub keyring: Option<PathBuf>,
     /// `[keyring] crl-path` (files, `;`-separated) and `crl-directory` (every file in
@@ -151,6 +154,17 @@ pub struct TpmSection {
     pub counter_index: Option<u32>,
 }
 
+/// Where the device's variant comes from (RAUC's `[system] variant-*` keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VariantSource {
+    /// `variant-name=`: this string.
+    Name(String),
+    /// `variant-dtb=true`: the first entry of the device tree's root `compatible`.
+    Dtb,
+    /// `variant-file=`: the contents of this file, trimmed.
+    File(PathBuf),
+}
+
 /// The `[measured-boot]` section. Its presence turns measured boot on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeasuredBootSection {
@@ -159,11 +173,14 @@ pub struct MeasuredBootSection {
     pub required: bool,
     /// `policy-index=`: the NV index holding the approved policy digest.
     pub policy_index: u32,
+    /// `pcrs=` (`;`-separated indices, e.g. `4;8;9`): the PCRs every slot's reference
+    /// values must cover. Unset: the PCRs the booted slot's committed values cover.
+    pub pcrs: Option<Vec<u8>>,
 }
 
 impl Default for MeasuredBootSection {
     fn default() -> Self {
-        Self { required: true, policy_index: crate::measured_boot::DEFAULT_POLICY_INDEX }
+        Self { required: true, policy_index: crate::measured_boot::DEFAULT_POLICY_INDEX, pcrs: None }
     }
 }
 
@@ -190,6 +207,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             compatible: None,
+            variant: None,
             keyring: None,
             crl_files: Vec::new(),
             crl_directory: None,
@@ -214,6 +232,22 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The device's variant, read now: `variant-name`, the first string of
+    /// `/proc/device-tree/compatible` (`variant-dtb`) or the trimmed contents of
+    /// `variant-file`. `None` when none is configured or it cannot be read (then only the
+    /// bundles' default images apply).
+    pub fn variant(&self) -> Option<String> {
+        let v = match self.variant.as_ref()? {
+            VariantSource::Name(n) => n.clone(),
+            VariantSource::Dtb => {
+                let b = std::fs::read("/proc/device-tree/compatible").ok()?;
+                String::from_utf8_lossy(b.split(|c| *c == 0).next()?).into_owned()
+            }
+            VariantSource::File(p) => std::fs::read_to_string(p).ok()?.trim().to_string(),
+        };
+        (!v.is_empty()).then_some(v)
+    }
+
     /// CRLs (DER) from `crl-path` and `crl-directory`. An unreadable or malformed file is
     /// an error naming it (could not check).
     pub fn load_crls(&self) -> Result<Vec<Vec<u8>>, String> {
@@ -252,6 +286,13 @@ impl Config {
                 let invalid = |what: String| ConfigError::Invalid { path: path.into(), line: e.line, what };
                 match (g.name.as_str(), e.key.as_str()) {
                     ("system", "compatible") => c.compatible = Some(e.value.clone()),
+                    ("system", "variant-name") => c.variant = Some(VariantSource::Name(e.value.clone())),
+                    ("system", "variant-dtb") => {
+                        if bool_value(&e.value).ok_or_else(|| invalid("[system] variant-dtb: true or false".into()))? {
+                            c.variant = Some(VariantSource::Dtb);
+                        }
+                    }
+                    ("system", "variant-file") => c.variant = Some(VariantSource::File(relative_to(path, &e.value))),
                     ("keyring", "path") => {
                         let p = PathBuf::from(&e.value);
                         c.keyring =
@@ -319,6 +360,22 @@ impl Config {
                     ("measured-boot", "required") => {
                         c.measured_boot.get_or_insert_with(Default::default).required = bool_value(&e.value)
                             .ok_or_else(|| invalid("[measured-boot] required: true or false".into()))?
+                    }
+                    ("measured-boot", "pcrs") => {
+                        let list: Option<Vec<u8>> = e
+                            .value
+                            .split(';')
+                            .map(str::trim)
+                            .filter(|p| !p.is_empty())
+                            .map(|p| p.parse::<u8>().ok().filter(|p| *p <= 23))
+                            .collect();
+                        c.measured_boot.get_or_insert_with(Default::default).pcrs =
+                            Some(list.filter(|l| !l.is_empty()).ok_or_else(|| {
+                                invalid(format!(
+                                    "[measured-boot] pcrs={}: PCR indices 0 to 23, separated by ';'",
+                                    e.value
+                                ))
+                            })?)
                     }
                     ("measured-boot", "policy-index") => {
                         c.measured_boot.get_or_insert_with(Default::default).policy_index = nv_index(&e.value)

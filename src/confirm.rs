@@ -35,6 +35,17 @@ pub enum ConfirmError {
     /// The booted slot has no bootname.
     #[error("slot {0} has no bootname")]
     NoBootname(String),
+    /// The slot holds less than the anti-rollback minimum.
+    #[error(transparent)]
+    BelowMinimum(#[from] crate::rollback::BelowMinimum),
+    /// The slot was not completely written and verified by the last install into it.
+    #[error("slot {slot} is not completely written and verified (its status is {status:?}): refused")]
+    Incomplete {
+        /// Slot name.
+        slot: String,
+        /// Its TR-181 status.
+        status: FirmwareStatus,
+    },
 }
 
 impl From<TpmError> for ConfirmError {
@@ -50,10 +61,17 @@ impl Fault for ConfirmError {
             Self::Status(_) => "status",
             Self::MeasuredBoot(e) => e.kind(),
             Self::NoBootname(_) => "slot",
+            Self::BelowMinimum(e) => e.kind(),
+            Self::Incomplete { .. } => "slot-incomplete",
         }
     }
     fn fault(&self) -> CwmpFault {
-        CwmpFault::InternalError
+        match self {
+            Self::MeasuredBoot(MeasuredBootError::Mismatch { .. }) => CwmpFault::RequestDenied,
+            Self::BelowMinimum(e) => e.fault(),
+            Self::Incomplete { .. } => CwmpFault::RequestDenied,
+            _ => CwmpFault::InternalError,
+        }
     }
 }
 
@@ -79,6 +97,10 @@ pub struct BootCheck {
     /// `None`: not checked (no measured boot, or no values and not required). Else the
     /// PCRs that differ (empty: the slot measures as expected).
     pub mismatches: Option<Vec<PcrMismatch>>,
+    /// The booted slot holds less than the anti-rollback minimum (the device fell back
+    /// to an old slot): it runs, takes the next install, but is neither confirmed nor
+    /// approved, so sealed secrets stay sealed.
+    pub below_minimum: Option<crate::rollback::BelowMinimum>,
 }
 
 fn now() -> u64 {
@@ -88,6 +110,70 @@ fn now() -> u64 {
 impl Booted<'_> {
     fn bootname(&self) -> Result<String, ConfirmError> {
         self.slot.bootname.clone().ok_or_else(|| ConfirmError::NoBootname(self.slot.name.clone()))
+    }
+
+    /// The anti-rollback minimum (0 when the device does not enforce one or its counter is
+    /// not provisioned).
+    fn minimum(&self) -> Result<u64, ConfirmError> {
+        let (Some(owner), Some(counter)) = (&self.tpm, self.counter) else { return Ok(0) };
+        owner
+            .call(move |t| match counter.minimum(t) {
+                Err(TpmError::NotDefined(_)) => Ok(0),
+                r => r,
+            })
+            .map_err(ConfirmError::from)
+    }
+
+    /// The security version `slot` holds: what the status file recorded when the agent
+    /// installed it, else what its committed reference values say; none counts as 0.
+    fn held(&self, status: &Status, slot: &SlotConf) -> Option<u32> {
+        status.slots.get(&slot.name).and_then(|s| s.security_version).or_else(|| {
+            let b = slot.bootname.as_ref()?;
+            crate::measured_boot::record::Record::load(&self.conf.data_directory).ok()?.slots.get(b)?.security_version
+        })
+    }
+
+    /// May `slot` become primary or be confirmed: completely written and verified by the
+    /// last install into it, and at or above the anti-rollback minimum.
+    fn check_usable(&self, slot: &SlotConf) -> Result<(), ConfirmError> {
+        let status = Status::load(&self.conf.data_directory)?;
+        if let Some(s) = status.slots.get(&slot.name) {
+            use FirmwareStatus::*;
+            if matches!(s.status, Downloading | Validating | DownloadFailed | ValidationFailed | InstallationFailed) {
+                return Err(ConfirmError::Incomplete { slot: slot.name.clone(), status: s.status });
+            }
+        }
+        crate::rollback::check_slot(&slot.name, self.held(&status, slot), self.minimum()?)?;
+        Ok(())
+    }
+
+    /// Every other bootable slot below the minimum is marked bad (its branch already left
+    /// the policy: the index never approves one). Idempotent: `boot-check` repeats it, so
+    /// a power cut after the minimum rose and before this ran is healed at the next boot.
+    fn retire_below_minimum(&mut self) -> Result<(), ConfirmError> {
+        let minimum = self.minimum()?;
+        if minimum == 0 {
+            return Ok(());
+        }
+        let status = Status::load(&self.conf.data_directory)?;
+        let others: Vec<SlotConf> = self
+            .conf
+            .slots
+            .iter()
+            .filter(|s| s.name != self.slot.name && s.bootname.is_some() && s.class == self.slot.class)
+            .cloned()
+            .collect();
+        for s in others {
+            let b = s.bootname.clone().expect("filtered");
+            if crate::rollback::check_slot(&s.name, self.held(&status, &s), minimum).is_err()
+                && self.bootloader.state(&b)? == BootState::Good
+            {
+                tracing::warn!("slot {} is below the anti-rollback minimum {minimum}: marked bad", s.name);
+                self.bootloader.set_state(&b, false)?;
+                crate::failpoint::hit("confirm.retired");
+            }
+        }
+        Ok(())
     }
 
     fn measured(&self) -> Option<(TpmOwner, MeasuredBoot)> {
@@ -118,14 +204,21 @@ impl Booted<'_> {
             return Ok(None); // switched, not rebooted yet
         }
         // The policy first: a power cut after it leaves the pending record, and the next
-        // boot-check does this again.
+        // boot-check does this again. (A booted slot below the minimum gets no branch.)
         self.approve_only_booted()?;
+        let below = crate::rollback::check_slot(&self.slot.name, self.held(&status, self.slot), self.minimum()?).err();
         let r = InstallResult {
             command_key: p.command_key.clone(),
             fault_code: CwmpFault::TransferFailure.code(),
             fault_string: format!(
-                "activation failed: slot {} ({}) did not come up, the device fell back to slot {}",
-                p.slot, p.bootname, self.slot.name
+                "activation failed: slot {} ({}) did not come up, the device fell back to slot {}{}",
+                p.slot,
+                p.bootname,
+                self.slot.name,
+                below.map(|b| format!(
+                    ", which holds security version {}, below the minimum {}: it runs without its sealed secrets until an update at or above {} is installed",
+                    b.held, b.minimum, b.minimum
+                )).unwrap_or_default()
             ),
             kind: "activation-failed".into(),
             slot: Some(p.slot.clone()),
@@ -166,6 +259,38 @@ impl Booted<'_> {
     /// committed values; on a mismatch mark it bad (the bootloader falls back).
     pub fn boot_check(&mut self) -> Result<BootCheck, ConfirmError> {
         let fell_back_from = self.settle_fallback()?;
+        let status = Status::load(&self.conf.data_directory)?;
+        let below_minimum =
+            crate::rollback::check_slot(&self.slot.name, self.held(&status, self.slot), self.minimum()?).err();
+        match &below_minimum {
+            // Not marked bad: it may be the only slot that boots, and it must take the
+            // next install (recovery). It is not confirmed and gets no policy branch.
+            Some(b) => {
+                tracing::error!(
+                    "{b}: not confirmed; sealed secrets stay sealed until an update at or above {} is installed",
+                    b.minimum
+                );
+                self.approve_only_booted()?;
+                let r = InstallResult {
+                    command_key: None,
+                    fault_code: CwmpFault::TransferFailure.code(),
+                    fault_string: format!(
+                        "activation failed: the device runs slot {}, which holds security version {}, below the minimum {}; install an update at or above {}",
+                        b.slot, b.held, b.minimum, b.minimum
+                    ),
+                    kind: "activation-failed".into(),
+                    slot: Some(b.slot.clone()),
+                    start_time: now(),
+                    complete_time: now(),
+                };
+                Status::update(&self.conf.data_directory, |s| {
+                    if s.last_result.as_ref().is_none_or(|l| l.fault_string != r.fault_string) {
+                        s.complete(r);
+                    }
+                })?;
+            }
+            None => self.retire_below_minimum()?,
+        }
         let mismatches = self.measure()?;
         if let Some(m) = mismatches.as_ref().filter(|m| !m.is_empty()) {
             for x in m {
@@ -185,13 +310,14 @@ impl Booted<'_> {
                 entry.status = FirmwareStatus::ActivationFailed;
             })?;
         }
-        Ok(BootCheck { fell_back_from, mismatches })
+        Ok(BootCheck { fell_back_from, mismatches, below_minimum })
     }
 
     /// `mark good` on the booted slot: refused unless it measures as its values (when it
     /// has any); then the bootloader keeps it, the policy approves only it, the pending
     /// install is confirmed and anti-rollback rises to its security version.
     pub fn mark_good(&mut self) -> Result<(), ConfirmError> {
+        self.check_usable(self.slot)?;
         if let Some(m) = self.measure()?.filter(|m| !m.is_empty()) {
             return Err(MeasuredBootError::Mismatch { slot: self.bootname()?, mismatches: m }.into());
         }
@@ -201,6 +327,7 @@ impl Booted<'_> {
         let Some(p) = status.pending.clone().filter(|p| p.slot == self.slot.name) else { return Ok(()) };
         if let (Some(sv), Some(owner), Some(counter)) = (p.security_version, &self.tpm, self.counter) {
             owner.call(move |t| counter.raise(t, sv as u64).map_err(MeasuredBootError::from))?;
+            crate::failpoint::hit("confirm.raised");
         }
         // The Download is complete now that its slot runs and is confirmed.
         let r = InstallResult {
@@ -223,6 +350,16 @@ impl Booted<'_> {
             s.complete(r);
             s.pending = None;
         })?;
+        // The minimum may have risen: the other slot leaves the bootloader's choice too.
+        self.retire_below_minimum()
+    }
+
+    /// `mark good <other>`: the bootloader may boot it again (only a slot that is
+    /// completely written and at or above the minimum).
+    pub fn mark_good_other(&mut self, other: &SlotConf) -> Result<(), ConfirmError> {
+        self.check_usable(other)?;
+        let b = other.bootname.clone().ok_or_else(|| ConfirmError::NoBootname(other.name.clone()))?;
+        self.bootloader.set_state(&b, true)?;
         Ok(())
     }
 
@@ -230,6 +367,7 @@ impl Booted<'_> {
     /// initialized and the slot has values), then make it the bootloader's primary.
     pub fn mark_active(&mut self, other: &SlotConf) -> Result<(), ConfirmError> {
         let target = other.bootname.clone().ok_or_else(|| ConfirmError::NoBootname(other.name.clone()))?;
+        self.check_usable(other)?;
         if other.name != self.slot.name {
             if let Some((owner, mb)) = self.measured() {
                 let b = self.bootname()?;

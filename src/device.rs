@@ -205,20 +205,21 @@ pub fn mark(conf: &Config, override_boot: Option<&str>, state: &str, which: &str
         .bootname
         .clone()
         .ok_or_else(|| Failure::new("slot", 9001, format!("slot {} has no bootname", slot.name)))?;
+    if !["good", "bad", "active"].contains(&state) {
+        return Err(Failure::new("invalid", 9003, format!("unknown state '{state}' (good, bad or active)")));
+    }
+    // One writer of slots and the boot order at a time: a running install answers busy.
+    let _lock = install::lock(&conf.data_directory).map_err(|e| Failure::from_fault(&e))?;
     let mut bl = bootloader(conf, booted).map_err(|e| Failure::new("bootloader", 9002, e))?;
     let (tpm, counter) = tpm_for_confirm(conf);
     let mut dev = crate::confirm::Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
     let r = match state {
         "good" if slot.name == booted.name => dev.mark_good(),
-        "good" => dev.bootloader.set_state(&bootname, true).map_err(Into::into),
+        "good" => dev.mark_good_other(slot),
         "bad" => dev.mark_bad(slot),
-        "active" => dev.mark_active(slot),
-        other => return Err(Failure::new("invalid", 9003, format!("unknown state '{other}' (good, bad or active)"))),
+        _ => dev.mark_active(slot),
     };
-    r.map_err(|e| {
-        let fault = if e.kind() == "measurement-mismatch" { 9001 } else { 9002 };
-        Failure::new(e.kind(), fault, e.to_string())
-    })?;
+    r.map_err(|e| Failure::from_fault(&e))?;
     Ok((slot.name.clone(), format!("marked slot {} ({bootname}) {state}", slot.name)))
 }
 
@@ -311,6 +312,7 @@ pub fn inspect_file(conf: &Config, file: std::fs::File) -> Result<crate::package
         policy: conf.policy.clone(),
         now: SystemTime::now(),
         compatible: conf.compatible.clone(),
+        variant: conf.variant(),
         check_whole_tree: true,
         verify_before_writing: false,
     };

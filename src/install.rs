@@ -139,6 +139,16 @@ pub fn version_parts(v: &str) -> Vec<u64> {
     v.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).filter_map(|p| p.parse().ok()).collect()
 }
 
+/// The one writer of slots and the boot order: `<dir>/install.lock`, held by an install
+/// and by `mark` (a second one gets [`InstallError::Busy`] at once). Released on drop.
+pub fn lock(dir: &std::path::Path) -> Result<nix::fcntl::Flock<File>, InstallError> {
+    crate::fsutil::private_dir(dir).map_err(|e| InstallError::Access(format!("data directory: {e}")))?;
+    let lock_path = dir.join("install.lock");
+    let lock = crate::fsutil::open_lock(&lock_path)
+        .map_err(|e| InstallError::Access(format!("{}: {e}", lock_path.display())))?;
+    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| InstallError::Busy)
+}
+
 /// Install `req` into the inactive slot group.
 pub fn install(
     plan: &Plan<'_>,
@@ -147,12 +157,7 @@ pub fn install(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Installed, InstallError> {
     let dir = &plan.conf.data_directory;
-    crate::fsutil::private_dir(dir).map_err(|e| InstallError::Access(format!("data directory: {e}")))?;
-    let lock_path = dir.join("install.lock");
-    let lock = crate::fsutil::open_lock(&lock_path)
-        .map_err(|e| InstallError::Access(format!("{}: {e}", lock_path.display())))?;
-    let _lock =
-        nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| InstallError::Busy)?;
+    let _lock = lock(dir)?;
     let start = plan.now;
     let target = slot::target(&plan.conf.slots, plan.booted).ok().map(|t| t[0].name.clone());
     Status::update(dir, |s| {
@@ -208,6 +213,7 @@ fn run(
     crate::lease::take(&req.file).map_err(|e| {
         InstallError::Access(format!("cannot hold the file still (is it open for writing elsewhere?): {e}"))
     })?;
+    let fingerprint = crate::lease::fingerprint(&req.file).map_err(|e| InstallError::Access(e.to_string()))?;
     crate::failpoint::hit("install.leased");
     let targets = slot::target(&plan.conf.slots, plan.booted)?;
     let root = targets[0].clone();
@@ -221,6 +227,7 @@ fn run(
         policy: plan.conf.policy.clone(),
         now: plan.now,
         compatible: plan.conf.compatible.clone(),
+        variant: plan.conf.variant(),
         check_whole_tree: false,
         verify_before_writing: true,
     };
@@ -262,7 +269,8 @@ fn run(
         }
     };
     crate::failpoint::hit("install.written");
-    if !crate::lease::held(&req.file).unwrap_or(false) {
+    if !crate::lease::held(&req.file).unwrap_or(false) || crate::lease::fingerprint(&req.file).ok() != Some(fingerprint)
+    {
         status.slots.insert(root.name.clone(), slot_status(FirmwareStatus::ValidationFailed, None, plan.now));
         return Err(InstallError::Modified);
     }
@@ -361,9 +369,36 @@ impl SlotSink<'_, '_> {
             None => None,
         };
         let for_target = values.as_ref().map(|v| v.for_slot(&self.bootname)).filter(|v| !v.is_empty());
+        if let Some(pcrs) = &for_target {
+            // A branch over fewer PCRs than the device seals to would let a slot with a
+            // changed kernel, command line or initrd unseal.
+            let sealed = match &mb.pcrs {
+                Some(p) => p.clone(),
+                None => crate::measured_boot::record::Record::load(&self.plan.conf.data_directory)
+                    .ok()
+                    .and_then(|r| {
+                        let booted = self.plan.booted.bootname.as_ref()?;
+                        Some(r.slots.get(booted)?.pcrs.keys().copied().collect())
+                    })
+                    .unwrap_or_default(),
+            };
+            let missing: Vec<String> =
+                sealed.iter().filter(|p| !pcrs.iter().any(|(i, _)| i == *p)).map(|p| p.to_string()).collect();
+            if !missing.is_empty() {
+                return Err(refuse(
+                    "reference-values",
+                    CwmpFault::RequestDenied,
+                    format!(
+                        "the package's reference values for slot {} do not cover PCR {} that the device seals to",
+                        self.bootname,
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        }
         match (for_target, values) {
             (Some(pcrs), Some(v)) => {
-                Ok(Some(SlotValues::new(&pcrs, &v.components, Origin::Package, pkg.version.clone())))
+                Ok(Some(SlotValues::new(&pcrs, &v.components, Origin::Package, pkg.version.clone(), pkg.security_version)))
             }
             _ if mb.required => Err(refuse(
                 "no-reference-values",

@@ -44,6 +44,37 @@ impl Fault for Downgrade {
     }
 }
 
+/// A slot that holds less than the device's minimum: never made primary, confirmed or
+/// approved in the measured-boot policy (pure check).
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("slot {slot} holds security version {held}, below the device's anti-rollback minimum {minimum}")]
+pub struct BelowMinimum {
+    /// Slot name.
+    pub slot: String,
+    /// Its security version (0 when unknown).
+    pub held: u64,
+    /// The device's minimum.
+    pub minimum: u64,
+}
+
+impl Fault for BelowMinimum {
+    fn kind(&self) -> &'static str {
+        "below-minimum"
+    }
+    fn fault(&self) -> CwmpFault {
+        CwmpFault::RequestDenied
+    }
+}
+
+/// Refuse a slot whose security version (none counts as 0) is below `minimum`.
+pub fn check_slot(slot: &str, held: Option<u32>, minimum: u64) -> Result<(), BelowMinimum> {
+    let held = u64::from(held.unwrap_or(0));
+    if held < minimum {
+        return Err(BelowMinimum { slot: slot.into(), held, minimum });
+    }
+    Ok(())
+}
+
 /// Refuse a package whose security version (none counts as 0) is below `minimum`.
 pub fn check(package: Option<u32>, minimum: u64) -> Result<(), Downgrade> {
     let package = package.unwrap_or(0) as u64;
@@ -54,6 +85,12 @@ pub fn check(package: Option<u32>, minimum: u64) -> Result<(), Downgrade> {
 }
 
 impl Counter {
+    /// The device's counter, when it enforces anti-rollback: trust comes from the TPM
+    /// (a configured keyring stands in for development and turns it off).
+    pub fn from_config(conf: &crate::config::Config) -> Option<Self> {
+        conf.keyring.is_none().then(|| Self { index: conf.tpm.counter_index.unwrap_or(DEFAULT_COUNTER_INDEX) })
+    }
+
     fn base_index(&self) -> u32 {
         self.index + 1
     }
@@ -111,5 +148,7 @@ mod tests {
         assert_eq!(check(Some(2), 3), Err(Downgrade { package: 2, minimum: 3 }));
         assert_eq!(check(None, 1), Err(Downgrade { package: 0, minimum: 1 }));
         assert!(check(None, 0).is_ok());
+        assert!(check_slot("rootfs.1", Some(5), 5).is_ok());
+        assert_eq!(check_slot("rootfs.1", None, 5), Err(BelowMinimum { slot: "rootfs.1".into(), held: 0, minimum: 5 }));
     }
 }

@@ -23,6 +23,13 @@ pub trait Source: Send + Sync {
         self.len() == 0
     }
 
+    /// `Err(why)` when the bytes may differ between two reads without a local writer the
+    /// kernel knows of (a FUSE or network file system): a format that reads twice (plain
+    /// bundles: hash, then contents) must refuse it. In-memory sources are stable.
+    fn check_stable(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Fill `buf` exactly from `offset`, or fail with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {
@@ -90,9 +97,60 @@ impl FileSource {
     }
 }
 
+/// File systems whose bytes come from the kernel's page cache over local storage (or
+/// memory), so that a read lease sees every writer: RAUC's list for plain bundles
+/// (CVE-2020-25860), with erofs and exFAT. By `statfs(2)` f_type.
+const STABLE_FILE_SYSTEMS: &[(i64, &str)] = &[
+    (0xEF53, "ext2/3/4"),
+    (0x9123_683E, "btrfs"),
+    (0x5846_5342, "xfs"),
+    (0xF2F5_2010, "f2fs"),
+    (0x4d44, "vfat"),
+    (0x2011_BAB0, "exfat"),
+    (0x72b6, "jffs2"),
+    (0x2405_1905, "ubifs"),
+    (0x7371_7368, "squashfs"),
+    (0xE0F5_E1E2, "erofs"),
+    (0x28cd_3d45, "cramfs"),
+    (0x7275, "romfs"),
+    (0x9660, "iso9660"),
+    (0x1501_3346, "udf"),
+    (0x0102_1994, "tmpfs"),
+    (0x8584_58f6, "ramfs"),
+    (0x794c_7630, "overlayfs"),
+];
+
+/// Names of file systems a plain bundle is refused on, for the message.
+fn file_system_name(f_type: i64) -> String {
+    match f_type {
+        0x6573_5546 => "FUSE".into(),
+        0x6969 => "NFS".into(),
+        0xFF53_4D42 | 0xFE53_4D42 | 0x517B => "CIFS/SMB".into(),
+        0x0102_1997 => "9p".into(),
+        0x00C3_6400 => "ceph".into(),
+        other => format!("type {other:#x}"),
+    }
+}
+
+/// Whether `f_type` (from `statfs(2)`) is a file system in [`STABLE_FILE_SYSTEMS`].
+pub fn stable_file_system(f_type: i64) -> Result<&'static str, String> {
+    STABLE_FILE_SYSTEMS.iter().find(|(t, _)| *t == f_type).map(|(_, n)| *n).ok_or_else(|| file_system_name(f_type))
+}
+
 impl Source for FileSource {
     fn len(&self) -> u64 {
         self.len
+    }
+    fn check_stable(&self) -> Result<(), String> {
+        let meta = self.file.metadata().map_err(|e| e.to_string())?;
+        if meta.file_type().is_block_device() {
+            return Ok(());
+        }
+        let fs = nix::sys::statfs::fstatfs(&self.file).map_err(|e| format!("statfs: {e}"))?;
+        #[allow(clippy::unnecessary_cast)] // the field's type differs between libcs
+        stable_file_system(fs.filesystem_type().0 as i64).map(|_| ()).map_err(|name| {
+            format!("the file is on a {name} file system, whose bytes can change between reads without a local writer")
+        })
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         if offset >= self.len {
@@ -204,5 +262,19 @@ impl Seek for Window {
         }
         self.pos = target;
         Ok(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_bundles_are_read_only_from_local_file_systems() {
+        assert_eq!(stable_file_system(0xEF53), Ok("ext2/3/4"));
+        assert_eq!(stable_file_system(0x0102_1994), Ok("tmpfs"));
+        assert_eq!(stable_file_system(0x6573_5546), Err("FUSE".into()));
+        assert_eq!(stable_file_system(0x6969), Err("NFS".into()));
+        assert_eq!(stable_file_system(0x1234), Err("type 0x1234".into()));
     }
 }

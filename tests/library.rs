@@ -20,6 +20,7 @@ fn ctx(a: &Anchors) -> Context<'_> {
         policy: Policy { purpose: Purpose::CodeSign, ..Default::default() },
         now: SystemTime::now(),
         compatible: Some("henb-test".into()),
+        variant: None,
         check_whole_tree: true,
         verify_before_writing: false,
     }

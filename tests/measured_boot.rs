@@ -5,6 +5,7 @@
 //! approved, and nothing else.
 
 mod common;
+use common::bus::{cwmp_call, Bus, Service};
 use common::device::{grub_list, Device};
 use common::*;
 use henb_update::measured_boot::policy;
@@ -315,4 +316,127 @@ fn policy_init_from_the_factory_package() {
     std::fs::write(&foreign, b"not a package").unwrap();
     assert_ne!(d.cli(&["policy", "init", "--package", foreign.to_str().unwrap()]).status.code(), Some(0));
     assert_eq!(policy_show(&d)["approved"], serde_json::json!(["A"]), "a refused init changes nothing");
+}
+
+/// A verity bundle with reference values for A and B and this security version.
+fn versioned(d: &Device, name: &str, security_version: u32) -> PathBuf {
+    let c = d.w.content(
+        &format!("c-{name}"),
+        300_000,
+        &format!("\n[meta.anti-rollback]\nsecurity-version={security_version}\n"),
+    );
+    let rv = reference_values(&d.w);
+    d.w.bundle("verity", &c, &["signer-rsa"], name, &["--reference-values", rv.to_str().unwrap()])
+}
+
+fn minimum(d: &Device) -> u64 {
+    let o = ok(d.cli(&["security-version", "--json"]), "security-version");
+    serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["minimum-security-version"].as_u64().unwrap()
+}
+
+/// The review's finding 1: v1 (security version 1) in B, v2 (5) in A confirmed, so the
+/// minimum is 5. a) a CWMP client's Mark("active", "other") over D-Bus; b) A's attempts
+/// run out and GRUB falls back to B. Neither may make B primary, confirm it or approve
+/// it; B still runs the agent and takes an install at or above 5 (recovery).
+#[test]
+fn a_slot_below_the_anti_rollback_minimum_is_never_made_primary_confirmed_or_approved() {
+    let (d, _) = provisioned(false);
+    let v1 = versioned(&d, "v1.raucb", 1);
+    assert_eq!(d.install(&v1).0, 0);
+    reboot(&d, boot_of(B));
+    ok(d.cli_as("B", &["boot-check"]), "boot-check on B");
+    ok(d.cli_as("B", &["mark", "good"]), "mark good on B");
+    assert_eq!(minimum(&d), 1);
+    let v2 = versioned(&d, "v2.raucb", 5);
+    ok(d.cli_as("B", &["install", "--command-key", "ck-2", v2.to_str().unwrap()]), "install v2 into A");
+    reboot(&d, boot_of(A));
+    ok(d.cli_as("A", &["boot-check"]), "boot-check on A");
+    ok(d.cli_as("A", &["mark", "good"]), "mark good on A");
+    assert_eq!(minimum(&d), 5);
+    // The minimum rose: B's branch left the policy and B left the bootloader's choice.
+    assert_eq!(policy_show(&d)["approved"], serde_json::json!(["A"]));
+    assert!(grub_list(&d).contains("B_OK=0\n"), "{}", grub_list(&d));
+    assert_eq!(d.status()["slots"][1]["security-version"], 1);
+
+    // a) Mark over D-Bus by the CWMP client (group cwmp), and the same on the command line.
+    let env = d.boot_env();
+    let bus = Bus::start();
+    let svc = Service::start(&bus, &d.conf, "A", &[]);
+    for (state, slot) in [("active", "other"), ("good", "other"), ("active", "B")] {
+        let (done, _, err) =
+            cwmp_call(&bus, "org.henb.Update1", "/org/henb/Update1", "org.henb.Update1", "Mark", &["ss", state, slot]);
+        assert!(!done, "Mark({state}, {slot}) must be refused");
+        assert!(err.contains("below the device's anti-rollback minimum 5"), "{err}");
+    }
+    drop(svc);
+    for args in [["mark", "active", "other"], ["mark", "good", "B"]] {
+        let o = d.cli(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("(below-minimum)"));
+    }
+    assert_eq!(d.boot_env(), env, "nothing reached the boot order");
+    assert_eq!(policy_show(&d)["approved"], serde_json::json!(["A"]), "B was not approved again");
+
+    // b) A's boot attempts run out: GRUB falls back to B without any call.
+    run_ok(Command::new("grub-editenv").arg(d.w.path("grubenv")).args(["set", "A_OK=0", "A_TRY=0"]));
+    reboot(&d, boot_of(B));
+    let o = d.cli_as("B", &["boot-check", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["below-minimum"], serde_json::json!({"security-version": 1, "minimum": 5}));
+    assert_eq!(v["measured-as-expected"], true, "B measures as its old values, and that is not enough");
+    let o = d.cli_as("B", &["mark", "good"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(unseal(&d, "B").status.code(), Some(1), "B must not unseal");
+    assert!(!policy_show(&d)["approved"].as_array().unwrap().contains(&serde_json::json!("B")));
+    let st = d.cli_as("B", &["status", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["last-result"]["kind"], "activation-failed");
+    assert!(st["last-result"]["fault-string"].as_str().unwrap().contains("below the minimum 5"), "{st}");
+    assert_eq!(minimum(&d), 5, "the minimum never goes down");
+
+    // Recovery: B takes an install at or above the minimum, refuses one below it.
+    let v4 = versioned(&d, "v4.raucb", 4);
+    assert_eq!(d.cli_as("B", &["install", v4.to_str().unwrap()]).status.code(), Some(1), "below the minimum");
+    let v6 = versioned(&d, "v6.raucb", 6);
+    ok(d.cli_as("B", &["install", "--command-key", "ck-6", v6.to_str().unwrap()]), "recovery install into A");
+    reboot(&d, boot_of(A));
+    ok(d.cli_as("A", &["boot-check"]), "boot-check on A");
+    ok(d.cli_as("A", &["mark", "good"]), "mark good on A");
+    assert_eq!(minimum(&d), 6);
+    assert_eq!(ok(unseal(&d, "A"), "unseal on A").stdout, b"s3cret");
+}
+
+/// The review's finding 5: reference values for A and a common PCR 9, none for PCR 8 of
+/// B. B would get a branch over PCR 9 only, so a changed kernel command line (PCR 8)
+/// would unseal. Refused before a byte is written, naming the PCR.
+#[test]
+fn reference_values_that_do_not_cover_the_sealed_pcrs_are_refused() {
+    let (d, _) = provisioned(false);
+    let rv = d.w.path("partial-values");
+    std::fs::write(
+        &rv,
+        format!(
+            "pcr-bank=sha256\npcr.9={}\npcr.8.A={}\n",
+            hex::encode(final_value(&boot_of(A).pcr9)),
+            hex::encode(final_value(&boot_of(A).pcr8)),
+        ),
+    )
+    .unwrap();
+    let c = d.w.content("c-partial", 300_000, "");
+    let p = d.w.bundle("verity", &c, &["signer-rsa"], "partial.raucb", &["--reference-values", rv.to_str().unwrap()]);
+    let env = d.boot_env();
+    let (code, out) = d.install(&p);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out["error"]["kind"], "reference-values");
+    assert_eq!(out["error"]["cwmp-fault"], 9001);
+    assert!(out["error"]["message"].as_str().unwrap().contains("do not cover PCR 8"), "{out}");
+    assert_eq!(d.boot_env(), env);
+    assert!(std::fs::read(d.w.path("slotB")).unwrap().iter().all(|b| *b == 0), "nothing written");
+    assert_eq!(policy_show(&d)["approved"], serde_json::json!(["A"]));
+    // `[measured-boot] pcrs=` names the set explicitly: the same package, the same answer.
+    let mut conf = std::fs::read_to_string(&d.conf).unwrap();
+    conf.push_str("pcrs=8;9\n");
+    std::fs::write(&d.conf, conf).unwrap();
+    assert_eq!(d.install(&p).1["error"]["kind"], "reference-values");
 }

@@ -298,6 +298,7 @@ fn every_byte_of_the_signature_block_matters() {
         policy: Policy { purpose: Purpose::CodeSign, ..Default::default() },
         now: std::time::SystemTime::now(),
         compatible: Some("henb-test".into()),
+        variant: None,
         check_whole_tree: true,
         verify_before_writing: false,
     };

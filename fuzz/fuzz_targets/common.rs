@@ -11,6 +11,7 @@ pub fn verify_bytes(data: &[u8]) {
         policy: Default::default(),
         now: std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
         compatible: None,
+        variant: None,
         check_whole_tree: true,
         verify_before_writing: false,
     };

@@ -47,6 +47,7 @@ pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
         policy,
         now: SystemTime::now(),
         compatible: conf.compatible.clone(),
+        variant: conf.variant(),
         check_whole_tree: true,
         verify_before_writing: false,
     };

@@ -130,6 +130,7 @@ pub(super) fn run_status(a: StatusArgs, conf: &Config, override_boot: Option<&st
                 "status": st.map(|x| x.status).unwrap_or(if booted.is_some_and(|b| b.name == s.name) { FirmwareStatus::Active } else { FirmwareStatus::NoImage }),
                 "version": st.and_then(|x| x.version.clone()),
                 "sha256": st.and_then(|x| x.sha256.clone()),
+                "security-version": st.and_then(|x| x.security_version),
             })
         })
         .collect();
@@ -185,8 +186,9 @@ pub(super) struct BootCheckArgs {
 }
 
 /// `boot-check`: exit 0 when the booted slot measures as its committed values (or there
-/// is nothing to check), 1 when it does not (it is then marked bad), 3 when it could not
-/// check.
+/// is nothing to check), 1 when it does not (it is then marked bad) or when it holds less
+/// than the anti-rollback minimum (then it stays bootable, unconfirmed), 3 when it could
+/// not check.
 pub(super) fn run_boot_check(a: BootCheckArgs, conf: &Config, override_boot: Option<&str>) -> ExitCode {
     let fail = |kind: &str, msg: String| {
         if a.json {
@@ -220,8 +222,16 @@ pub(super) fn run_boot_check(a: BootCheckArgs, conf: &Config, override_boot: Opt
                 "measured-as-expected": ok,
                 "mismatches": r.mismatches.iter().flatten().map(|m| json!({"pcr": m.pcr, "expected": hex::encode(m.expected), "measured": hex::encode(m.actual)})).collect::<Vec<_>>(),
                 "fell-back-from": r.fell_back_from.as_ref().map(|(s, k)| json!({"slot": s, "command-key": k})),
+                "below-minimum": r.below_minimum.as_ref().map(|b| json!({"security-version": b.held, "minimum": b.minimum})),
             })
         );
+    }
+    if let Some(b) = &r.below_minimum {
+        eprintln!(
+            "henb-update boot-check: {b}: not confirmed and not approved (sealed secrets stay sealed); it stays bootable and takes an install at or above {}",
+            b.minimum
+        );
+        return ExitCode::from(EXIT_REJECTED);
     }
     if let Some((s, k)) = &r.fell_back_from {
         eprintln!("henb-update boot-check: slot {s} did not come up; ActivationFailed recorded for CommandKey {k:?}");

@@ -95,8 +95,12 @@ pub(super) fn run_policy(c: PolicyCommand, conf: &Config, override_boot: Option<
                     if pcrs.is_empty() || pcrs.iter().any(|p| *p > 23) {
                         return fail("policy init", "--from-pcrs: PCR indices 0 to 23", EXIT_REJECTED);
                     }
+                    // What the slot holds, as far as the agent installed it.
+                    let sv = crate::status::Status::load(&conf.data_directory)
+                        .ok()
+                        .and_then(|s| s.slots.get(&booted.name).and_then(|x| x.security_version));
                     match owner.call(move |t| t.pcr_read(&pcrs)) {
-                        Ok(v) => SlotValues::new(&v, &BTreeMap::new(), Origin::Measured, None),
+                        Ok(v) => SlotValues::new(&v, &BTreeMap::new(), Origin::Measured, None, sv),
                         Err(e) => return fail("policy init", e, EXIT_COULD_NOT_CHECK),
                     }
                 }
@@ -176,7 +180,7 @@ fn package_values(conf: &Config, path: &std::path::Path, bootname: &str) -> Resu
     if pcrs.is_empty() {
         return Err((format!("{}: no reference values for slot {bootname}", path.display()), EXIT_REJECTED));
     }
-    Ok(SlotValues::new(&pcrs, &rv.components, Origin::Package, pkg.version.clone()))
+    Ok(SlotValues::new(&pcrs, &rv.components, Origin::Package, pkg.version.clone(), pkg.security_version))
 }
 
 pub(super) fn run_secret(c: SecretCommand, conf: &Config) -> ExitCode {

@@ -106,6 +106,9 @@ pub struct MeasuredBoot {
     pub dir: PathBuf,
     /// Packages must carry reference values; slots must have them.
     pub required: bool,
+    /// The anti-rollback counter, when the device enforces it: a slot whose security
+    /// version is below its minimum never gets a branch.
+    pub counter: Option<crate::rollback::Counter>,
 }
 
 /// Valid secret names: what can safely be a file name.
@@ -132,7 +135,17 @@ impl MeasuredBoot {
             index: m.policy_index,
             dir: conf.data_directory.clone(),
             required: m.required,
+            counter: crate::rollback::Counter::from_config(conf),
         })
+    }
+
+    /// The anti-rollback minimum (0 when the device does not enforce one, or its counter
+    /// is not provisioned yet).
+    pub fn minimum(&self, tpm: &mut Tpm) -> Result<u64, MeasuredBootError> {
+        match self.counter.map(|c| c.minimum(tpm)) {
+            None | Some(Err(TpmError::NotDefined(_))) => Ok(0),
+            Some(r) => Ok(r?),
+        }
     }
 
     /// The digest the index holds; `None` when it is undefined or never written.
@@ -162,7 +175,10 @@ impl MeasuredBoot {
                     .into())
             };
         };
-        if rec.policy.is_empty() && rec.next_policy.is_none() {
+        if rec.policy.is_empty()
+            && rec.next_policy.is_none()
+            && (rec.slots.is_empty() || held != policy::NOTHING_APPROVED)
+        {
             return Err(RecordError::Invalid(format!(
                 "index {:#010x} holds a policy but there is no record of it (run 'henb-update policy init')",
                 self.index
@@ -182,6 +198,15 @@ impl MeasuredBoot {
     /// Approve exactly `slots`: record the intent, write the index (one atomic 34-byte
     /// write), record the result.
     fn write_policy(&self, tpm: &mut Tpm, rec: &mut Record, slots: Vec<String>) -> Result<(), MeasuredBootError> {
+        // Anti-rollback is a property of slots: one below the minimum is never approved,
+        // whoever asks (mark, a fallback, an install from it).
+        let minimum = self.minimum(tpm)?;
+        let (slots, below): (Vec<String>, Vec<String>) = slots
+            .into_iter()
+            .partition(|s| rec.slots.get(s).is_none_or(|v| u64::from(v.security_version.unwrap_or(0)) >= minimum));
+        for s in &below {
+            tracing::warn!("slot {s} is below the anti-rollback minimum {minimum}: it gets no policy branch");
+        }
         if rec.policy == slots && rec.next_policy.is_none() && self.held(tpm)?.is_some() {
             return Ok(());
         }

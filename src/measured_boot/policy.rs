@@ -69,6 +69,15 @@ pub fn branch(pcrs: &[(u8, [u8; 32])]) -> Result<[u8; 32], PolicyError> {
     policy_pcr(&[0; 32], pcrs)
 }
 
+/// What the policy index holds when no slot is approved (every slot is below the
+/// anti-rollback minimum): SHA-256 of the text `henb-update: no slot is approved`. A
+/// policy session's digest is an iterated hash of policy commands (or all zeros for a
+/// fresh one), so no session can reach this value: nothing unseals.
+pub const NOTHING_APPROVED: [u8; 32] = [
+    0x63, 0x85, 0x1a, 0x97, 0xac, 0xac, 0x57, 0xe4, 0x95, 0xdd, 0x85, 0xd0, 0x8d, 0xed, 0x7b, 0x8a, 0xe4, 0xfd, 0xc2,
+    0x8a, 0x27, 0x8d, 0xfb, 0xd9, 0x46, 0x53, 0x0d, 0x27, 0xb4, 0x7d, 0xd1, 0x8d,
+];
+
 /// The session digest after TPM2_PolicyOR of `branches` (which resets it first).
 pub fn policy_or(branches: &[[u8; 32]]) -> Result<[u8; 32], PolicyError> {
     if !(2..=8).contains(&branches.len()) {
@@ -168,5 +177,12 @@ mod tests {
             nv_name(0x0101_0300, nv_attr::POLICY_INDEX | nv_attr::WRITTEN, 34)
         );
         assert_eq!(nv_name(1, 0, 34).len(), 34);
+    }
+
+    #[test]
+    fn nothing_approved_is_the_hash_of_its_text() {
+        let d: [u8; 32] = Sha256::digest(b"henb-update: no slot is approved").into();
+        assert_eq!(d, NOTHING_APPROVED);
+        assert_ne!(NOTHING_APPROVED, [0u8; 32], "a fresh session's digest");
     }
 }

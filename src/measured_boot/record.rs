@@ -41,6 +41,10 @@ pub struct SlotValues {
     /// The package version, when they came from one.
     #[serde(default)]
     pub version: Option<String>,
+    /// The security version (anti-rollback) of what the slot holds; none counts as 0. A
+    /// slot below the device's minimum never has a branch in the policy.
+    #[serde(default)]
+    pub security_version: Option<u32>,
 }
 
 impl SlotValues {
@@ -50,12 +54,14 @@ impl SlotValues {
         components: &BTreeMap<String, [u8; 32]>,
         origin: Origin,
         version: Option<String>,
+        security_version: Option<u32>,
     ) -> Self {
         Self {
             pcrs: pcrs.iter().map(|(i, v)| (*i, hex::encode(v))).collect(),
             components: components.iter().map(|(k, v)| (k.clone(), hex::encode(v))).collect(),
             origin,
             version,
+            security_version,
         }
     }
 
@@ -148,8 +154,12 @@ impl Record {
         crate::fsutil::write_atomic(&p, &text).map_err(|source| RecordError::Io { path: p, source })
     }
 
-    /// The policy digest approving `slots` (one slot is OR(x, x): PolicyOR needs two).
+    /// The policy digest approving `slots` (one slot is OR(x, x): PolicyOR needs two;
+    /// no slot is [`policy::NOTHING_APPROVED`], which no policy session can reach).
     pub fn digest(&self, slots: &[String]) -> Result<[u8; 32], RecordError> {
+        if slots.is_empty() {
+            return Ok(policy::NOTHING_APPROVED);
+        }
         Ok(policy::policy_or(&self.branches(slots)?)?)
     }
 
@@ -174,7 +184,7 @@ impl Record {
                 self.policy = next;
                 return Ok(true);
             }
-            if !self.policy.is_empty() && self.digest(&self.policy)? == *held {
+            if self.digest(&self.policy)? == *held {
                 return Ok(true);
             }
             return Err(RecordError::Invalid(
@@ -196,7 +206,7 @@ mod tests {
     use super::*;
 
     fn values(v: u8) -> SlotValues {
-        SlotValues::new(&[(8, [v; 32]), (9, [0x99; 32])], &BTreeMap::new(), Origin::Package, None)
+        SlotValues::new(&[(8, [v; 32]), (9, [0x99; 32])], &BTreeMap::new(), Origin::Package, None, None)
     }
 
     #[test]

@@ -125,12 +125,17 @@ pub struct Context<'a> {
     pub now: SystemTime,
     /// The device's compatible string, when there is one to match.
     pub compatible: Option<String>,
+    /// The device's variant (`[system] variant-name/-dtb/-file`): per slot class, the
+    /// `[image.<class>.<variant>]` image replaces the default `[image.<class>]`; images
+    /// of other variants are ignored (RAUC's rule).
+    pub variant: Option<String>,
     /// Read every verity data block, not only the ones images use.
     pub check_whole_tree: bool,
     /// Check everything that can be checked before the first image byte reaches the sink
     /// (the installer): plain bundles hash the whole payload, verity bundles check the
     /// whole tree, TR-069 packages check each image's digest. The images are then
-    /// verified again as they stream. `info` instead overlaps the checks with streaming.
+    /// verified again as they stream. `info` checks the verity tree and the TR-069
+    /// digests while streaming (plain bundles are always hashed before they are parsed).
     pub verify_before_writing: bool,
 }
 
@@ -222,6 +227,9 @@ pub enum PackageError {
         /// What and why.
         why: String,
     },
+    /// A plain bundle on storage whose bytes may change between two reads.
+    #[error("plain bundle refused: {0}; use a verity bundle, or copy the bundle to local storage")]
+    Unstable(String),
     /// The sink (e.g. the slot writer) failed.
     #[error("writing image '{name}' failed: {source}")]
     Sink {
@@ -248,13 +256,14 @@ impl Fault for PackageError {
             Self::Image { .. } => "image-digest",
             Self::Incompatible { .. } => "incompatible",
             Self::Sink { .. } => "write",
+            Self::Unstable(_) => "unsafe-file-system",
             Self::Refused { kind, .. } => kind,
         }
     }
 
     fn fault(&self) -> CwmpFault {
         match self {
-            Self::Io(_) | Self::Squashfs(SquashfsError::Io(_)) => CwmpFault::UnableToAccessFile,
+            Self::Io(_) | Self::Squashfs(SquashfsError::Io(_)) | Self::Unstable(_) => CwmpFault::UnableToAccessFile,
             Self::Truncated(_) => CwmpFault::UnableToCompleteDownload,
             Self::Signature(e) => e.fault(),
             Self::Tr069(e) => e.fault(),

@@ -1,8 +1,9 @@
 //! RAUC bundles: `[squashfs][verity tree, verity only][CMS DER][u64 BE CMS length]`.
 //!
-//! plain: the CMS is detached and signs the whole squashfs. Its hash runs on one core
-//! while the other streams the images; authentication is decided first, so a tampered
-//! payload is reported as a signature failure whatever else it broke.
+//! plain: the CMS is detached and signs the whole squashfs. It is hashed completely
+//! before a byte of it is parsed (a tampered payload is a signature failure, and nothing
+//! unauthenticated is interpreted), then read again for the manifest and images, which
+//! is why plain bundles are accepted only from local file systems.
 //! verity: the CMS is attached and signs the manifest, which carries the root of a
 //! dm-verity tree over the squashfs; every block read is checked against the tree.
 
@@ -20,7 +21,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::thread;
 
 /// Largest CMS accepted (RAUC's default limit).
 pub const MAX_SIGNATURE: u64 = 64 * 1024;
@@ -76,28 +76,15 @@ pub(super) fn verify(src: Arc<dyn Source>, ctx: &Context<'_>, sink: &mut dyn Sin
         let manifest = Manifest::parse(content)?;
         return verity_bundle(src, t.payload_len, manifest, signers, ctx, sink);
     }
+    // plain: the payload is read twice (hashed, then parsed and streamed), so both reads
+    // must see the same bytes: only local file systems (see `Source::check_stable`; the
+    // installer's read lease covers local writers). Nothing of the payload is parsed
+    // before its hash is verified, for `info` as for an install.
+    src.check_stable().map_err(PackageError::Unstable)?;
     let algs = pending.needed_digests();
     let payload = t.payload_len;
-    if ctx.verify_before_writing {
-        // Installing: nothing reaches the slot before the whole payload is authenticated.
-        let signers = pending.finish(&hash_range(&*src, 0, payload, &algs).map_err(PackageError::Io)?)?;
-        return plain_contents(src, payload, signers, Some(ctx), sink);
-    }
-    // `info`: hash on one core while the images stream on the other; authentication is
-    // still decided first.
-    let (digests, contents) = thread::scope(|s| {
-        let hasher = s.spawn(|| hash_range(&*src, 0, payload, &algs));
-        let contents = plain_contents(src.clone(), payload, Vec::new(), None, sink);
-        (hasher.join(), contents)
-    });
-    let digests = digests
-        .map_err(|_| PackageError::Io(io::Error::other("hashing thread panicked")))?
-        .map_err(PackageError::Io)?;
-    let signers = pending.finish(&digests)?;
-    let mut pkg = contents?;
-    check_compatible(ctx, &pkg.compatible)?;
-    pkg.signers = signers;
-    Ok(pkg)
+    let signers = pending.finish(&hash_range(&*src, 0, payload, &algs).map_err(PackageError::Io)?)?;
+    plain_contents(src, payload, signers, ctx, sink)
 }
 
 /// The plain bundle's squashfs: manifest, then images into the sink. `ctx` is given when
@@ -106,7 +93,7 @@ fn plain_contents(
     src: Arc<dyn Source>,
     payload: u64,
     signers: Vec<crate::verify::SignerReport>,
-    ctx: Option<&Context<'_>>,
+    ctx: &Context<'_>,
     sink: &mut dyn Sink,
 ) -> Result<Package, PackageError> {
     let sqfs = Squashfs::open(Box::new(Window::new(src, 0, payload)), payload)?;
@@ -120,10 +107,8 @@ fn plain_contents(
             )))
         }
     }
-    if let Some(ctx) = ctx {
-        check_compatible(ctx, &manifest.compatible)?;
-    }
-    let images = images_of(&sqfs, &manifest)?;
+    check_compatible(ctx, &manifest.compatible)?;
+    let images = images_of(&sqfs, &manifest, ctx.variant.as_deref())?;
     let mut pkg = package(Format::Plain, manifest, images, signers)?;
     sink.start(&pkg)?;
     stream_all(&sqfs, &mut pkg.images, sink)?;
@@ -164,7 +149,7 @@ fn verity_bundle(
     let reader = VerifiedReader::new(v.clone());
     let failure = reader.failure.clone();
     let result = Squashfs::open(Box::new(reader), data_len).map_err(PackageError::from).and_then(|sqfs| {
-        let images = images_of(&sqfs, &manifest)?;
+        let images = images_of(&sqfs, &manifest, ctx.variant.as_deref())?;
         let mut pkg = package(Format::Verity, manifest.clone(), images, signers)?;
         sink.start(&pkg)?;
         stream_all(&sqfs, &mut pkg.images, sink)?;
@@ -183,9 +168,44 @@ fn verity_bundle(
 }
 
 /// The manifest's images, their sizes checked against the squashfs.
-fn images_of(sqfs: &Squashfs, manifest: &Manifest) -> Result<Vec<Image>, PackageError> {
-    let mut out = Vec::new();
+/// The manifest's images for a device of `variant`: per slot class the image of that
+/// variant, else the default one; never two for one class.
+fn select<'m>(
+    manifest: &'m Manifest,
+    variant: Option<&str>,
+) -> Result<Vec<&'m super::manifest::ImageEntry>, PackageError> {
+    let mut out: Vec<&super::manifest::ImageEntry> = Vec::new();
     for e in &manifest.images {
+        let specific = match e.variant.as_deref() {
+            None => false,
+            Some(v) if Some(v) == variant => true,
+            Some(_) => continue,
+        };
+        match out.iter().position(|o| o.slot_class == e.slot_class) {
+            None => out.push(e),
+            Some(i) if specific && out[i].variant.is_none() => out[i] = e,
+            Some(i) if !specific && out[i].variant.is_some() => {}
+            Some(_) => {
+                return Err(PackageError::Layout(format!("two images for slot class '{}'", e.slot_class)));
+            }
+        }
+    }
+    if out.is_empty() && !manifest.images.is_empty() {
+        return Err(PackageError::Refused {
+            kind: "variant",
+            fault: crate::fault::CwmpFault::RequestDenied,
+            why: format!(
+                "no image in the bundle is for this device's variant ({})",
+                variant.unwrap_or("none configured")
+            ),
+        });
+    }
+    Ok(out)
+}
+
+fn images_of(sqfs: &Squashfs, manifest: &Manifest, variant: Option<&str>) -> Result<Vec<Image>, PackageError> {
+    let mut out = Vec::new();
+    for e in select(manifest, variant)? {
         let missing =
             |what: &str| PackageError::Layout(format!("image '{}' has no {what} in the manifest", e.filename));
         let image = Image {

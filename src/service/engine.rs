@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub software_version: String,
     /// `[system] compatible`.
     pub compatible: String,
+    /// The device's variant (`[system] variant-*`), empty without one.
+    pub variant: String,
 }
 
 /// What happened, for the emitter.
@@ -119,6 +121,7 @@ pub struct Engine {
     events: mpsc::UnboundedSender<Event>,
     running: Option<String>,
     next_job: u64,
+    inspecting: Arc<tokio::sync::Semaphore>,
 }
 
 fn busy() -> Failure {
@@ -140,9 +143,21 @@ impl Engine {
                 .and_then(|s| s.version.clone())
                 .unwrap_or_default(),
             compatible: conf.compatible.clone().unwrap_or_default(),
+            variant: conf.variant().unwrap_or_default(),
         };
         let (etx, erx) = mpsc::unbounded_channel();
-        (Self { conf, override_boot, events: etx, running: None, next_job: 1 }, erx, snap)
+        (
+            Self {
+                conf,
+                override_boot,
+                events: etx,
+                running: None,
+                next_job: 1,
+                inspecting: Arc::new(tokio::sync::Semaphore::new(1)),
+            },
+            erx,
+            snap,
+        )
     }
 
     fn emit(&self, e: Event) {
@@ -242,8 +257,25 @@ impl Engine {
                 });
             }
             Request::Inspect { file, reply } => {
-                let r = self.blocking(move |conf, _| device::inspect_file(conf, file)).await;
-                let _ = reply.send(r);
+                // One inspection at a time, off the engine: a large package never stalls
+                // the other requests (PendingTransfers, Mark, the slots).
+                let Ok(permit) = self.inspecting.clone().try_acquire_owned() else {
+                    let _ = reply.send(Err(Failure {
+                        kind: "busy".into(),
+                        fault: 9001,
+                        message: "another inspection is running".into(),
+                    }));
+                    return;
+                };
+                let conf = self.conf.clone();
+                tokio::task::spawn_blocking(move || {
+                    let r = device::inspect_file(&conf, file);
+                    drop(permit);
+                    let _ = reply.send(r);
+                });
+            }
+            Request::Mark { reply, .. } if self.running.is_some() => {
+                let _ = reply.send(Err(busy()));
             }
             Request::Mark { state, slot, reply } => {
                 let before = self.transfers();

@@ -3,12 +3,14 @@
 //! or a named error carrying the CWMP fault code. `dbus/org.henb.Update1.xml` is this
 //! interface's introspection (a test keeps them equal).
 
+use super::caller;
 use super::engine::{Request, Snapshot};
 use crate::device::{Failure, SlotView};
 use crate::status::InstallResult;
 use std::collections::HashMap;
 use std::fs::File;
 use tokio::sync::{mpsc, oneshot, watch};
+use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, DBusError, OwnedFd, OwnedVariant, Str};
 
@@ -79,49 +81,6 @@ pub(super) async fn ask<T>(
     rx.await.map_err(|_| failure("internal", 9002, "the service is stopping"))?.map_err(Error::from)
 }
 
-/// The package behind a descriptor the client passed, reopened read-only (the lease
-/// needs a read-only description) and checked to be the same regular file.
-pub(super) fn reopen_fd(fd: std::os::fd::OwnedFd) -> Result<File, Error> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::MetadataExt;
-    let access = |m: String| failure("access", 9016, m);
-    let passed = File::from(fd);
-    let meta = passed.metadata().map_err(|e| access(format!("the passed descriptor: {e}")))?;
-    if !meta.is_file() {
-        return Err(access("the passed descriptor is not a regular file".into()));
-    }
-    let file = File::open(format!("/proc/self/fd/{}", passed.as_raw_fd()))
-        .map_err(|e| access(format!("reopening the passed descriptor read-only: {e}")))?;
-    let again = file.metadata().map_err(|e| access(e.to_string()))?;
-    if (again.dev(), again.ino()) != (meta.dev(), meta.ino()) {
-        return Err(access("the passed descriptor changed while it was reopened".into()));
-    }
-    Ok(file)
-}
-
-/// A package named by path (for clients that cannot pass descriptors): opened once,
-/// read-only, without blocking on a FIFO, and checked to be a regular file.
-pub(super) fn open_path(path: &str) -> Result<File, Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let access = |m: String| failure("access", 9016, m);
-    if !path.starts_with('/') {
-        return Err(access(format!("{path}: not an absolute path")));
-    }
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc_flags())
-        .open(path)
-        .map_err(|e| access(format!("{path}: {e}")))?;
-    if !f.metadata().map_err(|e| access(e.to_string()))?.is_file() {
-        return Err(access(format!("{path}: not a regular file")));
-    }
-    Ok(f)
-}
-
-fn libc_flags() -> i32 {
-    (nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits()
-}
-
 fn activate_for(file_type: &str) -> Result<bool, Error> {
     match file_type {
         FIRMWARE_UPGRADE => Ok(true),
@@ -188,8 +147,8 @@ impl Update1 {
 /// Software updates of this device, driven by its TR-069 (CWMP) client.
 #[interface(name = "org.henb.Update1")]
 impl Update1 {
-    /// Install the package behind `fd` (opened by the client; the agent never reopens it by
-    /// path). `file_type` is the TR-069 FileType: "1 Firmware Upgrade Image" installs and
+    /// Install the package behind `fd` (opened read-only by the client on a regular file
+    /// and used as passed; O_PATH and write-only descriptors are refused). `file_type` is the TR-069 FileType: "1 Firmware Upgrade Image" installs and
     /// boots it next, "6 Stored Firmware Image" only installs it; anything else is refused
     /// (InvalidArguments, 9003). `options` must be empty. Returns the DownloadResponse
     /// Status (1: the result follows) and a job id; the result comes as DownloadCompleted
@@ -204,22 +163,26 @@ impl Update1 {
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(u32, String), Error> {
         no_options(&options)?;
-        let file = reopen_fd(fd.into())?;
+        let file = caller::check_fd(fd.into())?;
         self.start(file, &file_type, command_key).await
     }
 
     /// Download for clients that cannot pass a descriptor: `path` is absolute, opened once
-    /// read-only by the agent. Otherwise as Download.
+    /// read-only by the agent with the caller's rights (uid and groups from the bus), so
+    /// the caller can only install what it could read itself. Otherwise as Download.
     #[zbus(out_args("status", "job"))]
     async fn download_path(
         &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
         path: String,
         file_type: String,
         command_key: String,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(u32, String), Error> {
         no_options(&options)?;
-        let file = open_path(&path)?;
+        let who = caller::identify(conn, &header).await?;
+        let file = caller::open_path(&who, &path)?;
         self.start(file, &file_type, command_key).await
     }
 

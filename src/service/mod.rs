@@ -9,6 +9,7 @@
 //! not running: an install that was interrupted (reported once as failed) and a pending
 //! install the bootloader gave up on (ActivationFailed).
 
+pub mod caller;
 pub mod engine;
 pub mod henb;
 pub mod rauc;
@@ -36,12 +37,13 @@ pub fn run(conf: Config, override_boot: Option<String>, bus: Bus) -> ExitCode {
         tracing::error!("data directory: {e}");
         return ExitCode::from(crate::cli::EXIT_COULD_NOT_CHECK);
     }
-    // Two workers, and at most two blocking threads (one install plus one short request),
+    // Two workers, and at most three blocking threads (one install, one inspection, one
+    // short request),
     // kept alive: a long-running service must not churn threads (each costs an allocator
     // arena and a stack).
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(2)
+        .max_blocking_threads(3)
         .thread_keep_alive(std::time::Duration::from_secs(3600))
         .enable_all()
         .build()

@@ -3,11 +3,13 @@
 //! tools written for RAUC (its own `rauc status`, `rauc install`) drive this agent.
 //! Types and argument names are RAUC 1.8's; its client checks them strictly.
 
+use super::caller;
 use super::engine::{Request, Snapshot};
-use super::henb::{ask, open_path, Error};
+use super::henb::{ask, Error};
 use crate::device::{Failure, SlotView};
 use std::collections::HashMap;
 use tokio::sync::{mpsc, watch};
+use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{interface, OwnedVariant, Str};
 
@@ -87,23 +89,41 @@ fn slot_status(s: &SlotView) -> (String, HashMap<String, OwnedVariant>) {
 #[interface(name = "de.pengutronix.rauc.Installer")]
 impl Installer {
     /// Deprecated in RAUC: InstallBundle without arguments.
-    async fn install(&self, source: String) -> Result<(), Error> {
-        self.install_bundle(source, HashMap::new()).await
+    async fn install(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        source: String,
+    ) -> Result<(), Error> {
+        self.install_bundle(header, conn, source, HashMap::new()).await
     }
 
-    /// Install the bundle at `source` (an absolute path) and boot it next; returns at once,
-    /// the outcome is the Completed signal and LastError.
-    async fn install_bundle(&self, source: String, args: HashMap<String, OwnedVariant>) -> Result<(), Error> {
+    /// Install the bundle at `source` (an absolute path, opened with the caller's rights)
+    /// and boot it next; returns at once, the outcome is the Completed signal and LastError.
+    async fn install_bundle(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        source: String,
+        args: HashMap<String, OwnedVariant>,
+    ) -> Result<(), Error> {
         check_args(&args)?;
-        let file = open_path(&source)?;
+        let who = caller::identify(conn, &header).await?;
+        let file = caller::open_path(&who, &source)?;
         ask(&self.requests, |reply| Request::Install { file, command_key: None, activate: true, reply }).await?;
         Ok(())
     }
 
     /// Deprecated in RAUC: verify a bundle, return its compatible and version.
     #[zbus(out_args("compatible", "version"))]
-    async fn info(&self, bundle: String) -> Result<(String, String), Error> {
-        let file = open_path(&bundle)?;
+    async fn info(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        bundle: String,
+    ) -> Result<(String, String), Error> {
+        let who = caller::identify(conn, &header).await?;
+        let file = caller::open_path(&who, &bundle)?;
         let p = ask(&self.requests, |reply| Request::Inspect { file, reply }).await?;
         Ok((p.compatible, p.version.unwrap_or_default()))
     }
@@ -112,11 +132,14 @@ impl Installer {
     #[zbus(out_args("info"))]
     async fn inspect_bundle(
         &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
         source: String,
         args: HashMap<String, OwnedVariant>,
     ) -> Result<HashMap<String, OwnedVariant>, Error> {
         check_args(&args)?;
-        let file = open_path(&source)?;
+        let who = caller::identify(conn, &header).await?;
+        let file = caller::open_path(&who, &source)?;
         let p = ask(&self.requests, |reply| Request::Inspect { file, reply }).await?;
         let mut m = HashMap::new();
         m.insert("compatible".into(), v(p.compatible.clone()));
@@ -173,10 +196,10 @@ impl Installer {
         self.snapshot.borrow().compatible.clone()
     }
 
-    /// The variant (not used on this device).
+    /// The device's variant (`[system] variant-*`), "" without one.
     #[zbus(property)]
     async fn variant(&self) -> String {
-        String::new()
+        self.snapshot.borrow().variant.clone()
     }
 
     /// The booted slot's bootname.

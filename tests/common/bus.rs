@@ -15,6 +15,7 @@ pub struct Bus {
 
 impl Bus {
     pub fn start() -> Self {
+        cwmp_gid(); // the policy names it: it must exist when the daemon loads the policy
         let dir = tempfile::Builder::new().prefix("bus-").tempdir().unwrap();
         // Reachable by an unprivileged user (the policy test connects as nobody).
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -122,4 +123,53 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The gid of group `cwmp` (the CWMP client's group in the shipped bus policy), created
+/// on this machine if it has none. dbus-daemon resolves the policy's group name when it
+/// loads it, so the group must exist before [`Bus::start`].
+pub fn cwmp_gid() -> u32 {
+    let get = || {
+        let o = Command::new("getent").args(["group", "cwmp"]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).split(':').nth(2).and_then(|g| g.trim().parse().ok())
+    };
+    if let Some(g) = get() {
+        return g;
+    }
+    let _ = Command::new("groupadd").args(["--system", "cwmp"]).status();
+    get().expect("group cwmp (groupadd needs root)")
+}
+
+/// The unprivileged uid the tests' CWMP client runs as: `nobody` (dbus-daemon refuses
+/// a uid without a passwd entry), with group `cwmp` added.
+pub const CWMP_UID: u32 = 65534;
+
+/// `program` run as the CWMP client: uid [`CWMP_UID`], member of group `cwmp` only.
+pub fn as_cwmp(program: &str) -> Command {
+    let gid = cwmp_gid();
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={CWMP_UID}")).arg(format!("--regid={CWMP_UID}")).arg(format!("--groups={gid}")).arg(program);
+    c
+}
+
+/// `busctl call` on `bus` as the CWMP client: (success, stdout, stderr).
+pub fn cwmp_call(
+    bus: &Bus,
+    dest: &str,
+    path: &str,
+    iface: &str,
+    method: &str,
+    args: &[&str],
+) -> (bool, String, String) {
+    let o = as_cwmp("busctl")
+        .arg(format!("--address={}", bus.address()))
+        .args(["call", dest, path, iface, method])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }

@@ -30,6 +30,8 @@ pkgs=(
   systemd          # systemd-analyze verify: the layer's units (scripts/check-layer.sh)
   python3-venv     # a venv for oelint-adv (pinned, from PyPI) in scripts/check-layer.sh
   python3-pip
+  python3-fusepy   # tests/tools/switchfs.py: a FUSE file system whose bytes change between reads
+  fuse3            # its mount helper
 )
 missing=()
 for p in "${pkgs[@]}"; do

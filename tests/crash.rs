@@ -75,3 +75,44 @@ fn killed_at_every_state_change_and_20_random_points_of_the_write() {
         kill_at(p, &bundle);
     }
 }
+
+/// Killed inside the confirmation that raises the anti-rollback minimum: after the raise
+/// and before the other slot (now below it) leaves the bootloader's choice, and after
+/// each atomic replacement in it. The next boot-check finishes the job: the old slot is
+/// marked bad, cannot be made primary, and the confirmed slot stays primary.
+#[test]
+fn killed_while_the_minimum_rises_the_old_slot_still_leaves() {
+    let w = Work::new();
+    let bundle = |name: &str, sv: u32| {
+        let c = w.content(&format!("c-{name}"), 200_000, &format!("\n[meta.anti-rollback]\nsecurity-version={sv}\n"));
+        w.bundle("verity", &c, &["signer-rsa"], name, &[])
+    };
+    let (v1, v5) = (bundle("v1.raucb", 1), bundle("v5.raucb", 5));
+    let ok = |o: std::process::Output, what: &str| {
+        assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let mut points = vec!["confirm.raised".to_string(), "confirm.retired".to_string()];
+    for n in 1..=3 {
+        points.push(format!("fsutil.after-rename@{n}"));
+    }
+    for point in &points {
+        let d = Device::new(false);
+        assert_eq!(d.install(&v1).0, 0);
+        ok(d.cli_as("B", &["mark", "good"]), "mark good on B");
+        ok(d.cli_as("B", &["install", v5.to_str().unwrap()]), "install v5 into A");
+        let o = d.cmd_as("A", &["mark", "good"]).env("HENB_FAILPOINT", point).output().unwrap();
+        if o.status.signal() != Some(6) {
+            // Reached no such point (fewer replacements): the confirmation completed.
+            assert!(o.status.success(), "{point}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        // The next boot of A: boot-check, then the confirmation again.
+        ok(d.cli_as("A", &["boot-check"]), "boot-check on A");
+        ok(d.cli_as("A", &["mark", "good"]), "mark good on A again");
+        let env = grub_list(&d);
+        assert!(env.contains("B_OK=0\n") && env.contains("ORDER=A B\n"), "{point}: {env}");
+        let o = d.cli_as("A", &["mark", "active", "other"]);
+        assert_eq!(o.status.code(), Some(1), "{point}: {}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&d.cli(&["security-version", "--json"]).stdout).unwrap();
+        assert_eq!(v["minimum-security-version"], 5, "{point}");
+    }
+}

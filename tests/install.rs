@@ -335,3 +335,183 @@ fn data_directory_is_private_and_links_in_it_are_not_followed() {
     let (code, j) = d.install(&pkg);
     assert_eq!(code, 0, "{j}");
 }
+
+/// `rootfs.img` of `size` bytes from `seed`, listed with its digest under `[image.rootfs]`.
+fn content_of(d: &Device, name: &str, size: usize, seed: u64) -> PathBuf {
+    let c = d.w.path(name);
+    std::fs::create_dir_all(&c).unwrap();
+    let img = pseudo_random(size, seed);
+    std::fs::write(c.join("rootfs.img"), &img).unwrap();
+    std::fs::write(
+        c.join("manifest.raucm"),
+        format!(
+            "[update]\ncompatible=henb-test\nversion=6.6.6\n\n[image.rootfs]\nfilename=rootfs.img\nsha256={}\nsize={size}\n",
+            sha256_hex(&img)
+        ),
+    )
+    .unwrap();
+    c
+}
+
+/// `forged` squashfs padded to `genuine`'s payload, followed by `genuine`'s CMS and
+/// trailer: a genuine signature next to contents nobody signed.
+fn behind_genuine_cms(genuine: &std::path::Path, forged: &std::path::Path, out: &std::path::Path) {
+    let g = std::fs::read(genuine).unwrap();
+    let cms_len = u64::from_be_bytes(g[g.len() - 8..].try_into().unwrap()) as usize;
+    let payload = g.len() - 8 - cms_len;
+    let mut b = std::fs::read(forged).unwrap();
+    assert!(b.len() <= payload, "the forged squashfs ({}) must fit the payload ({payload})", b.len());
+    b.resize(payload, 0);
+    b.extend_from_slice(&g[payload..]);
+    std::fs::write(out, b).unwrap();
+}
+
+/// A FUSE mount of tests/tools/switchfs.py, unmounted on drop.
+struct SwitchFs {
+    dir: PathBuf,
+    child: std::process::Child,
+}
+
+impl SwitchFs {
+    /// Serve `name` as `first` for one full read, then as `then`. `None` when this
+    /// machine cannot mount FUSE (no /dev/fuse).
+    fn mount(w: &Work, files: &[(&str, &std::path::Path, &std::path::Path)]) -> Option<Self> {
+        if !std::path::Path::new("/dev/fuse").exists() {
+            return None;
+        }
+        let dir = w.path("switchfs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = Command::new("/usr/bin/python3");
+        c.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/switchfs.py")).arg(&dir);
+        for (name, first, then) in files {
+            c.arg(format!("{name}={},{}", first.display(), then.display()));
+        }
+        let child = c.stderr(std::process::Stdio::piped()).spawn().expect("python3 (python3-fusepy)");
+        let mut fs = SwitchFs { dir, child };
+        let t0 = std::time::Instant::now();
+        while !fs.dir.join(files[0].0).exists() {
+            if let Some(s) = fs.child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(fs.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                panic!("switchfs.py exited ({s}): {err}");
+            }
+            assert!(t0.elapsed() < std::time::Duration::from_secs(20), "the FUSE mount did not come up");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(fs)
+    }
+}
+
+impl Drop for SwitchFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The review's finding 2: a plain bundle is hashed in one pass and read again for the
+/// manifest and images; on a FUSE file system that switched to an unsigned squashfs after
+/// the hash pass, the unsigned image was installed and made primary. Plain bundles are
+/// now refused on such file systems (before a byte is read twice); verity bundles, whose
+/// every block is checked as it is used, still install from them.
+#[test]
+fn a_plain_bundle_on_a_file_system_that_can_change_between_reads_is_refused() {
+    let d = Device::new(false);
+    let genuine = d.w.bundle("plain", &content_of(&d, "c-genuine", 1 << 20, 1), &["signer-rsa"], "genuine.raucb", &[]);
+    let forged_sqfs = d.w.mksquashfs(&content_of(&d, "c-forged", (1 << 20) - 16384, 2), "forged.sqfs");
+    let switched = d.w.path("switched.raucb");
+    behind_genuine_cms(&genuine, &forged_sqfs, &switched);
+    let verity = d.w.bundle("verity", &content_of(&d, "c-verity", 1 << 20, 3), &["signer-rsa"], "v.raucb", &[]);
+    let Some(fs) = SwitchFs::mount(&d.w, &[("plain.raucb", &genuine, &switched), ("verity.raucb", &verity, &verity)])
+    else {
+        eprintln!(
+            "FUSE is not available here (no /dev/fuse): the file-system check itself is shown by \
+             source::tests::plain_bundles_are_read_only_from_local_file_systems"
+        );
+        return;
+    };
+    let env = d.boot_env();
+    let plain = fs.dir.join("plain.raucb");
+    for args in [vec!["install", "--json", "--command-key", "k"], vec!["info", "--json"]] {
+        let mut a = args.clone();
+        a.push(plain.to_str().unwrap());
+        let o = d.cli(&a);
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {j}");
+        assert_eq!(j["error"]["kind"], "unsafe-file-system", "{args:?}: {j}");
+        assert_eq!(j["error"]["cwmp-fault"], 9016);
+        assert!(j["error"]["message"].as_str().unwrap().contains("FUSE"), "{j}");
+    }
+    assert_eq!(d.boot_env(), env, "nothing activated");
+    assert!(std::fs::read(d.w.path("slotB")).unwrap().iter().all(|b| *b == 0), "nothing written");
+    // The same genuine bundle from local storage installs: the refusal is the storage's.
+    assert_eq!(d.install(&genuine).0, 0);
+    // A verity bundle from the FUSE mount installs.
+    let (code, out) = d.install(&fs.dir.join("verity.raucb"));
+    assert_eq!(code, 0, "{out}");
+}
+
+/// The review's finding 6: a genuine CMS copied next to a small squashfs listing a large
+/// sparse image. Nothing of it is parsed before its hash is known: refused as a
+/// signature mismatch, by `info` as by `install`.
+#[test]
+fn unauthenticated_contents_are_never_parsed() {
+    let d = Device::new(false);
+    let genuine = d.w.bundle("plain", &content_of(&d, "c-genuine", 300_000, 1), &["signer-rsa"], "genuine.raucb", &[]);
+    let c = d.w.path("c-sparse");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::File::create(c.join("rootfs.img")).unwrap().set_len(1 << 30).unwrap();
+    std::fs::write(
+        c.join("manifest.raucm"),
+        "[update]\ncompatible=henb-test\nversion=9\n\n[image.rootfs]\nfilename=rootfs.img\nsha256=00000000000000000000000000000000000000000000000000000000000000ff\nsize=1073741824\n",
+    )
+    .unwrap();
+    let sq = d.w.mksquashfs(&c, "sparse.sqfs");
+    let forged = d.w.path("forged.raucb");
+    behind_genuine_cms(&genuine, &sq, &forged);
+    for args in [vec!["info", "--json"], vec!["install", "--json"]] {
+        let mut a = args.clone();
+        a.push(forged.to_str().unwrap());
+        let o = d.cli(&a);
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        assert_eq!(j["error"]["kind"], "digest-mismatch", "{args:?}: {j}");
+        assert_eq!(j["error"]["cwmp-fault"], 9019);
+    }
+}
+
+/// The review's finding 9: `[image.rootfs]` and `[image.rootfs.var2]` were both written
+/// into one slot. RAUC's rule: the device's variant picks its image, else the default.
+#[test]
+fn one_image_per_slot_chosen_by_the_device_variant() {
+    let d = Device::new(false);
+    let c = d.w.path("c-variants");
+    std::fs::create_dir_all(&c).unwrap();
+    let (default, var2) = (pseudo_random(200_000, 11), pseudo_random(150_000, 12));
+    std::fs::write(c.join("default.img"), &default).unwrap();
+    std::fs::write(c.join("var2.img"), &var2).unwrap();
+    std::fs::write(
+        c.join("manifest.raucm"),
+        "[update]\ncompatible=henb-test\nversion=2\n\n[image.rootfs]\nfilename=default.img\n\n[image.rootfs.var2]\nfilename=var2.img\n",
+    )
+    .unwrap();
+    let p = d.w.bundle("verity", &c, &["signer-rsa"], "variants.raucb", &[]);
+    let conf = std::fs::read_to_string(&d.conf).unwrap();
+    for (variant, image) in [(Some("var2"), &var2), (Some("var3"), &default), (None, &default)] {
+        let text = match variant {
+            Some(v) => conf.replacen("[system]\n", &format!("[system]\nvariant-name={v}\n"), 1),
+            None => conf.clone(),
+        };
+        std::fs::write(&d.conf, text).unwrap();
+        let (code, out) = d.install(&p);
+        assert_eq!(code, 0, "{variant:?}: {out}");
+        let slot = std::fs::read(d.w.path("slotB")).unwrap();
+        assert_eq!(&slot[..image.len()], &image[..], "{variant:?}: the chosen image, once");
+        assert_eq!(d.status()["slots"][1]["sha256"], sha256_hex(image), "{variant:?}");
+        let o = d.cli(&["info", "--json", p.to_str().unwrap()]);
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(j["images"].as_array().unwrap().len(), 1, "{j}");
+        std::fs::write(d.w.path("slotB"), vec![0u8; SLOT as usize]).unwrap();
+    }
+    std::fs::write(&d.conf, conf).unwrap();
+}

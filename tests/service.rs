@@ -2,7 +2,7 @@
 //! with swtpm roots, file slots and a GRUB environment: what a CWMP client sees.
 
 mod common;
-use common::bus::{Bus, Service};
+use common::bus::{cwmp_call, Bus, Service};
 use common::device::{grub_list, Device};
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -188,6 +188,9 @@ fn a_second_download_is_busy_and_a_killed_install_is_reported_once() {
             e.to_string().contains("org.henb.Update1.Error.RequestDenied") && e.to_string().contains("9001"),
             "{e}"
         );
+        // One writer of slots and the boot order: Mark during the install is busy.
+        let e = p.call::<_, _, (String, String)>("Mark", &("active", "other")).await.unwrap_err();
+        assert!(e.to_string().contains("9001 busy"), "{e}");
         until_done(&mut signals, &job).await;
         svc.stop();
     });
@@ -205,6 +208,20 @@ fn a_second_download_is_busy_and_a_killed_install_is_reported_once() {
     }
     drop(svc);
     assert!(grub_list(&d).contains("ORDER=A B\n"), "nothing activated");
+    // The half-written B cannot be made primary or good, by the CLI or over D-Bus.
+    for state in ["active", "good"] {
+        let o = d.cli(&["mark", state, "other"]);
+        assert_eq!(o.status.code(), Some(1), "mark {state} other: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("(slot-incomplete)"));
+    }
+    let svc = Service::start(&bus, &d.conf, "A", &[]);
+    rt().block_on(async {
+        let (_c, p) = client(&bus).await;
+        let e = p.call::<_, _, (String, String)>("Mark", &("active", "other")).await.unwrap_err();
+        assert!(e.to_string().contains("not completely written"), "{e}");
+    });
+    svc.stop();
+    assert!(grub_list(&d).contains("ORDER=A B\n") && grub_list(&d).contains("B_OK=0\n"), "{}", grub_list(&d));
     for round in 0..2 {
         let svc = Service::start(&bus, &d.conf, "A", &[]);
         rt().block_on(async {
@@ -427,5 +444,141 @@ fn fifty_downloads_in_a_row_leak_nothing_and_every_result_arrives() {
         assert_eq!(f, base.0, "file descriptors leaked");
         assert!(r < base.1 + 1024, "memory grew by {} KiB", r - base.1);
         assert!(pending(&p).await.is_empty());
+    });
+}
+
+/// A world-traversable directory (the CWMP client runs as nobody) with the client's own
+/// package in it, and a 0700 directory holding a package the client must not reach.
+fn client_files(d: &Device) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix("henb-cwmp-").tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let good = package(d, "good.raucb", 300_000);
+    let own = dir.path().join("own.raucb");
+    std::fs::copy(&good, &own).unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::copy(&good, private.join("pkg.raucb")).unwrap();
+    (dir, own, private)
+}
+
+/// The review's finding 3: DownloadPath and the RAUC face's path methods opened files
+/// with root's rights for a CWMP client (group cwmp), telling whether a file exists in a
+/// 0700 directory, its size and its last bytes, also through LastError; Download reopened
+/// O_PATH and write-only descriptors as root.
+#[test]
+fn paths_are_opened_with_the_callers_rights_and_descriptors_as_passed() {
+    let d = Device::new(false);
+    let mut conf = std::fs::read_to_string(&d.conf).unwrap();
+    conf.push_str("\n[service]\nrauc-compatible=true\n");
+    std::fs::write(&d.conf, conf).unwrap();
+    let (_dir, own, private) = client_files(&d);
+    let bus = Bus::start();
+    let _svc = Service::start(&bus, &d.conf, "A", &[]);
+    let henb = |method: &str, sig: &str, args: &[&str]| {
+        let mut a = vec![sig];
+        a.extend_from_slice(args);
+        cwmp_call(&bus, IFACE, PATH, IFACE, method, &a)
+    };
+    let rauc = |method: &str, sig: &str, args: &[&str]| {
+        let mut a = vec![sig];
+        a.extend_from_slice(args);
+        cwmp_call(&bus, "de.pengutronix.rauc", "/", "de.pengutronix.rauc.Installer", method, &a)
+    };
+    let mut answers = Vec::new();
+    for name in ["pkg.raucb", "missing.raucb"] {
+        let target = private.join(name);
+        let t = target.to_str().unwrap();
+        for (done, _, err) in [
+            henb("DownloadPath", "sssa{sv}", &[t, UPGRADE, "ck-x", "0"]),
+            rauc("InstallBundle", "sa{sv}", &[t, "0"]),
+            rauc("InspectBundle", "sa{sv}", &[t, "0"]),
+            rauc("Info", "s", &[t]),
+        ] {
+            assert!(!done, "{t}");
+            assert!(err.contains("9016 access") && err.contains("Permission denied"), "{err}");
+            answers.push(err.replace(name, "NAME"));
+        }
+    }
+    assert_eq!(answers[..4], answers[4..], "a file and no file must look the same to the caller");
+    assert!(!answers.iter().any(|a| a.contains("signature size") || a.contains("bytes")), "{answers:?}");
+    let last_error = |bus: &Bus| {
+        let o = Command::new("dbus-send")
+            .arg(format!("--bus={}", bus.address()))
+            .args(["--print-reply", "--dest=org.henb.Update1", PATH, "org.freedesktop.DBus.Properties.Get"])
+            .args([&format!("string:{IFACE}"), "string:LastError"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(last_error(&bus).contains("string \"\""), "{}", last_error(&bus));
+    assert!(grub_list(&d).contains("ORDER=A B\n"));
+
+    // Descriptors: used as passed, so they must be open for reading (and only reading).
+    rt().block_on(async {
+        use std::os::unix::fs::OpenOptionsExt;
+        let (_c, p) = client(&bus).await;
+        let secret = private.join("pkg.raucb");
+        let o_path = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_PATH).open(&secret).unwrap();
+        let write_only = std::fs::OpenOptions::new().write(true).open(&secret).unwrap();
+        let read_write = std::fs::OpenOptions::new().read(true).write(true).open(&secret).unwrap();
+        for (f, why) in [(o_path, "O_PATH"), (write_only, "write-only"), (read_write, "open for writing")] {
+            let e = p
+                .call::<_, _, (u32, String)>(
+                    "Download",
+                    &(Fd::from(f.as_fd()), UPGRADE, "ck-fd", HashMap::<&str, Variant>::new()),
+                )
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("9016 access") && e.to_string().contains(why), "{e}");
+        }
+        assert!(pending(&p).await.is_empty(), "nothing was started");
+    });
+
+    // The client's own file: installed.
+    rt().block_on(async {
+        let (_c, p) = client(&bus).await;
+        let mut signals = p.receive_all_signals().await.unwrap();
+        let (done, out, err) = henb("DownloadPath", "sssa{sv}", &[own.to_str().unwrap(), STORED, "ck-own", "0"]);
+        assert!(done, "{err}");
+        let job = out.split('"').nth(1).unwrap().to_string();
+        let sigs = until_done(&mut signals, &job).await;
+        assert_eq!(completed(&sigs).0, 0, "{sigs:?}");
+    });
+}
+
+/// The review's finding 6: an inspection ran inside the engine, so PendingTransfers
+/// waited for it (and timed out on a large package). Now it runs beside it.
+#[test]
+fn an_inspection_does_not_hold_up_the_other_requests() {
+    let d = Device::new(false);
+    let mut conf = std::fs::read_to_string(&d.conf).unwrap();
+    conf.push_str("\n[service]\nrauc-compatible=true\n");
+    std::fs::write(&d.conf, conf).unwrap();
+    let big = package(&d, "big.raucb", 48 << 20);
+    let bus = Bus::start();
+    let _svc = Service::start(&bus, &d.conf, "A", &[]);
+    rt().block_on(async {
+        let (c, p) = client(&bus).await;
+        let installer = Proxy::new(&c, "de.pengutronix.rauc", "/", "de.pengutronix.rauc.Installer").await.unwrap();
+        let order = std::sync::Mutex::new(Vec::new());
+        let inspect = async {
+            let r: zbus::Result<HashMap<String, zbus::OwnedVariant>> =
+                installer.call("InspectBundle", &(big.to_str().unwrap(), HashMap::<&str, Variant>::new())).await;
+            order.lock().unwrap().push("inspect");
+            r
+        };
+        let others = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let t = pending(&p).await;
+            order.lock().unwrap().push("pending-transfers");
+            t
+        };
+        let (inspected, _) = tokio::join!(inspect, others);
+        let info = inspected.unwrap();
+        assert_eq!(String::try_from(info["compatible"].clone()).unwrap(), "henb-test");
+        assert_eq!(*order.lock().unwrap(), ["pending-transfers", "inspect"]);
     });
 }

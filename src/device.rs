@@ -170,9 +170,7 @@ impl Failure {
 pub fn install_file(
     conf: &Config,
     booted: &SlotConf,
-    file: std::fs::File,
-    command_key: Option<String>,
-    activate: bool,
+    req: Request,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Installed, Failure> {
     let mut bl = bootloader(conf, booted).map_err(|e| Failure::new("bootloader", 9002, e))?;
@@ -185,7 +183,6 @@ pub fn install_file(
         None => None,
     };
     let plan = Plan { conf, booted, anchors: &anchors, minimum, now: SystemTime::now(), measured: approver.as_ref() };
-    let req = Request { file, command_key, activate };
     install::install(&plan, bl.as_mut(), req, progress)
         .map_err(|e| Failure::new(e.kind(), e.fault().code(), e.to_string()))
 }

@@ -35,6 +35,12 @@ pub struct Request {
     /// Switch to the new slot ("1 Firmware Upgrade Image"), or only install ("6 Stored
     /// Firmware Image").
     pub activate: bool,
+    /// The descriptor's open file description is shared with another process (passed
+    /// over D-Bus): it could drop the read lease, write and take it again, so the file's
+    /// size and change times must also be unchanged at the end (an unlink or rename of
+    /// the file meanwhile then refuses the install too). A description of our own
+    /// (opened by path) needs only the lease.
+    pub shared: bool,
 }
 
 /// Progress, as RAUC reports it: percent, message, nesting depth.
@@ -269,7 +275,8 @@ fn run(
         }
     };
     crate::failpoint::hit("install.written");
-    if !crate::lease::held(&req.file).unwrap_or(false) || crate::lease::fingerprint(&req.file).ok() != Some(fingerprint)
+    if !crate::lease::held(&req.file).unwrap_or(false)
+        || (req.shared && crate::lease::fingerprint(&req.file).ok() != Some(fingerprint))
     {
         status.slots.insert(root.name.clone(), slot_status(FirmwareStatus::ValidationFailed, None, plan.now));
         return Err(InstallError::Modified);

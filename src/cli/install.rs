@@ -76,7 +76,9 @@ pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&
             }
         }
     };
-    match crate::device::install_file(conf, booted, file, a.command_key.clone(), !a.no_activate, &mut show) {
+    let req =
+        crate::install::Request { file, command_key: a.command_key.clone(), activate: !a.no_activate, shared: false };
+    match crate::device::install_file(conf, booted, req, &mut show) {
         Ok(i) => {
             if a.json {
                 println!(

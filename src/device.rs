@@ -310,6 +310,7 @@ pub fn inspect_file(conf: &Config, file: std::fs::File) -> Result<crate::package
         now: SystemTime::now(),
         compatible: conf.compatible.clone(),
         variant: conf.variant(),
+        install_images_only: false,
         check_whole_tree: true,
         verify_before_writing: false,
     };

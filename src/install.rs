@@ -35,12 +35,6 @@ pub struct Request {
     /// Switch to the new slot ("1 Firmware Upgrade Image"), or only install ("6 Stored
     /// Firmware Image").
     pub activate: bool,
-    /// The descriptor's open file description is shared with another process (passed
-    /// over D-Bus): it could drop the read lease, write and take it again, so the file's
-    /// size and change times must also be unchanged at the end (an unlink or rename of
-    /// the file meanwhile then refuses the install too). A description of our own
-    /// (opened by path) needs only the lease.
-    pub shared: bool,
 }
 
 /// Progress, as RAUC reports it: percent, message, nesting depth.
@@ -219,7 +213,6 @@ fn run(
     crate::lease::take(&req.file).map_err(|e| {
         InstallError::Access(format!("cannot hold the file still (is it open for writing elsewhere?): {e}"))
     })?;
-    let fingerprint = crate::lease::fingerprint(&req.file).map_err(|e| InstallError::Access(e.to_string()))?;
     crate::failpoint::hit("install.leased");
     let targets = slot::target(&plan.conf.slots, plan.booted)?;
     let root = targets[0].clone();
@@ -234,6 +227,7 @@ fn run(
         now: plan.now,
         compatible: plan.conf.compatible.clone(),
         variant: plan.conf.variant(),
+        install_images_only: true,
         check_whole_tree: false,
         verify_before_writing: true,
     };
@@ -275,9 +269,7 @@ fn run(
         }
     };
     crate::failpoint::hit("install.written");
-    if !crate::lease::held(&req.file).unwrap_or(false)
-        || (req.shared && crate::lease::fingerprint(&req.file).ok() != Some(fingerprint))
-    {
+    if !crate::lease::held(&req.file).unwrap_or(false) {
         status.slots.insert(root.name.clone(), slot_status(FirmwareStatus::ValidationFailed, None, plan.now));
         return Err(InstallError::Modified);
     }
@@ -468,6 +460,16 @@ impl SlotSink<'_, '_> {
                     format!("running version '{installed}' is outside the package's range"),
                 ));
             }
+        }
+        // The slot that boots is written by every install: a package without an image for
+        // it (for this device's variant) would activate whatever it holds now.
+        let root = &self.targets[0].class;
+        if !pkg.images.iter().any(|i| &i.slot_class == root) {
+            return Err(refuse(
+                "slot",
+                CwmpFault::RequestDenied,
+                format!("the package has no image for slot class '{root}' (the class that boots) for this device"),
+            ));
         }
         for image in &pkg.images {
             let slot = self.slot_for(image).ok_or_else(|| {

@@ -43,16 +43,6 @@ pub fn held(file: &File) -> io::Result<bool> {
     Ok(r == nix::libc::F_RDLCK)
 }
 
-/// The file's size and change times. A descriptor passed over D-Bus shares its open
-/// file description (and so the lease) with the sender, who could drop the lease, write
-/// and take it again; any write or truncate moves the inode's ctime, which no user can
-/// set back, so comparing this before and after still tells.
-pub fn fingerprint(file: &File) -> io::Result<(u64, i64, i64, i64, i64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = file.metadata()?;
-    Ok((m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
-}
-
 /// Give the lease back (also happens when the descriptor is closed).
 pub fn release(file: &File) {
     // SAFETY: as above.

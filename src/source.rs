@@ -99,7 +99,8 @@ impl FileSource {
 
 /// File systems whose bytes come from the kernel's page cache over local storage (or
 /// memory), so that a read lease sees every writer: RAUC's list for plain bundles
-/// (CVE-2020-25860), with erofs and exFAT. By `statfs(2)` f_type.
+/// (CVE-2020-25860), with erofs and exFAT, without overlayfs (its lower layer can be a
+/// FUSE mount). By `statfs(2)` f_type.
 const STABLE_FILE_SYSTEMS: &[(i64, &str)] = &[
     (0xEF53, "ext2/3/4"),
     (0x9123_683E, "btrfs"),
@@ -117,7 +118,6 @@ const STABLE_FILE_SYSTEMS: &[(i64, &str)] = &[
     (0x1501_3346, "udf"),
     (0x0102_1994, "tmpfs"),
     (0x8584_58f6, "ramfs"),
-    (0x794c_7630, "overlayfs"),
 ];
 
 /// Names of file systems a plain bundle is refused on, for the message.
@@ -148,7 +148,7 @@ impl Source for FileSource {
         }
         let fs = nix::sys::statfs::fstatfs(&self.file).map_err(|e| format!("statfs: {e}"))?;
         #[allow(clippy::unnecessary_cast)] // the field's type differs between libcs
-        stable_file_system(fs.filesystem_type().0 as i64).map(|_| ()).map_err(|name| {
+        stable_file_system(i64::from(fs.filesystem_type().0 as u32)).map(|_| ()).map_err(|name| {
             format!("the file is on a {name} file system, whose bytes can change between reads without a local writer")
         })
     }

@@ -21,6 +21,7 @@ fn ctx(a: &Anchors) -> Context<'_> {
         now: SystemTime::now(),
         compatible: Some("henb-test".into()),
         variant: None,
+        install_images_only: false,
         check_whole_tree: true,
         verify_before_writing: false,
     }

@@ -299,6 +299,7 @@ fn every_byte_of_the_signature_block_matters() {
         now: std::time::SystemTime::now(),
         compatible: Some("henb-test".into()),
         variant: None,
+        install_images_only: false,
         check_whole_tree: true,
         verify_before_writing: false,
     };

@@ -582,3 +582,51 @@ fn an_inspection_does_not_hold_up_the_other_requests() {
         assert_eq!(*order.lock().unwrap(), ["pending-transfers", "inspect"]);
     });
 }
+
+/// A descriptor passed over D-Bus shares its open file description with the client,
+/// which could drop a lease taken on it, write through another descriptor and take the
+/// lease again before the agent looks. The agent reads through a description of its own,
+/// whose lease the write breaks: refused.
+#[test]
+fn a_client_that_drops_the_lease_on_its_shared_descriptor_and_writes_is_refused() {
+    use std::os::fd::AsRawFd;
+    let d = Device::new(false);
+    let big = package(&d, "big.raucb", 48 << 20);
+    let bus = Bus::start();
+    let _svc = Service::start(&bus, &d.conf, "A", &[]);
+    rt().block_on(async {
+        let (_c, p) = client(&bus).await;
+        let mut signals = p.receive_all_signals().await.unwrap();
+        let f = std::fs::File::open(&big).unwrap();
+        let (_, job): (u32, String) = p
+            .call("Download", &(Fd::from(f.as_fd()), UPGRADE, "ck-lease", HashMap::<&str, Variant>::new()))
+            .await
+            .unwrap();
+        let status = d.w.path("data").join("status.json");
+        let t0 = std::time::Instant::now();
+        while !std::fs::read_to_string(&status).unwrap_or_default().contains("Downloading") {
+            assert!(t0.elapsed() < Duration::from_secs(60), "the install never started writing");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SAFETY: fcntl on a descriptor this test owns, with an integer argument.
+        let lease = |arg: nix::libc::c_int| unsafe { nix::libc::fcntl(f.as_raw_fd(), nix::libc::F_SETLEASE, arg) };
+        lease(nix::libc::F_UNLCK); // the agent's lease is on its own description: untouched
+        {
+            use std::io::{Seek, Write};
+            let mut w = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+            w.seek(std::io::SeekFrom::Start(1 << 20)).unwrap();
+            w.write_all(b"unsigned").unwrap();
+        }
+        lease(nix::libc::F_RDLCK);
+        let sigs = until_done(&mut signals, &job).await;
+        let text = sigs
+            .iter()
+            .find_map(|s| match s {
+                Sig::Completed { text, fault, .. } => Some(format!("{fault} {text}")),
+                _ => None,
+            })
+            .unwrap();
+        assert!(text.starts_with("9016 9016 package-modified"), "{text}");
+    });
+    assert!(grub_list(&d).contains("ORDER=A B\n"), "nothing activated");
+}

@@ -48,6 +48,7 @@ pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
         now: SystemTime::now(),
         compatible: conf.compatible.clone(),
         variant: conf.variant(),
+        install_images_only: false,
         check_whole_tree: true,
         verify_before_writing: false,
     };

@@ -76,8 +76,7 @@ pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&
             }
         }
     };
-    let req =
-        crate::install::Request { file, command_key: a.command_key.clone(), activate: !a.no_activate, shared: false };
+    let req = crate::install::Request { file, command_key: a.command_key.clone(), activate: !a.no_activate };
     match crate::device::install_file(conf, booted, req, &mut show) {
         Ok(i) => {
             if a.json {

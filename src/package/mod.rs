@@ -129,6 +129,10 @@ pub struct Context<'a> {
     /// `[image.<class>.<variant>]` image replaces the default `[image.<class>]`; images
     /// of other variants are ignored (RAUC's rule).
     pub variant: Option<String>,
+    /// Keep only the images an install writes on this device (per slot class, the
+    /// variant's image or the default), as the installer needs; `info` lists every
+    /// image of every variant, as `rauc info` does.
+    pub install_images_only: bool,
     /// Read every verity data block, not only the ones images use.
     pub check_whole_tree: bool,
     /// Check everything that can be checked before the first image byte reaches the sink

@@ -108,7 +108,7 @@ fn plain_contents(
         }
     }
     check_compatible(ctx, &manifest.compatible)?;
-    let images = images_of(&sqfs, &manifest, ctx.variant.as_deref())?;
+    let images = images_of(&sqfs, &manifest, ctx)?;
     let mut pkg = package(Format::Plain, manifest, images, signers)?;
     sink.start(&pkg)?;
     stream_all(&sqfs, &mut pkg.images, sink)?;
@@ -149,7 +149,7 @@ fn verity_bundle(
     let reader = VerifiedReader::new(v.clone());
     let failure = reader.failure.clone();
     let result = Squashfs::open(Box::new(reader), data_len).map_err(PackageError::from).and_then(|sqfs| {
-        let images = images_of(&sqfs, &manifest, ctx.variant.as_deref())?;
+        let images = images_of(&sqfs, &manifest, ctx)?;
         let mut pkg = package(Format::Verity, manifest.clone(), images, signers)?;
         sink.start(&pkg)?;
         stream_all(&sqfs, &mut pkg.images, sink)?;
@@ -203,9 +203,13 @@ fn select<'m>(
     Ok(out)
 }
 
-fn images_of(sqfs: &Squashfs, manifest: &Manifest, variant: Option<&str>) -> Result<Vec<Image>, PackageError> {
+fn images_of(sqfs: &Squashfs, manifest: &Manifest, ctx: &Context<'_>) -> Result<Vec<Image>, PackageError> {
     let mut out = Vec::new();
-    for e in select(manifest, variant)? {
+    let entries = match ctx.install_images_only {
+        true => select(manifest, ctx.variant.as_deref())?,
+        false => manifest.images.iter().collect(),
+    };
+    for e in entries {
         let missing =
             |what: &str| PackageError::Layout(format!("image '{}' has no {what} in the manifest", e.filename));
         let image = Image {

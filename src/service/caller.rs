@@ -3,9 +3,10 @@
 //! A path from a caller is opened by a short-lived thread that takes the caller's
 //! file-system identity first (uid, groups: from the bus, `GetConnectionCredentials`), so
 //! the kernel decides what the caller may read; the agent's own rights never apply. A
-//! descriptor from a caller is used as passed (possession is the right to read it), after
-//! checking that it is open read-only on a regular file: an `O_PATH` or write-only
-//! descriptor is refused, never reopened.
+//! descriptor from a caller must be open read-only on a regular file (possession of a
+//! readable descriptor is the right to read the file): an `O_PATH`, write-only or
+//! read-write descriptor is refused. The agent then reads the same file through an open
+//! file description of its own, so the caller cannot touch its lease or its signals.
 
 use super::henb::Error;
 use crate::device::Failure;
@@ -51,6 +52,13 @@ pub fn open_path(caller: &Caller, path: &str) -> Result<File, Error> {
     r.map_err(|e| access(format!("{path}: {e}")))
 }
 
+/// The system call taking 32-bit gids: on 32-bit ARM and x86, `setgroups` takes 16-bit
+/// ones (Linux's legacy ABI), `setgroups32` the `gid_t` array used here.
+#[cfg(any(target_arch = "arm", target_arch = "x86"))]
+const SETGROUPS: nix::libc::c_long = nix::libc::SYS_setgroups32;
+#[cfg(not(any(target_arch = "arm", target_arch = "x86")))]
+const SETGROUPS: nix::libc::c_long = nix::libc::SYS_setgroups;
+
 /// Run `f` on a thread that has taken `caller`'s file-system uid and groups (Linux keeps
 /// them per thread; the thread ends with `f`). Fails when the agent cannot take them
 /// (it is not root): then nothing is opened at all.
@@ -62,7 +70,7 @@ fn as_caller<T: Send>(caller: &Caller, f: impl FnOnce() -> io::Result<T> + Send)
             let groups: Vec<nix::libc::gid_t> = caller.groups.clone();
             // SAFETY: the raw system call changes this thread's supplementary groups only
             // (glibc's setgroups() would change every thread's); `groups` outlives the call.
-            let r = unsafe { nix::libc::syscall(nix::libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+            let r = unsafe { nix::libc::syscall(SETGROUPS, groups.len(), groups.as_ptr()) };
             if r != 0 {
                 return Err(cannot());
             }
@@ -82,8 +90,8 @@ fn as_caller<T: Send>(caller: &Caller, f: impl FnOnce() -> io::Result<T> + Send)
     })
 }
 
-/// A descriptor a caller passed: used as passed if it is open read-only (`F_GETFL`; the
-/// installer's read lease needs that) on a regular file.
+/// A descriptor a caller passed: accepted if it is open read-only (`F_GETFL`) on a
+/// regular file; returns the agent's own description of that file.
 pub fn check_fd(fd: std::os::fd::OwnedFd) -> Result<File, Error> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let flags = OFlag::from_bits_retain(
@@ -101,10 +109,22 @@ pub fn check_fd(fd: std::os::fd::OwnedFd) -> Result<File, Error> {
             ))
         }
     }
-    let file = File::from(fd);
-    let meta = file.metadata().map_err(|e| access(format!("the passed descriptor: {e}")))?;
+    let passed = File::from(fd);
+    let meta = passed.metadata().map_err(|e| access(format!("the passed descriptor: {e}")))?;
     if !meta.is_file() {
         return Err(access("the passed descriptor is not a regular file".into()));
     }
-    Ok(file)
+    // An open file description of the agent's own for the same file (the caller holds
+    // read access to it already): the caller's copy shares flags, F_SETSIG/F_SETOWN and
+    // leases with whoever holds it, so with the passed one it could drop the agent's
+    // read lease or have the lease break deliver any signal to the agent.
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let own = crate::source::open_input(std::path::Path::new(&format!("/proc/self/fd/{}", passed.as_raw_fd())))
+        .map_err(|e| access(format!("the passed descriptor: {e}")))?;
+    let again = own.metadata().map_err(|e| access(format!("the passed descriptor: {e}")))?;
+    if (again.dev(), again.ino()) != (meta.dev(), meta.ino()) {
+        return Err(access("the passed descriptor changed while it was taken".into()));
+    }
+    Ok(own)
 }

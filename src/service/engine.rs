@@ -71,8 +71,6 @@ pub enum Request {
         command_key: Option<String>,
         /// Switch to the new slot.
         activate: bool,
-        /// The descriptor came from the client (its open file description is shared).
-        shared: bool,
         /// The job id, or why not.
         reply: oneshot::Sender<Result<String, Failure>>,
     },
@@ -233,7 +231,7 @@ impl Engine {
 
     async fn handle(&mut self, r: Request, job_tx: &mpsc::UnboundedSender<JobMsg>) {
         match r {
-            Request::Install { file, command_key, activate, shared, reply } => {
+            Request::Install { file, command_key, activate, reply } => {
                 if self.running.is_some() {
                     let _ = reply.send(Err(busy()));
                     return;
@@ -253,8 +251,7 @@ impl Engine {
                     let r = device::booted(&conf, ob.as_deref())
                         .map_err(|e| Failure { kind: "slot".into(), fault: 9002, message: e })
                         .and_then(|b| {
-                            let req =
-                                crate::install::Request { file, command_key: command_key.clone(), activate, shared };
+                            let req = crate::install::Request { file, command_key: command_key.clone(), activate };
                             device::install_file(&conf, b, req, &mut progress)
                         });
                     let _ = tx.send(JobMsg::Done(job, command_key, Box::new(r)));

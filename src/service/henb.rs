@@ -134,13 +134,11 @@ pub struct Update1 {
 }
 
 impl Update1 {
-    /// `shared`: `file` is the client's descriptor (see [`crate::install::Request::shared`]).
-    async fn start(&self, file: File, shared: bool, file_type: &str, key: String) -> Result<(u32, String), Error> {
+    async fn start(&self, file: File, file_type: &str, key: String) -> Result<(u32, String), Error> {
         let activate = activate_for(file_type)?;
         let key = command_key(key)?;
         let job =
-            ask(&self.requests, |reply| Request::Install { file, command_key: Some(key), activate, shared, reply })
-                .await?;
+            ask(&self.requests, |reply| Request::Install { file, command_key: Some(key), activate, reply }).await?;
         // TR-069 DownloadResponse Status 1: the outcome follows in TransferComplete.
         Ok((1, job))
     }
@@ -166,7 +164,7 @@ impl Update1 {
     ) -> Result<(u32, String), Error> {
         no_options(&options)?;
         let file = caller::check_fd(fd.into())?;
-        self.start(file, true, &file_type, command_key).await
+        self.start(file, &file_type, command_key).await
     }
 
     /// Download for clients that cannot pass a descriptor: `path` is absolute, opened once
@@ -185,7 +183,7 @@ impl Update1 {
         no_options(&options)?;
         let who = caller::identify(conn, &header).await?;
         let file = caller::open_path(&who, &path)?;
-        self.start(file, false, &file_type, command_key).await
+        self.start(file, &file_type, command_key).await
     }
 
     /// Results not yet acknowledged, oldest first, as TransferComplete arguments:

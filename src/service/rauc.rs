@@ -110,8 +110,7 @@ impl Installer {
         check_args(&args)?;
         let who = caller::identify(conn, &header).await?;
         let file = caller::open_path(&who, &source)?;
-        ask(&self.requests, |reply| Request::Install { file, command_key: None, activate: true, shared: false, reply })
-            .await?;
+        ask(&self.requests, |reply| Request::Install { file, command_key: None, activate: true, reply }).await?;
         Ok(())
     }
 

@@ -147,8 +147,10 @@ impl Update1 {
 /// Software updates of this device, driven by its TR-069 (CWMP) client.
 #[interface(name = "org.henb.Update1")]
 impl Update1 {
-    /// Install the package behind `fd` (opened read-only by the client on a regular file
-    /// and used as passed; O_PATH and write-only descriptors are refused). `file_type` is the TR-069 FileType: "1 Firmware Upgrade Image" installs and
+    /// Install the package behind `fd`, opened read-only by the client on a regular file
+    /// (O_PATH, write-only and read-write descriptors are refused, UnableToAccessFile
+    /// 9016; the agent reads the file through a description of its own, never by path).
+    /// `file_type` is the TR-069 FileType: "1 Firmware Upgrade Image" installs and
     /// boots it next, "6 Stored Firmware Image" only installs it; anything else is refused
     /// (InvalidArguments, 9003). `options` must be empty. Returns the DownloadResponse
     /// Status (1: the result follows) and a job id; the result comes as DownloadCompleted

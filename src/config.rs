@@ -234,18 +234,28 @@ impl Default for Config {
 impl Config {
     /// The device's variant, read now: `variant-name`, the first string of
     /// `/proc/device-tree/compatible` (`variant-dtb`) or the trimmed contents of
-    /// `variant-file`. `None` when none is configured or it cannot be read (then only the
-    /// bundles' default images apply).
-    pub fn variant(&self) -> Option<String> {
-        let v = match self.variant.as_ref()? {
-            VariantSource::Name(n) => n.clone(),
-            VariantSource::Dtb => {
-                let b = std::fs::read("/proc/device-tree/compatible").ok()?;
-                String::from_utf8_lossy(b.split(|c| *c == 0).next()?).into_owned()
+    /// `variant-file`. `Ok(None)` when none is configured (then only the bundles' default
+    /// images apply).
+    ///
+    /// Errors: a configured source that cannot be read or is empty, naming it: the device
+    /// cannot tell which image is its own, so nothing is chosen for it (fail closed).
+    pub fn variant(&self) -> Result<Option<String>, String> {
+        let v = match &self.variant {
+            None => return Ok(None),
+            Some(VariantSource::Name(n)) => n.clone(),
+            Some(VariantSource::Dtb) => {
+                const DTB: &str = "/proc/device-tree/compatible";
+                let b = std::fs::read(DTB).map_err(|e| format!("variant-dtb: {DTB}: {e}"))?;
+                String::from_utf8_lossy(b.split(|c| *c == 0).next().unwrap_or_default()).into_owned()
             }
-            VariantSource::File(p) => std::fs::read_to_string(p).ok()?.trim().to_string(),
+            Some(VariantSource::File(p)) => {
+                std::fs::read_to_string(p).map_err(|e| format!("variant-file {}: {e}", p.display()))?.trim().to_string()
+            }
         };
-        (!v.is_empty()).then_some(v)
+        if v.is_empty() {
+            return Err("the configured variant source is empty".into());
+        }
+        Ok(Some(v))
     }
 
     /// CRLs (DER) from `crl-path` and `crl-directory`. An unreadable or malformed file is

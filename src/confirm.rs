@@ -46,6 +46,10 @@ pub enum ConfirmError {
         /// Its TR-181 status.
         status: FirmwareStatus,
     },
+    /// The device keeps no anti-rollback counter: `[keyring]` names the trust anchors
+    /// instead of the TPM.
+    #[error("anti-rollback is not enforced on this device: [keyring] names the trust anchors, not the TPM")]
+    NoCounter,
 }
 
 impl From<TpmError> for ConfirmError {
@@ -63,6 +67,7 @@ impl Fault for ConfirmError {
             Self::NoBootname(_) => "slot",
             Self::BelowMinimum(e) => e.kind(),
             Self::Incomplete { .. } => "slot-incomplete",
+            Self::NoCounter => "anti-rollback",
         }
     }
     fn fault(&self) -> CwmpFault {
@@ -155,6 +160,9 @@ impl Booted<'_> {
         if minimum == 0 {
             return Ok(());
         }
+        if let Some((owner, mb)) = self.measured() {
+            owner.call(move |t| mb.reapply(t))?;
+        }
         let status = Status::load(&self.conf.data_directory)?;
         let others: Vec<SlotConf> = self
             .conf
@@ -241,6 +249,23 @@ impl Booted<'_> {
         }
         tracing::warn!("slot {} did not come up: ActivationFailed for CommandKey {:?}", p.slot, p.command_key);
         Ok(Some((p.slot, p.command_key)))
+    }
+
+    /// `security-version --raise`: raise the anti-rollback minimum to `target` (it never
+    /// goes down) and enforce it at once: other slots below it are marked bad and leave
+    /// the policy. Returns the minimum now held, and the booted slot's shortfall if the
+    /// booted slot itself is below it (it keeps running and takes the next install; it is
+    /// neither confirmed nor approved from now on).
+    ///
+    /// Errors: [`ConfirmError`] (TPM, status, bootloader). Without a TPM counter:
+    /// [`ConfirmError::NoCounter`].
+    pub fn raise_minimum(&mut self, target: u64) -> Result<(u64, Option<crate::rollback::BelowMinimum>), ConfirmError> {
+        let (Some(owner), Some(counter)) = (&self.tpm, self.counter) else { return Err(ConfirmError::NoCounter) };
+        let minimum = owner.call(move |t| counter.raise(t, target)).map_err(ConfirmError::from)?;
+        crate::failpoint::hit("confirm.raised");
+        self.retire_below_minimum()?;
+        let status = Status::load(&self.conf.data_directory)?;
+        Ok((minimum, crate::rollback::check_slot(&self.slot.name, self.held(&status, self.slot), minimum).err()))
     }
 
     /// Settle a fallback only (no PCR check: that is `boot-check`'s), e.g. when the

@@ -64,17 +64,43 @@ pub fn tpm_owner(
 
 /// The TPM as the post-boot steps need it: for measured boot, and for anti-rollback
 /// unless a keyring stands in for the TPM's roots.
-pub fn tpm_for_confirm(conf: &Config) -> (Option<crate::tpm::owner::TpmOwner>, Option<crate::rollback::Counter>) {
+///
+/// Errors: a TPM the device needs that cannot be set up (its owner authorization file
+/// unreadable) is a [`Failure`] (`tpm`, 9002): the minimum and the policy cannot be
+/// checked, so nothing that depends on them goes ahead.
+#[allow(clippy::type_complexity)]
+pub fn tpm_for_confirm(
+    conf: &Config,
+) -> Result<(Option<crate::tpm::owner::TpmOwner>, Option<crate::rollback::Counter>), Failure> {
     if conf.measured_boot.is_none() && conf.keyring.is_some() {
-        return (None, None);
+        return Ok((None, None));
     }
-    match tpm_owner(conf) {
-        Ok((owner, _, counter)) => (Some(owner), conf.keyring.is_none().then_some(counter)),
-        Err(e) => {
-            tracing::error!("TPM: {e:#}");
-            (None, None)
-        }
+    let (owner, _, counter) = tpm_owner(conf).map_err(|e| Failure::new("tpm", 9002, format!("TPM: {e:#}")))?;
+    Ok((Some(owner), conf.keyring.is_none().then_some(counter)))
+}
+
+/// `security-version --raise N`: raise the anti-rollback minimum and enforce it on the
+/// slots at once (see [`crate::confirm::Booted::raise_minimum`]), under the install lock.
+/// Without configured slots only the counter is raised. Returns the minimum now held and
+/// the booted slot's shortfall, if any.
+pub fn raise_minimum(
+    conf: &Config,
+    override_boot: Option<&str>,
+    target: u64,
+) -> Result<(u64, Option<crate::rollback::BelowMinimum>), Failure> {
+    if conf.slots.is_empty() {
+        let (owner, _, counter) = tpm_owner(conf).map_err(|e| Failure::new("tpm", 9002, format!("TPM: {e:#}")))?;
+        let min = owner
+            .call(move |t| counter.raise(t, target))
+            .map_err(|e| Failure::from_fault(&crate::measured_boot::MeasuredBootError::from(e)))?;
+        return Ok((min, None));
     }
+    let booted = booted(conf, override_boot).map_err(|e| Failure::new("slot", 9002, e))?;
+    let _lock = install::lock(&conf.data_directory).map_err(|e| Failure::from_fault(&e))?;
+    let mut bl = bootloader(conf, booted).map_err(|e| Failure::new("bootloader", 9002, e))?;
+    let (tpm, counter) = tpm_for_confirm(conf)?;
+    let mut dev = crate::confirm::Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
+    dev.raise_minimum(target).map_err(|e| Failure::from_fault(&e))
 }
 
 /// A failure to set up verification: could not check.
@@ -208,7 +234,7 @@ pub fn mark(conf: &Config, override_boot: Option<&str>, state: &str, which: &str
     // One writer of slots and the boot order at a time: a running install answers busy.
     let _lock = install::lock(&conf.data_directory).map_err(|e| Failure::from_fault(&e))?;
     let mut bl = bootloader(conf, booted).map_err(|e| Failure::new("bootloader", 9002, e))?;
-    let (tpm, counter) = tpm_for_confirm(conf);
+    let (tpm, counter) = tpm_for_confirm(conf)?;
     let mut dev = crate::confirm::Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
     let r = match state {
         "good" if slot.name == booted.name => dev.mark_good(),
@@ -309,7 +335,7 @@ pub fn inspect_file(conf: &Config, file: std::fs::File) -> Result<crate::package
         policy: conf.policy.clone(),
         now: SystemTime::now(),
         compatible: conf.compatible.clone(),
-        variant: conf.variant(),
+        variant: conf.variant().map_err(|e| Failure::new("variant", 9002, e))?,
         install_images_only: false,
         check_whole_tree: true,
         verify_before_writing: false,
@@ -322,7 +348,7 @@ pub fn inspect_file(conf: &Config, file: std::fs::File) -> Result<crate::package
 pub fn settle(conf: &Config, override_boot: Option<&str>) -> Result<(), Failure> {
     let booted = booted(conf, override_boot).map_err(|e| Failure::new("slot", 9002, e))?;
     let mut bl = bootloader(conf, booted).map_err(|e| Failure::new("bootloader", 9002, e))?;
-    let (tpm, counter) = tpm_for_confirm(conf);
+    let (tpm, counter) = tpm_for_confirm(conf)?;
     let mut dev = crate::confirm::Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
     dev.settle().map(|_| ()).map_err(|e| Failure::from_fault(&e))
 }

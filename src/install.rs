@@ -104,6 +104,9 @@ pub enum InstallError {
     /// The measured-boot policy could not be prepared or committed.
     #[error("measured boot: {0}")]
     MeasuredBoot(#[from] MeasuredBootError),
+    /// The device's variant (`[system] variant-*`) could not be read.
+    #[error("device variant: {0}")]
+    Variant(String),
 }
 
 impl Fault for InstallError {
@@ -117,6 +120,7 @@ impl Fault for InstallError {
             Self::Boot(_) => "bootloader",
             Self::Status(_) => "status",
             Self::MeasuredBoot(e) => e.kind(),
+            Self::Variant(_) => "variant",
         }
     }
     fn fault(&self) -> CwmpFault {
@@ -124,7 +128,7 @@ impl Fault for InstallError {
             Self::Busy => CwmpFault::RequestDenied,
             Self::Access(_) | Self::Modified => CwmpFault::UnableToAccessFile,
             Self::Package(e) => e.fault(),
-            Self::Slot(_) | Self::Boot(_) | Self::Status(_) => CwmpFault::InternalError,
+            Self::Slot(_) | Self::Boot(_) | Self::Status(_) | Self::Variant(_) => CwmpFault::InternalError,
             Self::MeasuredBoot(e) => e.fault(),
         }
     }
@@ -226,7 +230,7 @@ fn run(
         policy: plan.conf.policy.clone(),
         now: plan.now,
         compatible: plan.conf.compatible.clone(),
-        variant: plan.conf.variant(),
+        variant: plan.conf.variant().map_err(InstallError::Variant)?,
         install_images_only: true,
         check_whole_tree: false,
         verify_before_writing: true,

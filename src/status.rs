@@ -5,8 +5,10 @@
 //! Format 2 adds the queue of TransferComplete results the CWMP client has not
 //! acknowledged yet and the install in progress (so an interrupted one is reported).
 //!
-//! Versioned (`format`), unknown fields refused, written atomically (temp, fsync, rename,
-//! fsync directory). `tests/fixtures/status-v1.json` proves old files still load.
+//! Versioned (`format`), written atomically (temp, fsync, rename, fsync directory).
+//! `tests/fixtures/status-v1.json` proves old files still load. Fields are only ever added
+//! within a format, and fields this version does not know are ignored: a device that
+//! falls back to an older slot runs an older agent on what the newer one wrote.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -44,7 +46,7 @@ pub enum FirmwareStatus {
 
 /// Per slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct SlotStatus {
     /// TR-181 status.
     pub status: FirmwareStatus,
@@ -62,7 +64,7 @@ pub struct SlotStatus {
 
 /// The outcome of an install, in TransferComplete terms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct InstallResult {
     /// The Download's CommandKey, if one was given.
     pub command_key: Option<String>,
@@ -82,7 +84,7 @@ pub struct InstallResult {
 
 /// An install that switched slots and waits for the new slot to be confirmed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct Pending {
     /// The Download's CommandKey.
     pub command_key: Option<String>,
@@ -99,7 +101,7 @@ pub struct Pending {
 /// An install that has started and not finished: if the agent finds one, it was
 /// interrupted (killed, power cut).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct Job {
     /// The Download's CommandKey.
     pub command_key: Option<String>,
@@ -111,7 +113,7 @@ pub struct Job {
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct Status {
     /// File format version.
     pub format: u32,
@@ -285,10 +287,12 @@ mod tests {
         assert_eq!(s.last_result.as_ref().unwrap().fault_code, 0);
         assert_eq!(s.pending.as_ref().unwrap().bootname, "B");
         assert!(s.transfers.is_empty() && s.job.is_none());
-        assert!(serde_json::from_str::<Status>(
-            r#"{"format":1,"slots":{},"last-result":null,"pending":null,"extra":1}"#
+        // What a later agent adds (on a device that fell back to this one) is ignored.
+        let s: Status = serde_json::from_str(
+            r#"{"format":2,"slots":{"rootfs.0":{"status":"Active","later":[1]}},"last-result":null,"pending":null,"extra":1}"#,
         )
-        .is_err());
+        .unwrap();
+        assert_eq!(s.slots["rootfs.0"].status, FirmwareStatus::Active);
     }
 
     fn result(key: Option<&str>, fault: u32) -> InstallResult {

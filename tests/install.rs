@@ -513,5 +513,24 @@ fn one_image_per_slot_chosen_by_the_device_variant() {
         assert_eq!(j["images"].as_array().unwrap().len(), 2, "info lists every variant's image, as rauc info: {j}");
         std::fs::write(d.w.path("slotB"), vec![0u8; SLOT as usize]).unwrap();
     }
+    // A variant file that cannot be read (or is empty) is not "no variant": the device
+    // cannot tell which image is its own, so nothing is chosen or written.
+    let vf = d.w.path("variant");
+    std::fs::write(&d.conf, conf.replacen("[system]\n", &format!("[system]\nvariant-file={}\n", vf.display()), 1))
+        .unwrap();
+    let env = d.boot_env();
+    for contents in [None, Some("\n")] {
+        if let Some(c) = contents {
+            std::fs::write(&vf, c).unwrap();
+        }
+        let (code, out) = d.install(&p);
+        assert_eq!(code, 3, "{contents:?}: {out}");
+        assert_eq!(out["error"]["kind"], "variant", "{out}");
+        assert_eq!(out["error"]["cwmp-fault"], 9002, "{out}");
+        assert_eq!(d.boot_env(), env);
+        assert!(std::fs::read(d.w.path("slotB")).unwrap().iter().all(|b| *b == 0), "nothing written");
+        let o = d.cli(&["info", "--json", p.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(3), "info: {}", String::from_utf8_lossy(&o.stderr));
+    }
     std::fs::write(&d.conf, conf).unwrap();
 }

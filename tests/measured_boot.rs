@@ -407,6 +407,41 @@ fn a_slot_below_the_anti_rollback_minimum_is_never_made_primary_confirmed_or_app
     assert_eq!(ok(unseal(&d, "A"), "unseal on A").stdout, b"s3cret");
 }
 
+/// `security-version --raise` enforces the new minimum at once, as a confirmation does:
+/// an install of security version 3 waits in B (the policy approves A and B); raising
+/// the minimum to 4 takes B out of the policy and the bootloader's choice, and reports
+/// that the booted slot (A, no version: 0) is below it too. Not lowered, nothing else moves.
+#[test]
+fn raising_the_minimum_retires_and_unapproves_slots_below_it() {
+    let (d, _) = provisioned(false);
+    let v3 = versioned(&d, "v3.raucb", 3);
+    assert_eq!(d.install(&v3).0, 0);
+    assert_eq!(policy_show(&d)["approved"], serde_json::json!(["A", "B"]));
+    assert!(grub_list(&d).contains("B_OK=1\n"), "{}", grub_list(&d));
+    let o = d.cli(&["security-version", "--raise", "4", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["minimum-security-version"], 4);
+    assert_eq!(v["booted-below-minimum"], 0, "{v}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("below the device's anti-rollback minimum 4"));
+    assert_eq!(policy_show(&d)["approved"], serde_json::json!([]), "no slot below 4 keeps a branch");
+    assert!(grub_list(&d).contains("B_OK=0\n"), "{}", grub_list(&d));
+    assert_eq!(unseal(&d, "A").status.code(), Some(1), "A is below the minimum too");
+    let o = d.cli_as("B", &["mark", "active", "B"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    // A TPM the device needs but cannot use (owner authorization unreadable) stops mark
+    // and boot-check instead of counting the minimum as 0.
+    let conf = std::fs::read_to_string(&d.conf).unwrap();
+    std::fs::write(&d.conf, conf.replace("[tpm]\n", "[tpm]\nowner-auth-file=/nonexistent/owner-auth\n")).unwrap();
+    let env = d.boot_env();
+    for args in [vec!["mark", "good"], vec!["mark", "active", "other"], vec!["boot-check"]] {
+        let o = d.cli(&args);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("owner authorization"), "{args:?}");
+    }
+    assert_eq!(d.boot_env(), env);
+}
+
 /// The review's finding 5: reference values for A and a common PCR 9, none for PCR 8 of
 /// B. B would get a branch over PCR 9 only, so a changed kernel command line (PCR 8)
 /// would unseal. Refused before a byte is written, naming the PCR.

@@ -42,12 +42,16 @@ pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
     };
     let mut policy = conf.policy.clone();
     policy.allow_sha1 |= a.tr069_legacy_sha1;
+    let variant = match conf.variant() {
+        Ok(v) => v,
+        Err(e) => return fail(&a, "variant", 9002, &e, super::EXIT_COULD_NOT_CHECK),
+    };
     let ctx = Context {
         anchors: &anchors,
         policy,
         now: SystemTime::now(),
         compatible: conf.compatible.clone(),
-        variant: conf.variant(),
+        variant,
         install_images_only: false,
         check_whole_tree: true,
         verify_before_writing: false,

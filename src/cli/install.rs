@@ -206,7 +206,10 @@ pub(super) fn run_boot_check(a: BootCheckArgs, conf: &Config, override_boot: Opt
         Ok(b) => b,
         Err(e) => return fail("bootloader", e),
     };
-    let (tpm, counter) = crate::device::tpm_for_confirm(conf);
+    let (tpm, counter) = match crate::device::tpm_for_confirm(conf) {
+        Ok(t) => t,
+        Err(e) => return fail(&e.kind, e.message),
+    };
     let mut dev = Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
     let r = match dev.boot_check() {
         Ok(r) => r,

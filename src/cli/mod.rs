@@ -145,7 +145,7 @@ pub fn main() -> ExitCode {
         Command::Info(a) => info::run(a, &conf),
         Command::CheckChain(a) => chain::run(a, &conf),
         Command::Trust(c) => trust::run(c, &conf),
-        Command::SecurityVersion(a) => trust::run_security(a, &conf),
+        Command::SecurityVersion(a) => trust::run_security(a, &conf, cli.override_boot_slot.as_deref()),
         Command::Install(a) => install::run_install(a, &conf, cli.override_boot_slot.as_deref()),
         Command::Status(a) => install::run_status(a, &conf, cli.override_boot_slot.as_deref()),
         Command::Mark(a) => install::run_mark(a, &conf, cli.override_boot_slot.as_deref()),

@@ -165,30 +165,44 @@ pub(super) fn run(cmd: TrustCommand, conf: &Config) -> ExitCode {
     }
 }
 
-pub(super) fn run_security(a: SecurityArgs, conf: &Config) -> ExitCode {
-    let (owner, _, counter) = match tpm_owner(conf) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("henb-update security-version: {e:#}");
-            return ExitCode::from(EXIT_COULD_NOT_CHECK);
+pub(super) fn run_security(a: SecurityArgs, conf: &Config, override_boot: Option<&str>) -> ExitCode {
+    let fail = |kind: &str, fault: u32, msg: &str| {
+        if a.json {
+            println!("{}", serde_json::json!({"error": {"kind": kind, "cwmp-fault": fault, "message": msg}}));
         }
+        eprintln!("henb-update security-version: could not check: {msg}");
+        ExitCode::from(EXIT_COULD_NOT_CHECK)
     };
     let r = match a.raise {
-        Some(n) => owner.call(move |t| counter.raise(t, n)),
-        None => owner.call(move |t| counter.minimum(t)),
+        Some(n) => crate::device::raise_minimum(conf, override_boot, n),
+        None => match tpm_owner(conf) {
+            Ok((owner, _, counter)) => owner
+                .call(move |t| counter.minimum(t))
+                .map(|m| (m, None))
+                .map_err(|e| crate::device::Failure::from_fault(&crate::measured_boot::MeasuredBootError::from(e))),
+            Err(e) => return fail("tpm", 9002, &format!("TPM: {e:#}")),
+        },
     };
     match r {
-        Ok(min) => {
+        Ok((min, below)) => {
+            if let Some(b) = &below {
+                eprintln!(
+                    "henb-update security-version: {b}: it keeps running but is neither confirmed nor approved; install an update at or above {min}"
+                );
+            }
             if a.json {
-                println!("{}", serde_json::json!({"minimum-security-version": min}));
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "minimum-security-version": min,
+                        "booted-below-minimum": below.as_ref().map(|b| b.held),
+                    })
+                );
             } else {
                 println!("minimum security version: {min}");
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("henb-update security-version: could not check: {e}");
-            ExitCode::from(EXIT_COULD_NOT_CHECK)
-        }
+        Err(e) => fail(&e.kind, e.fault, &e.message),
     }
 }

@@ -226,6 +226,17 @@ impl MeasuredBoot {
         Ok(())
     }
 
+    /// Write the approved set again, so that slots now below the anti-rollback minimum
+    /// leave the policy (after the minimum rose). Nothing to do when measured boot was
+    /// never initialized or no approved slot is below the minimum.
+    ///
+    /// Errors: [`MeasuredBootError`] from the TPM or the record.
+    pub fn reapply(&self, tpm: &mut Tpm) -> Result<(), MeasuredBootError> {
+        let Some(mut rec) = self.load(tpm)? else { return Ok(()) };
+        let approved = rec.policy.clone();
+        self.write_policy(tpm, &mut rec, approved)
+    }
+
     /// Provisioning: commit `values` for `bootname` (the booted slot) and approve only it.
     /// Returns the policy digest.
     pub fn init(&self, tpm: &mut Tpm, bootname: &str, values: SlotValues) -> Result<[u8; 32], MeasuredBootError> {

@@ -7,6 +7,10 @@
 //! branch list is recorded as `next-policy` first, then the index is written, then the
 //! record says `policy`. On load, whichever of the two lists gives the digest the index
 //! holds is the truth ([`Record::settle`]).
+//!
+//! Fields are only added within a format and unknown ones are ignored: an older agent (on
+//! a slot the device fell back to) reads what a newer one wrote. What it cannot interpret
+//! it cannot approve either: the digest it computes must equal the index's.
 
 use super::policy::{self, PolicyError};
 use serde::{Deserialize, Serialize};
@@ -29,7 +33,7 @@ pub enum Origin {
 
 /// One slot's committed reference values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct SlotValues {
     /// Expected final PCR values (SHA-256 bank), hex.
     pub pcrs: BTreeMap<u8, String>,
@@ -87,7 +91,7 @@ impl SlotValues {
 
 /// The whole record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct Record {
     /// File format version.
     pub format: u32,
@@ -207,6 +211,18 @@ mod tests {
 
     fn values(v: u8) -> SlotValues {
         SlotValues::new(&[(8, [v; 32]), (9, [0x99; 32])], &BTreeMap::new(), Origin::Package, None, None)
+    }
+
+    #[test]
+    fn fields_a_later_version_adds_are_ignored() {
+        let mut r = Record { format: FORMAT, ..Record::default() };
+        r.slots.insert("A".into(), values(1));
+        r.policy = vec!["A".into()];
+        let mut j = serde_json::to_value(&r).unwrap();
+        j["later"] = serde_json::json!(1);
+        j["slots"]["A"]["later"] = serde_json::json!({"x": 2});
+        let back: Record = serde_json::from_value(j).unwrap();
+        assert_eq!(back, r);
     }
 
     #[test]

@@ -143,7 +143,7 @@ impl Engine {
                 .and_then(|s| s.version.clone())
                 .unwrap_or_default(),
             compatible: conf.compatible.clone().unwrap_or_default(),
-            variant: conf.variant().unwrap_or_default(),
+            variant: conf.variant().ok().flatten().unwrap_or_default(),
         };
         let (etx, erx) = mpsc::unbounded_channel();
         (

@@ -67,7 +67,7 @@ impl Device {
         .unwrap();
         let d = Device { t, w, conf };
         let out = d.cli(&["trust", "provision", "--root", cert("root").to_str().unwrap()]);
-        assert!(out.status.success());
+        assert!(out.status.success(), "trust provision: {}", String::from_utf8_lossy(&out.stderr));
         d
     }
 

@@ -21,9 +21,11 @@ impl Swtpm {
         let dir = tempfile::Builder::new().prefix("swtpm-").tempdir().unwrap();
         let seed = (std::process::id() as u16).wrapping_mul(97);
         for _ in 0..50 {
-            // Even ports in 20000..60000: server on port, control on port + 1.
+            // Even ports in 12000..32000, below Linux's ephemeral range (32768..60999) so
+            // that no client connection of a parallel test holds one: server on port,
+            // control on port + 1.
             let n = NEXT.fetch_add(1, Ordering::SeqCst).wrapping_add(seed);
-            let port = 20000 + (n % 20000) * 2;
+            let port = 12000 + (n % 10000) * 2;
             let mut child = Command::new("swtpm")
                 .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
                 .arg("--tpmstate")

@@ -46,6 +46,13 @@ pub enum ConfirmError {
         /// Its TR-181 status.
         status: FirmwareStatus,
     },
+    /// The status file was reset (it was damaged) and the slot was not written since:
+    /// whether it is whole is unknown.
+    #[error("slot {slot}: the status file was reset since it was last written, so it is not known to be whole: install into it first")]
+    Unknown {
+        /// Slot name.
+        slot: String,
+    },
     /// The device keeps no anti-rollback counter: `[keyring]` names the trust anchors
     /// instead of the TPM.
     #[error("anti-rollback is not enforced on this device: [keyring] names the trust anchors, not the TPM")]
@@ -67,6 +74,7 @@ impl Fault for ConfirmError {
             Self::NoBootname(_) => "slot",
             Self::BelowMinimum(e) => e.kind(),
             Self::Incomplete { .. } => "slot-incomplete",
+            Self::Unknown { .. } => "slot-unknown",
             Self::NoCounter => "anti-rollback",
         }
     }
@@ -74,7 +82,7 @@ impl Fault for ConfirmError {
         match self {
             Self::MeasuredBoot(MeasuredBootError::Mismatch { .. }) => CwmpFault::RequestDenied,
             Self::BelowMinimum(e) => e.fault(),
-            Self::Incomplete { .. } => CwmpFault::RequestDenied,
+            Self::Incomplete { .. } | Self::Unknown { .. } => CwmpFault::RequestDenied,
             _ => CwmpFault::InternalError,
         }
     }
@@ -142,11 +150,20 @@ impl Booted<'_> {
     /// last install into it, and at or above the anti-rollback minimum.
     fn check_usable(&self, slot: &SlotConf) -> Result<(), ConfirmError> {
         let status = Status::load(&self.conf.data_directory)?;
-        if let Some(s) = status.slots.get(&slot.name) {
-            use FirmwareStatus::*;
-            if matches!(s.status, Downloading | Validating | DownloadFailed | ValidationFailed | InstallationFailed) {
-                return Err(ConfirmError::Incomplete { slot: slot.name.clone(), status: s.status });
+        match status.slots.get(&slot.name) {
+            Some(s) => {
+                use FirmwareStatus::*;
+                if matches!(s.status, Downloading | Validating | DownloadFailed | ValidationFailed | InstallationFailed)
+                {
+                    return Err(ConfirmError::Incomplete { slot: slot.name.clone(), status: s.status });
+                }
             }
+            // What the status knew was lost with a damaged file: only the running slot
+            // and slots written since are known to be whole.
+            None if status.reset.is_some() && slot.name != self.slot.name => {
+                return Err(ConfirmError::Unknown { slot: slot.name.clone() })
+            }
+            None => {}
         }
         crate::rollback::check_slot(&slot.name, self.held(&status, slot), self.minimum()?)?;
         Ok(())

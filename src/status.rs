@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 /// The format written by this version.
@@ -130,7 +131,27 @@ pub struct Status {
     /// The install in progress.
     #[serde(default)]
     pub job: Option<Job>,
+    /// Set when a damaged file was replaced by a fresh one: what was known about the
+    /// slots is gone, so a slot without an entry is not made primary until an install
+    /// writes it.
+    #[serde(default)]
+    pub reset: Option<Reset>,
 }
+
+/// A damaged status file that was set aside and replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Reset {
+    /// Unix seconds.
+    pub at: u64,
+    /// What was wrong with it.
+    pub why: String,
+    /// Where its bytes are kept (`status.json.damaged-<unix seconds>`), if they could be.
+    pub kept_as: Option<PathBuf>,
+}
+
+/// At most this many damaged copies are kept (the oldest go first).
+pub const MAX_DAMAGED_COPIES: usize = 3;
 
 impl Default for Status {
     fn default() -> Self {
@@ -141,8 +162,17 @@ impl Default for Status {
             pending: None,
             transfers: Vec::new(),
             job: None,
+            reset: None,
         }
     }
+}
+
+/// What reading the file found.
+enum Read {
+    Missing,
+    Good(Status),
+    /// Not a status file this version can use: why.
+    Damaged(String),
 }
 
 /// Status file failures (could not check: internal error).
@@ -180,26 +210,111 @@ pub fn path(dir: &Path) -> PathBuf {
     dir.join("status.json")
 }
 
+/// Keep only the newest [`MAX_DAMAGED_COPIES`] damaged copies (a device whose storage
+/// keeps failing must not fill its data partition with them).
+fn prune_damaged(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut copies: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("status.json.damaged-"))
+        .map(|e| (e.metadata().and_then(|m| m.modified()).unwrap_or(UNIX_EPOCH), e.path()))
+        .collect();
+    copies.sort();
+    let excess = copies.len().saturating_sub(MAX_DAMAGED_COPIES);
+    for (_, p) in copies.into_iter().take(excess) {
+        let r = if p.is_dir() && !p.is_symlink() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        if let Err(e) = r {
+            tracing::warn!("{}: {e}", p.display());
+        }
+    }
+}
+
 impl Status {
-    /// Load (a missing file is an empty status).
+    /// Load (a missing file is an empty status). A file that is not a status file this
+    /// version can use (empty, cut short, not JSON, missing fields, an unknown format, a
+    /// directory or a link in its place) is healed under the status lock: set aside as
+    /// `status.json.damaged-<unix seconds>`, replaced by a fresh status that says so
+    /// ([`Status::reset`], and a `status-reset` last result for the CWMP client), and
+    /// that fresh status returned. Field damage never stops the next update.
+    ///
+    /// Errors: [`StatusError`] only when the data directory cannot be read or written.
     pub fn load(dir: &Path) -> Result<Self, StatusError> {
+        match Self::read(dir)? {
+            Read::Missing => Ok(Self::default()),
+            Read::Good(s) => Ok(s),
+            Read::Damaged(_) => Self::update(dir, |s| s.clone()),
+        }
+    }
+
+    fn read(dir: &Path) -> Result<Read, StatusError> {
         let p = path(dir);
         if dir.exists() {
             crate::fsutil::private_dir(dir).map_err(|source| StatusError::Io { path: dir.into(), source })?;
         }
         let text = match crate::fsutil::read_state(&p) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::Missing),
+            // Not a regular file (a directory, a FIFO), or a symbolic link (O_NOFOLLOW).
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput || e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Ok(Read::Damaged("not a regular file".into()))
+            }
             Err(source) => return Err(StatusError::Io { path: p, source }),
         };
-        let s: Status =
-            serde_json::from_slice(&text).map_err(|e| StatusError::Invalid { path: p.clone(), why: e.to_string() })?;
-        if s.format > FORMAT {
-            return Err(StatusError::Invalid {
-                path: p,
-                why: format!("format {} is newer than this agent's {FORMAT}", s.format),
-            });
+        let s: Status = match serde_json::from_slice(&text) {
+            Ok(s) => s,
+            // serde_json names line and column, never the content.
+            Err(e) => return Ok(Read::Damaged(format!("not a status file: {e}"))),
+        };
+        if s.format == 0 || s.format > FORMAT {
+            return Ok(Read::Damaged(format!("format {} (this agent reads 1 to {FORMAT})", s.format)));
         }
+        Ok(Read::Good(s))
+    }
+
+    /// [`Status::load`] with the status lock held: heals a damaged file.
+    fn load_locked(dir: &Path) -> Result<Self, StatusError> {
+        let why = match Self::read(dir)? {
+            Read::Missing => return Ok(Self::default()),
+            Read::Good(s) => return Ok(s),
+            Read::Damaged(why) => why,
+        };
+        let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let p = path(dir);
+        let kept = (0..100)
+            .map(|n| {
+                dir.join(if n == 0 {
+                    format!("status.json.damaged-{at}")
+                } else {
+                    format!("status.json.damaged-{at}.{n}")
+                })
+            })
+            .find(|k| std::fs::symlink_metadata(k).is_err());
+        let kept_as = match kept {
+            Some(k) => {
+                crate::fsutil::rename_durably(&p, &k).map_err(|source| StatusError::Io { path: p.clone(), source })?;
+                Some(k)
+            }
+            None => None,
+        };
+        prune_damaged(dir);
+        tracing::error!(
+            "status file {}: {why}; kept as {}; starting from a fresh status",
+            p.display(),
+            kept_as.as_ref().map_or("(not kept)".into(), |k| k.display().to_string())
+        );
+        let mut s = Self::default();
+        s.complete(InstallResult {
+            command_key: None,
+            fault_code: crate::fault::CwmpFault::InternalError.code(),
+            fault_string: format!(
+                "the status file was damaged ({why}) and was replaced: results not yet reported and the pending confirmation are lost; slots the agent has not written since are not activated"
+            ),
+            kind: "status-reset".into(),
+            slot: None,
+            start_time: at,
+            complete_time: at,
+        });
+        s.reset = Some(Reset { at, why, kept_as });
         Ok(s)
     }
 
@@ -260,7 +375,7 @@ impl Status {
             .map_err(|source| StatusError::Io { path: lock_path.clone(), source })?;
         let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| StatusError::Io { path: lock_path, source: e.into() })?;
-        let mut s = Status::load(dir)?;
+        let mut s = Status::load_locked(dir)?;
         let t = f(&mut s);
         s.commit(dir)?;
         Ok(t)

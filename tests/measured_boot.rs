@@ -407,6 +407,34 @@ fn a_slot_below_the_anti_rollback_minimum_is_never_made_primary_confirmed_or_app
     assert_eq!(ok(unseal(&d, "A"), "unseal on A").stdout, b"s3cret");
 }
 
+/// Step 10: the measured-boot record guards sealed secrets, so a damaged one stays
+/// fail-closed (nothing is approved or installed on its word) and its error names the
+/// recovery, `policy init`, which works: secrets sealed again unseal, installs go on.
+#[test]
+fn a_damaged_measured_boot_record_fails_closed_and_names_its_recovery() {
+    let (d, p) = provisioned(false);
+    let rec = d.w.path("data").join("measured-boot.json");
+    std::fs::write(&rec, b"{\"format\":1,\"slots\":{\"A\":").unwrap();
+    let env = d.boot_env();
+    let o = d.cli(&["policy", "show"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("policy init"), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, out) = d.install(&p);
+    assert_eq!(code, 3, "{out}");
+    assert_eq!(out["error"]["kind"], "measured-boot-record");
+    assert!(out["error"]["message"].as_str().unwrap().contains("policy init"), "{out}");
+    assert_eq!(d.boot_env(), env, "nothing switched");
+    ok(d.cli(&["policy", "init", "--from-pcrs", "8,9"]), "policy init over a damaged record");
+    assert!(std::fs::read_dir(d.w.path("data")).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("measured-boot.json.damaged-")));
+    seal(&d, "device-credential", b"again");
+    assert_eq!(ok(unseal(&d, "A"), "unseal after policy init").stdout, b"again");
+    assert_eq!(d.install(&p).0, 0);
+}
+
 /// `security-version --raise` enforces the new minimum at once, as a confirmation does:
 /// an install of security version 3 waits in B (the policy approves A and B); raising
 /// the minimum to 4 takes B out of the policy and the bootloader's choice, and reports

@@ -166,8 +166,17 @@ impl MeasuredBoot {
     /// The record, settled against the index (a policy write cut short by a power loss is
     /// resolved here). `Ok(None)` when measured boot was never initialized.
     pub fn load(&self, tpm: &mut Tpm) -> Result<Option<Record>, MeasuredBootError> {
-        let mut rec = Record::load(&self.dir)?;
-        let Some(held) = self.held(tpm)? else {
+        let held = self.held(tpm)?;
+        let mut rec = match Record::load(&self.dir) {
+            // Never initialized (no index): nothing is sealed to what the record said, so
+            // a damaged one is set aside and measured boot starts from nothing.
+            Err(RecordError::Damaged { .. }) if held.is_none() => {
+                Record::set_aside(&self.dir)?;
+                return Ok(None);
+            }
+            r => r?,
+        };
+        let Some(held) = held else {
             return if rec.policy.is_empty() {
                 Ok(None)
             } else {
@@ -240,7 +249,14 @@ impl MeasuredBoot {
     /// Provisioning: commit `values` for `bootname` (the booted slot) and approve only it.
     /// Returns the policy digest.
     pub fn init(&self, tpm: &mut Tpm, bootname: &str, values: SlotValues) -> Result<[u8; 32], MeasuredBootError> {
-        let mut rec = Record::load(&self.dir)?;
+        let mut rec = match Record::load(&self.dir) {
+            // The recovery its error names: start again from the booted slot.
+            Err(RecordError::Damaged { .. }) => {
+                Record::set_aside(&self.dir)?;
+                Record::load(&self.dir)?
+            }
+            r => r?,
+        };
         // Whatever was approved before is replaced; other slots' values are kept for
         // information but no longer approved.
         rec.next_policy = None;

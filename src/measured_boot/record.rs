@@ -118,6 +118,15 @@ pub enum RecordError {
     /// Not a record this version understands, or inconsistent.
     #[error("measured-boot record: {0}")]
     Invalid(String),
+    /// The file is damaged (empty, cut short, not JSON, an unknown format, not a regular
+    /// file). Fail closed: it guards sealed secrets. The recovery is named.
+    #[error("measured-boot record {path}: {why}; sealed secrets cannot be checked against it: on the booted slot run 'henb-update policy init' to start again (then seal the secrets again)")]
+    Damaged {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// A branch list names a slot without values.
     #[error("measured-boot record: no reference values for slot {0}")]
     NoValues(String),
@@ -133,21 +142,44 @@ pub fn path(dir: &Path) -> PathBuf {
 
 impl Record {
     /// Load (a missing file is an empty record).
+    ///
+    /// Errors: [`RecordError::Damaged`] for a file this version cannot use,
+    /// [`RecordError::Io`] when it cannot be read.
     pub fn load(dir: &Path) -> Result<Self, RecordError> {
         let p = path(dir);
+        let damaged = |why: String| RecordError::Damaged { path: p.clone(), why };
         let text = match crate::fsutil::read_state(&p) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Self { format: FORMAT, ..Self::default() })
             }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput || e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Err(damaged("not a regular file".into()))
+            }
             Err(source) => return Err(RecordError::Io { path: p, source }),
         };
-        let r: Record =
-            serde_json::from_slice(&text).map_err(|e| RecordError::Invalid(format!("{}: {e}", p.display())))?;
+        // serde_json names line and column, never the content.
+        let r: Record = serde_json::from_slice(&text).map_err(|e| damaged(format!("not a record: {e}")))?;
         if r.format != FORMAT {
-            return Err(RecordError::Invalid(format!("{}: format {} is not {FORMAT}", p.display(), r.format)));
+            return Err(damaged(format!("format {} is not {FORMAT}", r.format)));
         }
         Ok(r)
+    }
+
+    /// Move a damaged record aside (`measured-boot.json.damaged-<unix seconds>`) so that
+    /// a fresh one can be started; its bytes are kept for the operator.
+    ///
+    /// Errors: [`RecordError::Io`].
+    pub fn set_aside(dir: &Path) -> Result<PathBuf, RecordError> {
+        let p = path(dir);
+        let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let kept = (0..)
+            .map(|n| dir.join(format!("measured-boot.json.damaged-{at}.{n}")))
+            .find(|k| std::fs::symlink_metadata(k).is_err())
+            .expect("an unused name");
+        crate::fsutil::rename_durably(&p, &kept).map_err(|source| RecordError::Io { path: p, source })?;
+        tracing::error!("damaged measured-boot record kept as {}", kept.display());
+        Ok(kept)
     }
 
     /// Write atomically (temp, fsync, rename, fsync directory).

@@ -110,3 +110,156 @@ fn a_damaged_status_file_never_stops_the_next_update() {
 fn run(cmd: &mut Command) -> String {
     String::from_utf8(run_ok(cmd).stdout).unwrap()
 }
+
+/// A GRUB environment block as another tool or an older GRUB wrote it: the signature,
+/// `lines` verbatim, `#` padding to `size`.
+fn foreign_block(lines: &str, size: usize) -> Vec<u8> {
+    let mut b = b"# GRUB Environment Block\n".to_vec();
+    b.extend_from_slice(lines.as_bytes());
+    assert!(b.len() <= size, "{} > {size}", b.len());
+    b.resize(size, b'#');
+    b
+}
+
+/// What grub-editenv does to a copy of `before` when told to set RAUC's variables to the
+/// values `ours` lists, in the order it lists them: byte-identical to our block when we
+/// changed it only the way grub-editenv would (values in place, new variables appended,
+/// the rest of the layout kept).
+fn grub_editenv_equivalent(d: &Device, before: &[u8], ours: &Path) -> Vec<u8> {
+    let copy = d.w.path("grubenv-theirs");
+    std::fs::write(&copy, before).unwrap();
+    let listed = run(Command::new("grub-editenv").arg(ours).arg("list"));
+    let mut c = Command::new("grub-editenv");
+    c.arg(&copy).arg("set");
+    let rauc = ["ORDER=", "A_OK=", "A_TRY=", "B_OK=", "B_TRY="];
+    for l in listed.lines().filter(|l| rauc.iter().any(|r| l.starts_with(r))) {
+        c.arg(l);
+    }
+    run_ok(&mut c);
+    std::fs::read(&copy).unwrap()
+}
+
+/// Finding 2: GRUB environments in other layouts are edited the way grub-editenv edits
+/// them: a pre-2.06 block without the warning line and about 60 bytes free, foreign
+/// variables, escapes and comment lines, a 2048-byte block. Each result is byte-identical
+/// to what grub-editenv makes of the same change and is read back by `grub-editenv list`;
+/// a change that truly does not fit is refused and leaves the file byte-identical.
+#[test]
+fn grub_environments_in_foreign_layouts_are_edited_as_grub_editenv_does() {
+    let d = Device::new(false);
+    let g = d.w.path("grubenv");
+    let kernelopts = format!("kernelopts=root=/dev/mapper/rootvg-root ro {}\n", "console=ttyS0,115200n8 ".repeat(28));
+    let nearly_full = format!("ORDER=A B\nA_OK=1\nA_TRY=0\nB_OK=1\nB_TRY=0\n{kernelopts}");
+    let foreign = "# written by the vendor's flasher, do not remove\nsaved_entry=gnulinux-advanced>gnulinux-5.10\\\\x\nORDER=A B\nA_OK=1\nA_TRY=0\n# a comment between variables\nB_OK=1\nB_TRY=0\nnote=line one\\\nline two\nboot_once=\n";
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("pre-2.06, nearly full", foreign_block(&nearly_full, 1024)),
+        ("foreign variables, escapes and comments", foreign_block(foreign, 1024)),
+        ("2048 bytes", foreign_block(foreign, 2048)),
+        ("our variables missing, appended", foreign_block("saved_entry=0\nORDER=A B\n", 1024)),
+    ];
+    for (what, block) in &cases {
+        let free = block.iter().rev().take_while(|c| **c == b'#').count();
+        std::fs::write(&g, block).unwrap();
+        let o = d.cli(&["mark", "active", "other"]);
+        assert!(o.status.success(), "{what} ({free} bytes free): {}", String::from_utf8_lossy(&o.stderr));
+        let ours = std::fs::read(&g).unwrap();
+        assert_eq!(ours.len(), block.len(), "{what}: the size is kept");
+        let listed = run(Command::new("grub-editenv").arg(&g).arg("list"));
+        assert!(
+            listed.contains("ORDER=B A\n") && listed.contains("B_OK=1\n") && listed.contains("B_TRY=0\n"),
+            "{what}: {listed}"
+        );
+        assert_eq!(ours, grub_editenv_equivalent(&d, block, &g), "{what}: as grub-editenv would have written it");
+        if *what != "our variables missing, appended" {
+            // Every line that is not ours is still there, byte for byte.
+            let text = String::from_utf8_lossy(block);
+            for l in text.lines().filter(|l| !l.starts_with(['O', 'A', 'B']) && !l.chars().all(|c| c == '#')) {
+                assert!(String::from_utf8_lossy(&ours).contains(l), "{what}: {l:?} kept");
+            }
+        }
+    }
+    // The last of two lines of one name is what GRUB loads: it gets the new value and the
+    // earlier one goes, so GRUB cannot read a stale order.
+    std::fs::write(&g, foreign_block("ORDER=B A\nA_OK=1\nA_TRY=0\nB_OK=1\nB_TRY=0\nORDER=B A\n", 1024)).unwrap();
+    assert!(d.cli(&["mark", "active", "A"]).status.success());
+    let listed = run(Command::new("grub-editenv").arg(&g).arg("list"));
+    assert_eq!(listed.matches("ORDER=").count(), 1, "{listed}");
+    assert!(listed.contains("ORDER=A B\n"), "{listed}");
+    // Truly full: B_TRY is missing and there is no room for it. Refused, byte-identical.
+    let tight = "ORDER=A B\nA_OK=1\nA_TRY=0\nB_OK=1\n";
+    let filler = format!("p={}\n", "y".repeat(1024 - 25 - tight.len() - 3));
+    let block = foreign_block(&(tight.to_string() + &filler), 1024);
+    assert_eq!(block.iter().rev().take_while(|c| **c == b'#').count(), 0);
+    std::fs::write(&g, &block).unwrap();
+    let o = d.cli(&["mark", "active", "other"]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("need") && err.contains("1024"), "{err}");
+    assert_eq!(std::fs::read(&g).unwrap(), block, "refused: byte-identical");
+    run(Command::new("grub-editenv").arg(&g).arg("list"));
+}
+
+/// The entries stored in one environment copy (after CRC and, when redundant, the flag).
+fn stored_entries(file: &Path, header: usize) -> Vec<Vec<u8>> {
+    let b = std::fs::read(file).unwrap();
+    b[header..].split(|c| *c == 0).take_while(|e| !e.is_empty()).map(<[u8]>::to_vec).collect()
+}
+
+/// Finding 2's U-Boot side: a U-Boot environment (single and redundant) that holds
+/// foreign variables, one with bytes that are not UTF-8, keeps them byte for byte and in
+/// their order when the agent changes the boot order; `fw_printenv` reads the result and
+/// the copy it picks has everything.
+#[test]
+fn uboot_environments_keep_foreign_variables_and_their_order() {
+    use std::os::unix::ffi::OsStrExt;
+    for redundant in [false, true] {
+        let d = Device::new(true);
+        let cfg = d.w.path("fw_env.config");
+        let mut text = format!("{} 0x0 0x4000\n", d.w.path("env").display());
+        if redundant {
+            std::fs::write(d.w.path("env2"), vec![0u8; 0x4000]).unwrap();
+            text += &format!("{} 0x0 0x4000\n", d.w.path("env2").display());
+        }
+        std::fs::write(&cfg, text).unwrap();
+        let defaults = d.w.path("vendor-defaults");
+        let mut v = b"bootcmd=run distro_bootcmd; echo 'done'\nethaddr=02:00:00:00:00:01\nzz_last=1\nBOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=3\n".to_vec();
+        v.extend_from_slice(b"blob=\xff\xfe\x80binary\n");
+        std::fs::write(&defaults, &v).unwrap();
+        std::fs::write(d.w.path("env"), vec![0u8; 0x4000]).unwrap();
+        run_ok(Command::new("fw_setenv").arg("-c").arg(&cfg).arg("-f").arg(&defaults).args(["zz_last", "1"]));
+        let header = if redundant { 5 } else { 4 };
+        let current = |d: &Device| {
+            // The copy fw_printenv uses: for a redundant pair, the one with the newer flag.
+            let (a, b) = (d.w.path("env"), d.w.path("env2"));
+            if !redundant {
+                return a;
+            }
+            let (fa, fb) = (std::fs::read(&a).unwrap()[4], std::fs::read(&b).unwrap()[4]);
+            if (fb > fa && !(fa == 0 && fb == 255)) || (fa == 255 && fb == 0) {
+                b
+            } else {
+                a
+            }
+        };
+        let ours = |e: &Vec<u8>| e.starts_with(b"BOOT_");
+        let before: Vec<Vec<u8>> = stored_entries(&current(&d), header).into_iter().filter(|e| !ours(e)).collect();
+        assert!(before.iter().any(|e| e.starts_with(b"blob=\xff")), "fw_setenv stored the binary value");
+        for args in [["mark", "active", "other"], ["mark", "active", "A"]] {
+            let o = d.cli(&args);
+            assert!(o.status.success(), "{redundant}: {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+            let after: Vec<Vec<u8>> = stored_entries(&current(&d), header).into_iter().filter(|e| !ours(e)).collect();
+            assert_eq!(after, before, "redundant={redundant}: foreign entries, bytes and order kept");
+            let printed = run_ok(Command::new("fw_printenv").arg("-c").arg(&cfg)).stdout;
+            for e in &before {
+                let line = [e.as_slice(), b"\n"].concat();
+                assert!(
+                    printed.windows(line.len()).any(|w| w == line.as_slice()),
+                    "{}",
+                    std::ffi::OsStr::from_bytes(e).to_string_lossy()
+                );
+            }
+        }
+        let o = run_ok(Command::new("fw_printenv").arg("-c").arg(&cfg).arg("BOOT_ORDER"));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "BOOT_ORDER=A B\n");
+    }
+}

@@ -61,14 +61,18 @@ pub fn parse_config(text: &str, path: &str) -> Result<Vec<Copy>, BootError> {
     }
 }
 
-/// Parse `name=value\0…\0` data.
+/// The entries of `name=value\0…\0` data, as bytes, in stored order (the double NUL
+/// ends the list).
+pub fn entries(data: &[u8]) -> Vec<Vec<u8>> {
+    data.split(|&c| c == 0).take_while(|e| !e.is_empty()).map(<[u8]>::to_vec).collect()
+}
+
+/// Parse `name=value\0…\0` data into variables (a value that is not UTF-8 is shown with
+/// replacement characters; [`apply`] never rewrites a variable it does not change).
 pub fn parse_data(data: &[u8]) -> Env {
     let mut env = Env::default();
-    for entry in data.split(|&c| c == 0) {
-        if entry.is_empty() {
-            break; // the double NUL ends the list
-        }
-        let s = String::from_utf8_lossy(entry);
+    for entry in entries(data) {
+        let s = String::from_utf8_lossy(&entry);
         if let Some((k, v)) = s.split_once('=') {
             env.set(k, v);
         }
@@ -76,15 +80,48 @@ pub fn parse_data(data: &[u8]) -> Env {
     env
 }
 
-fn serialize_data(env: &Env, len: usize, path: &str) -> Result<Vec<u8>, BootError> {
-    let mut d = Vec::with_capacity(len);
+/// Change stored `entries` so that their variables become `env`, touching only the
+/// variables that differ from `old` (what `entries` parsed to): a changed value is
+/// replaced where it stands, a new variable is appended, a removed one is dropped. Every
+/// other entry stays byte for byte, in its order.
+///
+/// Errors: [`BootError::Invalid`] for a name or value U-Boot cannot store.
+pub fn apply(entries: &mut Vec<Vec<u8>>, old: &Env, env: &Env, path: &str) -> Result<(), BootError> {
+    let name_of = |e: &[u8]| e.iter().position(|&c| c == b'=').map(|i| e[..i].to_vec());
     for (k, v) in &env.0 {
+        if old.get(k) == Some(v.as_str()) {
+            continue;
+        }
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
             return Err(BootError::Invalid { path: path.into(), why: format!("invalid variable {k:?}") });
         }
-        d.extend_from_slice(k.as_bytes());
-        d.push(b'=');
-        d.extend_from_slice(v.as_bytes());
+        let entry = [k.as_bytes(), b"=", v.as_bytes()].concat();
+        // Later entries of the same name would win when U-Boot imports the data: the
+        // first takes the value, the others go.
+        match entries.iter().position(|e| name_of(e).as_deref() == Some(k.as_bytes())) {
+            Some(i) => {
+                entries[i] = entry;
+                let mut n = 0;
+                entries.retain(|e| {
+                    n += 1;
+                    n <= i + 1 || name_of(e).as_deref() != Some(k.as_bytes())
+                });
+            }
+            None => entries.push(entry),
+        }
+    }
+    for (k, _) in &old.0 {
+        if env.get(k).is_none() {
+            entries.retain(|e| name_of(e).as_deref() != Some(k.as_bytes()));
+        }
+    }
+    Ok(())
+}
+
+fn serialize_data(entries: &[Vec<u8>], len: usize, path: &str) -> Result<Vec<u8>, BootError> {
+    let mut d = Vec::with_capacity(len);
+    for e in entries {
+        d.extend_from_slice(e);
         d.push(0);
     }
     d.push(0);
@@ -115,7 +152,8 @@ pub struct UbootEnv {
 }
 
 struct Current {
-    env: Env,
+    /// The stored entries, as bytes.
+    entries: Vec<Vec<u8>>,
     /// Index of the current copy and its flag (redundant only).
     index: usize,
     flag: u8,
@@ -141,7 +179,7 @@ impl UbootEnv {
         }
     }
 
-    fn read_copy(&self, c: &Copy) -> Result<Option<(Env, u8)>, BootError> {
+    fn read_copy(&self, c: &Copy) -> Result<Option<(Vec<Vec<u8>>, u8)>, BootError> {
         let name = c.device.display().to_string();
         let f = std::fs::File::open(&c.device).map_err(|source| BootError::Io { path: name.clone(), source })?;
         let mut b = vec![0u8; c.size];
@@ -151,7 +189,7 @@ impl UbootEnv {
         if crc32fast::hash(data) != crc {
             return Ok(None);
         }
-        Ok(Some((parse_data(data), if self.redundant() { b[4] } else { 0 })))
+        Ok(Some((entries(data), if self.redundant() { b[4] } else { 0 })))
     }
 
     fn current(&self) -> Result<Current, BootError> {
@@ -163,25 +201,28 @@ impl UbootEnv {
             _ => false,
         };
         let (index, chosen) = if pick_b { (1, b) } else { (0, a) };
-        let (env, flag) = chosen.ok_or_else(|| BootError::Invalid {
+        let (entries, flag) = chosen.ok_or_else(|| BootError::Invalid {
             path: self.copies[0].device.display().to_string(),
             why: "no environment copy has a valid CRC (initialize it with fw_setenv first; refusing to write a new one that would drop U-Boot's defaults)".into(),
         })?;
-        Ok(Current { env, index, flag })
+        Ok(Current { entries, index, flag })
     }
 
     /// Read the current variables.
     pub fn read(&self) -> Result<Env, BootError> {
-        Ok(self.current()?.env)
+        Ok(parse_data(&self.current()?.entries.join(&0u8)))
     }
 
     fn update(&self, f: impl FnOnce(&mut Env)) -> Result<(), BootError> {
         let mut cur = self.current()?;
-        f(&mut cur.env);
+        let old = parse_data(&cur.entries.join(&0u8));
+        let mut env = old.clone();
+        f(&mut env);
         let target = if self.redundant() { 1 - cur.index } else { 0 };
         let c = &self.copies[target];
         let name = c.device.display().to_string();
-        let data = serialize_data(&cur.env, c.size - self.header(), &name)?;
+        apply(&mut cur.entries, &old, &env, &name)?;
+        let data = serialize_data(&cur.entries, c.size - self.header(), &name)?;
         let mut block = crc32fast::hash(&data).to_le_bytes().to_vec();
         if self.redundant() {
             block.push(cur.flag.wrapping_add(1));

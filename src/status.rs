@@ -170,7 +170,7 @@ impl Default for Status {
 /// What reading the file found.
 enum Read {
     Missing,
-    Good(Status),
+    Good(Box<Status>),
     /// Not a status file this version can use: why.
     Damaged(String),
 }
@@ -241,7 +241,7 @@ impl Status {
     pub fn load(dir: &Path) -> Result<Self, StatusError> {
         match Self::read(dir)? {
             Read::Missing => Ok(Self::default()),
-            Read::Good(s) => Ok(s),
+            Read::Good(s) => Ok(*s),
             Read::Damaged(_) => Self::update(dir, |s| s.clone()),
         }
     }
@@ -268,14 +268,14 @@ impl Status {
         if s.format == 0 || s.format > FORMAT {
             return Ok(Read::Damaged(format!("format {} (this agent reads 1 to {FORMAT})", s.format)));
         }
-        Ok(Read::Good(s))
+        Ok(Read::Good(Box::new(s)))
     }
 
     /// [`Status::load`] with the status lock held: heals a damaged file.
     fn load_locked(dir: &Path) -> Result<Self, StatusError> {
         let why = match Self::read(dir)? {
             Read::Missing => return Ok(Self::default()),
-            Read::Good(s) => return Ok(s),
+            Read::Good(s) => return Ok(*s),
             Read::Damaged(why) => why,
         };
         let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

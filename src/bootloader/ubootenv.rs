@@ -61,6 +61,9 @@ pub fn parse_config(text: &str, path: &str) -> Result<Vec<Copy>, BootError> {
     }
 }
 
+/// Stored `name=value` entries, as bytes, in stored order.
+type Entries = Vec<Vec<u8>>;
+
 /// The entries of `name=value\0…\0` data, as bytes, in stored order (the double NUL
 /// ends the list).
 pub fn entries(data: &[u8]) -> Vec<Vec<u8>> {
@@ -179,7 +182,7 @@ impl UbootEnv {
         }
     }
 
-    fn read_copy(&self, c: &Copy) -> Result<Option<(Vec<Vec<u8>>, u8)>, BootError> {
+    fn read_copy(&self, c: &Copy) -> Result<Option<(Entries, u8)>, BootError> {
         let name = c.device.display().to_string();
         let f = std::fs::File::open(&c.device).map_err(|source| BootError::Io { path: name.clone(), source })?;
         let mut b = vec![0u8; c.size];

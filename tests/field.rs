@@ -36,7 +36,8 @@ fn a_damaged_status_file_never_stops_the_next_update() {
     let p = d.w.bundle("verity", &c, &["signer-rsa"], "u.raucb", &[]);
     let data = d.w.path("data");
     let status = data.join("status.json");
-    let cases: Vec<(&str, Box<dyn Fn(&[u8])>)> = vec![
+    type Damage<'a> = Box<dyn Fn(&[u8]) + 'a>;
+    let cases: Vec<(&str, Damage)> = vec![
         ("empty", Box::new(|_| std::fs::write(&status, b"").unwrap())),
         ("cut to 37 bytes", Box::new(|good| std::fs::write(&status, &good[..37]).unwrap())),
         ("{}", Box::new(|_| std::fs::write(&status, b"{}").unwrap())),

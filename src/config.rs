@@ -23,16 +23,39 @@ pub enum ConfigError {
         /// Cause.
         source: std::io::Error,
     },
-    /// Syntax or value error.
-    #[error("{path}:{line}: {what}")]
+    /// Syntax or value errors: every problem of the file, in file order.
+    #[error("{}", problems.iter().map(|p| format!("{}:{}: {}", path.display(), p.line, p.what)).collect::<Vec<_>>().join("\n"))]
     Invalid {
         /// File.
         path: PathBuf,
-        /// Line (0 when unknown).
-        line: usize,
-        /// What is wrong.
-        what: String,
+        /// What is wrong, in file order.
+        problems: Vec<Problem>,
     },
+}
+
+/// One problem of a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// 1-based line (0 for a problem of the whole file, such as a missing key).
+    pub line: usize,
+    /// The section and key it is about (`[system] compatible`), if one.
+    pub key: Option<String>,
+    /// What is wrong (names the key too).
+    pub what: String,
+}
+
+impl ConfigError {
+    fn one(path: &Path, line: usize, key: Option<String>, what: String) -> Self {
+        Self::Invalid { path: path.into(), problems: vec![Problem { line, key, what }] }
+    }
+
+    /// The problems, one per entry (a read failure is one problem at line 0).
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            Self::Read { source, .. } => vec![Problem { line: 0, key: None, what: source.to_string() }],
+            Self::Invalid { problems, .. } => problems.clone(),
+        }
+    }
 }
 
 /// The parsed system.conf.
@@ -80,8 +103,6 @@ pub struct Config {
     pub slots: Vec<SlotConf>,
     /// `[install] verify-written`: read each written image back from the slot (off by default).
     pub verify_written: bool,
-    /// Keys this step does not know yet (reported, not fatal).
-    pub unknown: Vec<String>,
 }
 
 /// `[system] bootloader`.
@@ -226,7 +247,6 @@ impl Default for Config {
             min_bundle_version: None,
             slots: Vec::new(),
             verify_written: false,
-            unknown: Vec::new(),
         }
     }
 }
@@ -278,174 +298,306 @@ impl Config {
     }
 
     /// Load and parse a file.
+    ///
+    /// Errors: [`ConfigError::Read`], or [`ConfigError::Invalid`] with every problem.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         Self::parse(&text, path)
     }
 
-    /// Parse text; `path` is for messages and relative keyring paths.
+    /// Parse text; `path` is for messages and for relative paths (taken from the file's
+    /// directory, as RAUC does).
+    ///
+    /// Strict: an unknown section or key, a RAUC key this agent does not support, a value
+    /// it cannot honour, an inline comment, a missing `[system] compatible` are all
+    /// errors, reported together in file order, each naming file, line and key.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let kf =
-            KeyFile::parse(text).map_err(|e| ConfigError::Invalid { path: path.into(), line: e.line, what: e.what })?;
+        let kf = KeyFile::parse(text).map_err(|e| ConfigError::one(path, e.line, None, e.what))?;
         let mut c = Config::default();
+        let mut problems = Vec::new();
         for g in &kf.groups {
+            if let Err(what) = check_section(&g.name) {
+                problems.push(Problem { line: g.line, key: None, what });
+                continue;
+            }
             if g.name == "measured-boot" {
                 c.measured_boot.get_or_insert_with(Default::default); // the section alone turns it on
             }
             for e in &g.entries {
-                let invalid = |what: String| ConfigError::Invalid { path: path.into(), line: e.line, what };
-                match (g.name.as_str(), e.key.as_str()) {
-                    ("system", "compatible") => c.compatible = Some(e.value.clone()),
-                    ("system", "variant-name") => c.variant = Some(VariantSource::Name(e.value.clone())),
-                    ("system", "variant-dtb") => {
-                        if bool_value(&e.value).ok_or_else(|| invalid("[system] variant-dtb: true or false".into()))? {
-                            c.variant = Some(VariantSource::Dtb);
-                        }
-                    }
-                    ("system", "variant-file") => c.variant = Some(VariantSource::File(relative_to(path, &e.value))),
-                    ("keyring", "path") => {
-                        let p = PathBuf::from(&e.value);
-                        c.keyring =
-                            Some(if p.is_relative() { path.parent().unwrap_or(Path::new(".")).join(p) } else { p });
-                    }
-                    ("keyring", "check-purpose") => {
-                        c.policy.purpose = Purpose::from_name(&e.value).ok_or_else(|| {
-                            invalid(format!("[keyring] check-purpose={} (smimesign, codesign or any)", e.value))
-                        })?
-                    }
-                    ("keyring", "use-bundle-signing-time") => {
-                        c.policy.use_signing_time = bool_value(&e.value)
-                            .ok_or_else(|| invalid("[keyring] use-bundle-signing-time: true or false".into()))?
-                    }
-                    ("keyring", "allowed-signer-cns") => c.policy.allowed_signer_cns = Some(keyfile::list(&e.value)),
-                    ("package", "tr069-legacy-sha1") => {
-                        c.policy.allow_sha1 = bool_value(&e.value)
-                            .ok_or_else(|| invalid("[package] tr069-legacy-sha1: true or false".into()))?
-                    }
-                    ("keyring", "check-crl") => {
-                        c.policy.check_crl =
-                            bool_value(&e.value).ok_or_else(|| invalid("[keyring] check-crl: true or false".into()))?
-                    }
-                    ("keyring", "allow-partial-chain") => {
-                        c.policy.allow_partial_chain = bool_value(&e.value)
-                            .ok_or_else(|| invalid("[keyring] allow-partial-chain: true or false".into()))?
-                    }
-                    ("keyring", "crl-path") => {
-                        c.crl_files = keyfile::list(&e.value).iter().map(|p| relative_to(path, p)).collect()
-                    }
-                    ("keyring", "crl-directory") => c.crl_directory = Some(relative_to(path, &e.value)),
-                    ("keyring", "directory") => {
-                        return Err(invalid(
-                            "[keyring] directory is not supported (trust anchors come from 'path' or the TPM)".into(),
-                        ))
-                    }
-                    ("tpm", "tcti") => c.tpm.tcti = Some(e.value.clone()),
-                    ("tpm", "owner-auth-file") => c.tpm.owner_auth_file = Some(PathBuf::from(&e.value)),
-                    ("tpm", "root-index") => {
-                        c.tpm.root_index = Some(nv_index(&e.value).ok_or_else(|| {
-                            invalid(format!("[tpm] root-index={}: an owner NV index 0x01000000..0x013fffff", e.value))
-                        })?)
-                    }
-                    ("tpm", "counter-index") => {
-                        c.tpm.counter_index = Some(nv_index(&e.value).ok_or_else(|| {
-                            invalid(format!(
-                                "[tpm] counter-index={}: an owner NV index 0x01000000..0x013fffff",
-                                e.value
-                            ))
-                        })?)
-                    }
-                    ("tpm", "root-slots") => {
-                        c.tpm.root_slots = Some(
-                            e.value
-                                .parse()
-                                .ok()
-                                .filter(|n| (2..=64).contains(n))
-                                .ok_or_else(|| invalid(format!("[tpm] root-slots={}: 2 to 64", e.value)))?,
-                        )
-                    }
-                    ("service", "rauc-compatible") => {
-                        c.rauc_compatible = bool_value(&e.value)
-                            .ok_or_else(|| invalid("[service] rauc-compatible: true or false".into()))?
-                    }
-                    ("measured-boot", "required") => {
-                        c.measured_boot.get_or_insert_with(Default::default).required = bool_value(&e.value)
-                            .ok_or_else(|| invalid("[measured-boot] required: true or false".into()))?
-                    }
-                    ("measured-boot", "pcrs") => {
-                        let list: Option<Vec<u8>> = e
-                            .value
-                            .split(';')
-                            .map(str::trim)
-                            .filter(|p| !p.is_empty())
-                            .map(|p| p.parse::<u8>().ok().filter(|p| *p <= 23))
-                            .collect();
-                        c.measured_boot.get_or_insert_with(Default::default).pcrs =
-                            Some(list.filter(|l| !l.is_empty()).ok_or_else(|| {
-                                invalid(format!(
-                                    "[measured-boot] pcrs={}: PCR indices 0 to 23, separated by ';'",
-                                    e.value
-                                ))
-                            })?)
-                    }
-                    ("measured-boot", "policy-index") => {
-                        c.measured_boot.get_or_insert_with(Default::default).policy_index = nv_index(&e.value)
-                            .ok_or_else(|| {
-                                invalid(format!(
-                                    "[measured-boot] policy-index={}: an owner NV index 0x01000000..0x013fffff",
-                                    e.value
-                                ))
-                            })?
-                    }
-                    ("system", "bootloader") => {
-                        c.bootloader = match e.value.as_str() {
-                            "grub" => BootloaderKind::Grub,
-                            "uboot" => BootloaderKind::Uboot,
-                            "custom" => BootloaderKind::Custom,
-                            "noop" => BootloaderKind::Noop,
-                            v => {
-                                return Err(invalid(format!(
-                            "[system] bootloader={v}: grub, uboot, custom or noop (barebox and efi are not supported)"
-                        )))
-                            }
-                        }
-                    }
-                    ("system", "grubenv") => c.grubenv = PathBuf::from(&e.value),
-                    ("system", "data-directory") => c.data_directory = PathBuf::from(&e.value),
-                    ("system", "boot-attempts") => {
-                        c.boot_attempts = attempts(&e.value)
-                            .ok_or_else(|| invalid(format!("[system] boot-attempts={}: 1 to 255", e.value)))?
-                    }
-                    ("system", "boot-attempts-primary") => {
-                        c.boot_attempts_primary = attempts(&e.value)
-                            .ok_or_else(|| invalid(format!("[system] boot-attempts-primary={}: 1 to 255", e.value)))?
-                    }
-                    ("system", "bundle-formats") => c.bundle_formats = bundle_formats(&e.value).map_err(invalid)?,
-                    ("system", "min-bundle-version") => c.min_bundle_version = Some(e.value.clone()),
-                    ("handlers", "bootloader-custom-backend") => c.custom_backend = Some(PathBuf::from(&e.value)),
-                    ("uboot", "env-config") => c.uboot_env_config = PathBuf::from(&e.value),
-                    ("install", "verify-written") => {
-                        c.verify_written = bool_value(&e.value)
-                            .ok_or_else(|| invalid("[install] verify-written: true or false".into()))?
-                    }
-                    (g, k) if g.starts_with("slot.") => {
-                        if !slot_key(&mut c.slots, g, k, &e.value).map_err(invalid)? {
-                            c.unknown.push(format!("{}:{}: [{g}] {k}", path.display(), e.line));
-                        }
-                    }
-                    (g, k) => c.unknown.push(format!("{}:{}: [{g}] {k}", path.display(), e.line)),
+                let key = format!("[{}] {}", g.name, e.key);
+                let r = if e.value.contains(" #") || e.value.contains("\t#") {
+                    Err(format!(
+                        "{key}={}: key-file syntax has no inline comments (a '#' starts a comment only at the start of a line)",
+                        e.value
+                    ))
+                } else {
+                    apply_entry(&mut c, &g.name, &e.key, &e.value, path)
+                };
+                if let Err(what) = r {
+                    problems.push(Problem { line: e.line, key: Some(key), what });
                 }
             }
         }
-        check_slots(&c, path)?;
+        let line_of = |group: &str| kf.group(group).map_or(0, |g| g.line);
+        match &c.compatible {
+            None => problems.push(Problem {
+                line: line_of("system"),
+                key: Some("[system] compatible".into()),
+                what: "[system] compatible is required: packages are accepted only for this device's compatible".into(),
+            }),
+            Some(v) if v.is_empty() => problems.push(Problem {
+                line: kf.group("system").and_then(|g| g.entry("compatible")).map_or(0, |e| e.line),
+                key: Some("[system] compatible".into()),
+                what: "[system] compatible is empty".into(),
+            }),
+            Some(_) => {}
+        }
         if c.bootloader == BootloaderKind::Custom && c.custom_backend.is_none() {
-            return Err(ConfigError::Invalid {
-                path: path.into(),
-                line: 0,
+            problems.push(Problem {
+                line: line_of("system"),
+                key: Some("[handlers] bootloader-custom-backend".into()),
                 what: "[system] bootloader=custom needs [handlers] bootloader-custom-backend".into(),
             });
         }
+        problems.extend(check_slots(&c, &kf));
+        problems.sort_by_key(|p| p.line);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { path: path.into(), problems });
+        }
         Ok(c)
     }
+}
+
+/// The sections and keys this agent reads (slot sections: [`SLOT_KEYS`]).
+const KEYS: &[(&str, &[&str])] = &[
+    (
+        "system",
+        &[
+            "compatible",
+            "bootloader",
+            "grubenv",
+            "data-directory",
+            "boot-attempts",
+            "boot-attempts-primary",
+            "bundle-formats",
+            "min-bundle-version",
+            "variant-name",
+            "variant-dtb",
+            "variant-file",
+        ],
+    ),
+    (
+        "keyring",
+        &[
+            "path",
+            "check-purpose",
+            "use-bundle-signing-time",
+            "allowed-signer-cns",
+            "check-crl",
+            "allow-partial-chain",
+            "crl-path",
+            "crl-directory",
+        ],
+    ),
+    ("tpm", &["tcti", "owner-auth-file", "root-index", "root-slots", "counter-index"]),
+    ("package", &["tr069-legacy-sha1"]),
+    ("service", &["rauc-compatible"]),
+    ("measured-boot", &["required", "pcrs", "policy-index"]),
+    ("handlers", &["bootloader-custom-backend"]),
+    ("uboot", &["env-config"]),
+    ("install", &["verify-written"]),
+];
+
+/// The keys of a `[slot.<class>.<index>]` section this agent reads.
+const SLOT_KEYS: &[&str] = &["device", "type", "bootname", "parent", "readonly", "install-same"];
+
+/// RAUC's keys (system.conf, RAUC 1.8 to 1.14) that this agent does not support: an error
+/// that says so, never silence.
+const RAUC_UNSUPPORTED: &[(&str, &[&str])] = &[
+    (
+        "system",
+        &[
+            "mountprefix",
+            "statusfile",
+            "barebox-statename",
+            "barebox-dtbpath",
+            "efi-use-bootnext",
+            "activate-installed",
+            "max-bundle-download-size",
+            "max-bundle-signature-size",
+            "prevent-late-fallback",
+        ],
+    ),
+    ("keyring", &["directory"]),
+    ("handlers", &["system-info", "pre-install", "post-install"]),
+    (
+        "slot",
+        &[
+            "extra-mount-opts",
+            "extra-mkfs-opts",
+            "resize",
+            "region-start",
+            "region-size",
+            "allow-mounted",
+            "ignore-checksum",
+            "force-install-same",
+        ],
+    ),
+];
+
+/// RAUC's sections this agent does not support.
+const RAUC_UNSUPPORTED_SECTIONS: &[&str] = &["casync", "streaming", "encryption", "autoinstall", "artifacts", "log"];
+
+/// The closest of `candidates` to `word`, if close enough to be a typo.
+fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(&word.to_ascii_lowercase(), c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn check_section(name: &str) -> Result<(), String> {
+    if KEYS.iter().any(|(g, _)| *g == name) {
+        return Ok(());
+    }
+    if let Some(rest) = name.strip_prefix("slot.") {
+        return match rest.rsplit_once('.') {
+            Some((class, n)) if !class.is_empty() && !class.contains('.') && n.parse::<u32>().is_ok() => Ok(()),
+            _ => Err(format!("[{name}]: slot sections are [slot.<class>.<index>]")),
+        };
+    }
+    let base = name.split('.').next().unwrap_or(name);
+    if RAUC_UNSUPPORTED_SECTIONS.contains(&base) {
+        return Err(format!("[{name}]: RAUC's [{base}] section is not supported by henb-update"));
+    }
+    let hint = closest(name, KEYS.iter().map(|(g, _)| *g).chain(["slot.<class>.<index>"]))
+        .map(|c| format!(" (did you mean [{c}]?)"))
+        .unwrap_or_default();
+    Err(format!("[{name}]: unknown section{hint}"))
+}
+
+/// An unknown key of `group`: not supported (a RAUC key), misplaced, or a typo.
+fn unknown_key(group: &str, key: &str) -> String {
+    let section = if group.starts_with("slot.") { "slot" } else { group };
+    if RAUC_UNSUPPORTED.iter().any(|(g, keys)| *g == section && keys.contains(&key)) {
+        return format!("[{group}] {key}: RAUC's key is not supported by henb-update");
+    }
+    let known: &[&str] =
+        if section == "slot" { SLOT_KEYS } else { KEYS.iter().find(|(g, _)| *g == group).map_or(&[], |(_, k)| *k) };
+    if let Some((g, _)) = KEYS.iter().find(|(_, keys)| keys.contains(&key)) {
+        return format!("[{group}] {key}: unknown key here; it belongs in [{g}]");
+    }
+    let hint = closest(key, known.iter().copied()).map(|c| format!(" (did you mean '{c}'?)")).unwrap_or_default();
+    format!("[{group}] {key}: unknown key{hint}")
+}
+
+/// A path value: not empty, relative ones from the file's directory.
+fn path_value(conf: &Path, key: &str, value: &str) -> Result<PathBuf, String> {
+    if value.is_empty() {
+        return Err(format!("{key}: empty path"));
+    }
+    Ok(relative_to(conf, value))
+}
+
+fn flag(key: &str, value: &str) -> Result<bool, String> {
+    bool_value(value).ok_or_else(|| format!("{key}={value}: true or false"))
+}
+
+fn nv(key: &str, value: &str) -> Result<u32, String> {
+    nv_index(value).ok_or_else(|| format!("{key}={value}: an owner NV index 0x01000000..0x013fffff"))
+}
+
+/// Apply one key; the error names section, key and value.
+fn apply_entry(c: &mut Config, group: &str, key: &str, v: &str, path: &Path) -> Result<(), String> {
+    let k = format!("[{group}] {key}");
+    match (group, key) {
+        ("system", "compatible") => c.compatible = Some(v.to_string()),
+        ("system", "variant-name") => c.variant = Some(VariantSource::Name(v.to_string())),
+        ("system", "variant-dtb") => {
+            if flag(&k, v)? {
+                c.variant = Some(VariantSource::Dtb);
+            }
+        }
+        ("system", "variant-file") => c.variant = Some(VariantSource::File(path_value(path, &k, v)?)),
+        ("system", "bootloader") => {
+            c.bootloader = match v {
+                "grub" => BootloaderKind::Grub,
+                "uboot" => BootloaderKind::Uboot,
+                "custom" => BootloaderKind::Custom,
+                "noop" => BootloaderKind::Noop,
+                _ => return Err(format!("{k}={v}: grub, uboot, custom or noop (barebox and efi are not supported)")),
+            }
+        }
+        ("system", "grubenv") => c.grubenv = path_value(path, &k, v)?,
+        ("system", "data-directory") => c.data_directory = path_value(path, &k, v)?,
+        ("system", "boot-attempts") => c.boot_attempts = attempts(v).ok_or_else(|| format!("{k}={v}: 1 to 255"))?,
+        ("system", "boot-attempts-primary") => {
+            c.boot_attempts_primary = attempts(v).ok_or_else(|| format!("{k}={v}: 1 to 255"))?
+        }
+        ("system", "bundle-formats") => c.bundle_formats = bundle_formats(v)?,
+        ("system", "min-bundle-version") => {
+            if crate::install::version_parts(v).is_empty() {
+                return Err(format!("{k}={v}: a version with at least one number"));
+            }
+            c.min_bundle_version = Some(v.to_string())
+        }
+        ("keyring", "path") => c.keyring = Some(path_value(path, &k, v)?),
+        ("keyring", "check-purpose") => {
+            c.policy.purpose = Purpose::from_name(v).ok_or_else(|| format!("{k}={v}: smimesign, codesign or any"))?
+        }
+        ("keyring", "use-bundle-signing-time") => c.policy.use_signing_time = flag(&k, v)?,
+        ("keyring", "allowed-signer-cns") => {
+            let cns = keyfile::list(v);
+            if cns.is_empty() {
+                return Err(format!("{k}: an empty list would refuse every signer; remove the key to allow any"));
+            }
+            c.policy.allowed_signer_cns = Some(cns)
+        }
+        ("keyring", "check-crl") => c.policy.check_crl = flag(&k, v)?,
+        ("keyring", "allow-partial-chain") => c.policy.allow_partial_chain = flag(&k, v)?,
+        ("keyring", "crl-path") => {
+            c.crl_files = keyfile::list(v).iter().map(|p| path_value(path, &k, p)).collect::<Result<_, _>>()?
+        }
+        ("keyring", "crl-directory") => c.crl_directory = Some(path_value(path, &k, v)?),
+        ("package", "tr069-legacy-sha1") => c.policy.allow_sha1 = flag(&k, v)?,
+        ("tpm", "tcti") => c.tpm.tcti = Some(crate::tpm::tcti::parse(v).map_err(|e| format!("[tpm] {e}"))?),
+        ("tpm", "owner-auth-file") => c.tpm.owner_auth_file = Some(path_value(path, &k, v)?),
+        ("tpm", "root-index") => c.tpm.root_index = Some(nv(&k, v)?),
+        ("tpm", "counter-index") => c.tpm.counter_index = Some(nv(&k, v)?),
+        ("tpm", "root-slots") => {
+            c.tpm.root_slots =
+                Some(v.parse().ok().filter(|n| (2..=64).contains(n)).ok_or_else(|| format!("{k}={v}: 2 to 64"))?)
+        }
+        ("service", "rauc-compatible") => c.rauc_compatible = flag(&k, v)?,
+        ("measured-boot", "required") => c.measured_boot.get_or_insert_with(Default::default).required = flag(&k, v)?,
+        ("measured-boot", "pcrs") => {
+            let list: Option<Vec<u8>> = v
+                .split(';')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| p.parse::<u8>().ok().filter(|p| *p <= 23))
+                .collect();
+            c.measured_boot.get_or_insert_with(Default::default).pcrs = Some(
+                list.filter(|l| !l.is_empty())
+                    .ok_or_else(|| format!("{k}={v}: PCR indices 0 to 23, separated by ';'"))?,
+            )
+        }
+        ("measured-boot", "policy-index") => {
+            c.measured_boot.get_or_insert_with(Default::default).policy_index = nv(&k, v)?
+        }
+        ("handlers", "bootloader-custom-backend") => c.custom_backend = Some(path_value(path, &k, v)?),
+        ("uboot", "env-config") => c.uboot_env_config = path_value(path, &k, v)?,
+        ("install", "verify-written") => c.verify_written = flag(&k, v)?,
+        (g, _) if g.starts_with("slot.") => {
+            if !slot_key(&mut c.slots, g, key, v)? {
+                return Err(unknown_key(g, key));
+            }
+        }
+        (g, _) => return Err(unknown_key(g, key)),
+    }
+    Ok(())
 }
 
 fn attempts(v: &str) -> Option<u32> {
@@ -502,6 +654,7 @@ fn slot_key(slots: &mut Vec<SlotConf>, group: &str, key: &str, value: &str) -> R
     let s = slots.iter_mut().find(|s| s.name == name).expect("just added");
     let flag = |v: &str| bool_value(v).ok_or_else(|| format!("[{group}] {key}={v}: true or false"));
     match key {
+        "device" if value.is_empty() => return Err(format!("[{group}] device: empty")),
         "device" => s.device = PathBuf::from(value),
         "type" => {
             s.kind = match value {
@@ -519,32 +672,38 @@ fn slot_key(slots: &mut Vec<SlotConf>, group: &str, key: &str, value: &str) -> R
     Ok(true)
 }
 
-fn check_slots(c: &Config, path: &Path) -> Result<(), ConfigError> {
-    let bad = |what: String| ConfigError::Invalid { path: path.into(), line: 0, what };
+/// Checks across slot sections; each problem at the line of the section it is about.
+fn check_slots(c: &Config, kf: &KeyFile) -> Vec<Problem> {
+    let mut out = Vec::new();
     for s in &c.slots {
+        let group = format!("slot.{}", s.name);
+        let g = kf.group(&group);
+        let line = |key: &str| g.and_then(|g| g.entry(key)).map_or(g.map_or(0, |g| g.line), |e| e.line);
+        let mut bad = |key: &str, what: String| {
+            out.push(Problem { line: line(key), key: Some(format!("[{group}] {key}")), what })
+        };
         if s.device.as_os_str().is_empty() {
-            return Err(bad(format!("[slot.{}] has no device", s.name)));
+            bad("device", format!("[{group}] has no device"));
         }
         if let Some(p) = &s.parent {
-            let parent = c
-                .slots
-                .iter()
-                .find(|x| &x.name == p)
-                .ok_or_else(|| bad(format!("[slot.{}] parent={p}: no such slot", s.name)))?;
-            if parent.parent.is_some() {
-                return Err(bad(format!("[slot.{}] parent={p}: a parent cannot have a parent", s.name)));
+            match c.slots.iter().find(|x| &x.name == p) {
+                None => bad("parent", format!("[{group}] parent={p}: no such slot")),
+                Some(parent) if parent.parent.is_some() => {
+                    bad("parent", format!("[{group}] parent={p}: a parent cannot have a parent"))
+                }
+                Some(_) => {}
             }
         }
         if let Some(b) = &s.bootname {
             if c.slots.iter().filter(|x| x.bootname.as_deref() == Some(b)).count() > 1 {
-                return Err(bad(format!("bootname {b} is used by more than one slot")));
+                bad("bootname", format!("[{group}] bootname={b}: used by more than one slot"));
             }
             if b.is_empty() || !b.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
-                return Err(bad(format!("[slot.{}] bootname={b}: letters, digits, '_' and '-' only", s.name)));
+                bad("bootname", format!("[{group}] bootname={b}: letters, digits, '_' and '-' only"));
             }
         }
     }
-    Ok(())
+    out
 }
 
 fn bool_value(v: &str) -> Option<bool> {

@@ -1,53 +1,33 @@
-//! The configuration examples in docs/ are real: every fenced block that is a system.conf
-//! (its first section is one of system.conf's) loads with the agent's parser.
+//! The documentation cannot drift from the code:
+//! - every fenced block in docs/ and README.md that is a system.conf (its first section is
+//!   one of system.conf's) loads with the agent's parser; a fragment without `[system]`
+//!   is loaded after a minimal `[system] compatible=` line;
+//! - every `henb-update ...` command line shown in a fenced block parses with the real
+//!   command line parser, in its shortest form (optional `[...]` parts left out, the first
+//!   of `a|b` alternatives) and its longest (every optional part, the last alternative).
 
 use henb_update::config::Config;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-#[test]
-fn configuration_examples_in_docs_load() {
-    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
-    let mut loaded = 0;
-    for entry in std::fs::read_dir(&docs).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "md") {
-            continue;
-        }
+/// (file, first line of the block, body) of every fenced block.
+fn blocks() -> Vec<(PathBuf, usize, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    files.push(root.join("README.md"));
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
         let mut block: Option<(usize, String)> = None;
         for (n, line) in text.lines().enumerate() {
-            let t = line.trim_start();
-            if t.starts_with("```") {
+            if line.trim_start().starts_with("```") {
                 match block.take() {
-                    None => block = Some((n + 1, String::new())),
-                    Some((start, body)) => {
-                        const SECTIONS: [&str; 9] = [
-                            "system",
-                            "keyring",
-                            "tpm",
-                            "measured-boot",
-                            "service",
-                            "install",
-                            "uboot",
-                            "handlers",
-                            "package",
-                        ];
-                        let first = body.lines().map(str::trim).find(|l| l.starts_with('['));
-                        let is_conf = first.is_some_and(|l| {
-                            let name = l.trim_start_matches('[').split(']').next().unwrap_or_default();
-                            SECTIONS.contains(&name) || name.starts_with("slot.")
-                        });
-                        if is_conf {
-                            let c = Config::parse(&body, &path);
-                            assert!(
-                                c.is_ok(),
-                                "{}:{start}: {}",
-                                path.display(),
-                                c.err().map(|e| e.to_string()).unwrap_or_default()
-                            );
-                            loaded += 1;
-                        }
-                    }
+                    None => block = Some((n + 2, String::new())),
+                    Some((start, body)) => out.push((path.clone(), start, body)),
                 }
             } else if let Some((_, body)) = block.as_mut() {
                 body.push_str(line.strip_prefix("   ").unwrap_or(line));
@@ -55,5 +35,123 @@ fn configuration_examples_in_docs_load() {
             }
         }
     }
-    assert!(loaded >= 3, "only {loaded} configuration examples found in docs/");
+    out
+}
+
+#[test]
+fn configuration_examples_in_docs_load() {
+    const SECTIONS: [&str; 9] =
+        ["system", "keyring", "tpm", "measured-boot", "service", "install", "uboot", "handlers", "package"];
+    let mut loaded = 0;
+    let mut failures = Vec::new();
+    for (path, start, body) in blocks() {
+        let first = body.lines().map(str::trim).find(|l| l.starts_with('['));
+        let is_conf = first.is_some_and(|l| {
+            let name = l.trim_start_matches('[').split(']').next().unwrap_or_default();
+            SECTIONS.contains(&name) || name.starts_with("slot.")
+        });
+        if !is_conf {
+            continue;
+        }
+        let text = if body.lines().any(|l| l.trim() == "[system]") {
+            body.clone()
+        } else {
+            format!("[system]\ncompatible=doc-example\n{body}")
+        };
+        if let Err(e) = Config::parse(&text, &path) {
+            failures.push(format!("{}:{start}: {e}", path.display()));
+        }
+        // The keys shown commented out (`# key=value`) are real keys of their section too.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(kv)
+                    if kv.split_once('=').is_some_and(|(k, _)| {
+                        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                    }) =>
+                {
+                    kv
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        if let Err(e) = Config::parse(&uncommented, &path) {
+            failures.push(format!("{}:{start} (commented keys set): {e}", path.display()));
+        }
+        loaded += 1;
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(loaded >= 3, "only {loaded} configuration examples found");
+}
+
+/// One synopsis token list in its shortest or longest form.
+fn form(tokens: &[&str], longest: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut alternative_done = false;
+    for t in tokens {
+        let opens = t.matches('[').count();
+        let closes = t.matches(']').count();
+        let inside = depth > 0 || opens > 0;
+        depth = (depth + opens).saturating_sub(closes);
+        if *t == "|" {
+            // Alternatives between whole argument groups: the shortest form stops at the
+            // first, the longest starts again after the last.
+            if longest {
+                out.retain(|a: &String| !a.starts_with('-') || a == "--json");
+                out.truncate(out.iter().position(|a| a.starts_with('-')).unwrap_or(out.len()));
+            } else {
+                alternative_done = true;
+            }
+            continue;
+        }
+        if alternative_done || *t == "..." || (inside && !longest) {
+            continue;
+        }
+        let t = t.trim_matches(|c| c == '[' || c == ']').trim_end_matches("...");
+        if t.is_empty() {
+            continue;
+        }
+        let alts: Vec<&str> = t.split('|').collect();
+        out.push(if longest { alts[alts.len() - 1] } else { alts[0] }.to_string());
+    }
+    out
+}
+
+#[test]
+fn command_lines_in_docs_parse() {
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for (path, start, body) in blocks() {
+        // Join continuation lines, then split `a ; b` sequences.
+        let joined = body.replace("\\\n", " ");
+        for (i, line) in joined.lines().enumerate() {
+            let line = line.trim().trim_start_matches("$ ");
+            let Some(rest) = line.strip_prefix("henb-update ") else { continue };
+            let rest = rest.split("  #").next().unwrap_or_default();
+            let rest = rest.split(['<', '>']).next().unwrap_or_default();
+            for (k, cmd) in rest.split(" ; ").enumerate() {
+                let tokens: Vec<&str> = cmd.split_whitespace().collect();
+                if k > 0 && tokens.first().is_some_and(|t| t.starts_with('-')) {
+                    continue;
+                }
+                for longest in [false, true] {
+                    let args = form(&tokens, longest);
+                    if let Err(e) = henb_update::cli::check_args(&args) {
+                        let first = e.lines().next().unwrap_or_default().to_string();
+                        failures.push(format!(
+                            "{}:{}: henb-update {}: {first}",
+                            path.display(),
+                            start + i,
+                            args.join(" ")
+                        ));
+                    }
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(checked >= 20, "only {checked} command lines found");
 }

@@ -264,3 +264,147 @@ fn uboot_environments_keep_foreign_variables_and_their_order() {
         assert_eq!(String::from_utf8_lossy(&o.stdout), "BOOT_ORDER=A B\n");
     }
 }
+
+/// Finding 3 and 4: configuration typos and misplaced keys never weaken the policy in
+/// silence. Each broken file is refused by `config check` and by a command that loads it,
+/// and each problem names file, line and key.
+#[test]
+fn broken_configurations_are_refused_naming_file_line_and_key() {
+    let w = Work::new();
+    let base = "[system]\ncompatible=acme-henb\nbootloader=noop\n";
+    // (file text, line, key, words the message must have)
+    let cases: &[(&str, usize, &str, &str)] = &[
+        ("[system]\ncompatibel=acme\n", 2, "[system] compatibel", "did you mean 'compatible'"),
+        ("[System]\ncompatible=acme\n", 1, "", "did you mean [system]"),
+        ("[system]\nbootloader=grub\n", 1, "[system] compatible", "required"),
+        ("[system]\ncompatible=\n", 2, "[system] compatible", "empty"),
+        (
+            "[system]\ncompatible=acme\n[tpm]\nallowed-signer-cns=ops\n",
+            4,
+            "[tpm] allowed-signer-cns",
+            "belongs in [keyring]",
+        ),
+        (
+            "[system]\ncompatible=acme\n[keyring]\ncheck-purpse=codesign\n",
+            4,
+            "[keyring] check-purpse",
+            "did you mean 'check-purpose'",
+        ),
+        (
+            "[system]\ncompatible=acme\n[keyring]\ncheck-purpose=codesgin\n",
+            4,
+            "[keyring] check-purpose",
+            "smimesign, codesign or any",
+        ),
+        (
+            "[system]\ncompatible=acme\n[keyring]\ncheck-purpose=codesign  # RAUC's default\n",
+            4,
+            "[keyring] check-purpose",
+            "no inline comments",
+        ),
+        ("[system]\ncompatible=acme # board\n", 2, "[system] compatible", "no inline comments"),
+        (
+            "[system]\ncompatible=acme\n[keyring]\nallowed-signer-cns=\n",
+            4,
+            "[keyring] allowed-signer-cns",
+            "empty list",
+        ),
+        ("[system]\ncompatible=acme\nboot-attempts=0\n", 3, "[system] boot-attempts", "1 to 255"),
+        ("[system]\ncompatible=acme\nboot-attempts=three\n", 3, "[system] boot-attempts", "1 to 255"),
+        ("[system]\ncompatible=acme\nbootloader=barebox\n", 3, "[system] bootloader", "not supported"),
+        (
+            "[system]\ncompatible=acme\nmountprefix=/mnt/rauc\n",
+            3,
+            "[system] mountprefix",
+            "not supported by henb-update",
+        ),
+        (
+            "[system]\ncompatible=acme\nstatusfile=/data/rauc.status\n",
+            3,
+            "[system] statusfile",
+            "not supported by henb-update",
+        ),
+        (
+            "[system]\ncompatible=acme\n[handlers]\npre-install=/usr/bin/check\n",
+            4,
+            "[handlers] pre-install",
+            "not supported by henb-update",
+        ),
+        ("[system]\ncompatible=acme\n[casync]\nstorepath=/x\n", 3, "", "[casync] section is not supported"),
+        ("[system]\ncompatible=acme\n[tpm]\ntcti=swtpm:path=/run/swtpm.sock\n", 4, "[tpm] tcti", "supported forms"),
+        ("[system]\ncompatible=acme\n[tpm]\ntcti=tabrmd:bus_type=user\n", 4, "[tpm] tcti", "supported forms"),
+        ("[system]\ncompatible=acme\n[tpm]\nroot-index=0x81000000\n", 4, "[tpm] root-index", "owner NV index"),
+        ("[system]\ncompatible=acme\n[tpm]\nroot-slots=1\n", 4, "[tpm] root-slots", "2 to 64"),
+        ("[system]\ncompatible=acme\n[measured-boot]\npcrs=8;24\n", 4, "[measured-boot] pcrs", "0 to 23"),
+        (
+            "[system]\ncompatible=acme\n[keyring]\nuse-bundle-signing-time=yes\n",
+            4,
+            "[keyring] use-bundle-signing-time",
+            "true or false",
+        ),
+        (
+            "[system]\ncompatible=acme\n[slot.rootfs.0]\ndevice=/dev/vda2\nresize=true\n",
+            5,
+            "[slot.rootfs.0] resize",
+            "not supported by henb-update",
+        ),
+        (
+            "[system]\ncompatible=acme\n[slot.rootfs.0]\ndevice=/dev/vda2\nbootnmae=A\n",
+            5,
+            "[slot.rootfs.0] bootnmae",
+            "did you mean 'bootname'",
+        ),
+        ("[system]\ncompatible=acme\n[slot.rootfs]\ndevice=/dev/vda2\n", 3, "", "[slot.<class>.<index>]"),
+        (
+            "[system]\ncompatible=acme\n[slot.rootfs.0]\ndevice=/dev/vda2\nparent=rootfs.9\n",
+            5,
+            "[slot.rootfs.0] parent",
+            "no such slot",
+        ),
+        ("[system]\ncompatible=acme\nbootloader=custom\n", 1, "[handlers] bootloader-custom-backend", "needs"),
+        (
+            "[system]\ncompatible=acme\n[service]\nrauc-compatible=maybe\n",
+            4,
+            "[service] rauc-compatible",
+            "true or false",
+        ),
+        ("[system]\ncompatible=acme\ncompatible=other\n", 3, "", "duplicate"),
+    ];
+    assert!(cases.len() >= 20);
+    for (i, (text, line, key, says)) in cases.iter().enumerate() {
+        let f = w.path(&format!("broken-{i}.conf"));
+        std::fs::write(&f, text).unwrap();
+        let o = Command::new(BIN).arg("--conf").arg(&f).args(["config", "check", "--json"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{text:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let j = json(&o);
+        assert_eq!(j["valid"], false);
+        let p = j["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["line"] == *line)
+            .unwrap_or_else(|| panic!("{text:?}: no problem at line {line}: {j}"));
+        if !key.is_empty() {
+            assert_eq!(p["key"], *key, "{text:?}: {j}");
+        }
+        assert!(p["what"].as_str().unwrap().contains(says), "{text:?}: {j}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&format!("{}:{line}: ", f.display())), "{text:?}: file:line in {err}");
+        // A command that loads the file refuses it the same way.
+        let o = Command::new(BIN).arg("--conf").arg(&f).arg("status").output().unwrap();
+        assert_eq!(o.status.code(), Some(3), "{text:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("{}:{line}: ", f.display())), "{text:?}");
+    }
+    // Every problem of a file in one run, in file order.
+    let f = w.path("several.conf");
+    std::fs::write(&f, "[system]\ncompatibel=x\nboot-attempts=0\n[tpm]\ntcti=foo\n[Keyring]\n").unwrap();
+    let o = Command::new(BIN).arg("--conf").arg(&f).args(["config", "check", "--json"]).output().unwrap();
+    let lines: Vec<u64> =
+        json(&o)["problems"].as_array().unwrap().iter().map(|p| p["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [1, 2, 3, 5, 6], "{}", String::from_utf8_lossy(&o.stdout));
+    // And a good one passes.
+    let f = w.path("good.conf");
+    std::fs::write(&f, format!("{base}[tpm]\ntcti=swtpm:host=127.0.0.1,port=2321\n")).unwrap();
+    let o = Command::new(BIN).arg("--conf").arg(&f).args(["config", "check"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

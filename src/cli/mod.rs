@@ -64,6 +64,9 @@ enum Command {
     Secret(measured::SecretCommand),
     /// Build host: predict a slot image's PCR 8/9 (GRUB's measurements) and print its [meta.measured-boot] reference values.
     ReferenceValues(measured::ReferenceValuesArgs),
+    /// Check a system.conf as the agent loads it: every problem, with file, line and key (exit 0 valid, 1 not).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Run the D-Bus service (org.henb.Update1; with [service] rauc-compatible=true also de.pengutronix.rauc).
     Service(ServiceArgs),
     /// Client: hand a package to the service as an open descriptor, follow its progress, print the result.
@@ -101,11 +104,61 @@ where
     }
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load the configuration (--conf, else /etc/henb-update/system.conf) and report every problem.
+    Check {
+        /// Print JSON: {"file", "valid", "problems": [{"line", "key", "what"}]}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `config check`: exit 0 when the file loads, 1 when it has problems, 3 when it cannot
+/// be read.
+fn run_config_check(path: Option<&std::path::Path>, json: bool) -> ExitCode {
+    let path = path.unwrap_or(config::DEFAULT_PATH.as_ref());
+    let r = Config::load(path);
+    let problems = r.as_ref().err().map(|e| e.problems()).unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"file": path.display().to_string(), "valid": r.is_ok(), "problems": problems})
+        );
+    }
+    match r {
+        Ok(_) => {
+            if !json {
+                println!("{}: valid", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(if matches!(e, config::ConfigError::Read { .. }) {
+                EXIT_COULD_NOT_CHECK
+            } else {
+                EXIT_REJECTED
+            })
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct ServiceArgs {
     /// Connect to this bus address instead of the system bus (DBUS_SYSTEM_BUS_ADDRESS also works).
     #[arg(long, value_name = "ADDRESS")]
     bus: Option<String>,
+}
+
+/// Would the command line `args` (without the program name) be accepted? For the docs
+/// test: every command line the documentation shows parses.
+///
+/// Errors: clap's message.
+pub fn check_args(args: &[String]) -> Result<(), String> {
+    Cli::try_parse_from(std::iter::once("henb-update".to_string()).chain(args.iter().cloned()))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Entry point of the binary.
@@ -133,6 +186,16 @@ pub fn main() -> ExitCode {
     } else {
         tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false).init();
     }
+    // What needs no device configuration runs even where none (or a broken one) exists.
+    let command = match cli.command {
+        Command::Config(ConfigCommand::Check { json }) => return run_config_check(cli.conf.as_deref(), json),
+        Command::Bundle(a) => return bundle::run(a),
+        Command::ReferenceValues(a) => return measured::run_reference_values(a),
+        Command::Download(a) => return client::run_download(a),
+        Command::Transfers(a) => return client::run_transfers(a),
+        Command::Watch(a) => return client::run_watch(a),
+        c => c,
+    };
     let conf = match load_config(cli.conf.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -140,27 +203,30 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_COULD_NOT_CHECK);
         }
     };
-    match cli.command {
-        Command::Bundle(a) => bundle::run(a),
+    let boot = cli.override_boot_slot.as_deref();
+    match command {
         Command::Info(a) => info::run(a, &conf),
         Command::CheckChain(a) => chain::run(a, &conf),
         Command::Trust(c) => trust::run(c, &conf),
-        Command::SecurityVersion(a) => trust::run_security(a, &conf, cli.override_boot_slot.as_deref()),
-        Command::Install(a) => install::run_install(a, &conf, cli.override_boot_slot.as_deref()),
-        Command::Status(a) => install::run_status(a, &conf, cli.override_boot_slot.as_deref()),
-        Command::Mark(a) => install::run_mark(a, &conf, cli.override_boot_slot.as_deref()),
-        Command::BootCheck(a) => install::run_boot_check(a, &conf, cli.override_boot_slot.as_deref()),
-        Command::Policy(c) => measured::run_policy(c, &conf, cli.override_boot_slot.as_deref()),
+        Command::SecurityVersion(a) => trust::run_security(a, &conf, boot),
+        Command::Install(a) => install::run_install(a, &conf, boot),
+        Command::Status(a) => install::run_status(a, &conf, boot),
+        Command::Mark(a) => install::run_mark(a, &conf, boot),
+        Command::BootCheck(a) => install::run_boot_check(a, &conf, boot),
+        Command::Policy(c) => measured::run_policy(c, &conf, boot),
         Command::Secret(c) => measured::run_secret(c, &conf),
         Command::Service(a) => crate::service::run(
             conf,
             cli.override_boot_slot,
             a.bus.map(crate::service::Bus::Address).unwrap_or(crate::service::Bus::System),
         ),
-        Command::ReferenceValues(a) => measured::run_reference_values(a),
-        Command::Download(a) => client::run_download(a),
-        Command::Transfers(a) => client::run_transfers(a),
-        Command::Watch(a) => client::run_watch(a),
+        // Dispatched above, before the configuration was loaded.
+        Command::Config(_)
+        | Command::Bundle(_)
+        | Command::ReferenceValues(_)
+        | Command::Download(_)
+        | Command::Transfers(_)
+        | Command::Watch(_) => ExitCode::from(EXIT_COULD_NOT_CHECK),
     }
 }
 
@@ -170,8 +236,5 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
         None if std::path::Path::new(config::DEFAULT_PATH).exists() => Config::load(config::DEFAULT_PATH.as_ref())?,
         None => Config::default(),
     };
-    for u in &c.unknown {
-        tracing::warn!("configuration key not used by this version: {u}");
-    }
     Ok(c)
 }

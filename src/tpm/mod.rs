@@ -11,6 +11,7 @@
 
 pub mod owner;
 mod raw;
+pub mod tcti;
 
 use std::str::FromStr;
 use thiserror::Error;
@@ -30,7 +31,7 @@ pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
 /// How to reach the TPM and authorize owner operations.
 #[derive(Debug, Clone)]
 pub struct TpmConfig {
-    /// TCTI string (`device:/dev/tpmrm0`, `swtpm:path=/run/swtpm.sock`, ...).
+    /// TCTI string (`device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`, ...; checked by [`tcti::parse`]).
     pub tcti: String,
     /// Owner hierarchy authorization (empty on a fresh TPM).
     pub owner_auth: Vec<u8>,

@@ -10,4 +10,4 @@ cargo clippy --all-targets --locked --features failpoints -- -D warnings
 # The VM suite (tests/vm.rs) boots the release agent inside QEMU: build it first (without
 # failpoints: the guest runs what a device runs).
 cargo build --release --locked
-cargo test --locked --features failpoints
+cargo test --locked --features failpoints --no-fail-fast

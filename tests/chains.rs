@@ -171,8 +171,14 @@ fn the_reviewed_findings_are_refused_for_every_purpose() {
         run_ok(cmd.arg(&content).arg(&b));
         for purpose in ["", "check-purpose=codesign\n"] {
             let conf = w.path("f.conf");
-            std::fs::write(&conf, format!("[keyring]\npath={}\n{purpose}", c.dir.join("keyring.pem").display()))
-                .unwrap();
+            std::fs::write(
+                &conf,
+                format!(
+                    "[system]\ncompatible=henb-test\n[keyring]\npath={}\n{purpose}",
+                    c.dir.join("keyring.pem").display()
+                ),
+            )
+            .unwrap();
             let r = info(&conf, &b, &[]);
             if accepted {
                 r.ok();

@@ -212,7 +212,11 @@ fn signer_certificate_problems() {
     // Without check-purpose=codesign (RAUC's default purpose), the no-EKU signer is fine
     // and the codeSigning one is not.
     let smime = w.path("smime.conf");
-    std::fs::write(&smime, format!("[keyring]\npath={}\n", pki().join("keyring.pem").display())).unwrap();
+    std::fs::write(
+        &smime,
+        format!("[system]\ncompatible=henb-test\n[keyring]\npath={}\n", pki().join("keyring.pem").display()),
+    )
+    .unwrap();
     info(&smime, &w.openssl_plain(&c, &["signer-noeku"], "sha256", "noeku.raucb"), &[]).ok();
     assert_eq!(info(&smime, &w.openssl_plain(&c, &["signer-rsa"], "sha256", "cs.raucb"), &[]).err().1, 9019);
     // The expired signer is accepted when it was valid at its signing time... only if the

@@ -45,7 +45,7 @@ def main():
             f.write("[update]\ncompatible=bench\nversion=1\n\n[image.rootfs]\nfilename=rootfs.img\n")
         conf = os.path.join(work, "system.conf")
         with open(conf, "w") as f:
-            f.write(f"[keyring]\npath={pki}/keyring.pem\ncheck-purpose=codesign\n")
+            f.write(f"[system]\ncompatible=bench\n[keyring]\npath={pki}/keyring.pem\ncheck-purpose=codesign\n")
         rows = []
         for fmt in ["plain", "verity", "tr069"]:
             out = os.path.join(work, f"b.{fmt}")

@@ -409,7 +409,8 @@ const KEYS: &[(&str, &[&str])] = &[
 ];
 
 /// The keys of a `[slot.<class>.<index>]` section this agent reads.
-const SLOT_KEYS: &[&str] = &["device", "type", "bootname", "parent", "readonly", "install-same"];
+/// (`description` is RAUC's free text for people: read and not used.)
+const SLOT_KEYS: &[&str] = &["device", "type", "bootname", "parent", "readonly", "install-same", "description"];
 
 /// RAUC's keys (system.conf, RAUC 1.8 to 1.14) that this agent does not support: an error
 /// that says so, never silence.
@@ -426,9 +427,10 @@ const RAUC_UNSUPPORTED: &[(&str, &[&str])] = &[
             "max-bundle-download-size",
             "max-bundle-signature-size",
             "prevent-late-fallback",
+            "perform-pre-check",
         ],
     ),
-    ("keyring", &["directory"]),
+    ("keyring", &["directory", "allow-single-signature"]),
     ("handlers", &["system-info", "pre-install", "post-install"]),
     (
         "slot",
@@ -441,6 +443,7 @@ const RAUC_UNSUPPORTED: &[(&str, &[&str])] = &[
             "allow-mounted",
             "ignore-checksum",
             "force-install-same",
+            "size-limit",
         ],
     ),
 ];
@@ -667,6 +670,7 @@ fn slot_key(slots: &mut Vec<SlotConf>, group: &str, key: &str, value: &str) -> R
         "parent" => s.parent = Some(value.to_string()),
         "readonly" => s.readonly = flag(value)?,
         "install-same" => s.install_same = flag(value)?,
+        "description" => {}
         _ => return Ok(false),
     }
     Ok(true)

@@ -88,6 +88,10 @@ pub fn raise_minimum(
     override_boot: Option<&str>,
     target: u64,
 ) -> Result<(u64, Option<crate::rollback::BelowMinimum>), Failure> {
+    if conf.keyring.is_some() {
+        let e = crate::confirm::ConfirmError::NoCounter;
+        return Err(Failure::from_fault(&e));
+    }
     if conf.slots.is_empty() {
         let (owner, _, counter) = tpm_owner(conf).map_err(|e| Failure::new("tpm", 9002, format!("TPM: {e:#}")))?;
         let min = owner

@@ -211,18 +211,27 @@ pub fn path(dir: &Path) -> PathBuf {
 }
 
 /// Keep only the newest [`MAX_DAMAGED_COPIES`] damaged copies (a device whose storage
-/// keeps failing must not fill its data partition with them).
-fn prune_damaged(dir: &Path) {
+/// keeps failing must not fill its data partition with them), never `keep`. Newest by
+/// the time in the name (`status.json.damaged-<unix seconds>[.<n>]`): a renamed or linked
+/// file keeps its old modification time.
+fn prune_damaged(dir: &Path, keep: Option<&Path>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut copies: Vec<(std::time::SystemTime, PathBuf)> = entries
+    let order = |name: &str| -> Option<(u64, u64)> {
+        let rest = name.strip_prefix("status.json.damaged-")?;
+        let (at, n) = rest.split_once('.').unwrap_or((rest, "0"));
+        Some((at.parse().ok()?, n.parse().ok()?))
+    };
+    let mut copies: Vec<((u64, u64), PathBuf)> = entries
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("status.json.damaged-"))
-        .map(|e| (e.metadata().and_then(|m| m.modified()).unwrap_or(UNIX_EPOCH), e.path()))
+        .filter_map(|e| Some((order(&e.file_name().to_string_lossy())?, e.path())))
         .collect();
     copies.sort();
     let excess = copies.len().saturating_sub(MAX_DAMAGED_COPIES);
-    for (_, p) in copies.into_iter().take(excess) {
-        let r = if p.is_dir() && !p.is_symlink() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+    for (_, p) in copies.into_iter().take(excess).filter(|(_, p)| Some(p.as_path()) != keep) {
+        let r = match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
+            _ => std::fs::remove_file(&p),
+        };
         if let Err(e) = r {
             tracing::warn!("{}: {e}", p.display());
         }
@@ -289,14 +298,23 @@ impl Status {
                 })
             })
             .find(|k| std::fs::symlink_metadata(k).is_err());
+        // The damaged bytes get a second name first and the fresh status replaces the
+        // first atomically, so `status.json` is never missing (a missing file would read
+        // as a new device, without the reset marker). A directory has to move first.
+        let io = |source| StatusError::Io { path: p.clone(), source };
+        let is_dir = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
         let kept_as = match kept {
+            Some(k) if is_dir => {
+                crate::fsutil::rename_durably(&p, &k).map_err(io)?;
+                Some(k)
+            }
             Some(k) => {
-                crate::fsutil::rename_durably(&p, &k).map_err(|source| StatusError::Io { path: p.clone(), source })?;
+                // link(2) without AT_SYMLINK_FOLLOW: a symbolic link is kept as itself.
+                std::fs::hard_link(&p, &k).map_err(io)?;
                 Some(k)
             }
             None => None,
         };
-        prune_damaged(dir);
         tracing::error!(
             "status file {}: {why}; kept as {}; starting from a fresh status",
             p.display(),
@@ -314,7 +332,13 @@ impl Status {
             start_time: at,
             complete_time: at,
         });
-        s.reset = Some(Reset { at, why, kept_as });
+        s.reset = Some(Reset { at, why, kept_as: kept_as.clone() });
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            // rename(2) replaces the link itself, but say so plainly: never write through it.
+            std::fs::remove_file(&p).map_err(io)?;
+        }
+        s.commit(dir)?;
+        prune_damaged(dir, kept_as.as_deref());
         Ok(s)
     }
 

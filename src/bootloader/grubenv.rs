@@ -57,6 +57,12 @@ impl Block {
         if end < SIGNATURE.len() || block[end - 1] != b'\n' {
             return Err(bad("the used part of the block does not end with a newline"));
         }
+        // A final newline escaped by a backslash would join whatever is appended to the
+        // last line (for GRUB as for us).
+        let backslashes = block[..end - 1].iter().rev().take_while(|&&c| c == b'\\').count();
+        if backslashes % 2 == 1 {
+            return Err(bad("the last line of the block ends in an escaped newline"));
+        }
         let b = Self { used: block[..end].to_vec(), size: block.len() };
         b.lines(path)?;
         Ok(b)
@@ -269,5 +275,12 @@ mod tests {
         assert!(parse(b"not a grubenv", "t").is_err());
         let big = Env(vec![("x".into(), "y".repeat(2000))]);
         assert!(serialize(&big, 1024, "t").is_err());
+        // A last line whose newline is escaped would swallow what is appended after it.
+        let mut b = b"# GRUB Environment Block\nx=a\\\n".to_vec();
+        b.resize(1024, b'#');
+        assert!(Block::parse(&b, "t").is_err());
+        let mut b = b"# GRUB Environment Block\nx=a\\\\\n".to_vec();
+        b.resize(1024, b'#');
+        assert_eq!(parse(&b, "t").unwrap().get("x"), Some("a\\"));
     }
 }

@@ -164,7 +164,7 @@ dev --override-boot-slot B boot-check 2>&1 | sed 's/^/   /' || echo "   -> exit 
 grub-editenv "$work/grubenv" list | grep B_OK | sed 's/^/   grubenv: /'
 dev security-version | sed 's/^/   /'
 say "   a later confirmed update moved the minimum to 4: this package (version 3) is now a downgrade"
-dev security-version --raise 4 | sed 's/^/   /'
+dev --override-boot-slot A security-version --raise 4 2>&1 | sed 's/^/   /'
 dev info --json "$work/update.verity" 2>/dev/null | sed 's/^/   /' || echo "   -> exit status $?"
 
 say "7. One byte changed in the middle of the image: refused, CWMP fault in JSON"

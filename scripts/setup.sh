@@ -3,6 +3,8 @@
 set -euo pipefail
 pkgs=(
   squashfs-tools   # mksquashfs: the bundler, as rauc uses it
+  libsquashfs-dev  # libsquashfs (squashfs-tools-ng): squashfs-ng, the tests' second squashfs reader
+  libclang-dev     # bindgen, which builds squashfs-ng's bindings
   openssl          # test PKI and an independent CMS producer
   rauc             # peer: builds and checks bundles
   cryptsetup-bin   # veritysetup: independent verity oracle

@@ -169,6 +169,7 @@ fn the_reviewed_findings_are_refused_for_every_purpose() {
             "untrusted.pem"
         }));
         run_ok(cmd.arg(&content).arg(&b));
+        common::oracle::built(&b);
         for purpose in ["", "check-purpose=codesign\n"] {
             let conf = w.path("f.conf");
             std::fs::write(
@@ -264,6 +265,7 @@ fn packages_of_a_matrix_subset_agree_with_rauc_info() {
             cmd.arg(format!("--intermediate={}", f.display()));
         }
         run_ok(cmd.arg(&content).arg(&b));
+        common::oracle::built(&b);
         let r = Command::new("rauc").arg(format!("--conf={}", rc.display())).arg("info").arg(&b).output().unwrap();
         let rauc_ok = r.status.success();
         rauc_accepted += usize::from(rauc_ok);
@@ -425,7 +427,7 @@ fn crls_from_the_signed_data_the_keyring_and_the_configuration() {
             c.arg("--crl").arg(d.join(crl));
         }
         run_ok(c.arg(&content).arg(&o));
-        o
+        common::oracle::built(&o)
     };
     let conf = |name: &str, keyring: &Path, extra: &str| {
         let p = w.path(name);

@@ -31,7 +31,7 @@ fn rauc_bundle(w: &Work, format: &str, signer: &str, out: &str) -> std::path::Pa
             .arg(&c)
             .arg(&o),
     );
-    o
+    common::oracle::built(&o)
 }
 
 #[test]
@@ -192,11 +192,32 @@ fn every_mksquashfs_compressor_reads_back() {
         let b = w.bundle("verity", &content, &["signer-rsa"], &format!("{comp}.raucb"), &["--compression", comp]);
         assert_eq!(info(&conf, &b, &[]).ok()["images"][0]["sha256"], sha256_hex(&img), "{comp}");
     }
-    // lzo is not built in: a clear refusal, not a crash.
+    // lzo is not built in: a clear refusal, not a crash. The bundle is valid (unsquashfs
+    // lists it); Debian's libsquashfs lacks lzo too, so both readers refuse it (made
+    // without Work::bundle, whose oracle requires both to read it).
     content = w.content("c2", 50_000, "");
-    let b = w.bundle("plain", &content, &["signer-rsa"], "lzo.raucb", &["--compression", "lzo"]);
+    let b = w.path("lzo.raucb");
+    run_ok(
+        Command::new(BIN)
+            .args(["bundle", "--format", "plain", "--compression", "lzo", "--cert"])
+            .arg(cert("signer-rsa"))
+            .arg("--key")
+            .arg(key("signer-rsa"))
+            .arg("--intermediate")
+            .arg(cert("release-ca"))
+            .arg(&content)
+            .arg(&b),
+    );
+    let listed = run_ok(Command::new("unsquashfs").args(["-l", "-d", "/"]).arg(&b));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("/rootfs.img"));
+    for e in [common::oracle::read_backhand(&b).unwrap_err(), common::oracle::read_libsquashfs(&b).unwrap_err()] {
+        assert!(e.to_lowercase().contains("compress") || e.to_lowercase().contains("lzo"), "{e}");
+    }
     let r = info(&conf, &b, &[]);
     assert_eq!(r.err(), ("squashfs".into(), 9018));
+    // The error names what failed (backhand's messages were empty without error-strings).
+    let msg = r.json["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("unsupported compression"), "{msg}");
 }
 
 /// A rauc bundle using every manifest key rauc 1.8 accepts (checked against `rauc bundle`,
@@ -226,6 +247,7 @@ fn rauc_bundle_with_every_manifest_key() {
             .arg(&c)
             .arg(&o),
     );
+    common::oracle::built(&o);
     let r = info(&w.conf(""), &o, &[]);
     let j = r.ok();
     assert_eq!(j["build"], "b1");
@@ -309,6 +331,7 @@ fn signer_infos_without_signed_attributes() {
             .arg(&new_sig)
             .arg(&nb),
     );
+    common::oracle::built(&nb);
     assert!(rauc_ok(&nb).status.success());
     let j = info(&conf, &nb, &[]);
     assert_eq!(j.ok()["format"], "verity");

@@ -216,6 +216,7 @@ fn bundle_takes_the_format_from_the_manifest() {
             .arg(&c)
             .arg(&o),
     );
+    common::oracle::built(&o);
     assert_eq!(info(&w.conf(""), &o, &[]).ok()["format"], "plain");
 }
 

@@ -76,6 +76,9 @@ impl Vm {
         let _ = std::fs::remove_dir_all(dir.join("tpm"));
         let o = Command::new(Path::new(ROOT).join("images/build.sh")).arg(&dir).arg(&agent).output().unwrap();
         assert!(o.status.success(), "images/build.sh: {}", String::from_utf8_lossy(&o.stderr));
+        for b in ["factory", "update", "wrong-rv"] {
+            common::oracle::built(&dir.join(format!("work/{b}.raucb")));
+        }
         std::fs::create_dir_all(dir.join("tpm")).unwrap();
         let o = Command::new("swtpm_setup")
             .args(["--tpm2", "--pcr-banks", "sha256", "--overwrite", "--tpmstate"])

@@ -5,7 +5,9 @@ use std::sync::{Arc, OnceLock};
 /// Run the whole verification on arbitrary bytes (anchors: a fixed root).
 pub fn verify_bytes(data: &[u8]) {
     static ANCHORS: OnceLock<Anchors> = OnceLock::new();
-    let anchors = ANCHORS.get_or_init(|| Anchors::from_pem(include_bytes!("../fuzz-root.pem"), TrustSource::Keyring("fuzz".into())).unwrap());
+    let anchors = ANCHORS.get_or_init(|| {
+        Anchors::from_pem(include_bytes!("../fuzz-root.pem"), TrustSource::Keyring("fuzz".into())).unwrap()
+    });
     let ctx = Context {
         anchors,
         policy: Default::default(),

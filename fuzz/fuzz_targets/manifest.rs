@@ -9,7 +9,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(kf) = henb_update::package::keyfile::KeyFile::parse(text) {
             // What we write, we must read back identically.
-            let again = henb_update::package::keyfile::KeyFile::parse(&kf.to_text()).expect("re-parse of our own output");
+            let again =
+                henb_update::package::keyfile::KeyFile::parse(&kf.to_text()).expect("re-parse of our own output");
             assert_eq!(again.groups.len(), kf.groups.len());
         }
     }

@@ -8,7 +8,7 @@
 
 use backhand::{BackhandError, BufReadSeek, FilesystemReader, InnerNode};
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// Most inodes a bundle may hold (RAUC bundles hold a manifest, images and hooks).
@@ -29,6 +29,15 @@ pub enum SquashfsError {
     /// backhand could not read the filesystem.
     #[error("squashfs: {0}")]
     Corrupt(String),
+    /// The directory tree backhand read does not account for every inode: backhand stops
+    /// reading a directory at the first entry it cannot parse, silently.
+    #[error("squashfs directory tree: {names} names reach fewer than the {inodes} inodes of the superblock (a directory listing is cut short)")]
+    Incomplete {
+        /// Names found, the root included (hard links count once per name).
+        names: u64,
+        /// The superblock's inode count.
+        inodes: u32,
+    },
     /// A file the manifest names is missing or not a regular file.
     #[error("squashfs: '{0}' is not a regular file in the bundle")]
     NotAFile(String),
@@ -48,9 +57,12 @@ pub enum SquashfsError {
 }
 
 impl From<BackhandError> for SquashfsError {
+    /// An error the operating system reported is I/O, except EINVAL (a seek to an offset
+    /// the image made up); any other `io::Error` inside backhand comes from a decompressor
+    /// or a bounds check on the image: corruption.
     fn from(e: BackhandError) -> Self {
         match e {
-            BackhandError::StdIo(io) => Self::Io(io),
+            BackhandError::StdIo(io) if io.raw_os_error().is_some_and(|c| c != nix::libc::EINVAL) => Self::Io(io),
             e => Self::Corrupt(e.to_string()),
         }
     }
@@ -128,6 +140,44 @@ pub fn check_metadata_blocks(
     Ok(())
 }
 
+/// One inode of a squashfs as a directory walk finds it (squashfs 4.0 inode types).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Absolute path inside the filesystem; the root is `/`.
+    pub path: PathBuf,
+    /// The inode's type and what it carries.
+    pub kind: EntryKind,
+    /// Permission bits (`0o7777`), as stored.
+    pub mode: u16,
+    /// Owner and group ids, resolved through the id table.
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+}
+
+/// The inode types of squashfs 4.0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file of `size` bytes.
+    File {
+        /// Size in bytes.
+        size: u64,
+    },
+    /// A directory.
+    Dir,
+    /// A symbolic link (not followed by this reader).
+    Symlink {
+        /// The target as stored.
+        target: PathBuf,
+    },
+    /// A character or block device.
+    Device,
+    /// A named pipe.
+    Fifo,
+    /// A socket.
+    Socket,
+}
+
 /// An open squashfs.
 pub struct Squashfs {
     fs: FilesystemReader<'static>,
@@ -145,7 +195,15 @@ impl Squashfs {
             reader.read_exact(buf)
         })?;
         reader.seek(io::SeekFrom::Start(0)).map_err(SquashfsError::Io)?;
-        Ok(Self { fs: FilesystemReader::from_reader(reader)? })
+        let fs = FilesystemReader::from_reader(reader)?;
+        // Every inode mksquashfs writes has a name; fewer names than inodes means a listing
+        // backhand gave up on. The bundle would then lack files without saying so.
+        let inodes = u32::from_le_bytes(sb[4..8].try_into().expect("4 bytes"));
+        let names = fs.files().count() as u64;
+        if names < u64::from(inodes) {
+            return Err(SquashfsError::Incomplete { names, inodes });
+        }
+        Ok(Self { fs })
     }
 
     fn find(&self, name: &str) -> Result<&backhand::SquashfsFileReader, SquashfsError> {
@@ -158,6 +216,27 @@ impl Squashfs {
                 _ => None,
             })
             .ok_or_else(|| SquashfsError::NotAFile(name.to_string()))
+    }
+
+    /// Every inode reachable from the root, parents before their children.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.fs
+            .files()
+            .map(|n| Entry {
+                path: n.fullpath.clone(),
+                kind: match &n.inner {
+                    InnerNode::File(f) => EntryKind::File { size: f.file_len() as u64 },
+                    InnerNode::Dir(_) => EntryKind::Dir,
+                    InnerNode::Symlink(l) => EntryKind::Symlink { target: l.link.clone() },
+                    InnerNode::CharacterDevice(_) | InnerNode::BlockDevice(_) => EntryKind::Device,
+                    InnerNode::NamedPipe => EntryKind::Fifo,
+                    InnerNode::Socket => EntryKind::Socket,
+                },
+                mode: n.header.permissions & 0o7777,
+                uid: n.header.uid,
+                gid: n.header.gid,
+            })
+            .collect()
     }
 
     /// Size of a regular file.

@@ -3,6 +3,8 @@
 //! tests/tools/tr069_build.py) as well as from our own `bundle`.
 #![allow(dead_code)]
 
+pub mod oracle;
+
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -110,7 +112,7 @@ impl Work {
         }
         c.arg("--intermediate").arg(cert("release-ca")).args(extra).arg(content).arg(&o);
         run_ok(&mut c);
-        o
+        oracle::built(&o)
     }
 
     /// A squashfs of `content`, made as rauc makes it.
@@ -123,7 +125,7 @@ impl Work {
             "-quiet",
             "-no-progress",
         ]));
-        sq
+        oracle::built(&sq)
     }
 
     /// A plain bundle made without our code: mksquashfs + `openssl cms -sign`.
@@ -134,9 +136,14 @@ impl Work {
     /// The same, with extra `openssl cms` options after the signers (`-keyopt ...`, `-keyid`).
     pub fn openssl_plain_with(&self, content: &Path, signers: &[&str], md: &str, out: &str, extra: &[&str]) -> PathBuf {
         let sq = self.mksquashfs(content, &format!("{out}.sqfs"));
+        self.sign_plain(&sq, signers, md, out, extra)
+    }
+
+    /// A plain bundle of a given squashfs image, signed with `openssl cms -sign`.
+    pub fn sign_plain(&self, sq: &Path, signers: &[&str], md: &str, out: &str, extra: &[&str]) -> PathBuf {
         let cms = self.path(&format!("{out}.cms"));
         let mut c = Command::new("openssl");
-        c.args(["cms", "-sign", "-binary", "-outform", "DER", "-md", md]).arg("-in").arg(&sq).arg("-out").arg(&cms);
+        c.args(["cms", "-sign", "-binary", "-outform", "DER", "-md", md]).arg("-in").arg(sq).arg("-out").arg(&cms);
         for s in signers {
             c.arg("-signer").arg(cert(s)).arg("-inkey").arg(key(s));
         }
@@ -144,7 +151,7 @@ impl Work {
         c.arg("-certfile").arg(cert("release-ca"));
         run_ok(&mut c);
         let o = self.path(out);
-        assemble(&sq, &std::fs::read(&cms).unwrap(), &o);
+        assemble(sq, &std::fs::read(&cms).unwrap(), &o);
         o
     }
 }

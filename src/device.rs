@@ -31,13 +31,17 @@ pub fn bootloader(conf: &Config, booted: &SlotConf) -> Result<Box<dyn bootloader
     bootloader::open(conf, &booted.class).map_err(|e| e.to_string())
 }
 
+/// The salt key's pinned name, in the data directory (see [`crate::tpm::TpmConfig`]).
+pub const SALT_KEY_PIN: &str = "tpm-salt-key.name";
+
 /// The TPM owner task and the NV layout from the configuration.
 pub fn tpm_owner(
     conf: &Config,
 ) -> anyhow::Result<(crate::tpm::owner::TpmOwner, crate::trust::store::RootStore, crate::rollback::Counter)> {
     use anyhow::Context as _;
     let t = &conf.tpm;
-    let mut tc = crate::tpm::TpmConfig::default();
+    let mut tc =
+        crate::tpm::TpmConfig { salt_key_pin: Some(conf.data_directory.join(SALT_KEY_PIN)), ..Default::default() };
     if let Some(tcti) = &t.tcti {
         tc.tcti = tcti.clone();
     }

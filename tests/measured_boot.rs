@@ -7,11 +7,12 @@
 mod common;
 use common::bus::{cwmp_call, Bus, Service};
 use common::device::{grub_list, Device};
+use common::tpmproxy;
 use common::*;
 use henb_update::measured_boot::policy;
 use sha2::{Digest, Sha256};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// What one boot of a slot extends: (pcr, event digest).
@@ -502,4 +503,151 @@ fn reference_values_that_do_not_cover_the_sealed_pcrs_are_refused() {
     conf.push_str("pcrs=8;9\n");
     std::fs::write(&d.conf, conf).unwrap();
     assert_eq!(d.install(&p).1["error"]["kind"], "reference-values");
+}
+
+/// Point the device's agent at `proxy` (and give it `owner_auth`, when set).
+fn through(d: &Device, proxy: &tpmproxy::Proxy, owner_auth: Option<&Path>) -> String {
+    let before = std::fs::read_to_string(&d.conf).unwrap();
+    let mut tcti = format!("tcti={}", proxy.tcti());
+    if let Some(a) = owner_auth {
+        tcti.push_str(&format!("\nowner-auth-file={}", a.display()));
+    }
+    std::fs::write(&d.conf, before.replace(&format!("tcti={}", d.t.tcti()), &tcti)).unwrap();
+    before
+}
+
+/// Step 11: a probe on the TPM bus (tests/common/tpmproxy.rs records every byte between
+/// the agent and swtpm) sees neither the sealed secret (Create's sensitive data and
+/// Unseal's answer travel encrypted in a salted session) nor the owner authorization
+/// (an HMAC key, never a password), while the agent provisions, initializes measured
+/// boot, seals, unseals and installs through it.
+#[test]
+fn the_secret_and_the_owner_authorization_never_cross_the_bus_in_clear() {
+    let d = Device::new(false);
+    let owner = "owner-passphrase-9c1e77";
+    run_ok(Command::new("tpm2_changeauth").args(["-c", "owner", owner, "-T", &d.t.tcti()]).env("TSS2_LOG", "all+none"));
+    let auth = d.w.path("owner-auth");
+    std::fs::write(&auth, owner).unwrap();
+    let proxy = tpmproxy::Proxy::start(d.t.port, None);
+    through(&d, &proxy, Some(&auth));
+    d.enable_measured_boot();
+    reboot(&d, boot_of(A));
+    ok(d.cli(&["policy", "init", "--from-pcrs", "8,9"]), "policy init");
+    let secret = b"device-credential-5be0c8a1f2";
+    seal(&d, "device-credential", secret);
+    assert_eq!(ok(unseal(&d, "A"), "unseal through the probe").stdout, secret);
+    let c = d.w.content("c", 100_000, "");
+    let rv = reference_values(&d.w);
+    let p = d.w.bundle("verity", &c, &["signer-rsa"], "u.raucb", &["--reference-values", rv.to_str().unwrap()]);
+    assert_eq!(d.install(&p).0, 0, "install through the probe");
+    let rec = proxy.recording();
+    assert!(rec.len() > 20_000, "the probe saw the conversation ({} bytes)", rec.len());
+    assert!(!tpmproxy::contains(&rec, secret), "the secret crossed the bus in clear");
+    assert!(!tpmproxy::contains(&rec, &secret[..12]), "part of the secret crossed the bus in clear");
+    assert!(!tpmproxy::contains(&rec, owner.as_bytes()), "the owner authorization crossed the bus in clear");
+    // The probe does see what is public in clear: PCR 8 as `policy init` read it.
+    let pcr8 = final_value(&boot_of(A).pcr8);
+    assert!(tpmproxy::contains(&rec, &pcr8), "the recording holds the PCR values read");
+}
+
+/// Step 11: the probe flips one byte of the TPM's answer to an NV read of the root
+/// certificate, the anti-rollback counter and the policy index. The salted session's
+/// response HMAC no longer verifies: each time the agent says "could not check" (exit
+/// 3, 9002), and the boot environment, the slots and the status stay as they were.
+#[test]
+fn a_changed_tpm_answer_is_could_not_check_and_changes_nothing() {
+    use std::sync::Arc;
+    let (d, p) = provisioned(false);
+    let slot_b = || Sha256::digest(std::fs::read(d.w.path("slotB")).unwrap());
+    for (what, index) in [("root", 0x0101_0100u32), ("counter", 0x0101_0200), ("policy index", 0x0101_0300)] {
+        let tamper: Arc<tpmproxy::Tamper> = Arc::new(move |cmd, resp| {
+            if tpmproxy::command_code(cmd) == tpmproxy::TPM_CC_NV_READ
+                && tpmproxy::handle(cmd, 1) == Some(index)
+                && tpmproxy::response_code(resp) == 0
+                && resp.len() > 17
+            {
+                resp[17] ^= 0x01; // a data byte of the TPM2B_MAX_NV_BUFFER
+            }
+        });
+        let proxy = tpmproxy::Proxy::start(d.t.port, Some(tamper));
+        let conf = through(&d, &proxy, None);
+        let (env, status, b) = (d.boot_env(), d.status(), slot_b());
+        let (code, out) = d.install(&p);
+        assert_eq!(code, 3, "{what}: {out}");
+        assert_eq!(out["error"]["cwmp-fault"], 9002, "{what}: {out}");
+        let msg = out["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("TPM NV_Read of index") || msg.contains("TPM NV_ReadPublic"), "{what}: {msg}");
+        assert_eq!(d.boot_env(), env, "{what}: boot environment changed");
+        assert_eq!(slot_b(), b, "{what}: slot B written");
+        std::fs::write(&d.conf, conf).unwrap();
+        // The agent's session is flushed even though ESAPI refused to go on with it
+        // (swtpm has no resource manager: a leaked session stays, and there are three).
+        let o = run_ok(Command::new("tpm2_getcap").args(["handles-loaded-session", "-T", &d.t.tcti()]));
+        assert!(o.stdout.is_empty(), "{what}: sessions left loaded: {}", String::from_utf8_lossy(&o.stdout));
+        let after = d.status();
+        assert_eq!(after["pending"], status["pending"], "{what}");
+        // Refused before the install began (nothing recorded) or recorded as 9002.
+        let last = &after["last-result"];
+        assert!(*last == status["last-result"] || last["fault-code"] == 9002, "{what}: {last}");
+    }
+    // Without the probe the same install goes through.
+    let (code, out) = d.install(&p);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// Step 11: the probe answers the salt key's CreatePrimary with another public key (and
+/// the name that matches it), as an interposer would to learn the session salt. The key
+/// is not the one pinned at provisioning: refused before anything is read through it.
+#[test]
+fn a_substituted_salt_key_is_refused() {
+    use std::sync::Arc;
+    let (d, p) = provisioned(false);
+    let pin = d.w.path("data").join("tpm-salt-key.name");
+    let pinned = std::fs::read_to_string(&pin).expect("the salt key is pinned at provisioning");
+    let tamper: Arc<tpmproxy::Tamper> = Arc::new(|cmd, resp| {
+        const TPM_RH_ENDORSEMENT: u32 = 0x4000_000B;
+        if tpmproxy::command_code(cmd) == tpmproxy::TPM_CC_CREATE_PRIMARY
+            && tpmproxy::handle(cmd, 0) == Some(TPM_RH_ENDORSEMENT)
+            && tpmproxy::response_code(resp) == 0
+        {
+            // header 10, objectHandle 4, parameterSize 4, outPublic (size 2, TPMT_PUBLIC);
+            // the ECC point's x coordinate starts 26 bytes into the TPMT_PUBLIC.
+            let size = u16::from_be_bytes([resp[18], resp[19]]) as usize;
+            let public = 20..20 + size;
+            resp[20 + 26 + 5] ^= 0x40;
+            let name = [&[0x00, 0x0b][..], &Sha256::digest(&resp[public])].concat();
+            // The name is the last TPM2B before the 5-byte password-session response.
+            let at = resp.len() - 5 - name.len();
+            resp[at..at + name.len()].copy_from_slice(&name);
+        }
+    });
+    let proxy = tpmproxy::Proxy::start(d.t.port, Some(tamper));
+    through(&d, &proxy, None);
+    let env = d.boot_env();
+    let (code, out) = d.install(&p);
+    assert_eq!(code, 3, "{out}");
+    assert_eq!(out["error"]["cwmp-fault"], 9002, "{out}");
+    let msg = out["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("CreatePrimary (salt key)"), "{msg}");
+    assert_eq!(d.boot_env(), env);
+    let o = unseal(&d, "A");
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "unseal through a substituted salt key: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.stdout.is_empty());
+    assert_eq!(std::fs::read_to_string(&pin).unwrap(), pinned, "the pin is not rewritten");
+    // A whole other TPM in its place (its keys are consistent, so only the pin tells).
+    let other = common::swtpm::Swtpm::start();
+    let conf = std::fs::read_to_string(&d.conf).unwrap();
+    std::fs::write(&d.conf, conf.replace(&format!("tcti={}", proxy.tcti()), &format!("tcti={}", other.tcti())))
+        .unwrap();
+    let (code, out) = d.install(&p);
+    assert_eq!(code, 3, "{out}");
+    let msg = out["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("is not the key pinned in"), "{msg}");
+    assert_eq!(d.boot_env(), env);
+    assert_eq!(std::fs::read_to_string(&pin).unwrap(), pinned, "the pin is not rewritten");
 }

@@ -83,7 +83,7 @@ fn a_locked_root_is_frozen_and_tpm2_tools_reads_it_back() {
     assert_eq!(roots[0]["locked"], true);
     // Owner-authorized write: the TPM itself answers NV_LOCKED.
     let mut tpm =
-        henb_update::tpm::Tpm::open(henb_update::tpm::TpmConfig { tcti: t.tcti(), owner_auth: vec![] }).unwrap();
+        henb_update::tpm::Tpm::open(henb_update::tpm::TpmConfig { tcti: t.tcti(), ..Default::default() }).unwrap();
     let e = tpm.nv_write(0x0101_0100, b"attacker").unwrap_err();
     assert!(e.is_locked(), "{e}");
     drop(tpm);
@@ -290,7 +290,7 @@ fn software_policy_digests_equal_the_tpms_trial_sessions() {
     use henb_update::measured_boot::policy;
     let t = Swtpm::start();
     let mut tpm =
-        henb_update::tpm::Tpm::open(henb_update::tpm::TpmConfig { tcti: t.tcti(), owner_auth: vec![] }).unwrap();
+        henb_update::tpm::Tpm::open(henb_update::tpm::TpmConfig { tcti: t.tcti(), ..Default::default() }).unwrap();
     let value = |seed: u64| -> [u8; 32] { pseudo_random(32, seed).try_into().unwrap() };
     let selections: [&[u8]; 3] = [&[9], &[8, 9], &[4, 8, 9]];
     let mut branches = Vec::new();
@@ -320,7 +320,7 @@ fn policy_index_name_authorize_nv_and_sealing_match_the_tpm() {
     use henb_update::measured_boot::policy::{self, nv_attr};
     use henb_update::tpm::{NvKind, Tpm, TpmConfig};
     let t = Swtpm::start();
-    let mut tpm = Tpm::open(TpmConfig { tcti: t.tcti(), owner_auth: vec![] }).unwrap();
+    let mut tpm = Tpm::open(TpmConfig { tcti: t.tcti(), ..Default::default() }).unwrap();
     let index = 0x0101_0300;
     tpm.nv_define(index, 34, NvKind::Policy, "policy").unwrap();
     assert_eq!(tpm.nv_name(index).unwrap(), policy::nv_name(index, nv_attr::POLICY_INDEX, 34));

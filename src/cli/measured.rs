@@ -215,7 +215,7 @@ pub(super) fn run_secret(c: SecretCommand, conf: &Config) -> ExitCode {
                 ExitCode::SUCCESS
             }
             // The TPM refusing the policy is the expected "not this measurement" answer.
-            Err(MeasuredBootError::Tpm(crate::tpm::TpmError::Command { why, .. })) => fail(
+            Err(MeasuredBootError::Tpm(crate::tpm::TpmError::Command { op: "unseal", why, .. })) => fail(
                 "secret unseal",
                 format!("the device does not measure as an approved slot; the secret stays sealed (TPM: {why})"),
                 EXIT_REJECTED,

@@ -29,17 +29,22 @@ use tss_esapi::Context;
 pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
 
 /// How to reach the TPM and authorize owner operations.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TpmConfig {
     /// TCTI string (`device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`, ...; checked by [`tcti::parse`]).
     pub tcti: String,
-    /// Owner hierarchy authorization (empty on a fresh TPM).
+    /// Owner hierarchy authorization (empty on a fresh TPM). Sent only as an HMAC key.
     pub owner_auth: Vec<u8>,
+    /// Where the salt key's name is pinned (hex of the TPM2B_NAME: nameAlg || SHA-256 of
+    /// its TPMT_PUBLIC). Written at the first session (the factory's provisioning), then
+    /// every session checks the key against it. `None`: no pin (library use, tests of
+    /// the NV layer).
+    pub salt_key_pin: Option<std::path::PathBuf>,
 }
 
 impl Default for TpmConfig {
     fn default() -> Self {
-        Self { tcti: DEFAULT_TCTI.into(), owner_auth: Vec::new() }
+        Self { tcti: DEFAULT_TCTI.into(), owner_auth: Vec::new(), salt_key_pin: None }
     }
 }
 
@@ -79,6 +84,26 @@ pub enum TpmError {
     /// No NV index at that handle.
     #[error("NV index {0:#010x} is not defined")]
     NotDefined(u32),
+    /// The TPM's salt key is not the one pinned at provisioning: another TPM, a cleared
+    /// owner hierarchy, or an interposer answering in its place. Nothing is read or
+    /// written through it ("could not check").
+    #[error("the TPM's salt key {got} is not the key pinned in {pin} ({pinned}): another TPM or an interposer on its bus; after a deliberate TPM2_Clear, remove the pin and provision again")]
+    SaltKey {
+        /// The pin file.
+        pin: String,
+        /// The pinned name (hex).
+        pinned: String,
+        /// The name the TPM's key has now (hex).
+        got: String,
+    },
+    /// The pin file cannot be read or written.
+    #[error("salt key pin {pin}: {why}")]
+    Pin {
+        /// The pin file.
+        pin: String,
+        /// Cause.
+        why: String,
+    },
 }
 
 impl TpmError {
@@ -172,10 +197,34 @@ fn storage_primary_template() -> tss_esapi::Result<tss_esapi::structures::Public
 }
 
 /// An open TPM. Owned by one task; see [`owner::TpmOwner`].
+///
+/// Every command that carries authorization or data that matters runs in one salted HMAC
+/// session (TPM 2.0 Part 1, 19.6.14 and 21): its salt is encrypted to the storage primary,
+/// whose name is pinned ([`TpmConfig::salt_key_pin`]), so only this agent and the TPM
+/// know the session key. The TPM's responses carry an HMAC that ESAPI checks (a changed
+/// byte on the bus is an error, not a value), NV data and the sealed secret travel
+/// AES-128-CFB encrypted, and the owner authorization is an HMAC key, never a password
+/// on the bus.
 pub struct Tpm {
     conf: TpmConfig,
     ctx: Option<Context>,
     limits: Option<Limits>,
+    session: Option<tss_esapi::interface_types::session_handles::AuthSession>,
+    /// The session's TPM handle, to flush it from a fresh context when ESAPI's went into
+    /// its error state (it does after a response that fails verification).
+    session_tpm: Option<u32>,
+    pinned: Option<Vec<u8>>,
+}
+
+/// What a salted session does for one command besides authenticating it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protect {
+    /// HMAC only (commands whose first parameters are not a TPM2B).
+    Hmac,
+    /// Encrypt the response's first parameter (NV_Read, NV_ReadPublic).
+    Response,
+    /// Encrypt the command's first parameter (NV_Write, Create's sensitive data).
+    Command,
 }
 
 fn cmd_err(op: &'static str, index: u32) -> impl Fn(tss_esapi::Error) -> TpmError {
@@ -190,12 +239,167 @@ fn cmd_err(op: &'static str, index: u32) -> impl Fn(tss_esapi::Error) -> TpmErro
     }
 }
 
+/// The TPM handles of the loaded HMAC and policy sessions (TPM_HT_HMAC_SESSION).
+fn loaded_sessions(ctx: &mut Context) -> Vec<u32> {
+    match ctx.get_capability(CapabilityType::Handles, 0x0200_0000, 64) {
+        Ok((CapabilityData::Handles(list), _)) => list.iter().map(|h| u32::from(*h)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl Drop for Tpm {
+    fn drop(&mut self) {
+        self.end_session();
+    }
+}
+
+fn flush_session(ctx: &mut Context, s: tss_esapi::interface_types::session_handles::AuthSession) {
+    let _ = ctx.flush_context(tss_esapi::handles::ObjectHandle::from(tss_esapi::handles::SessionHandle::from(s)));
+}
+
 impl Tpm {
     /// Connect.
     pub fn open(conf: TpmConfig) -> Result<Self, TpmError> {
-        let mut t = Self { conf, ctx: None, limits: None };
+        let mut t = Self { conf, ctx: None, limits: None, session: None, session_tpm: None, pinned: None };
         t.ctx()?;
         Ok(t)
+    }
+
+    /// Close the ESAPI context (and the session with it): the raw FFI opens its own
+    /// connection, and swtpm serves one client at a time.
+    fn disconnect(&mut self) {
+        self.end_session();
+        self.ctx = None;
+    }
+
+    /// Flush the salted session. A TPM without a resource manager keeps sessions after
+    /// the connection closes and has room for three: [`owner::TpmOwner`] ends the
+    /// session after each call, before its result is sent.
+    pub fn end_session(&mut self) {
+        let (Some(s), tpm_handle) = (self.session.take(), self.session_tpm.take()) else { return };
+        let flushed = self.ctx.as_mut().is_some_and(|ctx| {
+            ctx.flush_context(tss_esapi::handles::ObjectHandle::from(tss_esapi::handles::SessionHandle::from(s)))
+                .is_ok()
+        });
+        if flushed {
+            return;
+        }
+        // ESAPI refuses every call after a response that failed verification: flush the
+        // session by its TPM handle from a new context.
+        self.ctx = None;
+        let Some(h) = tpm_handle.and_then(|h| tss_esapi::handles::TpmHandle::try_from(h).ok()) else { return };
+        if let Ok(ctx) = self.ctx() {
+            if let Ok(o) = ctx.tr_from_tpm_public(h) {
+                let _ = ctx.flush_context(o);
+            }
+        }
+    }
+
+    /// The salted session, started on first use: the salt key (an ECC P-256 primary under
+    /// the endorsement hierarchy, whose seed survives TPM2_Clear and every reboot, as
+    /// the endorsement key does) is created, its name checked against the pin, and the
+    /// session's salt encrypted to it. The endorsement authorization is empty (TCG EK
+    /// Credential Profile), so nothing secret crosses the bus for this.
+    fn session(&mut self) -> Result<tss_esapi::interface_types::session_handles::AuthSession, TpmError> {
+        use tss_esapi::constants::SessionType;
+        use tss_esapi::structures::SymmetricDefinition;
+        if let Some(s) = self.session {
+            return Ok(s);
+        }
+        let err = cmd_err("StartAuthSession", 0);
+        let template = storage_primary_template().map_err(&err)?;
+        let ctx = self.ctx()?;
+        let start = |ctx: &mut Context, key: Option<tss_esapi::handles::KeyHandle>| {
+            ctx.start_auth_session(
+                key,
+                None,
+                None,
+                SessionType::Hmac,
+                SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )
+            .and_then(|s| s.ok_or(tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::WrongValueFromTpm)))
+        };
+        let primary = ctx
+            .execute_with_nullauth_session(|c| {
+                c.create_primary(Hierarchy::Endorsement, template, None, None, None, None)
+            })
+            .map_err(cmd_err("CreatePrimary (salt key)", 0))?;
+        let name = ctx.tr_get_name(primary.key_handle.into()).map(|n| n.value().to_vec()).map_err(&err);
+        let before = loaded_sessions(ctx);
+        let salted = name.and_then(|n| Ok((n, start(ctx, Some(primary.key_handle)).map_err(&err)?)));
+        let ours: Vec<u32> = loaded_sessions(ctx).into_iter().filter(|h| !before.contains(h)).collect();
+        let _ = ctx.flush_context(primary.key_handle.into());
+        let (name, session) = salted?;
+        if let Err(e) = self.check_pin(&name) {
+            if let Ok(ctx) = self.ctx() {
+                flush_session(ctx, session);
+            }
+            return Err(e);
+        }
+        self.session = Some(session);
+        self.session_tpm = (ours.len() == 1).then(|| ours[0]);
+        Ok(session)
+    }
+
+    /// The salt key's name, checked against the pin (for the raw FFI's own sessions).
+    fn pinned_name(&mut self) -> Result<Vec<u8>, TpmError> {
+        self.session()?;
+        Ok(self.pinned.clone().expect("set by a successful session"))
+    }
+
+    /// Compare the salt key's name with the pin; write the pin if there is none yet.
+    fn check_pin(&mut self, name: &[u8]) -> Result<(), TpmError> {
+        if self.pinned.as_deref() == Some(name) {
+            return Ok(());
+        }
+        let Some(pin) = self.conf.salt_key_pin.clone() else {
+            self.pinned = Some(name.to_vec());
+            return Ok(());
+        };
+        let shown = pin.display().to_string();
+        let failed = |why: String| TpmError::Pin { pin: shown.clone(), why };
+        match crate::fsutil::read_state(&pin) {
+            Ok(text) => {
+                let pinned = std::str::from_utf8(&text)
+                    .ok()
+                    .and_then(|t| hex::decode(t.trim()).ok())
+                    .ok_or_else(|| failed("not a hex TPM2B_NAME".into()))?;
+                if pinned != name {
+                    return Err(TpmError::SaltKey { pin: shown, pinned: hex::encode(&pinned), got: hex::encode(name) });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!("pinning the TPM's salt key {} in {shown}", hex::encode(name));
+                let dir = pin.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+                crate::fsutil::private_dir(dir)
+                    .and_then(|_| crate::fsutil::write_atomic(&pin, format!("{}\n", hex::encode(name)).as_bytes()))
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+            Err(e) => return Err(failed(e.to_string())),
+        }
+        self.pinned = Some(name.to_vec());
+        Ok(())
+    }
+
+    /// Run `f` with the salted session as its first session, protecting as `how` says.
+    fn protected<T>(
+        &mut self,
+        how: Protect,
+        f: impl FnOnce(&mut Context) -> tss_esapi::Result<T>,
+    ) -> Result<tss_esapi::Result<T>, TpmError> {
+        use tss_esapi::attributes::SessionAttributesBuilder;
+        let s = self.session()?;
+        let (attrs, mask) = SessionAttributesBuilder::new()
+            .with_continue_session(true)
+            .with_encrypt(how == Protect::Response)
+            .with_decrypt(how == Protect::Command)
+            .build();
+        let ctx = self.ctx()?;
+        if let Err(e) = ctx.tr_sess_set_attributes(s, attrs, mask) {
+            return Ok(Err(e));
+        }
+        Ok(ctx.execute_with_session(Some(s), f))
     }
 
     fn unreachable(&self, why: impl ToString) -> TpmError {
@@ -241,7 +445,7 @@ impl Tpm {
 
     fn handle(&mut self, index: u32) -> Result<Option<NvIndexHandle>, TpmError> {
         let tpm_handle = NvIndexTpmHandle::new(index).map_err(cmd_err("handle", index))?;
-        match self.ctx()?.tr_from_tpm_public(tpm_handle.into()) {
+        match self.protected(Protect::Response, |c| c.tr_from_tpm_public(tpm_handle.into()))? {
             Ok(h) => Ok(Some(h.into())),
             Err(tss_esapi::Error::Tss2Error(rc)) if rc.kind() == Some(Tss2ResponseCodeKind::Handle) => Ok(None),
             Err(e) => Err(cmd_err("ReadPublic", index)(e)),
@@ -258,9 +462,9 @@ impl Tpm {
     /// Facts about an index, `None` when it is not defined.
     pub fn nv_info(&mut self, index: u32) -> Result<Option<NvInfo>, TpmError> {
         let Some(h) = self.handle(index)? else { return Ok(None) };
-        let r = self.ctx()?.nv_read_public(h).map_err(cmd_err("NV_ReadPublic", index));
+        let r = self.protected(Protect::Response, |c| c.nv_read_public(h));
         self.close(h);
-        let (public, _) = r?;
+        let (public, _) = r?.map_err(cmd_err("NV_ReadPublic", index))?;
         let a = public.attributes();
         Ok(Some(NvInfo {
             size: public.data_size(),
@@ -293,9 +497,8 @@ impl Tpm {
             .with_data_area_size(if kind == NvKind::Counter { 8 } else { size })
             .build()
             .map_err(cmd_err("NvPublic", index))?;
-        let ctx = self.ctx()?;
-        let h = ctx
-            .execute_with_nullauth_session(|c| c.nv_define_space(Provision::Owner, None, public))
+        let h = self
+            .protected(Protect::Command, |c| c.nv_define_space(Provision::Owner, None, public))?
             .map_err(cmd_err("NV_DefineSpace", index))?;
         self.close(h);
         Ok(())
@@ -304,8 +507,7 @@ impl Tpm {
     /// Delete an index (owner authorization).
     pub fn nv_undefine(&mut self, index: u32) -> Result<(), TpmError> {
         let h = self.handle(index)?.ok_or(TpmError::NotDefined(index))?;
-        self.ctx()?
-            .execute_with_nullauth_session(|c| c.nv_undefine_space(Provision::Owner, h))
+        self.protected(Protect::Hmac, |c| c.nv_undefine_space(Provision::Owner, h))?
             .map_err(cmd_err("NV_UndefineSpace", index))
     }
 
@@ -322,9 +524,8 @@ impl Tpm {
                 max: u16::MAX as usize,
             })?;
             r = self
-                .ctx()?
-                .execute_with_nullauth_session(|c| c.nv_write(NvAuth::Owner, h, buf, offset))
-                .map_err(cmd_err("NV_Write", index));
+                .protected(Protect::Command, |c| c.nv_write(NvAuth::Owner, h, buf, offset))
+                .and_then(|r| r.map_err(cmd_err("NV_Write", index)));
             if r.is_err() {
                 break;
             }
@@ -343,10 +544,13 @@ impl Tpm {
         while out.len() < info.size {
             let n = chunk.min(info.size - out.len());
             let off = out.len() as u16;
-            match self.ctx()?.execute_with_nullauth_session(|c| c.nv_read(NvAuth::NvIndex(h), h, n as u16, off)) {
+            match self
+                .protected(Protect::Response, |c| c.nv_read(NvAuth::NvIndex(h), h, n as u16, off))
+                .and_then(|r| r.map_err(cmd_err("NV_Read", index)))
+            {
                 Ok(b) => out.extend_from_slice(&b),
                 Err(e) => {
-                    r = Err(cmd_err("NV_Read", index)(e));
+                    r = Err(e);
                     break;
                 }
             }
@@ -374,9 +578,8 @@ impl Tpm {
     pub fn nv_increment(&mut self, index: u32) -> Result<(), TpmError> {
         let h = self.handle(index)?.ok_or(TpmError::NotDefined(index))?;
         let r = self
-            .ctx()?
-            .execute_with_nullauth_session(|c| c.nv_increment(NvAuth::Owner, h))
-            .map_err(cmd_err("NV_Increment", index));
+            .protected(Protect::Hmac, |c| c.nv_increment(NvAuth::Owner, h))
+            .and_then(|r| r.map_err(cmd_err("NV_Increment", index)));
         self.close(h);
         r
     }
@@ -438,9 +641,9 @@ impl Tpm {
     /// The index's name as the TPM computes it (nameAlg || H(TPMS_NV_PUBLIC)).
     pub fn nv_name(&mut self, index: u32) -> Result<Vec<u8>, TpmError> {
         let h = self.handle(index)?.ok_or(TpmError::NotDefined(index))?;
-        let r = self.ctx()?.nv_read_public(h).map_err(cmd_err("NV_ReadPublic", index));
+        let r = self.protected(Protect::Response, |c| c.nv_read_public(h));
         self.close(h);
-        Ok(r?.1.value().to_vec())
+        Ok(r?.map_err(cmd_err("NV_ReadPublic", index))?.1.value().to_vec())
     }
 
     /// The current SHA-256 values of `pcrs`, ascending.
@@ -508,14 +711,16 @@ impl Tpm {
             .map_err(&err)?;
         let sensitive = SensitiveData::try_from(data.to_vec()).map_err(cmd_err("seal (at most 128 bytes)", 0))?;
         let template = storage_primary_template().map_err(&err)?;
-        let ctx = self.ctx()?;
-        let primary = ctx
-            .execute_with_nullauth_session(|c| c.create_primary(Hierarchy::Owner, template, None, None, None, None))
+        let primary = self
+            .protected(Protect::Command, |c| c.create_primary(Hierarchy::Owner, template, None, None, None, None))?
             .map_err(cmd_err("CreatePrimary", 0))?;
-        let r = ctx
-            .execute_with_nullauth_session(|c| c.create(primary.key_handle, public, None, Some(sensitive), None, None));
-        let _ = ctx.flush_context(primary.key_handle.into());
-        let created = r.map_err(cmd_err("Create", 0))?;
+        // The secret goes to the TPM as Create's encrypted first parameter.
+        let r = self
+            .protected(Protect::Command, |c| c.create(primary.key_handle, public, None, Some(sensitive), None, None));
+        if let Ok(ctx) = self.ctx() {
+            let _ = ctx.flush_context(primary.key_handle.into());
+        }
+        let created = r?.map_err(cmd_err("Create", 0))?;
         Ok((created.out_public.marshall().map_err(&err)?, created.out_private.value().to_vec()))
     }
 
@@ -551,20 +756,25 @@ impl Tpm {
             }
             raw_attempts.push((sel.into(), list.try_into().map_err(&err)?));
         }
+        let salt_key_name = self.pinned_name()?;
         let input = raw::UnsealInput {
             primary: storage_primary_template().and_then(|t| t.try_into()).map_err(&err)?,
             public: public.try_into().map_err(&err)?,
             private: private.into(),
             index,
             attempts: raw_attempts,
+            salt_key_name,
         };
-        self.ctx = None; // swtpm serves one client: the raw context needs the connection
-        raw::unseal(&self.conf.tcti, &self.conf.owner_auth, &input).map_err(raw_err("unseal", index))
+        self.disconnect(); // swtpm serves one client: the raw context needs the connection
+        raw::unseal(&self.conf.tcti, &self.conf.owner_auth, &input).map_err(|e| match e {
+            raw::Unsealing::Setup(e) => raw_err("unseal setup", index)(e),
+            raw::Unsealing::Refused(e) => raw_err("unseal", index)(e),
+        })
     }
 
     /// The digest of a trial session after TPM2_PolicyAuthorizeNV(`index`).
     pub fn trial_policy_authorize_nv(&mut self, index: u32) -> Result<[u8; 32], TpmError> {
-        self.ctx = None;
+        self.disconnect();
         raw::trial_policy_authorize_nv(&self.conf.tcti, index).map_err(raw_err("PolicyAuthorizeNV", index))
     }
 
@@ -575,7 +785,10 @@ impl Tpm {
         if self.handle(index)?.is_none() {
             return Err(TpmError::NotDefined(index));
         }
-        self.ctx = None;
-        raw::nv_write_lock(&self.conf.tcti, &self.conf.owner_auth, index).map_err(raw_err("NV_WriteLock", index))
+        let salt_key_name = self.pinned_name()?;
+        self.disconnect();
+        let template = storage_primary_template().and_then(|t| t.try_into()).map_err(cmd_err("NV_WriteLock", index))?;
+        raw::nv_write_lock(&self.conf.tcti, &self.conf.owner_auth, &template, &salt_key_name, index)
+            .map_err(raw_err("NV_WriteLock", index))
     }
 }

@@ -52,10 +52,10 @@ impl TpmOwner {
     pub fn shared(conf: TpmConfig) -> Self {
         use std::collections::HashMap;
         use std::sync::{Mutex, OnceLock};
-        type ByConfig = HashMap<(String, Vec<u8>), TpmOwner>;
+        type ByConfig = HashMap<TpmConfig, TpmOwner>;
         static OWNERS: OnceLock<Mutex<ByConfig>> = OnceLock::new();
         let mut owners = OWNERS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-        owners.entry((conf.tcti.clone(), conf.owner_auth.clone())).or_insert_with(|| Self::spawn(conf)).clone()
+        owners.entry(conf.clone()).or_insert_with(|| Self::spawn(conf)).clone()
     }
 
     /// Run `f` on the owner thread and wait for its result.
@@ -68,7 +68,11 @@ impl TpmOwner {
         let (rtx, rrx) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |tpm| {
             let r = match tpm {
-                Ok(t) => f(t),
+                Ok(t) => {
+                    let r = f(t);
+                    t.end_session(); // before the caller can go on (and exit)
+                    r
+                }
                 Err(e) => Err(E::from(TpmError::Unreachable { tcti: String::new(), why: e.to_string() })),
             };
             let _ = rtx.send(r);

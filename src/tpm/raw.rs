@@ -14,10 +14,11 @@ use std::ffi::CString;
 use std::ptr;
 use tss_esapi::tss2_esys::{
     Esys_CreatePrimary, Esys_Finalize, Esys_FlushContext, Esys_Free, Esys_Initialize, Esys_Load, Esys_NV_WriteLock,
-    Esys_PolicyAuthorizeNV, Esys_PolicyGetDigest, Esys_PolicyOR, Esys_PolicyPCR, Esys_StartAuthSession, Esys_TR_Close,
-    Esys_TR_FromTPMPublic, Esys_TR_SetAuth, Esys_Unseal, Tss2_TctiLdr_Finalize, Tss2_TctiLdr_Initialize, ESYS_CONTEXT,
-    ESYS_TR, ESYS_TR_NONE, ESYS_TR_PASSWORD, ESYS_TR_RH_OWNER, TPM2B_AUTH, TPM2B_DATA, TPM2B_DIGEST, TPM2B_PRIVATE,
-    TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE, TPM2B_SENSITIVE_DATA, TPM2_SE, TPML_DIGEST, TPML_PCR_SELECTION, TPMT_SYM_DEF,
+    Esys_PolicyAuthorizeNV, Esys_PolicyGetDigest, Esys_PolicyOR, Esys_PolicyPCR, Esys_StartAuthSession,
+    Esys_TRSess_SetAttributes, Esys_TR_Close, Esys_TR_FromTPMPublic, Esys_TR_GetName, Esys_TR_SetAuth, Esys_Unseal,
+    Tss2_TctiLdr_Finalize, Tss2_TctiLdr_Initialize, ESYS_CONTEXT, ESYS_TR, ESYS_TR_NONE, ESYS_TR_PASSWORD,
+    ESYS_TR_RH_OWNER, TPM2B_AUTH, TPM2B_DATA, TPM2B_DIGEST, TPM2B_NAME, TPM2B_PRIVATE, TPM2B_PUBLIC,
+    TPM2B_SENSITIVE_CREATE, TPM2B_SENSITIVE_DATA, TPM2_SE, TPMA_SESSION, TPML_DIGEST, TPML_PCR_SELECTION, TPMT_SYM_DEF,
     TSS2_RC, TSS2_TCTI_CONTEXT,
 };
 
@@ -107,20 +108,21 @@ fn nv_handle(e: &Esys, index: u32) -> Result<ESYS_TR, RawError> {
     Ok(nv)
 }
 
-/// A policy (or trial) session with SHA-256, unsalted and unbound: it carries no secret,
-/// only the policy digest.
-fn policy_session(e: &Esys, trial: bool) -> Result<Flushed<'_>, RawError> {
-    use tss_esapi::constants::tss::{TPM2_ALG_NULL, TPM2_ALG_SHA256, TPM2_SE_POLICY, TPM2_SE_TRIAL};
+/// A session with SHA-256 and AES-128-CFB parameter encryption, salted to `salt_key`
+/// (`ESYS_TR_NONE`: unsalted), unbound, with `attributes` (TPMA_SESSION).
+fn session(e: &Esys, kind: TPM2_SE, salt_key: ESYS_TR, attributes: TPMA_SESSION) -> Result<Flushed<'_>, RawError> {
+    use tss_esapi::constants::tss::{TPM2_ALG_AES, TPM2_ALG_CFB, TPM2_ALG_SHA256};
     // SAFETY: an all-zero TPMT_SYM_DEF is a valid value (plain integers and unions of integers).
     let mut sym: TPMT_SYM_DEF = unsafe { std::mem::zeroed() };
-    sym.algorithm = TPM2_ALG_NULL;
+    sym.algorithm = TPM2_ALG_AES;
+    sym.keyBits.aes = 128;
+    sym.mode.aes = TPM2_ALG_CFB;
     let mut h: ESYS_TR = ESYS_TR_NONE;
-    let kind: TPM2_SE = if trial { TPM2_SE_TRIAL } else { TPM2_SE_POLICY };
     // SAFETY: live context; pointers are valid for the call; a null nonce lets ESAPI pick one.
     let rc = unsafe {
         Esys_StartAuthSession(
             e.esys,
-            ESYS_TR_NONE,
+            salt_key,
             ESYS_TR_NONE,
             ESYS_TR_NONE,
             ESYS_TR_NONE,
@@ -135,7 +137,95 @@ fn policy_session(e: &Esys, trial: bool) -> Result<Flushed<'_>, RawError> {
     if rc != 0 {
         return Err(rc_err("StartAuthSession", rc));
     }
-    Ok(Flushed { e, h })
+    let s = Flushed { e, h };
+    // SAFETY: live session handle of this context.
+    let rc = unsafe { Esys_TRSess_SetAttributes(e.esys, s.h, attributes, 0xff) };
+    if rc != 0 {
+        return Err(rc_err("setting session attributes", rc));
+    }
+    Ok(s)
+}
+
+/// A policy (or trial) session: unsalted for a trial (it only computes a digest), salted
+/// to `salt_key` for a real one, so the Unseal response can be encrypted.
+fn policy_session(e: &Esys, trial: bool, salt_key: ESYS_TR) -> Result<Flushed<'_>, RawError> {
+    use tss_esapi::constants::tss::{TPM2_SE_POLICY, TPM2_SE_TRIAL, TPMA_SESSION_CONTINUESESSION};
+    let kind: TPM2_SE = if trial { TPM2_SE_TRIAL } else { TPM2_SE_POLICY };
+    session(e, kind, if trial { ESYS_TR_NONE } else { salt_key }, TPMA_SESSION_CONTINUESESSION)
+}
+
+/// The salt key (the primary of `template` under the endorsement hierarchy, empty
+/// authorization), its name compared with `pinned`, and an HMAC session salted to it.
+/// The owner authorization is set as the HMAC key for owner commands in that session:
+/// it never crosses the bus.
+fn salted<'a>(
+    e: &'a Esys,
+    owner_auth: &[u8],
+    template: &TPM2B_PUBLIC,
+    pinned: &[u8],
+) -> Result<(Flushed<'a>, Flushed<'a>), RawError> {
+    use tss_esapi::constants::tss::{TPM2_SE_HMAC, TPMA_SESSION_CONTINUESESSION};
+    use tss_esapi::tss2_esys::ESYS_TR_RH_ENDORSEMENT;
+    set_owner_auth(e, owner_auth)?;
+    let primary = create_primary(e, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, template)?;
+    let mut name: *mut TPM2B_NAME = ptr::null_mut();
+    // SAFETY: live handle; ESAPI allocates `name`, freed below with Esys_Free.
+    let rc = unsafe { Esys_TR_GetName(e.esys, primary.h, &mut name) };
+    if rc != 0 {
+        return Err(rc_err("reading the salt key's name", rc));
+    }
+    // SAFETY: name is a valid TPM2B_NAME from ESAPI; copied, then freed once.
+    let got = unsafe {
+        let v = &*name;
+        let n = v.name[..(v.size as usize).min(v.name.len())].to_vec();
+        Esys_Free(name.cast());
+        n
+    };
+    if got != pinned {
+        return Err((None, "the TPM's salt key is not the pinned one (another TPM or an interposer)".into()));
+    }
+    let s = session(e, TPM2_SE_HMAC, primary.h, TPMA_SESSION_CONTINUESESSION)?;
+    Ok((primary, s))
+}
+
+/// TPM2_CreatePrimary of `template` under `hierarchy`, authorized by `auth_session`.
+fn create_primary<'a>(
+    e: &'a Esys,
+    hierarchy: ESYS_TR,
+    auth_session: ESYS_TR,
+    template: &TPM2B_PUBLIC,
+) -> Result<Flushed<'a>, RawError> {
+    // SAFETY: zeroed TPM2B_SENSITIVE_CREATE is the empty sensitive (no auth, no data).
+    let sensitive: TPM2B_SENSITIVE_CREATE = unsafe { std::mem::zeroed() };
+    // SAFETY: zeroed TPM2B_DATA / TPML_PCR_SELECTION are the empty values (SAPI wants
+    // them present).
+    let outside: TPM2B_DATA = unsafe { std::mem::zeroed() };
+    let creation_pcrs: TPML_PCR_SELECTION = unsafe { std::mem::zeroed() };
+    let mut primary: ESYS_TR = ESYS_TR_NONE;
+    // SAFETY: live context; all inputs point to initialized structures that outlive the
+    // call; optional outputs are null (not wanted).
+    let rc = unsafe {
+        Esys_CreatePrimary(
+            e.esys,
+            hierarchy,
+            auth_session,
+            ESYS_TR_NONE,
+            ESYS_TR_NONE,
+            &sensitive,
+            template,
+            &outside,
+            &creation_pcrs,
+            &mut primary,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
+    if rc != 0 {
+        return Err(rc_err("CreatePrimary", rc));
+    }
+    Ok(Flushed { e, h: primary })
 }
 
 /// TPM2_PolicyAuthorizeNV(index) on `session`, reading the index with its own (empty)
@@ -157,7 +247,7 @@ fn authorize_nv(e: &Esys, session: ESYS_TR, index: u32) -> Result<(), RawError> 
 /// The digest of a trial session after TPM2_PolicyAuthorizeNV(index).
 pub fn trial_policy_authorize_nv(tcti: &str, index: u32) -> Result<[u8; 32], RawError> {
     let e = Esys::open(tcti)?;
-    let s = policy_session(&e, true)?;
+    let s = policy_session(&e, true, ESYS_TR_NONE)?;
     authorize_nv(&e, s.h, index)?;
     let mut d: *mut TPM2B_DIGEST = ptr::null_mut();
     // SAFETY: live session; ESAPI allocates `d`, freed below with Esys_Free.
@@ -187,65 +277,32 @@ pub struct UnsealInput {
     pub index: u32,
     /// PCR selections to try, each with the PolicyOR branch list that follows it.
     pub attempts: Vec<(TPML_PCR_SELECTION, TPML_DIGEST)>,
+    /// The pinned name of the primary created from `primary` (the salt key).
+    pub salt_key_name: Vec<u8>,
 }
 
 /// Unseal: PolicyPCR(current PCRs) -> PolicyOR(branches) -> PolicyAuthorizeNV(index) ->
 /// Unseal. Each selection in `attempts` is tried in a fresh session until one passes.
-pub fn unseal(tcti: &str, owner_auth: &[u8], input: &UnsealInput) -> Result<Vec<u8>, RawError> {
-    let e = Esys::open(tcti)?;
-    set_owner_auth(&e, owner_auth)?;
-    // SAFETY: zeroed TPM2B_SENSITIVE_CREATE is the empty sensitive (no auth, no data).
-    let sensitive: TPM2B_SENSITIVE_CREATE = unsafe { std::mem::zeroed() };
-    // SAFETY: zeroed TPM2B_DATA / TPML_PCR_SELECTION are the empty values (SAPI wants
-    // them present).
-    let outside: TPM2B_DATA = unsafe { std::mem::zeroed() };
-    let creation_pcrs: TPML_PCR_SELECTION = unsafe { std::mem::zeroed() };
-    let mut primary: ESYS_TR = ESYS_TR_NONE;
-    // SAFETY: live context; all inputs point to initialized structures that outlive the
-    // call; optional outputs are null (not wanted).
-    let rc = unsafe {
-        Esys_CreatePrimary(
-            e.esys,
-            ESYS_TR_RH_OWNER,
-            ESYS_TR_PASSWORD,
-            ESYS_TR_NONE,
-            ESYS_TR_NONE,
-            &sensitive,
-            &input.primary,
-            &outside,
-            &creation_pcrs,
-            &mut primary,
-            ptr::null_mut(),
-            ptr::null_mut(),
-            ptr::null_mut(),
-            ptr::null_mut(),
-        )
-    };
-    if rc != 0 {
-        return Err(rc_err("CreatePrimary", rc));
-    }
-    let primary = Flushed { e: &e, h: primary };
+pub fn unseal(tcti: &str, owner_auth: &[u8], input: &UnsealInput) -> Result<Vec<u8>, Unsealing> {
+    let setup = Unsealing::Setup;
+    use tss_esapi::constants::tss::{TPMA_SESSION_CONTINUESESSION, TPMA_SESSION_ENCRYPT};
+    let e = Esys::open(tcti).map_err(setup)?;
+    let (salt, hmac) = salted(&e, owner_auth, &input.primary, &input.salt_key_name).map_err(setup)?;
+    // The storage primary the object was sealed under (owner hierarchy).
+    let primary = create_primary(&e, ESYS_TR_RH_OWNER, hmac.h, &input.primary).map_err(setup)?;
     let mut obj: ESYS_TR = ESYS_TR_NONE;
-    // SAFETY: live handles; inputs outlive the call. The primary has an empty auth value.
+    // SAFETY: live handles; inputs outlive the call. The primary has an empty auth value,
+    // proven in the salted session.
     let rc = unsafe {
-        Esys_Load(
-            e.esys,
-            primary.h,
-            ESYS_TR_PASSWORD,
-            ESYS_TR_NONE,
-            ESYS_TR_NONE,
-            &input.private,
-            &input.public,
-            &mut obj,
-        )
+        Esys_Load(e.esys, primary.h, hmac.h, ESYS_TR_NONE, ESYS_TR_NONE, &input.private, &input.public, &mut obj)
     };
     if rc != 0 {
-        return Err(rc_err("Load of the sealed object", rc));
+        return Err(setup(rc_err("Load of the sealed object", rc)));
     }
     let obj = Flushed { e: &e, h: obj };
     let mut last = (None, "no PCR selection to try".to_string());
     for (selection, branches) in &input.attempts {
-        let s = policy_session(&e, false)?;
+        let s = policy_session(&e, false, salt.h).map_err(setup)?;
         // SAFETY: zeroed TPM2B_DIGEST is the empty digest: the TPM uses the current PCRs.
         let empty: TPM2B_DIGEST = unsafe { std::mem::zeroed() };
         // SAFETY: live session; inputs outlive the calls.
@@ -264,11 +321,23 @@ pub fn unseal(tcti: &str, owner_auth: &[u8], input: &UnsealInput) -> Result<Vec<
             last = err;
             continue;
         }
+        // The secret leaves the TPM encrypted with the salted policy session's key.
+        // SAFETY: live session handle of this context.
+        let rc = unsafe {
+            Esys_TRSess_SetAttributes(e.esys, s.h, TPMA_SESSION_CONTINUESESSION | TPMA_SESSION_ENCRYPT, 0xff)
+        };
+        if rc != 0 {
+            return Err(setup(rc_err("setting session attributes", rc)));
+        }
         let mut out: *mut TPM2B_SENSITIVE_DATA = ptr::null_mut();
         // SAFETY: live handles; ESAPI allocates `out`, freed below.
         let rc = unsafe { Esys_Unseal(e.esys, obj.h, s.h, ESYS_TR_NONE, ESYS_TR_NONE, &mut out) };
         if rc != 0 {
             last = rc_err("Unseal", rc);
+            if rc & TSS2_RC_LAYER_MASK != 0 {
+                // Not the TPM's answer: ESAPI's (a response HMAC that does not verify).
+                return Err(setup(last));
+            }
             continue;
         }
         // SAFETY: out is a valid TPM2B_SENSITIVE_DATA from ESAPI; copied, then freed once.
@@ -280,31 +349,43 @@ pub fn unseal(tcti: &str, owner_auth: &[u8], input: &UnsealInput) -> Result<Vec<
         };
         return Ok(data);
     }
-    Err(last)
+    Err(Unsealing::Refused(last))
 }
 
-/// TPM2_NV_WriteLock on `index` with owner authorization `owner_auth`.
-pub fn nv_write_lock(tcti: &str, owner_auth: &[u8], index: u32) -> Result<(), RawError> {
+/// Bits 16..24 of a TSS2_RC name the layer that answered; 0 is the TPM itself.
+const TSS2_RC_LAYER_MASK: TSS2_RC = 0x00ff_0000;
+
+/// Why an unseal failed.
+pub enum Unsealing {
+    /// Before or around the policy: the connection, the salt key, the sealed object, or
+    /// an answer that is not the TPM's ("could not check").
+    Setup(RawError),
+    /// The TPM refused the policy for every PCR selection: this measurement is not
+    /// approved.
+    Refused(RawError),
+}
+
+/// TPM2_NV_WriteLock on `index` with owner authorization `owner_auth`, in a session
+/// salted to the storage primary of `template` whose name must be `salt_key_name`.
+pub fn nv_write_lock(
+    tcti: &str,
+    owner_auth: &[u8],
+    template: &TPM2B_PUBLIC,
+    salt_key_name: &[u8],
+    index: u32,
+) -> Result<(), RawError> {
     let e = Esys::open(tcti)?;
-    let mut auth = TPM2B_AUTH { size: 0, buffer: [0; 64] };
-    if owner_auth.len() > auth.buffer.len() {
-        return Err((None, "owner authorization longer than 64 bytes".into()));
-    }
-    auth.size = owner_auth.len() as u16;
-    auth.buffer[..owner_auth.len()].copy_from_slice(owner_auth);
+    let (primary, hmac) = salted(&e, owner_auth, template, salt_key_name)?;
+    drop(primary);
     let mut nv: ESYS_TR = ESYS_TR_NONE;
-    // SAFETY: e.esys is a live ESYS context; `auth` and `nv` outlive the calls; the
-    // session handles are the documented constants for "password" and "none".
+    // SAFETY: e.esys is a live ESYS context; `nv` outlives the calls; the owner's
+    // authorization is the HMAC key of the salted session (set by `salted`).
     unsafe {
-        let rc = Esys_TR_SetAuth(e.esys, ESYS_TR_RH_OWNER, &auth);
-        if rc != 0 {
-            return Err(rc_err("setting owner authorization", rc));
-        }
         let rc = Esys_TR_FromTPMPublic(e.esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &mut nv);
         if rc != 0 {
             return Err(rc_err("reading the index", rc));
         }
-        let rc = Esys_NV_WriteLock(e.esys, ESYS_TR_RH_OWNER, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE);
+        let rc = Esys_NV_WriteLock(e.esys, ESYS_TR_RH_OWNER, nv, hmac.h, ESYS_TR_NONE, ESYS_TR_NONE);
         Esys_TR_Close(e.esys, &mut nv);
         if rc != 0 {
             return Err(rc_err("NV_WriteLock", rc));

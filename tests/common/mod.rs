@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod oracle;
+pub mod tpmproxy;
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

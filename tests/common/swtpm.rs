@@ -81,7 +81,8 @@ impl Swtpm {
         std::fs::write(
             &p,
             format!(
-                "[system]\ncompatible=henb-test\n\n[keyring]\ncheck-purpose=codesign\n\n[tpm]\ntcti={}\n{extra}",
+                "[system]\ncompatible=henb-test\ndata-directory={}\n\n[keyring]\ncheck-purpose=codesign\n\n[tpm]\ntcti={}\n{extra}",
+                self.dir.path().join("data").display(),
                 self.tcti()
             ),
         )

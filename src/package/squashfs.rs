@@ -41,6 +41,11 @@ pub enum SquashfsError {
     /// A file the manifest names is missing or not a regular file.
     #[error("squashfs: '{0}' is not a regular file in the bundle")]
     NotAFile(String),
+    /// A named pipe or socket: a bundle has no use for one, and backhand takes their type
+    /// from the directory entry without looking at the inode (libsquashfs and the kernel
+    /// use the inode's), so the two readers could see different trees.
+    #[error("squashfs directory tree: '{0}' is a named pipe or socket; a bundle holds files, directories, symlinks and devices")]
+    Special(String),
     /// A file is larger than the caller allows.
     #[error("squashfs: '{name}' is {size} bytes, more than the {max} allowed")]
     TooLarge {
@@ -202,6 +207,9 @@ impl Squashfs {
         let names = fs.files().count() as u64;
         if names < u64::from(inodes) {
             return Err(SquashfsError::Incomplete { names, inodes });
+        }
+        if let Some(n) = fs.files().find(|n| matches!(n.inner, InnerNode::NamedPipe | InnerNode::Socket)) {
+            return Err(SquashfsError::Special(n.fullpath.display().to_string()));
         }
         Ok(Self { fs })
     }

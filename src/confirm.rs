@@ -125,16 +125,13 @@ impl Booted<'_> {
         self.slot.bootname.clone().ok_or_else(|| ConfirmError::NoBootname(self.slot.name.clone()))
     }
 
-    /// The anti-rollback minimum (0 when the device does not enforce one or its counter is
-    /// not provisioned).
+    /// The anti-rollback minimum (0 when the device does not enforce one). A counter the
+    /// TPM says is not defined is an error, not 0: `trust provision` defines it with the
+    /// roots, and a "not defined" answer carries no response HMAC (anyone on the TPM's
+    /// bus can send one).
     fn minimum(&self) -> Result<u64, ConfirmError> {
         let (Some(owner), Some(counter)) = (&self.tpm, self.counter) else { return Ok(0) };
-        owner
-            .call(move |t| match counter.minimum(t) {
-                Err(TpmError::NotDefined(_)) => Ok(0),
-                r => r,
-            })
-            .map_err(ConfirmError::from)
+        owner.call(move |t| counter.minimum(t)).map_err(ConfirmError::from)
     }
 
     /// The security version `slot` holds: what the status file recorded when the agent

@@ -595,9 +595,55 @@ fn a_changed_tpm_answer_is_could_not_check_and_changes_nothing() {
     assert_eq!(code, 0, "{out}");
 }
 
-/// Step 11: the probe answers the salt key's CreatePrimary with another public key (and
-/// the name that matches it), as an interposer would to learn the session salt. The key
-/// is not the one pinned at provisioning: refused before anything is read through it.
+/// Step 11: answers a probe can forge without breaking an HMAC. An error response has
+/// no session area, so "this index is not defined" for the anti-rollback counter can be
+/// forged at will: confirming a slot then is "could not check", never a minimum of 0.
+/// PCR_Read has no authorization; it runs in an audit session, so a changed PCR value
+/// is "could not check" for boot-check, not a mismatch that marks the slot bad.
+#[test]
+fn forged_tpm_answers_on_the_confirmation_path_are_could_not_check() {
+    use std::sync::Arc;
+    let (d, p) = provisioned(false);
+    assert_eq!(d.install(&p).0, 0);
+    reboot(&d, boot_of(B));
+    const TPM_CC_NV_READ_PUBLIC: u32 = 0x0000_0169;
+    const TPM_CC_PCR_READ: u32 = 0x0000_017E;
+    let undefined_counter: Arc<tpmproxy::Tamper> = Arc::new(|cmd, resp| {
+        if tpmproxy::command_code(cmd) == TPM_CC_NV_READ_PUBLIC && tpmproxy::handle(cmd, 0) == Some(0x0101_0200) {
+            *resp = vec![0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x01, 0x8B]; // TPM_RC_HANDLE
+        }
+    });
+    let changed_pcr: Arc<tpmproxy::Tamper> = Arc::new(|cmd, resp| {
+        if tpmproxy::command_code(cmd) == TPM_CC_PCR_READ && tpmproxy::response_code(resp) == 0 && resp.len() > 60 {
+            // header 10, parameterSize 4, then the parameters: flip their last byte (a
+            // PCR value).
+            let size = u32::from_be_bytes(resp[10..14].try_into().unwrap()) as usize;
+            resp[14 + size - 1] ^= 0x01;
+        }
+    });
+    for (what, tamper, args) in [
+        ("counter forged undefined", undefined_counter, &["mark", "good"][..]),
+        ("PCR value changed", changed_pcr, &["boot-check", "--json"][..]),
+    ] {
+        let proxy = tpmproxy::Proxy::start(d.t.port, Some(tamper));
+        let conf = through(&d, &proxy, None);
+        let (env, status) = (d.boot_env(), d.status());
+        let o = d.cli_as("B", args);
+        assert_eq!(o.status.code(), Some(3), "{what}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(d.boot_env(), env, "{what}: boot environment changed");
+        std::fs::write(&d.conf, conf).unwrap();
+        assert_eq!(d.status()["pending"], status["pending"], "{what}: the confirmation is still pending");
+    }
+    // Without the probe B is confirmed.
+    ok(d.cli_as("B", &["boot-check", "--json"]), "boot-check on B");
+    ok(d.cli_as("B", &["mark", "good"]), "mark good");
+}
+
+/// Step 11: the probe answers the salt key's CreatePrimary with another public key, as
+/// an interposer would to learn the session salt. Here the change is caught by the
+/// response HMAC of the (unsalted) session that creates the key; an interposer that
+/// recomputes that HMAC (its key is public) is caught by the pin, shown with a whole
+/// other TPM in place of the first: its key is consistent, only the pin tells.
 #[test]
 fn a_substituted_salt_key_is_refused() {
     use std::sync::Arc;

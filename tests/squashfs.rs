@@ -9,7 +9,8 @@ use common::*;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::process::Command;
 
-/// A tree with every inode type, odd sizes (empty, one block, block + fragment, sparse),
+/// A tree with the inode types a bundle may hold (fifos and sockets are added by the
+/// tests that need them), odd sizes (empty, one block, block + fragment, sparse),
 /// nested directories, a hard link and unusual permissions and owners.
 fn tree(w: &Work) -> std::path::PathBuf {
     let d = w.path("tree");

@@ -143,7 +143,8 @@ impl MeasuredBoot {
     /// is not provisioned yet).
     pub fn minimum(&self, tpm: &mut Tpm) -> Result<u64, MeasuredBootError> {
         match self.counter.map(|c| c.minimum(tpm)) {
-            None | Some(Err(TpmError::NotDefined(_))) => Ok(0),
+            // Not defined is an error, not 0 (see confirm::Booted::minimum).
+            None => Ok(0),
             Some(r) => Ok(r?),
         }
     }

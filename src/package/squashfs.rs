@@ -226,7 +226,9 @@ impl Squashfs {
             .ok_or_else(|| SquashfsError::NotAFile(name.to_string()))
     }
 
-    /// Every inode reachable from the root, parents before their children.
+    /// One entry per name reachable from the root (a hard link appears under each of its
+    /// names), parents before their children. Named pipes and sockets never appear:
+    /// [`Squashfs::open`] refuses them.
     pub fn entries(&self) -> Vec<Entry> {
         self.fs
             .files()
@@ -260,7 +262,7 @@ impl Squashfs {
             return Err(SquashfsError::TooLarge { name: name.into(), size, max });
         }
         let mut out = Vec::with_capacity(size as usize);
-        self.fs.file(f).reader_checked()?.take(max + 1).read_to_end(&mut out).map_err(SquashfsError::Io)?;
+        self.fs.file(f).reader_checked()?.take(max + 1).read_to_end(&mut out).map_err(BackhandError::StdIo)?;
         Ok(out)
     }
 

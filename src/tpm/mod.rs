@@ -84,10 +84,10 @@ pub enum TpmError {
     /// No NV index at that handle.
     #[error("NV index {0:#010x} is not defined")]
     NotDefined(u32),
-    /// The TPM's salt key is not the one pinned at provisioning: another TPM, a cleared
-    /// owner hierarchy, or an interposer answering in its place. Nothing is read or
-    /// written through it ("could not check").
-    #[error("the TPM's salt key {got} is not the key pinned in {pin} ({pinned}): another TPM or an interposer on its bus; after a deliberate TPM2_Clear, remove the pin and provision again")]
+    /// The TPM's salt key is not the one pinned at provisioning: another TPM (or one whose
+    /// endorsement seed was changed), or an interposer answering in its place. Nothing is
+    /// read or written through it ("could not check").
+    #[error("the TPM's salt key {got} is not the key pinned in {pin} ({pinned}): another TPM or an interposer on its bus; after a deliberate change of TPM, remove the pin and provision again")]
     SaltKey {
         /// The pin file.
         pin: String,
@@ -200,7 +200,8 @@ fn storage_primary_template() -> tss_esapi::Result<tss_esapi::structures::Public
 ///
 /// Every command that carries authorization or data that matters runs in one salted HMAC
 /// session (TPM 2.0 Part 1, 19.6.14 and 21): its salt is encrypted to the storage primary,
-/// whose name is pinned ([`TpmConfig::salt_key_pin`]), so only this agent and the TPM
+/// key (an endorsement-hierarchy primary) whose name is pinned
+/// ([`TpmConfig::salt_key_pin`]), so only this agent and the TPM
 /// know the session key. The TPM's responses carry an HMAC that ESAPI checks (a changed
 /// byte on the bus is an error, not a value), NV data and the sealed secret travel
 /// AES-128-CFB encrypted, and the owner authorization is an HMAC key, never a password
@@ -225,6 +226,9 @@ enum Protect {
     Response,
     /// Encrypt the command's first parameter (NV_Write, Create's sensitive data).
     Command,
+    /// Audit: a response HMAC for a command without authorization whose response
+    /// starts with no TPM2B (PCR_Read).
+    Audit,
 }
 
 fn cmd_err(op: &'static str, index: u32) -> impl Fn(tss_esapi::Error) -> TpmError {
@@ -394,6 +398,7 @@ impl Tpm {
             .with_continue_session(true)
             .with_encrypt(how == Protect::Response)
             .with_decrypt(how == Protect::Command)
+            .with_audit(how == Protect::Audit)
             .build();
         let ctx = self.ctx()?;
         if let Err(e) = ctx.tr_sess_set_attributes(s, attrs, mask) {
@@ -662,7 +667,7 @@ impl Tpm {
                 .with_selection(HashingAlgorithm::Sha256, &slots)
                 .build()
                 .map_err(&err)?;
-            let (_, got, digests) = self.ctx()?.pcr_read(sel).map_err(&err)?;
+            let (_, got, digests) = self.protected(Protect::Audit, |c| c.pcr_read(sel))?.map_err(&err)?;
             let got_all = got.get_selections().iter().map(|s| s.selected().len()).sum::<usize>();
             if got_all != group.len() || digests.len() != group.len() {
                 return Err(TpmError::Command {
@@ -739,7 +744,8 @@ impl Tpm {
             Digest as TpmDigest, DigestList, PcrSelectionListBuilder, PcrSlot, Private, Public,
         };
         use tss_esapi::traits::UnMarshall;
-        let err = cmd_err("unseal", index);
+        // Parsing the sealed file is not the TPM's answer: not "unseal" (a policy refusal).
+        let err = cmd_err("unseal input", index);
         let public = Public::unmarshall(public).map_err(&err)?;
         let private = Private::try_from(private.to_vec()).map_err(&err)?;
         let mut raw_attempts = Vec::new();

@@ -309,15 +309,26 @@ pub fn unseal(tcti: &str, owner_auth: &[u8], input: &UnsealInput) -> Result<Vec<
         let rc = unsafe { Esys_PolicyPCR(e.esys, s.h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &empty, selection) };
         if rc != 0 {
             last = rc_err("PolicyPCR", rc);
+            if rc & TSS2_RC_LAYER_MASK != 0 {
+                return Err(setup(last));
+            }
             continue;
         }
         // SAFETY: as above.
         let rc = unsafe { Esys_PolicyOR(e.esys, s.h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, branches) };
         if rc != 0 {
             last = rc_err("PolicyOR (the PCRs match no approved branch)", rc);
+            if rc & TSS2_RC_LAYER_MASK != 0 {
+                return Err(setup(last));
+            }
             continue;
         }
         if let Err(err) = authorize_nv(&e, s.h, input.index) {
+            // Only the TPM refusing the policy is "not approved"; ESAPI's own errors and
+            // a missing index are "could not check".
+            if err.0.is_none_or(|rc| rc & TSS2_RC_LAYER_MASK != 0) || err.1.starts_with("reading the policy index") {
+                return Err(setup(err));
+            }
             last = err;
             continue;
         }

@@ -8,8 +8,10 @@ environment, roots from a keyring; then the same install on a device whose roots
 a swtpm and which has measured boot (reference values committed to the TPM policy before
 the switch), to show what the TPM side costs. rauc 1.8 cannot be
 the third contender here: installing a verity bundle needs device-mapper, which this
-machine's kernel lacks. Usage: bench/install.py [--size-mib 1024] [--runs 3]
-[--content random|half-zero]. Asserts nothing.
+machine's kernel lacks. With --baseline-bin OTHER, the TPM part also runs with another
+build of the agent (an older commit) in the same run, and the ratios say what changed.
+Usage: bench/install.py [--size-mib 1024] [--runs 3] [--content random|half-zero]
+[--baseline-bin PATH]. Asserts nothing.
 """
 import argparse, os, shutil, statistics, subprocess, sys, tempfile
 
@@ -25,6 +27,7 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--content", choices=["random", "half-zero"], default="random")
+    ap.add_argument("--baseline-bin", help="another henb-update build for the TPM part")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--locked", "-q"], cwd=ROOT, check=True)
     w = tempfile.mkdtemp(prefix="henb-bench-install-")
@@ -74,17 +77,24 @@ def main():
         print(f"naive unsquashfs+openssl: {b:.3f} s (peak RSS {max(x[1] for x in base):.1f} MiB)")
         print(f"henb-update install:      {o:.3f} s (peak RSS {max(x[1] for x in ours):.1f} MiB)  ratio {o / b:.2f}")
         print(f"  with verify-written:    {rb:.3f} s (peak RSS {max(x[1] for x in back):.1f} MiB)  ratio {rb / b:.2f}")
-        mb, mb_steps = measured_boot_runs(w, pki, content, a.runs)
+        mb, mb_steps = measured_boot_runs(w, pki, content, a.runs, BIN, "mb")
         m = statistics.median(x[0] for x in mb)
         print(f"  TPM roots + measured boot: {m:.3f} s (peak RSS {max(x[1] for x in mb):.1f} MiB)  ratio {m / b:.2f}"
               f"  ({m / o:.2f} of the keyring install)")
         for name, t in mb_steps:
             print(f"    {name}: {t * 1000:.0f} ms")
+        if a.baseline_bin:
+            bl, bl_steps = measured_boot_runs(w, pki, content, a.runs, a.baseline_bin, "bl")
+            n = statistics.median(x[0] for x in bl)
+            print(f"  the same with {a.baseline_bin}: {n:.3f} s (peak RSS {max(x[1] for x in bl):.1f} MiB); "
+                  f"this build / baseline {m / n:.2f}")
+            for (name, t), (_, u) in zip(mb_steps, bl_steps):
+                print(f"    {name}: {u * 1000:.0f} ms baseline, this build / baseline {t / u:.2f}")
     finally:
         shutil.rmtree(w)
 
 
-def measured_boot_runs(w, pki, content, runs):
+def measured_boot_runs(w, pki, content, runs, BIN, tag):
     """Install with the roots in a swtpm and [measured-boot] on; also time boot-check and
     secret unseal (the TPM-only steps)."""
     import socket, time
@@ -92,7 +102,7 @@ def measured_boot_runs(w, pki, content, runs):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1] & ~1
-    tdir = os.path.join(w, "tpm")
+    tdir = os.path.join(w, f"tpm-{tag}")
     os.mkdir(tdir)
     tpm = subprocess.Popen(["swtpm", "socket", "--tpm2", "--flags", "not-need-init,startup-clear", "--tpmstate",
                             f"dir={tdir}", "--server", f"type=tcp,port={port},bindaddr=127.0.0.1", "--ctrl",
@@ -101,16 +111,16 @@ def measured_boot_runs(w, pki, content, runs):
     try:
         time.sleep(0.5)
         tcti = f"swtpm:host=127.0.0.1,port={port}"
-        rv = os.path.join(w, "rv")
+        rv = os.path.join(w, f"rv-{tag}")
         with open(rv, "w") as f:
             f.write("pcr.8.A=" + "00" * 32 + "\npcr.8.B=" + "00" * 32 + "\npcr.9=" + "00" * 32 + "\n")
-        bundle = os.path.join(w, "mb.raucb")
+        bundle = os.path.join(w, f"{tag}.raucb")
         subprocess.run([BIN, "bundle", "--format", "verity", "--cert", f"{pki}/signer-rsa.cert.pem", "--key",
                         f"{pki}/signer-rsa.key.pem", "--intermediate", f"{pki}/release-ca.cert.pem",
                         "--reference-values", rv, content, bundle], check=True)
-        conf = os.path.join(w, "mb.conf")
+        conf = os.path.join(w, f"{tag}.conf")
         with open(conf, "w") as f:
-            f.write(f"[system]\ncompatible=bench\nbootloader=grub\ngrubenv={w}/grubenv\ndata-directory={w}/mbdata\n"
+            f.write(f"[system]\ncompatible=bench\nbootloader=grub\ngrubenv={w}/grubenv\ndata-directory={w}/{tag}data\n"
                     f"[keyring]\ncheck-purpose=codesign\n[tpm]\ntcti={tcti}\n[measured-boot]\n"
                     f"[slot.rootfs.0]\ndevice={w}/slotA\ntype=ext4\nbootname=A\n"
                     f"[slot.rootfs.1]\ndevice={w}/slotB\ntype=ext4\nbootname=B\n")

@@ -696,4 +696,17 @@ fn a_substituted_salt_key_is_refused() {
     assert!(msg.contains("is not the key pinned in"), "{msg}");
     assert_eq!(d.boot_env(), env);
     assert_eq!(std::fs::read_to_string(&pin).unwrap(), pinned, "the pin is not rewritten");
+    // A pin the field damaged guards like the measured-boot record: fail-closed, and the
+    // error names the recovery, which works.
+    let conf = std::fs::read_to_string(&d.conf).unwrap();
+    std::fs::write(&d.conf, conf.replace(&format!("tcti={}", other.tcti()), &format!("tcti={}", d.t.tcti()))).unwrap();
+    std::fs::write(&pin, "\0\0garbage").unwrap();
+    let (code, out) = d.install(&p);
+    assert_eq!(code, 3, "{out}");
+    let msg = out["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("remove the file"), "{msg}");
+    std::fs::remove_file(&pin).unwrap();
+    let (code, out) = d.install(&p);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(std::fs::read_to_string(&pin).unwrap(), pinned, "the same key is pinned again");
 }

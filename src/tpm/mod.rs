@@ -368,7 +368,12 @@ impl Tpm {
                 let pinned = std::str::from_utf8(&text)
                     .ok()
                     .and_then(|t| hex::decode(t.trim()).ok())
-                    .ok_or_else(|| failed("not a hex TPM2B_NAME".into()))?;
+                    .ok_or_else(|| {
+                        failed(
+                            "not a hex TPM2B_NAME (damaged: if the TPM is the one provisioned, remove the file and the next TPM use pins its key again)"
+                                .into(),
+                        )
+                    })?;
                 if pinned != name {
                     return Err(TpmError::SaltKey { pin: shown, pinned: hex::encode(&pinned), got: hex::encode(name) });
                 }

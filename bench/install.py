@@ -94,14 +94,22 @@ def main():
         shutil.rmtree(w)
 
 
+def free(port):
+    import socket
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def measured_boot_runs(w, pki, content, runs, BIN, tag):
     """Install with the roots in a swtpm and [measured-boot] on; also time boot-check and
     secret unseal (the TPM-only steps)."""
     import socket, time
-    port = 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1] & ~1
+    # An even port below the ephemeral range (32768..60999), both it and the next free.
+    port = next(p for p in range(20000 + (os.getpid() % 2000) * 2, 32000, 2) if free(p) and free(p + 1))
     tdir = os.path.join(w, f"tpm-{tag}")
     os.mkdir(tdir)
     tpm = subprocess.Popen(["swtpm", "socket", "--tpm2", "--flags", "not-need-init,startup-clear", "--tpmstate",
@@ -109,7 +117,12 @@ def measured_boot_runs(w, pki, content, runs, BIN, tag):
                             f"type=tcp,port={port + 1},bindaddr=127.0.0.1"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)
+        for _ in range(100):  # until swtpm listens (slow under load)
+            try:
+                socket.create_connection(("127.0.0.1", port + 1), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
         tcti = f"swtpm:host=127.0.0.1,port={port}"
         rv = os.path.join(w, f"rv-{tag}")
         with open(rv, "w") as f:

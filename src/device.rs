@@ -31,6 +31,25 @@ pub fn bootloader(conf: &Config, booted: &SlotConf) -> Result<Box<dyn bootloader
     bootloader::open(conf, &booted.class).map_err(|e| e.to_string())
 }
 
+/// A secret the agent reads (the owner authorization): a regular file, owned by the
+/// agent's user (root on a device), readable by nobody else. Anything looser is refused
+/// before it is read, so a misconfigured image fails at the factory, not in the field.
+fn check_secret_file(p: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p)?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if !m.file_type().is_file() {
+        anyhow::bail!("not a regular file (a symlink or another kind)");
+    }
+    if m.uid() != euid {
+        anyhow::bail!("owned by uid {}, not by the agent's uid {euid}", m.uid());
+    }
+    if m.mode() & 0o077 != 0 {
+        anyhow::bail!("mode {:o}: group or others may read it; chmod 0600", m.mode() & 0o7777);
+    }
+    Ok(())
+}
+
 /// The salt key's pinned name, in the data directory (see [`crate::tpm::TpmConfig`]).
 pub const SALT_KEY_PIN: &str = "tpm-salt-key.name";
 
@@ -46,6 +65,7 @@ pub fn tpm_owner(
         tc.tcti = tcti.clone();
     }
     if let Some(p) = &t.owner_auth_file {
+        check_secret_file(p).with_context(|| format!("owner authorization {}", p.display()))?;
         let mut a = std::fs::read(p).with_context(|| format!("owner authorization {}", p.display()))?;
         if a.last() == Some(&b'\n') {
             a.pop();

@@ -528,6 +528,7 @@ fn the_secret_and_the_owner_authorization_never_cross_the_bus_in_clear() {
     run_ok(Command::new("tpm2_changeauth").args(["-c", "owner", owner, "-T", &d.t.tcti()]).env("TSS2_LOG", "all+none"));
     let auth = d.w.path("owner-auth");
     std::fs::write(&auth, owner).unwrap();
+    std::fs::set_permissions(&auth, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let proxy = tpmproxy::Proxy::start(d.t.port, None);
     through(&d, &proxy, Some(&auth));
     d.enable_measured_boot();

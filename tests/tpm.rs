@@ -277,6 +277,12 @@ fn writes_need_the_owner_authorization() {
     let auth = t.dir().join("owner-auth");
     std::fs::write(&auth, "s3cret\n").unwrap();
     let conf = t.conf(&format!("owner-auth-file={}\n", auth.display()));
+    // Step 11: a secret others can read is refused before it is used (could not check).
+    let r = cli(&conf, &["trust", "provision", "--root", cert("root").to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(3), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("group or others may read it"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600)).unwrap();
     ok(cli(&conf, &["trust", "provision", "--root", cert("root").to_str().unwrap()]));
     let w = Work::new();
     let no_auth = t.conf(""); // rewrites system.conf without the auth file

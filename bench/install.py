@@ -131,10 +131,17 @@ def measured_boot_runs(w, pki, content, runs, BIN, tag):
         subprocess.run([BIN, "bundle", "--format", "verity", "--cert", f"{pki}/signer-rsa.cert.pem", "--key",
                         f"{pki}/signer-rsa.key.pem", "--intermediate", f"{pki}/release-ca.cert.pem",
                         "--reference-values", rv, content, bundle], check=True)
+        # The factory flow: an owner authorization set in the TPM and kept in a root-only file.
+        auth = os.path.join(w, f"{tag}-owner-auth")
+        fd = os.open(auth, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, os.urandom(16).hex().encode())
+        os.close(fd)
+        subprocess.run(["tpm2_changeauth", "-c", "owner", f"file:{auth}", "-T", tcti], check=True,
+                       env=dict(os.environ, TSS2_LOG="all+none"))
         conf = os.path.join(w, f"{tag}.conf")
         with open(conf, "w") as f:
             f.write(f"[system]\ncompatible=bench\nbootloader=grub\ngrubenv={w}/grubenv\ndata-directory={w}/{tag}data\n"
-                    f"[keyring]\ncheck-purpose=codesign\n[tpm]\ntcti={tcti}\n[measured-boot]\n"
+                    f"[keyring]\ncheck-purpose=codesign\n[tpm]\ntcti={tcti}\nowner-auth-file={auth}\n[measured-boot]\n"
                     f"[slot.rootfs.0]\ndevice={w}/slotA\ntype=ext4\nbootname=A\n"
                     f"[slot.rootfs.1]\ndevice={w}/slotB\ntype=ext4\nbootname=B\n")
         cli = [BIN, "--conf", conf, "--override-boot-slot", "A"]

@@ -92,6 +92,7 @@ data-directory=$work/data
 check-purpose=codesign
 [tpm]
 tcti=swtpm:host=127.0.0.1,port=$port
+owner-auth-file=$work/owner-auth
 [measured-boot]
 required=true
 [slot.rootfs.0]
@@ -113,6 +114,9 @@ reboot_into() {
   TSS2_LOG=all+none tpm2_pcrextend "9:sha256=${2:-$ev9}" -T "$tcti"
 }
 dev() { "$bin" --conf "$work/device.conf" "$@"; }
+say "   factory flow: set the TPM's owner authorization (a random secret, kept root-only on the device)"
+(umask 077; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/owner-auth")
+TSS2_LOG=all+none tpm2_changeauth -c owner "file:$work/owner-auth" -T "$tcti"
 dev trust provision --root "$work/pki/root.cert.pem" --lock | sed 's/^/   /'
 dev trust list | sed 's/^/   /'
 say "   verify against the roots in the TPM (no PEM file involved)"

@@ -167,6 +167,10 @@ pub struct TpmSection {
     pub tcti: Option<String>,
     /// `owner-auth-file=`: a file holding the owner hierarchy authorization.
     pub owner_auth_file: Option<PathBuf>,
+    /// `allow-empty-owner-auth=` (default false): let measured boot run with an empty owner
+    /// authorization, which lets any process that can open the TPM rewrite the policy
+    /// index. Development images only.
+    pub allow_empty_owner_auth: bool,
     /// `root-index=` (first NV index of the root store).
     pub root_index: Option<u32>,
     /// `root-slots=`.
@@ -359,6 +363,13 @@ impl Config {
                 what: "[system] bootloader=custom needs [handlers] bootloader-custom-backend".into(),
             });
         }
+        if c.measured_boot.is_some() && c.tpm.owner_auth_file.is_none() && !c.tpm.allow_empty_owner_auth {
+            problems.push(Problem {
+                line: line_of("measured-boot"),
+                key: Some("[tpm] owner-auth-file".into()),
+                what: EMPTY_OWNER_AUTH.into(),
+            });
+        }
         problems.extend(check_slots(&c, &kf));
         problems.sort_by_key(|p| p.line);
         if !problems.is_empty() {
@@ -367,6 +378,10 @@ impl Config {
         Ok(c)
     }
 }
+
+/// Why measured boot refuses an empty owner authorization (R3: the policy index is
+/// written with owner authorization; empty, any local process could rewrite it).
+pub const EMPTY_OWNER_AUTH: &str = "[measured-boot] needs the TPM's owner authorization: set it in the factory flow (tpm2_changeauth -c owner) and name its file in [tpm] owner-auth-file; with an empty one any process that can open the TPM could rewrite the measured-boot policy ([tpm] allow-empty-owner-auth=true: development images only)";
 
 /// The sections and keys this agent reads (slot sections: [`SLOT_KEYS`]).
 const KEYS: &[(&str, &[&str])] = &[
@@ -399,7 +414,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "crl-directory",
         ],
     ),
-    ("tpm", &["tcti", "owner-auth-file", "root-index", "root-slots", "counter-index"]),
+    ("tpm", &["tcti", "owner-auth-file", "allow-empty-owner-auth", "root-index", "root-slots", "counter-index"]),
     ("package", &["tr069-legacy-sha1"]),
     ("service", &["rauc-compatible"]),
     ("measured-boot", &["required", "pcrs", "policy-index"]),
@@ -567,6 +582,7 @@ fn apply_entry(c: &mut Config, group: &str, key: &str, v: &str, path: &Path) -> 
         ("package", "tr069-legacy-sha1") => c.policy.allow_sha1 = flag(&k, v)?,
         ("tpm", "tcti") => c.tpm.tcti = Some(crate::tpm::tcti::parse(v).map_err(|e| format!("[tpm] {e}"))?),
         ("tpm", "owner-auth-file") => c.tpm.owner_auth_file = Some(path_value(path, &k, v)?),
+        ("tpm", "allow-empty-owner-auth") => c.tpm.allow_empty_owner_auth = flag(&k, v)?,
         ("tpm", "root-index") => c.tpm.root_index = Some(nv(&k, v)?),
         ("tpm", "counter-index") => c.tpm.counter_index = Some(nv(&k, v)?),
         ("tpm", "root-slots") => {

@@ -72,6 +72,9 @@ pub fn tpm_owner(
         }
         tc.owner_auth = a;
     }
+    if conf.measured_boot.is_some() && tc.owner_auth.is_empty() && !t.allow_empty_owner_auth {
+        anyhow::bail!("{}", crate::config::EMPTY_OWNER_AUTH);
+    }
     let mut store = crate::trust::store::RootStore::default();
     if let Some(i) = t.root_index {
         store.first = i;

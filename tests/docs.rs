@@ -155,3 +155,38 @@ fn command_lines_in_docs_parse() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(checked >= 20, "only {checked} command lines found");
 }
+
+/// The configurations the project ships load too: the VM test image's, and the Yocto
+/// recipe's template as `henb-update-conf` renders it (both ways of
+/// `HENB_ALLOW_EMPTY_OWNER_AUTH`).
+#[test]
+fn shipped_configurations_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let guest = root.join("images/guest/system.conf");
+    Config::load(&guest).unwrap_or_else(|e| panic!("{e}"));
+    let template = root.join("meta-henb-update/recipes-core/henb-update-conf/files/system.conf.in");
+    let text = std::fs::read_to_string(&template).unwrap();
+    for (owner_auth, allowed) in
+        [("owner-auth-file=/data/henb-update/owner-auth", false), ("allow-empty-owner-auth=true", true)]
+    {
+        let rendered = text
+            .replace("@COMPATIBLE@", "henb-qemux86-64")
+            .replace("@SLOT_A@", "/dev/disk/by-partlabel/rootfs-A")
+            .replace("@SLOT_B@", "/dev/disk/by-partlabel/rootfs-B")
+            .replace("@GRUBENV@", "/boot/efi/EFI/BOOT/grubenv")
+            .replace("@DATA@", "/data/henb-update")
+            .replace("@RAUC@", "false")
+            .replace("@OWNER_AUTH@", owner_auth);
+        assert!(!rendered.contains('@'), "a placeholder the test does not know: {rendered}");
+        let c = Config::parse(&rendered, &template).unwrap_or_else(|e| panic!("{owner_auth}: {e}"));
+        assert!(c.measured_boot.is_some());
+        assert_eq!(c.tpm.allow_empty_owner_auth, allowed);
+    }
+    // The recipe substitutes every placeholder of its template.
+    let recipe =
+        std::fs::read_to_string(root.join("meta-henb-update/recipes-core/henb-update-conf/henb-update-conf_1.0.bb"))
+            .unwrap();
+    for p in text.split('@').skip(1).step_by(2) {
+        assert!(recipe.contains(&format!("@{p}@")), "the recipe does not substitute @{p}@");
+    }
+}

@@ -336,6 +336,13 @@ fn broken_configurations_are_refused_naming_file_line_and_key() {
         ("[system]\ncompatible=acme\n[tpm]\nroot-index=0x81000000\n", 4, "[tpm] root-index", "owner NV index"),
         ("[system]\ncompatible=acme\n[tpm]\nroot-slots=1\n", 4, "[tpm] root-slots", "2 to 64"),
         ("[system]\ncompatible=acme\n[measured-boot]\npcrs=8;24\n", 4, "[measured-boot] pcrs", "0 to 23"),
+        ("[system]\ncompatible=acme\n[measured-boot]\n", 3, "[tpm] owner-auth-file", "allow-empty-owner-auth"),
+        (
+            "[system]\ncompatible=acme\n[tpm]\nallow-empty-owner-auth=yes\n",
+            4,
+            "[tpm] allow-empty-owner-auth",
+            "true or false",
+        ),
         (
             "[system]\ncompatible=acme\n[keyring]\nuse-bundle-signing-time=yes\n",
             4,

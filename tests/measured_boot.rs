@@ -551,6 +551,50 @@ fn the_secret_and_the_owner_authorization_never_cross_the_bus_in_clear() {
     assert!(tpmproxy::contains(&rec, &pcr8), "the recording holds the PCR values read");
 }
 
+/// Step 11, item 2: an empty owner authorization lets any process that can open the TPM
+/// rewrite the policy index, so measured boot refuses it unless the configuration says
+/// `[tpm] allow-empty-owner-auth=true`: no `owner-auth-file` is a configuration error
+/// (exit 3, naming the key), an empty file is "could not check" (9002) at install, and
+/// neither touches the boot order or the slots.
+#[test]
+fn measured_boot_refuses_an_empty_owner_authorization() {
+    let (d, p) = provisioned(false);
+    let allowed = std::fs::read_to_string(&d.conf).unwrap();
+    assert!(allowed.contains("allow-empty-owner-auth=true\n"), "{allowed}");
+    let env = d.boot_env();
+    let slot_b = std::fs::read(d.w.path("slotB")).unwrap();
+    // No owner-auth-file and nothing allowing an empty one: the configuration is refused.
+    std::fs::write(&d.conf, allowed.replace("allow-empty-owner-auth=true\n", "")).unwrap();
+    let o = d.cli(&["config", "check", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let problem = &j["problems"][0];
+    assert_eq!(problem["key"], "[tpm] owner-auth-file", "{j}");
+    assert!(problem["what"].as_str().unwrap().contains("allow-empty-owner-auth"), "{j}");
+    let o = d.cli(&["install", "--json", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("owner-auth-file"));
+    // A file that holds nothing is an empty authorization as well.
+    let empty = d.w.path("owner-auth-empty");
+    std::fs::write(&empty, "\n").unwrap();
+    std::fs::set_permissions(&empty, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let conf = allowed.replace("allow-empty-owner-auth=true\n", &format!("owner-auth-file={}\n", empty.display()));
+    std::fs::write(&d.conf, conf).unwrap();
+    let (rc, out) = d.install(&p);
+    assert_eq!(rc, 3, "{out}");
+    assert_eq!(out["error"]["cwmp-fault"], 9002, "{out}");
+    assert!(out["error"]["message"].as_str().unwrap().contains("allow-empty-owner-auth"), "{out}");
+    for args in [vec!["boot-check"], vec!["mark", "good"]] {
+        let o = d.cli(&args);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(d.boot_env(), env, "the boot order is untouched");
+    assert_eq!(std::fs::read(d.w.path("slotB")).unwrap(), slot_b, "the inactive slot is untouched");
+    // Allowed again (a development image): the same package installs.
+    std::fs::write(&d.conf, &allowed).unwrap();
+    assert_eq!(d.install(&p).0, 0);
+}
+
 /// Step 11: the probe flips one byte of the TPM's answer to an NV read of the root
 /// certificate, the anti-rollback counter and the policy index. The salted session's
 /// response HMAC no longer verifies: each time the agent says "could not check" (exit

@@ -86,9 +86,15 @@ impl Device {
         c
     }
 
-    /// Turn measured boot on (`[measured-boot]`, required).
+    /// Turn measured boot on (`[measured-boot]`, required). swtpm starts with an empty
+    /// owner authorization, which measured boot refuses unless the configuration allows
+    /// it: unless a test gave an `owner-auth-file`, this sets
+    /// `[tpm] allow-empty-owner-auth=true` (what only development images do).
     pub fn enable_measured_boot(&self) {
         let mut c = std::fs::read_to_string(&self.conf).unwrap();
+        if !c.contains("owner-auth-file=") {
+            c = c.replacen("[tpm]\n", "[tpm]\nallow-empty-owner-auth=true\n", 1);
+        }
         c.push_str("\n[measured-boot]\nrequired=true\n");
         std::fs::write(&self.conf, c).unwrap();
     }

@@ -23,6 +23,10 @@ HENB_GRUBENV ??= "/boot/efi/EFI/BOOT/grubenv"
 HENB_GRUBENV[doc] = "GRUB environment file the bootloader reads (RAUC's variables)."
 HENB_DATA_DIRECTORY ??= "/data/henb-update"
 HENB_DATA_DIRECTORY[doc] = "Persistent directory for status, measured-boot record and sealed secrets."
+HENB_OWNER_AUTH_FILE ??= "${HENB_DATA_DIRECTORY}/owner-auth"
+HENB_OWNER_AUTH_FILE[doc] = "Root-only file holding the TPM owner authorization the factory flow sets (tpm2_changeauth -c owner); measured boot requires it."
+HENB_ALLOW_EMPTY_OWNER_AUTH ??= "false"
+HENB_ALLOW_EMPTY_OWNER_AUTH[doc] = "true (development images only): measured boot with the TPM's empty owner authorization, which any local process could use to rewrite the policy."
 HENB_RAUC_COMPATIBLE ??= "false"
 HENB_RAUC_COMPATIBLE[doc] = "true: also serve RAUC's D-Bus API (de.pengutronix.rauc)."
 
@@ -34,7 +38,14 @@ inherit allarch
 
 do_install() {
     install -d ${D}${sysconfdir}/henb-update ${D}${datadir}/henb-update
+    if [ "${HENB_ALLOW_EMPTY_OWNER_AUTH}" = "true" ]; then
+        owner_auth="allow-empty-owner-auth=true"
+        bbwarn "henb-update-conf: HENB_ALLOW_EMPTY_OWNER_AUTH=true is for development images only"
+    else
+        owner_auth="owner-auth-file=${HENB_OWNER_AUTH_FILE}"
+    fi
     sed -e 's,@COMPATIBLE@,${HENB_COMPATIBLE},' \
+        -e "s,@OWNER_AUTH@,$owner_auth," \
         -e 's,@SLOT_A@,${HENB_SLOT_A_DEVICE},' \
         -e 's,@SLOT_B@,${HENB_SLOT_B_DEVICE},' \
         -e 's,@GRUBENV@,${HENB_GRUBENV},' \

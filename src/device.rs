@@ -4,13 +4,63 @@
 
 use crate::bootloader;
 use crate::config::{Config, SlotConf};
-use crate::fault::Fault;
+use crate::fault::{CwmpFault, Failure, Fault};
 use crate::install::{self, Installed, Plan, Progress, Request};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+/// Why the device could not be opened from its configuration: the agent could not check
+/// (9002), and says what it could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Which slot is booted cannot be told.
+    #[error(transparent)]
+    Slot(#[from] crate::slot::SlotError),
+    /// The bootloader backend cannot be opened.
+    #[error(transparent)]
+    Bootloader(#[from] bootloader::BootError),
+    /// The TPM cannot be set up (configuration, owner authorization) or used.
+    #[error("{0}")]
+    Tpm(String),
+    /// The TPM does not answer.
+    #[error("{0}")]
+    TpmUnreachable(String),
+    /// No trust anchors (keyring unreadable, TPM root store empty).
+    #[error("{0}")]
+    TrustAnchors(String),
+    /// A configured CRL cannot be read.
+    #[error("{0}")]
+    Crl(String),
+    /// The device's variant (`[system] variant-*`) cannot be read.
+    #[error("device variant: {0}")]
+    Variant(String),
+}
+
+impl Fault for SetupError {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Slot(_) => "slot",
+            Self::Bootloader(_) => "bootloader",
+            Self::Tpm(_) => "tpm",
+            Self::TpmUnreachable(_) => "tpm-unreachable",
+            Self::TrustAnchors(_) => "no-trust-anchors",
+            Self::Crl(_) => "crl",
+            Self::Variant(_) => "variant",
+        }
+    }
+    fn fault(&self) -> CwmpFault {
+        CwmpFault::InternalError
+    }
+}
+
+impl From<SetupError> for Failure {
+    fn from(e: SetupError) -> Self {
+        Failure::from_fault(&e)
+    }
+}
+
 /// The booted slot: `--override-boot-slot`, else the kernel command line.
-pub fn booted<'a>(conf: &'a Config, override_boot: Option<&str>) -> Result<&'a SlotConf, String> {
+pub fn booted<'a>(conf: &'a Config, override_boot: Option<&str>) -> Result<&'a SlotConf, SetupError> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let resolve = |p: &Path| -> Option<PathBuf> {
         let s = p.to_str()?;
@@ -23,12 +73,12 @@ pub fn booted<'a>(conf: &'a Config, override_boot: Option<&str>) -> Result<&'a S
         };
         std::fs::canonicalize(p).ok()
     };
-    crate::slot::booted(&conf.slots, &cmdline, override_boot, &resolve).map_err(|e| e.to_string())
+    Ok(crate::slot::booted(&conf.slots, &cmdline, override_boot, &resolve)?)
 }
 
 /// The bootloader backend of the booted slot's class.
-pub fn bootloader(conf: &Config, booted: &SlotConf) -> Result<Box<dyn bootloader::Bootloader>, String> {
-    bootloader::open(conf, &booted.class).map_err(|e| e.to_string())
+pub fn bootloader(conf: &Config, booted: &SlotConf) -> Result<Box<dyn bootloader::Bootloader>, SetupError> {
+    Ok(bootloader::open(conf, &booted.class)?)
 }
 
 /// A secret the agent reads (the owner authorization): a regular file, owned by the
@@ -93,55 +143,45 @@ pub fn tpm_owner(
 /// unless a keyring stands in for the TPM's roots.
 ///
 /// Errors: a TPM the device needs that cannot be set up (its owner authorization file
-/// unreadable) is a [`Failure`] (`tpm`, 9002): the minimum and the policy cannot be
+/// unreadable) is [`SetupError::Tpm`] (9002): the minimum and the policy cannot be
 /// checked, so nothing that depends on them goes ahead.
 #[allow(clippy::type_complexity)]
 pub fn tpm_for_confirm(
     conf: &Config,
-) -> Result<(Option<crate::tpm::owner::TpmOwner>, Option<crate::rollback::Counter>), Failure> {
+) -> Result<(Option<crate::tpm::owner::TpmOwner>, Option<crate::rollback::Counter>), SetupError> {
     if conf.measured_boot.is_none() && conf.keyring.is_some() {
         return Ok((None, None));
     }
-    let (owner, _, counter) = tpm_owner(conf).map_err(|e| Failure::new("tpm", 9002, format!("TPM: {e:#}")))?;
+    let (owner, _, counter) = tpm_owner(conf).map_err(|e| SetupError::Tpm(format!("TPM: {e:#}")))?;
     Ok((Some(owner), conf.keyring.is_none().then_some(counter)))
 }
 
 /// `security-version --raise N`: raise the anti-rollback minimum and enforce it on the
-/// slots at once (see [`crate::confirm::Booted::raise_minimum`]), under the install lock.
+/// slots at once (see [`crate::install::confirm::Booted::raise_minimum`]), under the install lock.
 /// Without configured slots only the counter is raised. Returns the minimum now held and
 /// the booted slot's shortfall, if any.
 pub fn raise_minimum(
     conf: &Config,
     override_boot: Option<&str>,
     target: u64,
-) -> Result<(u64, Option<crate::rollback::BelowMinimum>), Failure> {
+) -> Result<(u64, Option<crate::install::admit::BelowMinimum>), Failure> {
     if conf.keyring.is_some() {
-        let e = crate::confirm::ConfirmError::NoCounter;
+        let e = crate::install::confirm::ConfirmError::NoCounter;
         return Err(Failure::from_fault(&e));
     }
     if conf.slots.is_empty() {
-        let (owner, _, counter) = tpm_owner(conf).map_err(|e| Failure::new("tpm", 9002, format!("TPM: {e:#}")))?;
+        let (owner, _, counter) = tpm_owner(conf).map_err(|e| SetupError::Tpm(format!("TPM: {e:#}")))?;
         let min = owner
             .call(move |t| counter.raise(t, target))
             .map_err(|e| Failure::from_fault(&crate::measured_boot::MeasuredBootError::from(e)))?;
         return Ok((min, None));
     }
-    let booted = booted(conf, override_boot).map_err(|e| Failure::new("slot", 9002, e))?;
+    let booted = booted(conf, override_boot)?;
     let _lock = install::lock(&conf.data_directory).map_err(|e| Failure::from_fault(&e))?;
-    let mut bl = bootloader(conf, booted).map_err(|e| Failure::new("bootloader", 9002, e))?;
+    let mut bl = bootloader(conf, booted)?;
     let (tpm, counter) = tpm_for_confirm(conf)?;
-    let mut dev = crate::confirm::Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
+    let mut dev = crate::install::confirm::Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
     dev.raise_minimum(target).map_err(|e| Failure::from_fault(&e))
-}
-
-/// A failure to set up verification: could not check.
-pub struct SetupFailure {
-    /// Stable kind.
-    pub kind: &'static str,
-    /// CWMP fault code.
-    pub fault: u32,
-    /// Message.
-    pub message: String,
 }
 
 /// Trust anchors and the anti-rollback minimum: from the TPM, unless a keyring is named
@@ -149,9 +189,9 @@ pub struct SetupFailure {
 pub fn trust_state(
     conf: &Config,
     keyring: Option<std::path::PathBuf>,
-) -> Result<(crate::trust::Anchors, Option<u64>), SetupFailure> {
+) -> Result<(crate::trust::Anchors, Option<u64>), SetupError> {
     let (mut anchors, minimum) = trust_anchors(conf, keyring)?;
-    let crls = conf.load_crls().map_err(|message| SetupFailure { kind: "crl", fault: 9002, message })?;
+    let crls = conf.load_crls().map_err(SetupError::Crl)?;
     anchors.add_crls(crls);
     Ok((anchors, minimum))
 }
@@ -159,7 +199,7 @@ pub fn trust_state(
 fn trust_anchors(
     conf: &Config,
     keyring: Option<std::path::PathBuf>,
-) -> Result<(crate::trust::Anchors, Option<u64>), SetupFailure> {
+) -> Result<(crate::trust::Anchors, Option<u64>), SetupError> {
     use crate::tpm::TpmError;
     use crate::trust::store::StoreError;
     use crate::trust::{Anchors, TrustSource};
@@ -169,56 +209,29 @@ fn trust_anchors(
             .and_then(|t| {
                 Anchors::from_pem(&t, TrustSource::Keyring(keyring.display().to_string())).map_err(|e| e.to_string())
             })
-            .map_err(|e| SetupFailure {
-                kind: "no-trust-anchors",
-                fault: 9002,
-                message: format!("keyring {}: {e}", keyring.display()),
-            })?;
+            .map_err(|e| SetupError::TrustAnchors(format!("keyring {}: {e}", keyring.display())))?;
         return Ok((anchors, None));
     }
-    let (owner, store, counter) =
-        tpm_owner(conf).map_err(|e| SetupFailure { kind: "tpm", fault: 9002, message: format!("{e:#}") })?;
+    let (owner, store, counter) = tpm_owner(conf).map_err(|e| SetupError::Tpm(format!("{e:#}")))?;
     owner.call(move |t| Ok::<_, StoreError>((store.anchors(t)?, counter.minimum(t)?))).map(|(a, m)| (a, Some(m))).map_err(|e| {
-        let kind = match e {
-            StoreError::Tpm(TpmError::Unreachable { .. }) => "tpm-unreachable",
-            StoreError::Anchors(_) => "no-trust-anchors",
-            _ => "tpm",
-        };
-        SetupFailure {
-            kind,
-            fault: 9002,
-            message: format!(
-                "could not check: {e} (trust anchors come from the TPM; provision it with 'henb-update trust provision', or name a keyring)"
-            ),
+        let message = format!(
+            "could not check: {e} (trust anchors come from the TPM; provision it with 'henb-update trust provision', or name a keyring)"
+        );
+        match e {
+            StoreError::Tpm(TpmError::Unreachable { .. }) => SetupError::TpmUnreachable(message),
+            StoreError::Anchors(_) => SetupError::TrustAnchors(message),
+            _ => SetupError::Tpm(message),
         }
     })
 }
 
-/// Why an install did not happen, in CWMP terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// Stable kind.
-    pub kind: String,
-    /// CWMP fault code.
-    pub fault: u32,
-    /// Message.
-    pub message: String,
-}
-
-impl Failure {
-    fn new(kind: &str, fault: u32, message: impl Into<String>) -> Self {
-        Self { kind: kind.into(), fault, message: message.into() }
-    }
-
-    /// Refused (the package or request), as opposed to could not check.
-    pub fn refused(&self) -> bool {
-        !matches!(self.fault, 9002 | 9016)
-    }
-
-    /// From any module's error.
-    pub fn from_fault(e: &dyn Fault) -> Self {
-        Self::new(e.kind(), e.fault().code(), e.to_string())
-    }
+/// What an install ended with, in CWMP terms (see [`install::Outcome`]).
+#[derive(Debug)]
+pub struct InstallReport {
+    /// The install's result.
+    pub result: Result<Installed, Failure>,
+    /// The result queued for TransferComplete, when it is decided now.
+    pub transfer: Option<crate::status::InstallResult>,
 }
 
 /// One install of `file` (already open; the only handle used) into the inactive slot
@@ -229,157 +242,108 @@ pub fn install_file(
     booted: &SlotConf,
     req: Request,
     progress: &mut dyn FnMut(Progress),
-) -> Result<Installed, Failure> {
-    let mut bl = bootloader(conf, booted).map_err(|e| Failure::new("bootloader", 9002, e))?;
-    let (anchors, minimum) = trust_state(conf, None).map_err(|f| Failure::new(f.kind, f.fault, f.message))?;
-    let approver = match crate::measured_boot::MeasuredBoot::from_config(conf) {
-        Some(mb) => match tpm_owner(conf) {
-            Ok((owner, _, _)) => Some(crate::measured_boot::Approver { owner, mb }),
-            Err(e) => return Err(Failure::new("tpm", 9002, format!("{e:#}"))),
-        },
-        None => None,
+) -> InstallReport {
+    let setup = || -> Result<_, Failure> {
+        let bl = bootloader(conf, booted)?;
+        let (anchors, minimum) = trust_state(conf, None)?;
+        let approver = match crate::measured_boot::MeasuredBoot::from_config(conf) {
+            Some(mb) => match tpm_owner(conf) {
+                Ok((owner, _, _)) => Some(crate::measured_boot::Approver { owner, mb }),
+                Err(e) => return Err(SetupError::Tpm(format!("{e:#}")).into()),
+            },
+            None => None,
+        };
+        Ok((bl, anchors, minimum, approver))
+    };
+    let (mut bl, anchors, minimum, approver) = match setup() {
+        Ok(s) => s,
+        Err(f) => return InstallReport { result: Err(f), transfer: None },
     };
     let plan = Plan { conf, booted, anchors: &anchors, minimum, now: SystemTime::now(), measured: approver.as_ref() };
-    install::install(&plan, bl.as_mut(), req, progress)
-        .map_err(|e| Failure::new(e.kind(), e.fault().code(), e.to_string()))
+    let o = install::install(&plan, bl.as_mut(), req, progress);
+    InstallReport { result: o.result.map_err(|e| Failure::from_fault(&e)), transfer: o.transfer }
 }
 
 /// `mark good|bad|active` of a slot (`booted`, `other`, a slot name or a bootname), as
 /// RAUC's Mark: returns the slot's name and a message. Refusals (no such slot, a slot
 /// that does not measure as its reference values) are 9001; the rest could not be done.
-pub fn mark(conf: &Config, override_boot: Option<&str>, state: &str, which: &str) -> Result<(String, String), Failure> {
-    let booted = booted(conf, override_boot).map_err(|e| Failure::new("slot", 9002, e))?;
+///
+/// Returns the slot's name, a message, and the Download that confirming the booted slot
+/// completed (queued for TransferComplete), if any.
+pub fn mark(conf: &Config, override_boot: Option<&str>, state: &str, which: &str) -> Result<Marked, Failure> {
+    let booted = booted(conf, override_boot)?;
     let slot = match which {
         "booted" | "" => Some(booted),
         "other" => crate::slot::target(&conf.slots, booted).ok().map(|t| t[0]),
         s => conf.slots.iter().find(|x| x.name == s || x.bootname.as_deref() == Some(s)),
     };
-    let slot = slot.ok_or_else(|| Failure::new("slot", 9001, format!("no slot '{which}'")))?;
+    let slot = slot.ok_or_else(|| Failure::new("slot", CwmpFault::RequestDenied, format!("no slot '{which}'")))?;
     let bootname = slot
         .bootname
         .clone()
-        .ok_or_else(|| Failure::new("slot", 9001, format!("slot {} has no bootname", slot.name)))?;
+        .ok_or_else(|| Failure::new("slot", CwmpFault::RequestDenied, format!("slot {} has no bootname", slot.name)))?;
     if !["good", "bad", "active"].contains(&state) {
-        return Err(Failure::new("invalid", 9003, format!("unknown state '{state}' (good, bad or active)")));
+        return Err(Failure::new(
+            "invalid",
+            CwmpFault::InvalidArguments,
+            format!("unknown state '{state}' (good, bad or active)"),
+        ));
     }
     // One writer of slots and the boot order at a time: a running install answers busy.
     let _lock = install::lock(&conf.data_directory).map_err(|e| Failure::from_fault(&e))?;
-    let mut bl = bootloader(conf, booted).map_err(|e| Failure::new("bootloader", 9002, e))?;
+    let mut bl = bootloader(conf, booted)?;
     let (tpm, counter) = tpm_for_confirm(conf)?;
-    let mut dev = crate::confirm::Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
+    let mut dev = crate::install::confirm::Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
     let r = match state {
         "good" if slot.name == booted.name => dev.mark_good(),
-        "good" => dev.mark_good_other(slot),
-        "bad" => dev.mark_bad(slot),
-        _ => dev.mark_active(slot),
+        "good" => dev.mark_good_other(slot).map(|_| None),
+        "bad" => dev.mark_bad(slot).map(|_| None),
+        _ => dev.mark_active(slot).map(|_| None),
     };
-    r.map_err(|e| Failure::from_fault(&e))?;
-    Ok((slot.name.clone(), format!("marked slot {} ({bootname}) {state}", slot.name)))
+    let transfer = r.map_err(|e| Failure::from_fault(&e))?;
+    Ok(Marked { slot: slot.name.clone(), message: format!("marked slot {} ({bootname}) {state}", slot.name), transfer })
 }
 
-/// One slot as the D-Bus layer shows it.
+/// What `mark` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotView {
-    /// `rootfs.0`.
-    pub name: String,
-    /// Class.
-    pub class: String,
-    /// Device path.
-    pub device: String,
-    /// Slot type (`ext4`, `raw`, ...).
-    pub kind: String,
-    /// Bootname.
-    pub bootname: Option<String>,
-    /// Parent slot name.
-    pub parent: Option<String>,
-    /// The booted slot (or its group).
-    pub booted: bool,
-    /// The bootloader's primary.
-    pub primary: bool,
-    /// `good` or `bad` from the bootloader, if it has a bootname.
-    pub boot_status: Option<String>,
-    /// TR-181 status.
-    pub status: String,
-    /// Installed version.
-    pub version: Option<String>,
-    /// Installed image's SHA-256.
-    pub sha256: Option<String>,
-    /// Unix seconds.
-    pub installed_at: Option<u64>,
-    /// The last failure on this slot (ActivationFailed), for BootFailureLog.
-    pub failure: Option<String>,
-}
-
-/// Every slot with what the bootloader and the status file say about it.
-pub fn slot_views(conf: &Config, override_boot: Option<&str>) -> Result<Vec<SlotView>, Failure> {
-    use crate::status::{FirmwareStatus, Status};
-    let booted = booted(conf, override_boot).map_err(|e| Failure::new("slot", 9002, e))?;
-    let status = Status::load(&conf.data_directory).map_err(|e| Failure::from_fault(&e))?;
-    let mut bl = bootloader(conf, booted).map_err(|e| Failure::new("bootloader", 9002, e))?;
-    let primary = bl.primary().map_err(|e| Failure::new("bootloader", 9002, e.to_string()))?;
-    let failure = status.last_result.as_ref().filter(|r| r.kind == "activation-failed");
-    Ok(conf
-        .slots
-        .iter()
-        .map(|s| {
-            let is_booted = s.name == booted.name || s.parent.as_deref() == Some(booted.name.as_str());
-            let st = status.slots.get(&s.name);
-            let fw = st.map(|x| x.status).unwrap_or(if is_booted {
-                FirmwareStatus::Active
-            } else {
-                FirmwareStatus::NoImage
-            });
-            SlotView {
-                name: s.name.clone(),
-                class: s.class.clone(),
-                device: s.device.display().to_string(),
-                kind: s.kind.name().to_string(),
-                bootname: s.bootname.clone(),
-                parent: s.parent.clone(),
-                booted: is_booted,
-                primary: s.bootname.is_some() && s.bootname == primary,
-                boot_status: s
-                    .bootname
-                    .as_ref()
-                    .and_then(|b| bl.state(b).ok())
-                    .map(|b| if b == crate::bootloader::BootState::Good { "good" } else { "bad" }.to_string()),
-                status: format!("{fw:?}"),
-                version: st.and_then(|x| x.version.clone()),
-                sha256: st.and_then(|x| x.sha256.clone()),
-                installed_at: st.and_then(|x| x.installed_at),
-                failure: failure.filter(|r| r.slot.as_deref() == Some(&s.name)).map(|r| r.fault_string.clone()),
-            }
-        })
-        .collect())
+pub struct Marked {
+    /// The slot's name.
+    pub slot: String,
+    /// What was done, for people.
+    pub message: String,
+    /// The Download completed by confirming the booted slot, queued for TransferComplete.
+    pub transfer: Option<crate::status::InstallResult>,
 }
 
 /// Verify a package completely without installing it (the whole verity tree too), against
 /// the configured anchors.
 pub fn inspect_file(conf: &Config, file: std::fs::File) -> Result<crate::package::Package, Failure> {
     use crate::package::{self, Context, NullSink};
-    let (anchors, _) = trust_state(conf, None).map_err(|f| Failure::new(f.kind, f.fault, f.message))?;
+    let (anchors, _) = trust_state(conf, None)?;
     let src = std::sync::Arc::new(
-        crate::source::FileSource::new(file).map_err(|e| Failure::new("access", 9016, e.to_string()))?,
+        crate::source::FileSource::new(file)
+            .map_err(|e| Failure::new("access", CwmpFault::UnableToAccessFile, e.to_string()))?,
     );
     let ctx = Context {
         anchors: &anchors,
         policy: conf.policy.clone(),
         now: SystemTime::now(),
-        compatible: conf.compatible.clone(),
-        variant: conf.variant().map_err(|e| Failure::new("variant", 9002, e))?,
+        variant: conf.variant().map_err(SetupError::Variant)?,
         install_images_only: false,
         check_whole_tree: true,
         verify_before_writing: false,
     };
-    package::verify(src, &ctx, &mut NullSink).map_err(|e| Failure::from_fault(&e))
+    let p = package::verify(src, &ctx, &mut NullSink).map_err(|e| Failure::from_fault(&e))?;
+    crate::install::admit::inspect(&p, conf.compatible.as_deref(), None).map_err(|e| Failure::from_fault(&e))?;
+    Ok(p)
 }
 
 /// Settle a pending install the bootloader gave up on (ActivationFailed), without the PCR
 /// check (`boot-check` does that): what the service does when it starts.
 pub fn settle(conf: &Config, override_boot: Option<&str>) -> Result<(), Failure> {
-    let booted = booted(conf, override_boot).map_err(|e| Failure::new("slot", 9002, e))?;
-    let mut bl = bootloader(conf, booted).map_err(|e| Failure::new("bootloader", 9002, e))?;
+    let booted = booted(conf, override_boot)?;
+    let mut bl = bootloader(conf, booted)?;
     let (tpm, counter) = tpm_for_confirm(conf)?;
-    let mut dev = crate::confirm::Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
+    let mut dev = crate::install::confirm::Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
     dev.settle().map(|_| ()).map_err(|e| Failure::from_fault(&e))
 }

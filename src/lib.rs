@@ -11,7 +11,6 @@
 pub mod bootloader;
 pub mod cli;
 pub mod config;
-pub mod confirm;
 pub mod device;
 pub mod digest;
 pub mod failpoint;

@@ -5,9 +5,7 @@
 //! counter on that TPM ever had), so provisioning records the starting value in a
 //! second, locked index: minimum = counter - base.
 
-use crate::fault::{CwmpFault, Fault};
 use crate::tpm::{NvKind, Tpm, TpmError};
-use thiserror::Error;
 
 /// Default counter index.
 pub const DEFAULT_COUNTER_INDEX: u32 = 0x0101_0200;
@@ -23,65 +21,6 @@ impl Default for Counter {
     fn default() -> Self {
         Self { index: DEFAULT_COUNTER_INDEX }
     }
-}
-
-/// A package refused by anti-rollback (pure check).
-#[derive(Debug, Error, PartialEq, Eq)]
-#[error("security version {package} is below the device's minimum {minimum}: downgrade refused")]
-pub struct Downgrade {
-    /// The package's security version (0 when it has none).
-    pub package: u64,
-    /// The device's minimum.
-    pub minimum: u64,
-}
-
-impl Fault for Downgrade {
-    fn kind(&self) -> &'static str {
-        "downgrade"
-    }
-    fn fault(&self) -> CwmpFault {
-        CwmpFault::RequestDenied
-    }
-}
-
-/// A slot that holds less than the device's minimum: never made primary, confirmed or
-/// approved in the measured-boot policy (pure check).
-#[derive(Debug, Clone, Error, PartialEq, Eq)]
-#[error("slot {slot} holds security version {held}, below the device's anti-rollback minimum {minimum}")]
-pub struct BelowMinimum {
-    /// Slot name.
-    pub slot: String,
-    /// Its security version (0 when unknown).
-    pub held: u64,
-    /// The device's minimum.
-    pub minimum: u64,
-}
-
-impl Fault for BelowMinimum {
-    fn kind(&self) -> &'static str {
-        "below-minimum"
-    }
-    fn fault(&self) -> CwmpFault {
-        CwmpFault::RequestDenied
-    }
-}
-
-/// Refuse a slot whose security version (none counts as 0) is below `minimum`.
-pub fn check_slot(slot: &str, held: Option<u32>, minimum: u64) -> Result<(), BelowMinimum> {
-    let held = u64::from(held.unwrap_or(0));
-    if held < minimum {
-        return Err(BelowMinimum { slot: slot.into(), held, minimum });
-    }
-    Ok(())
-}
-
-/// Refuse a package whose security version (none counts as 0) is below `minimum`.
-pub fn check(package: Option<u32>, minimum: u64) -> Result<(), Downgrade> {
-    let package = package.unwrap_or(0) as u64;
-    if package < minimum {
-        return Err(Downgrade { package, minimum });
-    }
-    Ok(())
 }
 
 impl Counter {
@@ -134,21 +73,5 @@ impl Counter {
             now = self.minimum(tpm)?;
         }
         Ok(now)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_below_the_minimum_are_refused() {
-        assert!(check(Some(3), 3).is_ok());
-        assert!(check(Some(4), 3).is_ok());
-        assert_eq!(check(Some(2), 3), Err(Downgrade { package: 2, minimum: 3 }));
-        assert_eq!(check(None, 1), Err(Downgrade { package: 0, minimum: 1 }));
-        assert!(check(None, 0).is_ok());
-        assert!(check_slot("rootfs.1", Some(5), 5).is_ok());
-        assert_eq!(check_slot("rootfs.1", None, 5), Err(BelowMinimum { slot: "rootfs.1".into(), held: 0, minimum: 5 }));
     }
 }

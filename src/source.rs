@@ -76,6 +76,84 @@ pub fn open_input(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Where a package comes from at an edge.
+#[derive(Debug)]
+pub enum PackageOrigin<'a> {
+    /// A path, opened with the rights of whoever runs this (the D-Bus service opens a
+    /// caller's path on a thread that has taken the caller's rights).
+    Path(&'a Path),
+    /// A descriptor a D-Bus caller passed (`Download`'s `h`).
+    Passed(std::os::fd::OwnedFd),
+}
+
+/// Why a package could not be opened: the file cannot be used (CWMP 9016).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {why}")]
+pub struct OpenError {
+    /// The path, or "the passed descriptor".
+    pub what: String,
+    /// Why.
+    pub why: String,
+}
+
+impl crate::fault::Fault for OpenError {
+    fn kind(&self) -> &'static str {
+        "access"
+    }
+    fn fault(&self) -> crate::fault::CwmpFault {
+        crate::fault::CwmpFault::UnableToAccessFile
+    }
+}
+
+/// Open a package, one set of rules for every edge (command line and D-Bus, path and
+/// passed descriptor), and return the agent's own open file description of it, the one
+/// descriptor every later step reads, leases and checks:
+/// - a path: [`open_input`] (non-blocking open, a regular file or a block device);
+/// - a passed descriptor: open for reading only (`F_GETFL`: not `O_PATH`, not writable:
+///   the agent holds a read lease on it), a regular file, reopened through
+///   `/proc/self/fd` as a description of the agent's own (the caller's copy shares flags,
+///   `F_SETSIG`/`F_SETOWN` and leases with whoever holds it), and checked to be the same
+///   file.
+///
+/// Errors: [`OpenError`] naming the path or the descriptor and what is wrong.
+pub fn open_package(origin: PackageOrigin<'_>) -> Result<File, OpenError> {
+    match origin {
+        PackageOrigin::Path(p) => {
+            open_input(p).map_err(|e| OpenError { what: p.display().to_string(), why: e.to_string() })
+        }
+        PackageOrigin::Passed(fd) => {
+            let fail = |why: String| OpenError { what: "the passed descriptor".into(), why };
+            open_passed(fd).map_err(fail)
+        }
+    }
+}
+
+fn open_passed(fd: std::os::fd::OwnedFd) -> Result<File, String> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let flags = OFlag::from_bits_retain(fcntl(&fd, FcntlArg::F_GETFL).map_err(|e| e.to_string())?);
+    if flags.contains(OFlag::O_PATH) {
+        return Err("an O_PATH descriptor, not open for reading".into());
+    }
+    match flags & OFlag::O_ACCMODE {
+        OFlag::O_RDONLY => {}
+        OFlag::O_WRONLY => return Err("write-only, not open for reading".into()),
+        _ => return Err("open for writing: pass it read-only (O_RDONLY), the agent holds a read lease on it".into()),
+    }
+    let passed = File::from(fd);
+    let meta = passed.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let own = open_input(Path::new(&format!("/proc/self/fd/{}", passed.as_raw_fd()))).map_err(|e| e.to_string())?;
+    let again = own.metadata().map_err(|e| e.to_string())?;
+    if (again.dev(), again.ino()) != (meta.dev(), meta.ino()) {
+        return Err("changed while it was taken".into());
+    }
+    Ok(own)
+}
+
 /// An open file. Its length is taken once, when opened: a file that grows or shrinks
 /// afterwards reads as truncated or keeps its first length.
 pub struct FileSource {

@@ -19,7 +19,6 @@ fn ctx(a: &Anchors) -> Context<'_> {
         anchors: a,
         policy: Policy { purpose: Purpose::CodeSign, ..Default::default() },
         now: SystemTime::now(),
-        compatible: Some("henb-test".into()),
         variant: None,
         install_images_only: false,
         check_whole_tree: true,

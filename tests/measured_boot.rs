@@ -9,7 +9,7 @@ use common::bus::{cwmp_call, Bus, Service};
 use common::device::{grub_list, Device};
 use common::tpmproxy;
 use common::*;
-use henb_update::measured_boot::policy;
+use henb_update::tpm::policy;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -301,7 +301,6 @@ fn every_byte_of_the_signature_block_matters() {
         anchors: &anchors,
         policy: Policy { purpose: Purpose::CodeSign, ..Default::default() },
         now: std::time::SystemTime::now(),
-        compatible: Some("henb-test".into()),
         variant: None,
         install_images_only: false,
         check_whole_tree: true,

@@ -289,11 +289,11 @@ fn writes_need_the_owner_authorization() {
     info(&no_auth, &package(&w, "signer-rsa", "p.raucb", None), &[]).ok();
 }
 
-/// The software policy digests (measured_boot::policy) equal the TPM's own trial-session
+/// The software policy digests (tpm::policy) equal the TPM's own trial-session
 /// digests, for PolicyPCR over 1, 2 and 3 PCRs and for PolicyOR of 2 and 3 branches.
 #[test]
 fn software_policy_digests_equal_the_tpms_trial_sessions() {
-    use henb_update::measured_boot::policy;
+    use henb_update::tpm::policy;
     let t = Swtpm::start();
     let mut tpm =
         henb_update::tpm::Tpm::open(henb_update::tpm::TpmConfig { tcti: t.tcti(), ..Default::default() }).unwrap();
@@ -323,7 +323,7 @@ fn software_policy_digests_equal_the_tpms_trial_sessions() {
 /// branch, and follows the index when it is rewritten (no re-sealing).
 #[test]
 fn policy_index_name_authorize_nv_and_sealing_match_the_tpm() {
-    use henb_update::measured_boot::policy::{self, nv_attr};
+    use henb_update::tpm::policy::{self, nv_attr};
     use henb_update::tpm::{NvKind, Tpm, TpmConfig};
     let t = Swtpm::start();
     let mut tpm = Tpm::open(TpmConfig { tcti: t.tcti(), ..Default::default() }).unwrap();

@@ -12,7 +12,6 @@ pub fn verify_bytes(data: &[u8]) {
         anchors,
         policy: Default::default(),
         now: std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
-        compatible: None,
         variant: None,
         install_images_only: false,
         check_whole_tree: true,

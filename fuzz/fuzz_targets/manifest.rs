@@ -7,10 +7,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = m.security_version();
     }
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(kf) = henb_update::package::keyfile::KeyFile::parse(text) {
+        if let Ok(kf) = henb_update::config::keyfile::KeyFile::parse(text) {
             // What we write, we must read back identically.
             let again =
-                henb_update::package::keyfile::KeyFile::parse(&kf.to_text()).expect("re-parse of our own output");
+                henb_update::config::keyfile::KeyFile::parse(&kf.to_text()).expect("re-parse of our own output");
             assert_eq!(again.groups.len(), kf.groups.len());
         }
     }

@@ -61,6 +61,15 @@ pub enum BootError {
     Custom(String),
 }
 
+impl crate::fault::Fault for BootError {
+    fn kind(&self) -> &'static str {
+        "bootloader"
+    }
+    fn fault(&self) -> crate::fault::CwmpFault {
+        crate::fault::CwmpFault::InternalError
+    }
+}
+
 /// State of a slot as the bootloader sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]

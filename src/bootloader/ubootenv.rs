@@ -14,9 +14,6 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// Default `fw_env.config`, as for fw_printenv.
-pub const DEFAULT_CONFIG: &str = "/etc/fw_env.config";
-
 /// One copy of the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Copy {

@@ -74,7 +74,7 @@ fn load_certs(path: &PathBuf) -> anyhow::Result<Vec<x509_cert::Certificate>> {
 fn manifest_format(dir: &std::path::Path) -> anyhow::Result<PackageFormat> {
     let p = dir.join("manifest.raucm");
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-    let kf = crate::package::keyfile::KeyFile::parse(&text).with_context(|| format!("{}", p.display()))?;
+    let kf = crate::config::keyfile::KeyFile::parse(&text).with_context(|| format!("{}", p.display()))?;
     Ok(match kf.get("bundle", "format") {
         Some("plain") => PackageFormat::Plain,
         _ => PackageFormat::Verity,
@@ -83,7 +83,7 @@ fn manifest_format(dir: &std::path::Path) -> anyhow::Result<PackageFormat> {
 
 /// Read and check a reference-values file; its entries become `[meta.measured-boot]`.
 fn reference_values(p: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
-    use crate::package::keyfile::KeyFile;
+    use crate::config::keyfile::KeyFile;
     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
     let text = if text.trim_start().starts_with('[') { text } else { format!("[meta.measured-boot]\n{text}") };
     let kf = KeyFile::parse(&text).with_context(|| format!("{}", p.display()))?;

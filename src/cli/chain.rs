@@ -77,7 +77,10 @@ pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
     }
     let (anchors, _) = match crate::device::trust_state(conf, a.keyring.clone()) {
         Ok(t) => t,
-        Err(f) => return fail(&a, f.kind, f.fault, &f.message, super::EXIT_COULD_NOT_CHECK),
+        Err(e) => {
+            let f = crate::fault::Failure::from(e);
+            return fail(&a, &f.kind, f.fault.code(), &f.message, f.verdict.exit_code());
+        }
     };
     let material = Material { certificates: &certificates, crls: &crls };
     let subject = leaf.tbs_certificate.subject.to_string();

@@ -92,14 +92,14 @@ fn dbus_failure(cmd: &str, e: zbus::Error, json: bool) -> ExitCode {
         println!("{}", json!({"error": {"name": name, "cwmp-fault": fault, "message": msg}}));
     }
     eprintln!("henb-update {cmd}: {msg}{}", if name.is_empty() { String::new() } else { format!(" ({name})") });
-    ExitCode::from(if matches!(fault, 9002 | 9016) { EXIT_COULD_NOT_CHECK } else { EXIT_REJECTED })
+    ExitCode::from(verdict_of(fault).exit_code())
 }
 
 pub(super) fn run_download(a: DownloadArgs) -> ExitCode {
-    let file = match crate::source::open_input(&a.package) {
+    let file = match crate::source::open_package(crate::source::PackageOrigin::Path(&a.package)) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("henb-update download: {}: {e}", a.package.display());
+            eprintln!("henb-update download: {e}");
             return ExitCode::from(EXIT_COULD_NOT_CHECK);
         }
     };
@@ -149,8 +149,7 @@ pub(super) fn run_download(a: DownloadArgs) -> ExitCode {
                     }
                     return match x.fault_code {
                         0 => ExitCode::SUCCESS,
-                        9002 | 9016 => ExitCode::from(EXIT_COULD_NOT_CHECK),
-                        _ => ExitCode::from(EXIT_REJECTED),
+                        code => ExitCode::from(verdict_of(code).exit_code()),
                     };
                 }
                 else => return ExitCode::from(EXIT_COULD_NOT_CHECK),
@@ -219,4 +218,9 @@ pub(super) fn run_watch(_: WatchArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// The verdict of a fault code the service reported (an unknown code: could not check).
+fn verdict_of(code: u32) -> crate::fault::Verdict {
+    crate::fault::CwmpFault::from_code(code).map_or(crate::fault::Verdict::CouldNotCheck, |f| f.verdict())
 }

@@ -1,9 +1,12 @@
 //! `henb-update info`.
 
 use crate::config::Config;
-use crate::fault::Fault;
+use crate::device::SetupError;
+use crate::fault::{CwmpFault, Failure};
+use crate::install::admit;
 use crate::package::{self, Context, NullSink, Package};
 use crate::source::FileSource;
+use crate::source::{open_package, PackageOrigin};
 use crate::trust::TrustSource;
 use serde_json::json;
 use std::path::PathBuf;
@@ -27,74 +30,57 @@ pub(super) struct Args {
 }
 
 pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
-    let (anchors, minimum) = match crate::device::trust_state(conf, a.keyring.clone()) {
-        Ok(t) => t,
-        Err(f) => return fail(&a, f.kind, f.fault, &f.message, super::EXIT_COULD_NOT_CHECK),
-    };
-    tracing::info!(source = %anchors.source(), "trust anchors loaded");
-    let file = match crate::source::open_input(&a.package) {
-        Ok(f) => f,
-        Err(e) => return fail(&a, "io", 9016, &format!("{}: {e}", a.package.display()), super::EXIT_COULD_NOT_CHECK),
-    };
-    let src = match FileSource::new(file) {
-        Ok(s) => Arc::new(s),
-        Err(e) => return fail(&a, "io", 9016, &format!("{}: {e}", a.package.display()), super::EXIT_COULD_NOT_CHECK),
-    };
-    let mut policy = conf.policy.clone();
-    policy.allow_sha1 |= a.tr069_legacy_sha1;
-    let variant = match conf.variant() {
-        Ok(v) => v,
-        Err(e) => return fail(&a, "variant", 9002, &e, super::EXIT_COULD_NOT_CHECK),
-    };
-    let ctx = Context {
-        anchors: &anchors,
-        policy,
-        now: SystemTime::now(),
-        compatible: conf.compatible.clone(),
-        variant,
-        install_images_only: false,
-        check_whole_tree: true,
-        verify_before_writing: false,
-    };
-    match package::verify(src, &ctx, &mut NullSink) {
-        Ok(p) => {
-            if let Some(min) = minimum {
-                if let Err(e) = crate::rollback::check(p.security_version, min) {
-                    let msg = format!("{}: {e}", a.package.display());
-                    return fail(&a, e.kind(), e.fault().code(), &msg, super::EXIT_REJECTED);
-                }
-            }
-            tracing::info!(source = %anchors.source(), "package verified");
+    match inspect(&a, conf) {
+        Ok((p, source, minimum)) => {
+            tracing::info!(%source, "package verified");
             if a.json {
                 let mut v = serde_json::to_value(&p).unwrap_or_default();
-                v["trust-source"] = json!(anchors.source().to_string());
+                v["trust-source"] = json!(source.to_string());
                 if let Some(min) = minimum {
                     v["minimum-security-version"] = json!(min);
                 }
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                print_text(&p, anchors.source());
+                print_text(&p, &source);
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            let code = match e.fault() {
-                crate::fault::CwmpFault::UnableToAccessFile | crate::fault::CwmpFault::InternalError => {
-                    super::EXIT_COULD_NOT_CHECK
-                }
-                _ => super::EXIT_REJECTED,
-            };
-            fail(&a, e.kind(), e.fault().code(), &format!("{}: {e}", a.package.display()), code)
+        Err(f) => {
+            if a.json {
+                println!("{}", json!({"error": {"kind": f.kind, "cwmp-fault": f.fault, "message": f.message}}));
+            }
+            eprintln!("henb-update info: {} (CWMP fault {}, {})", f.message, f.fault, f.kind);
+            ExitCode::from(f.verdict.exit_code())
         }
     }
 }
 
-fn fail(a: &Args, kind: &str, fault: u32, message: &str, exit: u8) -> ExitCode {
-    if a.json {
-        println!("{}", json!({"error": {"kind": kind, "cwmp-fault": fault, "message": message}}));
-    }
-    eprintln!("henb-update info: {message} (CWMP fault {fault}, {kind})");
-    ExitCode::from(exit)
+/// Verify the package completely (the whole verity tree too) and apply the admission
+/// rules that need no target slot. Package errors name the file.
+fn inspect(a: &Args, conf: &Config) -> Result<(Package, TrustSource, Option<u64>), Failure> {
+    let (anchors, minimum) = crate::device::trust_state(conf, a.keyring.clone())?;
+    tracing::info!(source = %anchors.source(), "trust anchors loaded");
+    let named = |mut f: Failure| {
+        f.message = format!("{}: {}", a.package.display(), f.message);
+        f
+    };
+    let file = open_package(PackageOrigin::Path(&a.package)).map_err(|e| Failure::from_fault(&e))?;
+    let src = FileSource::new(file)
+        .map_err(|e| named(Failure::new("access", CwmpFault::UnableToAccessFile, e.to_string())))?;
+    let mut policy = conf.policy.clone();
+    policy.allow_sha1 |= a.tr069_legacy_sha1;
+    let ctx = Context {
+        anchors: &anchors,
+        policy,
+        now: SystemTime::now(),
+        variant: conf.variant().map_err(SetupError::Variant)?,
+        install_images_only: false,
+        check_whole_tree: true,
+        verify_before_writing: false,
+    };
+    let p = package::verify(Arc::new(src), &ctx, &mut NullSink).map_err(|e| named(Failure::from_fault(&e)))?;
+    admit::inspect(&p, conf.compatible.as_deref(), minimum).map_err(|e| named(Failure::from_fault(&e)))?;
+    Ok((p, anchors.source().clone(), minimum))
 }
 
 fn print_text(p: &Package, source: &TrustSource) {

@@ -2,10 +2,11 @@
 
 use super::{EXIT_COULD_NOT_CHECK, EXIT_REJECTED};
 use crate::config::Config;
-use crate::confirm::Booted;
 use crate::device::{booted, bootloader};
-use crate::fault::Fault;
-use crate::install::Progress;
+use crate::fault::Failure;
+use crate::install::confirm::Booted;
+use crate::install::{Order, Progress, Request};
+use crate::source::{open_package, PackageOrigin};
 use crate::status::{FirmwareStatus, Status};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -51,21 +52,6 @@ pub(super) struct MarkArgs {
 }
 
 pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&str>) -> ExitCode {
-    let fail = |kind: &str, fault: u32, msg: &str, exit: u8| {
-        if a.json {
-            println!("{}", json!({"error": {"kind": kind, "cwmp-fault": fault, "message": msg}}));
-        }
-        eprintln!("henb-update install: {msg} (CWMP fault {fault}, {kind})");
-        ExitCode::from(exit)
-    };
-    let booted = match booted(conf, override_boot) {
-        Ok(b) => b,
-        Err(e) => return fail("slot", 9002, &e, EXIT_COULD_NOT_CHECK),
-    };
-    let file = match crate::source::open_input(&a.package) {
-        Ok(f) => f,
-        Err(e) => return fail("access", 9016, &format!("{}: {e}", a.package.display()), EXIT_COULD_NOT_CHECK),
-    };
     let tty = std::io::stderr().is_terminal() && !a.json;
     let mut show = |p: Progress| {
         if tty {
@@ -76,8 +62,13 @@ pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&
             }
         }
     };
-    let req = crate::install::Request { file, command_key: a.command_key.clone(), activate: !a.no_activate };
-    match crate::device::install_file(conf, booted, req, &mut show) {
+    let installed = (|| -> Result<_, Failure> {
+        let booted = booted(conf, override_boot)?;
+        let file = open_package(PackageOrigin::Path(&a.package)).map_err(|e| Failure::from_fault(&e))?;
+        let order = Order { command_key: a.command_key.clone(), activate: !a.no_activate };
+        crate::device::install_file(conf, booted, Request { file, order }, &mut show).result
+    })();
+    match installed {
         Ok(i) => {
             if a.json {
                 println!(
@@ -99,7 +90,11 @@ pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&
             if tty {
                 eprintln!();
             }
-            fail(&f.kind, f.fault, &f.message, if f.refused() { EXIT_REJECTED } else { EXIT_COULD_NOT_CHECK })
+            if a.json {
+                println!("{}", json!({"error": {"kind": f.kind, "cwmp-fault": f.fault, "message": f.message}}));
+            }
+            eprintln!("henb-update install: {} (CWMP fault {}, {})", f.message, f.fault, f.kind);
+            ExitCode::from(f.verdict.exit_code())
         }
     }
 }
@@ -168,13 +163,13 @@ pub(super) fn run_mark(a: MarkArgs, conf: &Config, override_boot: Option<&str>) 
         MarkState::Active => "active",
     };
     match crate::device::mark(conf, override_boot, state, &a.slot) {
-        Ok((_, message)) => {
-            println!("{message}");
+        Ok(m) => {
+            println!("{}", m.message);
             ExitCode::SUCCESS
         }
         Err(f) => {
             eprintln!("henb-update mark: {} ({})", f.message, f.kind);
-            ExitCode::from(if f.refused() { EXIT_REJECTED } else { EXIT_COULD_NOT_CHECK })
+            ExitCode::from(f.verdict.exit_code())
         }
     }
 }
@@ -191,29 +186,26 @@ pub(super) struct BootCheckArgs {
 /// than the anti-rollback minimum (then it stays bootable, unconfirmed), 3 when it could
 /// not check.
 pub(super) fn run_boot_check(a: BootCheckArgs, conf: &Config, override_boot: Option<&str>) -> ExitCode {
-    let fail = |kind: &str, msg: String| {
+    let fail = |f: Failure| {
         if a.json {
-            println!("{}", json!({"error": {"kind": kind, "message": msg}}));
+            println!("{}", json!({"error": {"kind": f.kind, "message": f.message}}));
         }
-        eprintln!("henb-update boot-check: {msg} ({kind})");
-        ExitCode::from(EXIT_COULD_NOT_CHECK)
+        eprintln!("henb-update boot-check: {} ({})", f.message, f.kind);
+        ExitCode::from(f.verdict.exit_code())
     };
     let booted = match booted(conf, override_boot) {
         Ok(b) => b,
-        Err(e) => return fail("slot", e),
+        Err(e) => return fail(e.into()),
     };
-    let mut bl = match bootloader(conf, booted) {
-        Ok(b) => b,
-        Err(e) => return fail("bootloader", e),
-    };
-    let (tpm, counter) = match crate::device::tpm_for_confirm(conf) {
-        Ok(t) => t,
-        Err(e) => return fail(&e.kind, e.message),
-    };
-    let mut dev = Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
-    let r = match dev.boot_check() {
+    let checked = (|| -> Result<_, Failure> {
+        let mut bl = bootloader(conf, booted)?;
+        let (tpm, counter) = crate::device::tpm_for_confirm(conf)?;
+        let mut dev = Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
+        dev.boot_check().map_err(|e| Failure::from_fault(&e))
+    })();
+    let r = match checked {
         Ok(r) => r,
-        Err(e) => return fail(e.kind(), e.to_string()),
+        Err(f) => return fail(f),
     };
     let ok = r.mismatches.as_ref().is_none_or(|m| m.is_empty());
     if a.json {

@@ -6,7 +6,8 @@ use crate::config::Config;
 use crate::fault::Fault;
 use crate::measured_boot::record::{Origin, Record, SlotValues};
 use crate::measured_boot::reference::ReferenceValues;
-use crate::measured_boot::{policy, MeasuredBoot, MeasuredBootError};
+use crate::measured_boot::{MeasuredBoot, MeasuredBootError};
+use crate::tpm::policy;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -64,11 +65,7 @@ fn fail(cmd: &str, msg: impl std::fmt::Display, exit: u8) -> ExitCode {
 }
 
 fn mb_fail(cmd: &str, e: MeasuredBootError) -> ExitCode {
-    let exit = match &e {
-        MeasuredBootError::Mismatch { .. } => EXIT_REJECTED,
-        _ => EXIT_COULD_NOT_CHECK,
-    };
-    fail(cmd, format!("{e} ({})", e.kind()), exit)
+    fail(cmd, format!("{e} ({})", e.kind()), e.verdict().exit_code())
 }
 
 pub(super) fn run_policy(c: PolicyCommand, conf: &Config, override_boot: Option<&str>) -> ExitCode {
@@ -165,11 +162,10 @@ pub(super) fn run_policy(c: PolicyCommand, conf: &Config, override_boot: Option<
 
 /// Verify `path` against the configured anchors and take its values for `bootname`.
 fn package_values(conf: &Config, path: &std::path::Path, bootname: &str) -> Result<SlotValues, (String, u8)> {
-    let file =
-        crate::source::open_input(path).map_err(|e| (format!("{}: {e}", path.display()), EXIT_COULD_NOT_CHECK))?;
+    use crate::source::{open_package, PackageOrigin};
+    let file = open_package(PackageOrigin::Path(path)).map_err(|e| (e.to_string(), EXIT_COULD_NOT_CHECK))?;
     let pkg = crate::device::inspect_file(conf, file).map_err(|f| {
-        let exit = if f.refused() { EXIT_REJECTED } else { EXIT_COULD_NOT_CHECK };
-        (format!("{}: {} (CWMP fault {}, {})", path.display(), f.message, f.fault, f.kind), exit)
+        (format!("{}: {} (CWMP fault {}, {})", path.display(), f.message, f.fault, f.kind), f.verdict.exit_code())
     })?;
     let meta = pkg
         .meta

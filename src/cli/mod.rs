@@ -13,10 +13,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Exit status: the package (or request) was refused.
-pub const EXIT_REJECTED: u8 = 1;
-/// Exit status: the check could not be carried out (I/O, configuration, missing anchors).
-pub const EXIT_COULD_NOT_CHECK: u8 = 3;
+pub use crate::fault::{EXIT_COULD_NOT_CHECK, EXIT_REJECTED};
 
 #[derive(Parser)]
 #[command(

@@ -50,12 +50,8 @@ pub(super) struct SecurityArgs {
 }
 
 fn exit_for(e: &StoreError) -> u8 {
-    match e {
-        // Too large for this TPM is a refusal of the input, not a TPM failure.
-        StoreError::Tpm(crate::tpm::TpmError::TooLarge { .. }) => EXIT_REJECTED,
-        StoreError::Tpm(_) => EXIT_COULD_NOT_CHECK,
-        _ => EXIT_REJECTED,
-    }
+    use crate::fault::Fault;
+    e.verdict().exit_code()
 }
 
 fn read_pem_certs(p: &PathBuf) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -179,7 +175,7 @@ pub(super) fn run_security(a: SecurityArgs, conf: &Config, override_boot: Option
             Ok((owner, _, counter)) => owner
                 .call(move |t| counter.minimum(t))
                 .map(|m| (m, None))
-                .map_err(|e| crate::device::Failure::from_fault(&crate::measured_boot::MeasuredBootError::from(e))),
+                .map_err(|e| crate::fault::Failure::from_fault(&crate::measured_boot::MeasuredBootError::from(e))),
             Err(e) => return fail("tpm", 9002, &format!("TPM: {e:#}")),
         },
     };
@@ -203,6 +199,6 @@ pub(super) fn run_security(a: SecurityArgs, conf: &Config, override_boot: Option
             }
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e.kind, e.fault, &e.message),
+        Err(e) => fail(&e.kind, e.fault.code(), &e.message),
     }
 }

@@ -22,6 +22,15 @@ pub struct LoggedEvent {
 #[error("event log: {0}")]
 pub struct LogError(String);
 
+impl crate::fault::Fault for LogError {
+    fn kind(&self) -> &'static str {
+        "event-log"
+    }
+    fn fault(&self) -> crate::fault::CwmpFault {
+        crate::fault::CwmpFault::FileCorrupted
+    }
+}
+
 struct Reader<'a> {
     b: &'a [u8],
     off: usize,

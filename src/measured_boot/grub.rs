@@ -58,6 +58,16 @@ pub enum GrubError {
     File(String),
 }
 
+impl crate::fault::Fault for GrubError {
+    fn kind(&self) -> &'static str {
+        "grub-config"
+    }
+    /// A slot's GRUB configuration the prediction cannot follow (build hosts).
+    fn fault(&self) -> crate::fault::CwmpFault {
+        crate::fault::CwmpFault::FileCorrupted
+    }
+}
+
 fn text_event(pcr: u8, text: &str, prefix: &str) -> Event {
     Event { pcr, digest: Sha256::digest(text.as_bytes()).into(), what: format!("{prefix}{text}") }
 }

@@ -12,9 +12,10 @@
 
 pub mod eventlog;
 pub mod grub;
-pub mod policy;
 pub mod record;
 pub mod reference;
+
+use crate::tpm::policy;
 
 use crate::fault::{CwmpFault, Fault};
 use crate::tpm::owner::TpmOwner;
@@ -23,8 +24,7 @@ use record::{Record, RecordError, SlotValues};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// Default policy index (owner range, next to the roots and the counter).
-pub const DEFAULT_POLICY_INDEX: u32 = 0x0101_0300;
+pub use crate::config::DEFAULT_POLICY_INDEX;
 
 /// A PCR that does not hold its reference value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +82,7 @@ pub enum MeasuredBootError {
 impl Fault for MeasuredBootError {
     fn kind(&self) -> &'static str {
         match self {
-            Self::Tpm(TpmError::Unreachable { .. }) => "tpm-unreachable",
-            Self::Tpm(_) => "tpm",
+            Self::Tpm(e) => e.kind(),
             Self::Record(_) => "measured-boot-record",
             Self::NotInitialized(_) => "measured-boot-not-initialized",
             Self::NoValues(_) => "no-reference-values",
@@ -93,7 +92,11 @@ impl Fault for MeasuredBootError {
         }
     }
     fn fault(&self) -> CwmpFault {
-        CwmpFault::InternalError
+        match self {
+            // The slot was checked and does not measure as its values: refused.
+            Self::Mismatch { .. } => CwmpFault::RequestDenied,
+            _ => CwmpFault::InternalError,
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 //! a slot the device fell back to) reads what a newer one wrote. What it cannot interpret
 //! it cannot approve either: the digest it computes must equal the index's.
 
-use super::policy::{self, PolicyError};
+use crate::tpm::policy::{self, PolicyError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -133,6 +133,15 @@ pub enum RecordError {
     /// The policy cannot be expressed.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+}
+
+impl crate::fault::Fault for RecordError {
+    fn kind(&self) -> &'static str {
+        "measured-boot-record"
+    }
+    fn fault(&self) -> crate::fault::CwmpFault {
+        crate::fault::CwmpFault::InternalError
+    }
 }
 
 /// `<dir>/measured-boot.json`.

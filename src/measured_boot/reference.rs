@@ -38,6 +38,16 @@ pub enum ReferenceError {
     Empty,
 }
 
+impl crate::fault::Fault for ReferenceError {
+    fn kind(&self) -> &'static str {
+        "reference-values"
+    }
+    /// A package's `[meta.measured-boot]` that does not parse: the file is malformed.
+    fn fault(&self) -> crate::fault::CwmpFault {
+        crate::fault::CwmpFault::FileCorrupted
+    }
+}
+
 /// Parsed reference values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReferenceValues {

@@ -4,7 +4,7 @@
 //! manifest is signed, and a key this agent would silently ignore could be one the
 //! operator meant to take effect. Free-form data goes into `[meta.<label>]`.
 
-use super::keyfile::{self, KeyFile, SyntaxError};
+use crate::config::keyfile::{self, KeyFile, SyntaxError};
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -59,6 +59,15 @@ pub enum ManifestError {
         /// Why it is invalid.
         why: &'static str,
     },
+}
+
+impl crate::fault::Fault for ManifestError {
+    fn kind(&self) -> &'static str {
+        "manifest"
+    }
+    fn fault(&self) -> crate::fault::CwmpFault {
+        crate::fault::CwmpFault::FileCorrupted
+    }
 }
 
 /// Bundle format named in `[bundle] format=`.

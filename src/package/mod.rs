@@ -1,20 +1,29 @@
 //! Signed packages: RAUC bundles (`plain`, `verity`) and TR-069 signed packages, read
 //! into one verified model. Nothing downstream knows which format a package had.
 //!
-//! [`verify`] is the one entry point: it checks the signature (R1, R2, R4), the
-//! structure, and every image digest while handing each image's bytes to a [`Sink`]
-//! (nothing for `info`, the target slot for an install), in one pass over the package.
-//! A [`Package`] exists only if everything verified; a sink must treat what it received
-//! as untrusted until `verify` returns `Ok`.
+//! Two steps, with the caller's decisions between them:
+//! - [`authenticate`] checks the signature (R1, R2, R4), the chain and the structure, and
+//!   everything else that needs no image byte (with [`Context::verify_before_writing`]
+//!   also every byte that can be checked ahead); it returns an [`Authenticated`] package
+//!   whose facts ([`Authenticated::package`]) the installer admits or refuses.
+//! - [`Authenticated::stream`] hands each image's bytes to a [`Sink`] (nothing for
+//!   `info`, the target slot for an install) while checking every image digest, in one
+//!   pass. A sink must treat what it received as untrusted until `stream` returns `Ok`.
+//!
+//! [`verify`] does both for callers with nothing to decide in between.
 
-pub mod keyfile;
+mod bundle;
 pub mod manifest;
 mod rauc;
 pub mod squashfs;
+mod stream;
 pub mod tr069;
 pub mod verity;
 
-pub use rauc::{build_bundle, read_trailer, BundleOptions, Trailer, MAX_SIGNATURE};
+use stream::stream_image;
+
+pub use bundle::{build_bundle, BundleOptions};
+pub use rauc::{read_trailer, Trailer, MAX_SIGNATURE};
 
 use crate::digest::DigestAlg;
 use crate::fault::{CwmpFault, Fault};
@@ -26,7 +35,7 @@ use serde::Serialize;
 use squashfs::SquashfsError;
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::SystemTime;
 use thiserror::Error;
 use tr069::Tr069Error;
@@ -123,8 +132,6 @@ pub struct Context<'a> {
     pub policy: Policy,
     /// The verification time.
     pub now: SystemTime,
-    /// The device's compatible string, when there is one to match.
-    pub compatible: Option<String>,
     /// The device's variant (`[system] variant-name/-dtb/-file`): per slot class, the
     /// `[image.<class>.<variant>]` image replaces the default `[image.<class>]`; images
     /// of other variants are ignored (RAUC's rule).
@@ -145,13 +152,6 @@ pub struct Context<'a> {
 
 /// Receives each image's bytes while they are verified.
 pub trait Sink {
-    /// The package is authenticated (signature, and with `verify_before_writing` every
-    /// byte that can be checked); no image byte has been written. Policy
-    /// refusals belong here, so that a refused package changes nothing. The images'
-    /// `sha256` are still empty.
-    fn start(&mut self, _package: &Package) -> Result<(), PackageError> {
-        Ok(())
-    }
     /// An image starts.
     fn begin(&mut self, image: &Image) -> io::Result<()>;
     /// More bytes of the current image.
@@ -213,24 +213,10 @@ pub enum PackageError {
         /// What differs.
         what: String,
     },
-    /// The package is for other devices.
-    #[error("package is for '{package}', this device is '{device}'")]
-    Incompatible {
-        /// Package compatible.
-        package: String,
-        /// Device compatible.
-        device: String,
-    },
-    /// Authentic, but refused by the device's policy (downgrade, format, slot).
-    #[error("{why}")]
-    Refused {
-        /// Stable kind.
-        kind: &'static str,
-        /// CWMP fault.
-        fault: CwmpFault,
-        /// What and why.
-        why: String,
-    },
+    /// Every image of the bundle is for other variants than the device's (RAUC's image
+    /// selection finds nothing to install; 9001).
+    #[error("no image in the bundle is for this device's variant ({0})")]
+    NoImageForVariant(String),
     /// A plain bundle on storage whose bytes may change between two reads.
     #[error("plain bundle refused: {0}; use a verity bundle, or copy the bundle to local storage")]
     Unstable(String),
@@ -253,167 +239,92 @@ impl Fault for PackageError {
             Self::Layout(_) => "layout",
             Self::Unsupported(_) => "unsupported",
             Self::Signature(e) => e.kind(),
-            Self::Manifest(_) => "manifest",
-            Self::Squashfs(_) => "squashfs",
-            Self::Verity(_) => "verity",
+            Self::Manifest(e) => e.kind(),
+            Self::Squashfs(e) => e.kind(),
+            Self::Verity(e) => e.kind(),
             Self::Tr069(e) => e.kind(),
             Self::Image { .. } => "image-digest",
-            Self::Incompatible { .. } => "incompatible",
             Self::Sink { .. } => "write",
             Self::Unstable(_) => "unsafe-file-system",
-            Self::Refused { kind, .. } => kind,
+            Self::NoImageForVariant(_) => "variant",
         }
     }
 
     fn fault(&self) -> CwmpFault {
         match self {
-            Self::Io(_) | Self::Squashfs(SquashfsError::Io(_)) | Self::Unstable(_) => CwmpFault::UnableToAccessFile,
+            Self::Io(_) | Self::Unstable(_) => CwmpFault::UnableToAccessFile,
+            Self::Squashfs(e) => e.fault(),
+            Self::Manifest(e) => e.fault(),
+            Self::Verity(e) => e.fault(),
             Self::Truncated(_) => CwmpFault::UnableToCompleteDownload,
             Self::Signature(e) => e.fault(),
             Self::Tr069(e) => e.fault(),
-            Self::Incompatible { .. } => CwmpFault::RequestDenied,
             Self::Sink { .. } => CwmpFault::InternalError,
-            Self::Refused { fault, .. } => *fault,
+            Self::NoImageForVariant(_) => CwmpFault::RequestDenied,
             _ => CwmpFault::FileCorrupted,
         }
     }
 }
 
-/// Verify a package and stream its images into `sink`.
-pub fn verify(src: Arc<dyn Source>, ctx: &Context<'_>, sink: &mut dyn Sink) -> Result<Package, PackageError> {
+/// A package whose signature, chain and structure verified; its images are not yet
+/// streamed (their `sha256` are empty).
+pub struct Authenticated {
+    package: Package,
+    contents: Contents,
+}
+
+enum Contents {
+    Rauc(rauc::Contents),
+    Tr069(tr069::Contents),
+}
+
+/// Authenticate a package: everything that can be checked before an image byte reaches
+/// a sink (see [`Context::verify_before_writing`]).
+///
+/// Errors: [`PackageError`], the first check that failed.
+pub fn authenticate(src: Arc<dyn Source>, ctx: &Context<'_>) -> Result<Authenticated, PackageError> {
     let mut magic = [0u8; 8];
     let n = src.read_at(&mut magic, 0).map_err(PackageError::Io)?;
     // Like RAUC, a bundle is recognized by its trailer and signature, not by the squashfs
     // magic: a damaged superblock is then reported as what it is, a signature mismatch.
     if n == 8 && &magic == tr069::MAGIC {
-        tr069::verify(src, ctx, sink)
+        let (package, c) = tr069::authenticate(src, ctx)?;
+        Ok(Authenticated { package, contents: Contents::Tr069(c) })
     } else {
-        rauc::verify(src, ctx, sink)
+        let (package, c) = rauc::authenticate(src, ctx)?;
+        Ok(Authenticated { package, contents: Contents::Rauc(c) })
     }
+}
+
+impl Authenticated {
+    /// The authenticated facts: format, compatible, versions, images (sizes and signed
+    /// digests), `[meta.*]`, signers, TR-069 constraints.
+    pub fn package(&self) -> &Package {
+        &self.package
+    }
+
+    /// Stream every image into `sink`, checking each one's size and signed digest (and,
+    /// for verity bundles, every block against the tree). Returns the verified package
+    /// with each image's `sha256` filled in.
+    ///
+    /// Errors: [`PackageError`]; [`PackageError::Sink`] when the sink failed.
+    pub fn stream(self, sink: &mut dyn Sink) -> Result<Package, PackageError> {
+        let mut package = self.package;
+        match self.contents {
+            Contents::Rauc(c) => c.stream(&mut package, sink)?,
+            Contents::Tr069(c) => c.stream(&mut package, sink)?,
+        }
+        Ok(package)
+    }
+}
+
+/// [`authenticate`], then [`Authenticated::stream`] into `sink`.
+pub fn verify(src: Arc<dyn Source>, ctx: &Context<'_>, sink: &mut dyn Sink) -> Result<Package, PackageError> {
+    authenticate(src, ctx)?.stream(sink)
 }
 
 /// One digest of `[start, start+len)` of `src`.
 pub(crate) fn digest_range(src: &dyn Source, start: u64, len: u64, alg: DigestAlg) -> Result<Vec<u8>, PackageError> {
     let mut d = rauc::hash_range(src, start, len, &[alg]).map_err(PackageError::Io)?;
     Ok(d.pop().map(|(_, v)| v).unwrap_or_default())
-}
-
-/// Fail when the device has a compatible string and the package's differs.
-fn check_compatible(ctx: &Context<'_>, package: &str) -> Result<(), PackageError> {
-    match &ctx.compatible {
-        Some(device) if device != package => {
-            Err(PackageError::Incompatible { package: package.to_string(), device: device.clone() })
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Size of the buffers images move in.
-const CHUNK: usize = 1 << 20;
-/// Filled buffers in flight between the reader and the hasher.
-const IN_FLIGHT: usize = 3;
-
-/// Stream an image into `sink`, checking size and digest. A reader thread (squashfs
-/// decompression, verity checks, reads) fills fixed buffers; this thread hashes them and
-/// hands them to the sink, so the two halves run on two cores with bounded memory.
-fn stream_image<'r>(
-    image: &Image,
-    open: impl FnOnce() -> Result<Box<dyn io::Read + 'r>, PackageError> + Send + 'r,
-    sink: &mut dyn Sink,
-) -> Result<Vec<u8>, PackageError> {
-    std::thread::scope(|s| {
-        let (full_tx, full_rx) = mpsc::sync_channel::<io::Result<(Vec<u8>, usize)>>(IN_FLIGHT);
-        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
-        let reader = s.spawn(move || -> Result<(), PackageError> {
-            let mut r = open()?;
-            loop {
-                let mut buf = empty_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
-                let mut n = 0;
-                while n < buf.len() {
-                    match r.read(&mut buf[n..]) {
-                        Ok(0) => break,
-                        Ok(k) => n += k,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            let _ = full_tx.send(Err(e));
-                            return Ok(());
-                        }
-                    }
-                }
-                let last = n < buf.len();
-                if full_tx.send(Ok((buf, n))).is_err() || last {
-                    return Ok(()); // the image ended, or the consumer stopped
-                }
-            }
-        });
-        let consumed = consume(image, &full_rx, &empty_tx, sink).map_err(|e| e.into_package_error(image));
-        drop(full_rx); // unblocks the reader if the consumer stopped early
-        let opened = reader.join().unwrap_or_else(|_| Err(PackageError::Io(io::Error::other("image reader panicked"))));
-        opened?;
-        consumed
-    })
-}
-
-/// Hash and sink what the reader sends; it ends the stream with a short (possibly
-/// empty) buffer or an error.
-fn consume(
-    image: &Image,
-    full: &mpsc::Receiver<io::Result<(Vec<u8>, usize)>>,
-    empty: &mpsc::Sender<Vec<u8>>,
-    sink: &mut dyn Sink,
-) -> Result<Vec<u8>, StreamError> {
-    let mut signed = image.digest_algorithm.hasher();
-    let mut sha256 = (image.digest_algorithm != DigestAlg::Sha256).then(|| DigestAlg::Sha256.hasher());
-    let mut total = 0u64;
-    sink.begin(image).map_err(StreamError::Sink)?;
-    while let Ok(msg) = full.recv() {
-        let (buf, n) = msg.map_err(StreamError::Read)?;
-        total += n as u64;
-        if total > image.size {
-            return Err(StreamError::Mismatch(format!("longer than the signed size {}", image.size)));
-        }
-        signed.update(&buf[..n]);
-        if let Some(h) = &mut sha256 {
-            h.update(&buf[..n]);
-        }
-        sink.write(&buf[..n]).map_err(StreamError::Sink)?;
-        let _ = empty.send(buf);
-        if n < CHUNK {
-            break;
-        }
-    }
-    if total != image.size {
-        return Err(StreamError::Mismatch(format!("{total} bytes, the signed size is {}", image.size)));
-    }
-    let got = signed.finish();
-    if got != image.digest {
-        return Err(StreamError::Mismatch(format!(
-            "{} {} differs from the signed {}",
-            image.digest_algorithm,
-            hex::encode(&got),
-            hex::encode(&image.digest)
-        )));
-    }
-    sink.end(image).map_err(StreamError::Sink)?;
-    Ok(sha256.map(|h| h.finish()).unwrap_or(got))
-}
-
-enum StreamError {
-    Read(io::Error),
-    Mismatch(String),
-    Sink(io::Error),
-}
-
-impl StreamError {
-    fn into_package_error(self, image: &Image) -> PackageError {
-        match self {
-            // Decompression and verity failures come as InvalidData: the content is bad.
-            Self::Read(e) if e.kind() == io::ErrorKind::InvalidData => {
-                PackageError::Squashfs(SquashfsError::Corrupt(e.to_string()))
-            }
-            Self::Read(e) => PackageError::Squashfs(SquashfsError::Io(e)),
-            Self::Mismatch(what) => PackageError::Image { name: image.filename.clone(), what },
-            Self::Sink(source) => PackageError::Sink { name: image.filename.clone(), source },
-        }
-    }
 }

@@ -10,16 +10,11 @@
 use super::manifest::{BundleFormat, Manifest, MAX_MANIFEST};
 use super::squashfs::Squashfs;
 use super::verity::{self, VerifiedReader, Verity};
-use super::{check_compatible, stream_image, Context, Format, Image, Package, PackageError, Sink};
+use super::{stream_image, Context, Format, Image, Package, PackageError, Sink};
 use crate::digest::{DigestAlg, MultiHasher};
-use crate::sign::{self, CmsContent, SigningKey};
-use crate::source::{FileSource, Source, Window};
+use crate::source::{Source, Window};
 use crate::verify::{check_signers, SignedCms};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::io;
 use std::sync::Arc;
 
 /// Largest CMS accepted (RAUC's default limit).
@@ -64,7 +59,35 @@ pub fn read_trailer(src: &dyn Source, max: u64) -> Result<Trailer, PackageError>
     Ok(Trailer { payload_len, cms })
 }
 
-pub(super) fn verify(src: Arc<dyn Source>, ctx: &Context<'_>, sink: &mut dyn Sink) -> Result<Package, PackageError> {
+/// What streaming an authenticated bundle's images needs: its squashfs, read through
+/// the verity tree for verity bundles.
+pub(super) struct Contents {
+    sqfs: Squashfs,
+    verity: Option<VerityState>,
+}
+
+struct VerityState {
+    tree: Arc<Verity>,
+    /// The first verity failure of a read (it explains the squashfs error it caused).
+    failure: Arc<std::sync::Mutex<Option<verity::VerityError>>>,
+    /// Check the blocks no image read once the images are streamed.
+    check_unverified: bool,
+}
+
+impl VerityState {
+    /// A verity failure replaces whatever error it caused.
+    fn explain<T>(&self, r: Result<T, PackageError>) -> Result<T, PackageError> {
+        match self.failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(e) => Err(e.into()),
+            None => r,
+        }
+    }
+}
+
+/// Authenticate a bundle: trailer, signature and chain, manifest, the squashfs's
+/// directory, the images for this device; with `verify_before_writing` the whole payload
+/// (plain: always, before it is parsed) or the whole verity tree.
+pub(super) fn authenticate(src: Arc<dyn Source>, ctx: &Context<'_>) -> Result<(Package, Contents), PackageError> {
     let t = read_trailer(&*src, MAX_SIGNATURE)?;
     let cms = SignedCms::parse(&t.cms)?;
     let mut policy = ctx.policy.clone();
@@ -74,7 +97,7 @@ pub(super) fn verify(src: Arc<dyn Source>, ctx: &Context<'_>, sink: &mut dyn Sin
         let digests: Vec<_> = pending.needed_digests().into_iter().map(|a| (a, a.digest(content))).collect();
         let signers = pending.finish(&digests)?;
         let manifest = Manifest::parse(content)?;
-        return verity_bundle(src, t.payload_len, manifest, signers, ctx, sink);
+        return verity_bundle(src, t.payload_len, manifest, signers, ctx);
     }
     // plain: the payload is read twice (hashed, then parsed and streamed), so both reads
     // must see the same bytes: only local file systems (see `Source::check_stable`; the
@@ -84,18 +107,32 @@ pub(super) fn verify(src: Arc<dyn Source>, ctx: &Context<'_>, sink: &mut dyn Sin
     let algs = pending.needed_digests();
     let payload = t.payload_len;
     let signers = pending.finish(&hash_range(&*src, 0, payload, &algs).map_err(PackageError::Io)?)?;
-    plain_contents(src, payload, signers, ctx, sink)
+    plain_contents(src, payload, signers, ctx)
 }
 
-/// The plain bundle's squashfs: manifest, then images into the sink. `ctx` is given when
-/// the payload is already authenticated, so the compatible check can come first.
+impl Contents {
+    /// Stream the images of `pkg` (as [`authenticate`] returned it) into `sink`, each
+    /// checked against its signed size and digest; their `sha256` is filled in.
+    pub(super) fn stream(self, pkg: &mut Package, sink: &mut dyn Sink) -> Result<(), PackageError> {
+        let streamed = stream_all(&self.sqfs, &mut pkg.images, sink);
+        let Some(v) = &self.verity else { return streamed };
+        v.explain(streamed)?;
+        if v.check_unverified {
+            // The blocks no image read (metadata, padding): every block is checked once.
+            v.tree.check_unverified()?;
+        }
+        Ok(())
+    }
+}
+
+/// The plain bundle's squashfs, its payload already authenticated: the manifest, then
+/// the images.
 fn plain_contents(
     src: Arc<dyn Source>,
     payload: u64,
     signers: Vec<crate::verify::SignerReport>,
     ctx: &Context<'_>,
-    sink: &mut dyn Sink,
-) -> Result<Package, PackageError> {
+) -> Result<(Package, Contents), PackageError> {
     let sqfs = Squashfs::open(Box::new(Window::new(src, 0, payload)), payload)?;
     let manifest = Manifest::parse(&sqfs.read_file("manifest.raucm", MAX_MANIFEST as u64)?)?;
     match manifest.format {
@@ -107,12 +144,9 @@ fn plain_contents(
             )))
         }
     }
-    check_compatible(ctx, &manifest.compatible)?;
     let images = images_of(&sqfs, &manifest, ctx)?;
-    let mut pkg = package(Format::Plain, manifest, images, signers)?;
-    sink.start(&pkg)?;
-    stream_all(&sqfs, &mut pkg.images, sink)?;
-    Ok(pkg)
+    let pkg = package(Format::Plain, manifest, images, signers)?;
+    Ok((pkg, Contents { sqfs, verity: None }))
 }
 
 fn verity_bundle(
@@ -121,8 +155,7 @@ fn verity_bundle(
     manifest: Manifest,
     signers: Vec<crate::verify::SignerReport>,
     ctx: &Context<'_>,
-    sink: &mut dyn Sink,
-) -> Result<Package, PackageError> {
+) -> Result<(Package, Contents), PackageError> {
     match manifest.format {
         BundleFormat::Verity => {}
         BundleFormat::Crypt => return Err(PackageError::Unsupported("crypt bundles".into())),
@@ -141,30 +174,22 @@ fn verity_bundle(
         )));
     }
     let data_len = payload - vp.size;
-    let v = Arc::new(Verity::new(src, data_len, vp.size, vp.salt, vp.root)?);
-    check_compatible(ctx, &manifest.compatible)?;
+    let tree = Arc::new(Verity::new(src, data_len, vp.size, vp.salt, vp.root)?);
     if ctx.verify_before_writing {
-        v.check_all(&mut |_| {})?;
+        tree.check_all(&mut |_| {})?;
     }
-    let reader = VerifiedReader::new(v.clone());
-    let failure = reader.failure.clone();
-    let result = Squashfs::open(Box::new(reader), data_len).map_err(PackageError::from).and_then(|sqfs| {
+    let reader = VerifiedReader::new(tree.clone());
+    let state = VerityState {
+        tree,
+        failure: reader.failure.clone(),
+        check_unverified: ctx.check_whole_tree && !ctx.verify_before_writing,
+    };
+    let opened = Squashfs::open(Box::new(reader), data_len).map_err(PackageError::from).and_then(|sqfs| {
         let images = images_of(&sqfs, &manifest, ctx)?;
-        let mut pkg = package(Format::Verity, manifest.clone(), images, signers)?;
-        sink.start(&pkg)?;
-        stream_all(&sqfs, &mut pkg.images, sink)?;
-        Ok(pkg)
+        Ok((package(Format::Verity, manifest, images, signers)?, sqfs))
     });
-    // A verity failure explains whatever squashfs or image error it caused.
-    if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(e.into());
-    }
-    let pkg = result?;
-    if ctx.check_whole_tree && !ctx.verify_before_writing {
-        // The blocks no image read (metadata, padding): every block is checked once.
-        v.check_unverified()?;
-    }
-    Ok(pkg)
+    let (pkg, sqfs) = state.explain(opened)?;
+    Ok((pkg, Contents { sqfs, verity: Some(state) }))
 }
 
 /// The manifest's images, their sizes checked against the squashfs.
@@ -191,14 +216,7 @@ fn select<'m>(
         }
     }
     if out.is_empty() && !manifest.images.is_empty() {
-        return Err(PackageError::Refused {
-            kind: "variant",
-            fault: crate::fault::CwmpFault::RequestDenied,
-            why: format!(
-                "no image in the bundle is for this device's variant ({})",
-                variant.unwrap_or("none configured")
-            ),
-        });
+        return Err(PackageError::NoImageForVariant(variant.unwrap_or("none configured").to_string()));
     }
     Ok(out)
 }
@@ -279,117 +297,4 @@ pub(crate) fn hash_range(
         off += n as u64;
     }
     Ok(h.finish())
-}
-
-/// What `henb-update bundle` builds.
-pub struct BundleOptions {
-    /// `plain` or `verity`.
-    pub format: BundleFormat,
-    /// Directory with `manifest.raucm` and the images.
-    pub content_dir: PathBuf,
-    /// Output file (written atomically).
-    pub output: PathBuf,
-    /// One signature per key.
-    pub signers: Vec<SigningKey>,
-    /// Intermediate certificates to embed.
-    pub intermediates: Vec<x509_cert::Certificate>,
-    /// CRLs to embed (SignedData `crls`, RFC 5652 §10.2.1).
-    pub crls: Vec<x509_cert::crl::CertificateList>,
-    /// mksquashfs compressor (`-comp`), default gzip.
-    pub compression: Option<String>,
-    /// Extra `[meta.<label>]` sections to add to the manifest.
-    pub extra_meta: Vec<(String, Vec<(String, String)>)>,
-}
-
-/// Build a RAUC-compatible bundle the way `rauc bundle` does: fill in image sizes and
-/// digests, mksquashfs the content, add the tree (verity), sign, append the trailer.
-/// The content directory is not modified.
-pub fn build_bundle(opts: &BundleOptions) -> anyhow::Result<()> {
-    use anyhow::{bail, Context as _};
-    let mpath = opts.content_dir.join("manifest.raucm");
-    let text = fs::read_to_string(&mpath).with_context(|| format!("reading {}", mpath.display()))?;
-    let mut kf = super::keyfile::KeyFile::parse(&text).with_context(|| format!("{}", mpath.display()))?;
-    if let Some((label, _)) = opts.extra_meta.iter().find(|(l, _)| kf.group(&format!("meta.{l}")).is_some()) {
-        bail!("{} already has [meta.{label}]: give its values in one place only", mpath.display());
-    }
-    for (label, entries) in &opts.extra_meta {
-        for (k, v) in entries {
-            kf.set(&format!("meta.{label}"), k, v);
-        }
-    }
-    kf.set("bundle", "format", opts.format.name());
-    for k in ["verity-hash", "verity-salt", "verity-size"] {
-        kf.remove("bundle", k);
-    }
-    let manifest = Manifest::from_keyfile(&kf).with_context(|| format!("{}", mpath.display()))?;
-    for img in &manifest.images {
-        let p = opts.content_dir.join(&img.filename);
-        let f = File::open(&p).with_context(|| format!("image {}", p.display()))?;
-        let src = FileSource::new(f)?;
-        let d = hash_range(&src, 0, src.len(), &[DigestAlg::Sha256])?;
-        let group = match &img.variant {
-            Some(v) => format!("image.{}.{v}", img.slot_class),
-            None => format!("image.{}", img.slot_class),
-        };
-        kf.set(&group, "sha256", &hex::encode(&d[0].1));
-        kf.set(&group, "size", &src.len().to_string());
-    }
-    let out_dir = opts.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let stage = tempfile::Builder::new().prefix(".henb-bundle-").tempdir_in(out_dir)?;
-    let staged_manifest = stage.path().join("manifest.raucm");
-    fs::write(&staged_manifest, kf.to_text())?;
-    let sqfs = stage.path().join("bundle.sqfs");
-    let mut cmd = Command::new("mksquashfs");
-    for entry in fs::read_dir(&opts.content_dir)? {
-        let entry = entry?;
-        if entry.file_name() != "manifest.raucm" {
-            cmd.arg(entry.path());
-        }
-    }
-    cmd.arg(&staged_manifest).arg(&sqfs).args(["-noappend", "-all-root", "-no-xattrs", "-no-progress", "-quiet"]);
-    if let Some(c) = &opts.compression {
-        cmd.args(["-comp", c]);
-    }
-    let st = cmd.status().context("running mksquashfs (install squashfs-tools)")?;
-    if !st.success() {
-        bail!("mksquashfs failed: {st}");
-    }
-    let file = OpenOptions::new().read(true).write(true).open(&sqfs)?;
-    let mut len = file.metadata()?.len();
-    if len % 4096 != 0 {
-        let pad = 4096 - len % 4096;
-        file.write_all_at(&vec![0u8; pad as usize], len)?;
-        len += pad;
-    }
-    let cms = match opts.format {
-        BundleFormat::Plain => {
-            let algs: Vec<DigestAlg> = opts.signers.iter().map(|s| s.digest()).collect();
-            let src = FileSource::new(file.try_clone()?)?;
-            let digests = hash_range(&src, 0, len, &algs)?;
-            sign::sign(&opts.signers, &opts.intermediates, &opts.crls, CmsContent::Detached(&digests))?
-        }
-        BundleFormat::Verity => {
-            let mut salt = [0u8; 32];
-            getrandom::getrandom(&mut salt).map_err(|e| anyhow::anyhow!("random salt: {e}"))?;
-            let tree_len = verity::Geometry::new(len).tree_bytes();
-            file.set_len(len + tree_len)?;
-            let src = FileSource::new(file.try_clone()?)?;
-            let out = FileSource::new(file.try_clone()?)?;
-            let root = verity::build_tree(&src, len, &salt, &out, &mut |b, o| file.write_all_at(b, o), len)?;
-            kf.set("bundle", "verity-hash", &hex::encode(root));
-            kf.set("bundle", "verity-salt", &hex::encode(salt));
-            kf.set("bundle", "verity-size", &tree_len.to_string());
-            len += tree_len;
-            sign::sign(&opts.signers, &opts.intermediates, &opts.crls, CmsContent::Attached(kf.to_text().as_bytes()))?
-        }
-        BundleFormat::Crypt => bail!("crypt bundles are not supported"),
-    };
-    let mut f = &file;
-    f.write_all_at(&cms, len)?;
-    f.write_all_at(&(cms.len() as u64).to_be_bytes(), len + cms.len() as u64)?;
-    f.flush()?;
-    file.sync_all()?;
-    drop(file);
-    crate::fsutil::rename_durably(&sqfs, &opts.output)?;
-    Ok(())
 }

@@ -61,6 +61,19 @@ pub enum SquashfsError {
     Io(io::Error),
 }
 
+impl crate::fault::Fault for SquashfsError {
+    fn kind(&self) -> &'static str {
+        "squashfs"
+    }
+    /// Reading failed: the file cannot be accessed (9016); anything else: corrupt (9018).
+    fn fault(&self) -> crate::fault::CwmpFault {
+        match self {
+            Self::Io(_) => crate::fault::CwmpFault::UnableToAccessFile,
+            _ => crate::fault::CwmpFault::FileCorrupted,
+        }
+    }
+}
+
 impl From<BackhandError> for SquashfsError {
     /// An error the operating system reported is I/O, except EINVAL (a seek to an offset
     /// the image made up); any other `io::Error` inside backhand comes from a decompressor

@@ -46,6 +46,15 @@ pub enum VerityError {
     },
 }
 
+impl crate::fault::Fault for VerityError {
+    fn kind(&self) -> &'static str {
+        "verity"
+    }
+    fn fault(&self) -> crate::fault::CwmpFault {
+        crate::fault::CwmpFault::FileCorrupted
+    }
+}
+
 /// Shape of a tree for a given data size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Geometry {

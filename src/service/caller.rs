@@ -9,7 +9,7 @@
 //! file description of its own, so the caller cannot touch its lease or its signals.
 
 use super::henb::Error;
-use crate::device::Failure;
+use crate::fault::{CwmpFault, Failure};
 use std::fs::File;
 use std::io;
 use zbus::message::Header;
@@ -24,12 +24,12 @@ pub struct Caller {
 }
 
 fn access(m: String) -> Error {
-    Failure { kind: "access".into(), fault: 9016, message: m }.into()
+    Failure::new("access", CwmpFault::UnableToAccessFile, m).into()
 }
 
 /// The caller of the message with `header`, from the bus daemon.
 pub async fn identify(conn: &zbus::Connection, header: &Header<'_>) -> Result<Caller, Error> {
-    let internal = |m: String| -> Error { Failure { kind: "internal".into(), fault: 9002, message: m }.into() };
+    let internal = |m: String| -> Error { Failure::new("internal", CwmpFault::InternalError, m).into() };
     let sender = header.sender().ok_or_else(|| internal("the message has no sender".into()))?;
     let dbus = zbus::fdo::DBusProxy::new(conn).await.map_err(|e| internal(format!("the bus: {e}")))?;
     let creds = dbus
@@ -46,10 +46,15 @@ pub fn open_path(caller: &Caller, path: &str) -> Result<File, Error> {
     if !path.starts_with('/') {
         return Err(access(format!("{path}: not an absolute path")));
     }
-    let open = || crate::source::open_input(std::path::Path::new(path));
+    use crate::source::{open_package, OpenError, PackageOrigin};
+    let open = || open_package(PackageOrigin::Path(std::path::Path::new(path)));
     // The agent's own uid (root, or the caller's in development) needs no switch.
-    let r = if caller.uid == nix::unistd::geteuid().as_raw() { open() } else { as_caller(caller, open) };
-    r.map_err(|e| access(format!("{path}: {e}")))
+    let r = if caller.uid == nix::unistd::geteuid().as_raw() {
+        open()
+    } else {
+        as_caller(caller, || Ok(open())).unwrap_or_else(|e| Err(OpenError { what: path.into(), why: e.to_string() }))
+    };
+    r.map_err(|e| Failure::from_fault(&e).into())
 }
 
 /// The system call taking 32-bit gids: on 32-bit ARM and x86, `setgroups` takes 16-bit
@@ -88,43 +93,4 @@ fn as_caller<T: Send>(caller: &Caller, f: impl FnOnce() -> io::Result<T> + Send)
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the opening thread panicked")))
     })
-}
-
-/// A descriptor a caller passed: accepted if it is open read-only (`F_GETFL`) on a
-/// regular file; returns the agent's own description of that file.
-pub fn check_fd(fd: std::os::fd::OwnedFd) -> Result<File, Error> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let flags = OFlag::from_bits_retain(
-        fcntl(&fd, FcntlArg::F_GETFL).map_err(|e| access(format!("the passed descriptor: {e}")))?,
-    );
-    if flags.contains(OFlag::O_PATH) {
-        return Err(access("the passed descriptor is an O_PATH descriptor, not open for reading".into()));
-    }
-    match flags & OFlag::O_ACCMODE {
-        OFlag::O_RDONLY => {}
-        OFlag::O_WRONLY => return Err(access("the passed descriptor is write-only, not open for reading".into())),
-        _ => {
-            return Err(access(
-                "the passed descriptor is open for writing: pass it read-only (O_RDONLY), the agent holds a read lease on it".into(),
-            ))
-        }
-    }
-    let passed = File::from(fd);
-    let meta = passed.metadata().map_err(|e| access(format!("the passed descriptor: {e}")))?;
-    if !meta.is_file() {
-        return Err(access("the passed descriptor is not a regular file".into()));
-    }
-    // An open file description of the agent's own for the same file (the caller holds
-    // read access to it already): the caller's copy shares flags, F_SETSIG/F_SETOWN and
-    // leases with whoever holds it, so with the passed one it could drop the agent's
-    // read lease or have the lease break deliver any signal to the agent.
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::MetadataExt;
-    let own = crate::source::open_input(std::path::Path::new(&format!("/proc/self/fd/{}", passed.as_raw_fd())))
-        .map_err(|e| access(format!("the passed descriptor: {e}")))?;
-    let again = own.metadata().map_err(|e| access(format!("the passed descriptor: {e}")))?;
-    if (again.dev(), again.ino()) != (meta.dev(), meta.ino()) {
-        return Err(access("the passed descriptor changed while it was taken".into()));
-    }
-    Ok(own)
 }

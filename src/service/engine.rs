@@ -8,9 +8,11 @@
 //! their progress and result come back to this task over one channel, so progress is
 //! always reported before the result.
 
+use super::view::{self, SlotView};
 use crate::config::Config;
-use crate::device::{self, Failure, SlotView};
-use crate::install::{Installed, Progress};
+use crate::device;
+use crate::fault::{CwmpFault, Failure};
+use crate::install::Progress;
 use crate::status::{InstallResult, Status};
 use std::fs::File;
 use std::sync::Arc;
@@ -88,7 +90,7 @@ pub enum Request {
         /// booted, other, a slot name or bootname.
         slot: String,
         /// (slot name, message).
-        reply: oneshot::Sender<Result<(String, String), Failure>>,
+        reply: oneshot::Sender<Result<device::Marked, Failure>>,
     },
     /// The unacknowledged TransferComplete results.
     Transfers {
@@ -111,7 +113,7 @@ pub enum Request {
 
 enum JobMsg {
     Progress(Progress),
-    Done(String, Option<String>, Box<Result<Installed, Failure>>),
+    Done(String, Option<String>, Box<device::InstallReport>),
 }
 
 /// The engine. Create with [`Engine::new`], run with [`Engine::run`].
@@ -125,7 +127,7 @@ pub struct Engine {
 }
 
 fn busy() -> Failure {
-    Failure { kind: "busy".into(), fault: 9001, message: "another install is running".into() }
+    Failure::new("busy", CwmpFault::RequestDenied, "another install is running")
 }
 
 impl Engine {
@@ -181,13 +183,13 @@ impl Engine {
     fn job_message(&mut self, m: JobMsg) {
         match m {
             JobMsg::Progress(p) => self.emit(Event::Progress(p)),
-            JobMsg::Done(job, command_key, r) => {
-                let r = *r;
+            JobMsg::Done(job, command_key, report) => {
+                let device::InstallReport { result: r, transfer } = *report;
                 self.running = None;
                 let (fault, message, reboot_required) = match &r {
                     Ok(i) => (0, String::new(), i.activated),
                     // As the D-Bus errors: the code and kind first ("9019 bad-signature: ...").
-                    Err(f) => (f.fault, format!("{} {}: {}", f.fault, f.kind, f.message), false),
+                    Err(f) => (f.fault.code(), f.to_string(), false),
                 };
                 if let Err(f) = &r {
                     tracing::error!("install {job} failed: {} (CWMP fault {}, {})", f.message, f.fault, f.kind);
@@ -199,23 +201,15 @@ impl Engine {
                 }
                 // RAUC's order: LastError, Completed, then Operation idle.
                 self.emit(Event::LastError(message.clone()));
-                self.emit(Event::Finished { job, command_key: command_key.clone(), fault, message, reboot_required });
+                self.emit(Event::Finished { job, command_key, fault, message, reboot_required });
                 self.emit(Event::Operation("idle"));
                 // The result queued for TransferComplete (not for an activated install:
                 // that one is decided after the reboot).
-                if let (Some(k), false) = (command_key, reboot_required) {
-                    if let Ok(st) = Status::load(&self.conf.data_directory) {
-                        if let Some(t) = st.transfers.iter().rev().find(|t| t.command_key.as_deref() == Some(&k)) {
-                            self.emit(Event::Transfer(t.clone()));
-                        }
-                    }
+                if let Some(t) = transfer {
+                    self.emit(Event::Transfer(t));
                 }
             }
         }
-    }
-
-    fn transfers(&self) -> Vec<InstallResult> {
-        Status::load(&self.conf.data_directory).map(|s| s.transfers).unwrap_or_default()
     }
 
     async fn blocking<T: Send + 'static>(
@@ -224,9 +218,9 @@ impl Engine {
     ) -> Result<T, Failure> {
         let conf = self.conf.clone();
         let ob = self.override_boot.clone();
-        tokio::task::spawn_blocking(move || f(&conf, ob.as_deref())).await.unwrap_or_else(|e| {
-            Err(Failure { kind: "internal".into(), fault: 9002, message: format!("worker failed: {e}") })
-        })
+        tokio::task::spawn_blocking(move || f(&conf, ob.as_deref()))
+            .await
+            .unwrap_or_else(|e| Err(Failure::new("internal", CwmpFault::InternalError, format!("worker failed: {e}"))))
     }
 
     async fn handle(&mut self, r: Request, job_tx: &mpsc::UnboundedSender<JobMsg>) {
@@ -248,24 +242,26 @@ impl Engine {
                     let mut progress = |p: Progress| {
                         let _ = ptx.send(JobMsg::Progress(p));
                     };
-                    let r = device::booted(&conf, ob.as_deref())
-                        .map_err(|e| Failure { kind: "slot".into(), fault: 9002, message: e })
-                        .and_then(|b| {
-                            let req = crate::install::Request { file, command_key: command_key.clone(), activate };
+                    let report = match device::booted(&conf, ob.as_deref()) {
+                        Ok(b) => {
+                            let order = crate::install::Order { command_key: command_key.clone(), activate };
+                            let req = crate::install::Request { file, order };
                             device::install_file(&conf, b, req, &mut progress)
-                        });
-                    let _ = tx.send(JobMsg::Done(job, command_key, Box::new(r)));
+                        }
+                        Err(e) => device::InstallReport { result: Err(e.into()), transfer: None },
+                    };
+                    let _ = tx.send(JobMsg::Done(job, command_key, Box::new(report)));
                 });
             }
             Request::Inspect { file, reply } => {
                 // One inspection at a time, off the engine: a large package never stalls
                 // the other requests (PendingTransfers, Mark, the slots).
                 let Ok(permit) = self.inspecting.clone().try_acquire_owned() else {
-                    let _ = reply.send(Err(Failure {
-                        kind: "busy".into(),
-                        fault: 9001,
-                        message: "another inspection is running".into(),
-                    }));
+                    let _ = reply.send(Err(Failure::new(
+                        "busy",
+                        CwmpFault::RequestDenied,
+                        "another inspection is running",
+                    )));
                     return;
                 };
                 let conf = self.conf.clone();
@@ -279,14 +275,14 @@ impl Engine {
                 let _ = reply.send(Err(busy()));
             }
             Request::Mark { state, slot, reply } => {
-                let before = self.transfers();
                 let r = self.blocking(move |conf, ob| device::mark(conf, ob, &state, &slot)).await;
-                if let Ok((_, m)) = &r {
-                    tracing::info!("{m}");
+                if let Ok(m) = &r {
+                    tracing::info!("{}", m.message);
                 }
-                let _ = reply.send(r);
                 // Confirming the booted slot completes the Download that installed it.
-                for t in self.transfers().into_iter().filter(|t| !before.contains(t)) {
+                let transfer = r.as_ref().ok().and_then(|m| m.transfer.clone());
+                let _ = reply.send(r);
+                if let Some(t) = transfer {
                     self.emit(Event::Transfer(t));
                 }
             }
@@ -305,7 +301,7 @@ impl Engine {
                 let _ = reply.send(r);
             }
             Request::Slots { reply } => {
-                let r = self.blocking(device::slot_views).await;
+                let r = self.blocking(view::slot_views).await;
                 let _ = reply.send(r);
             }
         }

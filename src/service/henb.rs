@@ -5,7 +5,8 @@
 
 use super::caller;
 use super::engine::{Request, Snapshot};
-use crate::device::{Failure, SlotView};
+use super::view::SlotView;
+use crate::fault::{CwmpFault, Failure};
 use crate::status::InstallResult;
 use std::collections::HashMap;
 use std::fs::File;
@@ -52,23 +53,25 @@ pub enum Error {
 }
 
 impl From<Failure> for Error {
+    /// The error named after the fault ([`CwmpFault::dbus_name`]), its message
+    /// `<code> <kind>: <message>`.
     fn from(f: Failure) -> Self {
-        let m = format!("{} {}: {}", f.fault, f.kind, f.message);
+        let m = f.to_string();
         match f.fault {
-            9001 => Self::RequestDenied(m),
-            9003 => Self::InvalidArguments(m),
-            9010 => Self::TransferFailure(m),
-            9016 => Self::UnableToAccessFile(m),
-            9017 => Self::UnableToCompleteDownload(m),
-            9018 => Self::FileCorrupted(m),
-            9019 => Self::FileAuthenticationFailure(m),
-            _ => Self::InternalError(m),
+            CwmpFault::RequestDenied => Self::RequestDenied(m),
+            CwmpFault::InternalError => Self::InternalError(m),
+            CwmpFault::InvalidArguments => Self::InvalidArguments(m),
+            CwmpFault::TransferFailure => Self::TransferFailure(m),
+            CwmpFault::UnableToAccessFile => Self::UnableToAccessFile(m),
+            CwmpFault::UnableToCompleteDownload => Self::UnableToCompleteDownload(m),
+            CwmpFault::FileCorrupted => Self::FileCorrupted(m),
+            CwmpFault::FileAuthenticationFailure => Self::FileAuthenticationFailure(m),
         }
     }
 }
 
-fn failure(kind: &str, fault: u32, message: impl Into<String>) -> Error {
-    Failure { kind: kind.into(), fault, message: message.into() }.into()
+fn failure(kind: &str, fault: CwmpFault, message: impl Into<String>) -> Error {
+    Failure::new(kind, fault, message).into()
 }
 
 /// Ask the engine and wait for its answer.
@@ -77,8 +80,8 @@ pub(super) async fn ask<T>(
     f: impl FnOnce(oneshot::Sender<Result<T, Failure>>) -> Request,
 ) -> Result<T, Error> {
     let (tx, rx) = oneshot::channel();
-    requests.send(f(tx)).await.map_err(|_| failure("internal", 9002, "the service is stopping"))?;
-    rx.await.map_err(|_| failure("internal", 9002, "the service is stopping"))?.map_err(Error::from)
+    requests.send(f(tx)).await.map_err(|_| failure("internal", CwmpFault::InternalError, "the service is stopping"))?;
+    rx.await.map_err(|_| failure("internal", CwmpFault::InternalError, "the service is stopping"))?.map_err(Error::from)
 }
 
 fn activate_for(file_type: &str) -> Result<bool, Error> {
@@ -87,7 +90,7 @@ fn activate_for(file_type: &str) -> Result<bool, Error> {
         STORED_FIRMWARE => Ok(false),
         other => Err(failure(
             "file-type",
-            9003,
+            CwmpFault::InvalidArguments,
             format!("FileType '{other}' is not supported ('{FIRMWARE_UPGRADE}' or '{STORED_FIRMWARE}')"),
         )),
     }
@@ -95,14 +98,14 @@ fn activate_for(file_type: &str) -> Result<bool, Error> {
 
 fn no_options(options: &HashMap<String, OwnedVariant>) -> Result<(), Error> {
     match options.keys().next() {
-        Some(k) => Err(failure("invalid", 9003, format!("unknown option '{k}'"))),
+        Some(k) => Err(failure("invalid", CwmpFault::InvalidArguments, format!("unknown option '{k}'"))),
         None => Ok(()),
     }
 }
 
 fn command_key(k: String) -> Result<String, Error> {
     if k.len() > 32 {
-        return Err(failure("invalid", 9003, "a CommandKey is at most 32 characters (TR-069)"));
+        return Err(failure("invalid", CwmpFault::InvalidArguments, "a CommandKey is at most 32 characters (TR-069)"));
     }
     Ok(k)
 }
@@ -165,7 +168,8 @@ impl Update1 {
         options: HashMap<String, OwnedVariant>,
     ) -> Result<(u32, String), Error> {
         no_options(&options)?;
-        let file = caller::check_fd(fd.into())?;
+        let file = crate::source::open_package(crate::source::PackageOrigin::Passed(fd.into()))
+            .map_err(|e| Error::from(Failure::from_fault(&e)))?;
         self.start(file, &file_type, command_key).await
     }
 
@@ -217,7 +221,8 @@ impl Update1 {
     /// booted slot), "bad" or "active" (boot it next). Returns the slot name and a message.
     #[zbus(out_args("slot_name", "message"))]
     async fn mark(&self, state: String, slot: String) -> Result<(String, String), Error> {
-        ask(&self.requests, |reply| Request::Mark { state, slot, reply }).await
+        let m = ask(&self.requests, |reply| Request::Mark { state, slot, reply }).await?;
+        Ok((m.slot, m.message))
     }
 
     /// "idle" or "installing".
@@ -300,4 +305,19 @@ impl Update1 {
 /// TransferComplete arguments of a stored result.
 pub(super) fn transfer_args(t: InstallResult) -> (String, u32, String, u64, u64) {
     (t.command_key.unwrap_or_default(), t.fault_code, t.fault_string, t.start_time, t.complete_time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The D-Bus error's name is the fault's, for every fault (fault.rs holds the table).
+    #[test]
+    fn every_fault_has_its_dbus_error() {
+        for f in CwmpFault::ALL {
+            let e = Error::from(Failure::new("k", f, "m"));
+            assert_eq!(e.name().as_str(), format!("org.henb.Update1.Error.{}", f.dbus_name()));
+            assert_eq!(e.description(), Some(format!("{} k: m", f.code()).as_str()));
+        }
+    }
 }

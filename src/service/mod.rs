@@ -13,6 +13,7 @@ pub mod caller;
 pub mod engine;
 pub mod henb;
 pub mod rauc;
+pub mod view;
 
 use crate::config::Config;
 use engine::{Engine, Event, Snapshot};
@@ -35,7 +36,7 @@ pub fn run(conf: Config, override_boot: Option<String>, bus: Bus) -> ExitCode {
     // on one another user could write into.
     if let Err(e) = crate::fsutil::private_dir(&conf.data_directory) {
         tracing::error!("data directory: {e}");
-        return ExitCode::from(crate::cli::EXIT_COULD_NOT_CHECK);
+        return ExitCode::from(crate::fault::EXIT_COULD_NOT_CHECK);
     }
     // Two workers, and at most three blocking threads (one install, one inspection, one
     // short request),
@@ -51,14 +52,14 @@ pub fn run(conf: Config, override_boot: Option<String>, bus: Bus) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("starting the runtime: {e}");
-            return ExitCode::from(crate::cli::EXIT_COULD_NOT_CHECK);
+            return ExitCode::from(crate::fault::EXIT_COULD_NOT_CHECK);
         }
     };
     match rt.block_on(serve(Arc::new(conf), override_boot, bus)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            ExitCode::from(crate::cli::EXIT_COULD_NOT_CHECK)
+            ExitCode::from(crate::fault::EXIT_COULD_NOT_CHECK)
         }
     }
 }

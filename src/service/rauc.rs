@@ -6,7 +6,8 @@
 use super::caller;
 use super::engine::{Request, Snapshot};
 use super::henb::{ask, Error};
-use crate::device::{Failure, SlotView};
+use super::view::SlotView;
+use crate::fault::{CwmpFault, Failure};
 use std::collections::HashMap;
 use tokio::sync::{mpsc, watch};
 use zbus::message::Header;
@@ -29,7 +30,7 @@ fn v(s: impl Into<String>) -> OwnedVariant {
 }
 
 fn invalid(m: String) -> Error {
-    Failure { kind: "invalid".into(), fault: 9003, message: m }.into()
+    Failure::new("invalid", CwmpFault::InvalidArguments, m).into()
 }
 
 /// RAUC's `install` arguments: `ignore-compatible` may only be false here (the compatible
@@ -153,7 +154,8 @@ impl Installer {
     /// Mark a slot good, bad or active.
     #[zbus(out_args("slot_name", "message"))]
     async fn mark(&self, state: String, slot_identifier: String) -> Result<(String, String), Error> {
-        ask(&self.requests, |reply| Request::Mark { state, slot: slot_identifier, reply }).await
+        let m = ask(&self.requests, |reply| Request::Mark { state, slot: slot_identifier, reply }).await?;
+        Ok((m.slot, m.message))
     }
 
     /// Every slot with its state.
@@ -167,9 +169,11 @@ impl Installer {
     #[zbus(out_args("primary"))]
     async fn get_primary(&self) -> Result<String, Error> {
         let slots = ask(&self.requests, |reply| Request::Slots { reply }).await?;
-        slots.into_iter().find(|s| s.primary).map(|s| s.name).ok_or_else(|| {
-            Error::from(Failure { kind: "bootloader".into(), fault: 9002, message: "no primary slot".into() })
-        })
+        slots
+            .into_iter()
+            .find(|s| s.primary)
+            .map(|s| s.name)
+            .ok_or_else(|| Error::from(Failure::new("bootloader", CwmpFault::InternalError, "no primary slot")))
     }
 
     /// "idle" or "installing".

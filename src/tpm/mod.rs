@@ -10,8 +10,13 @@
 //! against its `TPM_PT_NV_INDEX_MAX` before anything is defined.
 
 pub mod owner;
+pub mod policy;
 mod raw;
+mod seal;
+mod session;
 pub mod tcti;
+
+use session::Protect;
 
 use std::str::FromStr;
 use thiserror::Error;
@@ -104,6 +109,19 @@ pub enum TpmError {
         /// Cause.
         why: String,
     },
+}
+
+impl crate::fault::Fault for TpmError {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Unreachable { .. } => "tpm-unreachable",
+            _ => "tpm",
+        }
+    }
+    /// The Trusted Environment failed or cannot be trusted: could not check.
+    fn fault(&self) -> crate::fault::CwmpFault {
+        crate::fault::CwmpFault::InternalError
+    }
 }
 
 impl TpmError {
@@ -217,20 +235,6 @@ pub struct Tpm {
     pinned: Option<Vec<u8>>,
 }
 
-/// What a salted session does for one command besides authenticating it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protect {
-    /// HMAC only (commands whose first parameters are not a TPM2B).
-    Hmac,
-    /// Encrypt the response's first parameter (NV_Read, NV_ReadPublic).
-    Response,
-    /// Encrypt the command's first parameter (NV_Write, Create's sensitive data).
-    Command,
-    /// Audit: a response HMAC for a command without authorization whose response
-    /// starts with no TPM2B (PCR_Read).
-    Audit,
-}
-
 fn cmd_err(op: &'static str, index: u32) -> impl Fn(tss_esapi::Error) -> TpmError {
     move |e| TpmError::Command {
         op,
@@ -243,22 +247,10 @@ fn cmd_err(op: &'static str, index: u32) -> impl Fn(tss_esapi::Error) -> TpmErro
     }
 }
 
-/// The TPM handles of the loaded HMAC and policy sessions (TPM_HT_HMAC_SESSION).
-fn loaded_sessions(ctx: &mut Context) -> Vec<u32> {
-    match ctx.get_capability(CapabilityType::Handles, 0x0200_0000, 64) {
-        Ok((CapabilityData::Handles(list), _)) => list.iter().map(|h| u32::from(*h)).collect(),
-        _ => Vec::new(),
-    }
-}
-
 impl Drop for Tpm {
     fn drop(&mut self) {
         self.end_session();
     }
-}
-
-fn flush_session(ctx: &mut Context, s: tss_esapi::interface_types::session_handles::AuthSession) {
-    let _ = ctx.flush_context(tss_esapi::handles::ObjectHandle::from(tss_esapi::handles::SessionHandle::from(s)));
 }
 
 impl Tpm {
@@ -274,142 +266,6 @@ impl Tpm {
     fn disconnect(&mut self) {
         self.end_session();
         self.ctx = None;
-    }
-
-    /// Flush the salted session. A TPM without a resource manager keeps sessions after
-    /// the connection closes and has room for three: [`owner::TpmOwner`] ends the
-    /// session after each call, before its result is sent.
-    pub fn end_session(&mut self) {
-        let (Some(s), tpm_handle) = (self.session.take(), self.session_tpm.take()) else { return };
-        let flushed = self.ctx.as_mut().is_some_and(|ctx| {
-            ctx.flush_context(tss_esapi::handles::ObjectHandle::from(tss_esapi::handles::SessionHandle::from(s)))
-                .is_ok()
-        });
-        if flushed {
-            return;
-        }
-        // ESAPI refuses every call after a response that failed verification: flush the
-        // session by its TPM handle from a new context.
-        self.ctx = None;
-        let Some(h) = tpm_handle.and_then(|h| tss_esapi::handles::TpmHandle::try_from(h).ok()) else { return };
-        if let Ok(ctx) = self.ctx() {
-            if let Ok(o) = ctx.tr_from_tpm_public(h) {
-                let _ = ctx.flush_context(o);
-            }
-        }
-    }
-
-    /// The salted session, started on first use: the salt key (an ECC P-256 primary under
-    /// the endorsement hierarchy, whose seed survives TPM2_Clear and every reboot, as
-    /// the endorsement key does) is created, its name checked against the pin, and the
-    /// session's salt encrypted to it. The endorsement authorization is empty (TCG EK
-    /// Credential Profile), so nothing secret crosses the bus for this.
-    fn session(&mut self) -> Result<tss_esapi::interface_types::session_handles::AuthSession, TpmError> {
-        use tss_esapi::constants::SessionType;
-        use tss_esapi::structures::SymmetricDefinition;
-        if let Some(s) = self.session {
-            return Ok(s);
-        }
-        let err = cmd_err("StartAuthSession", 0);
-        let template = storage_primary_template().map_err(&err)?;
-        let ctx = self.ctx()?;
-        let start = |ctx: &mut Context, key: Option<tss_esapi::handles::KeyHandle>| {
-            ctx.start_auth_session(
-                key,
-                None,
-                None,
-                SessionType::Hmac,
-                SymmetricDefinition::AES_128_CFB,
-                HashingAlgorithm::Sha256,
-            )
-            .and_then(|s| s.ok_or(tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::WrongValueFromTpm)))
-        };
-        let primary = ctx
-            .execute_with_nullauth_session(|c| {
-                c.create_primary(Hierarchy::Endorsement, template, None, None, None, None)
-            })
-            .map_err(cmd_err("CreatePrimary (salt key)", 0))?;
-        let name = ctx.tr_get_name(primary.key_handle.into()).map(|n| n.value().to_vec()).map_err(&err);
-        let before = loaded_sessions(ctx);
-        let salted = name.and_then(|n| Ok((n, start(ctx, Some(primary.key_handle)).map_err(&err)?)));
-        let ours: Vec<u32> = loaded_sessions(ctx).into_iter().filter(|h| !before.contains(h)).collect();
-        let _ = ctx.flush_context(primary.key_handle.into());
-        let (name, session) = salted?;
-        if let Err(e) = self.check_pin(&name) {
-            if let Ok(ctx) = self.ctx() {
-                flush_session(ctx, session);
-            }
-            return Err(e);
-        }
-        self.session = Some(session);
-        self.session_tpm = (ours.len() == 1).then(|| ours[0]);
-        Ok(session)
-    }
-
-    /// The salt key's name, checked against the pin (for the raw FFI's own sessions).
-    fn pinned_name(&mut self) -> Result<Vec<u8>, TpmError> {
-        self.session()?;
-        Ok(self.pinned.clone().expect("set by a successful session"))
-    }
-
-    /// Compare the salt key's name with the pin; write the pin if there is none yet.
-    fn check_pin(&mut self, name: &[u8]) -> Result<(), TpmError> {
-        if self.pinned.as_deref() == Some(name) {
-            return Ok(());
-        }
-        let Some(pin) = self.conf.salt_key_pin.clone() else {
-            self.pinned = Some(name.to_vec());
-            return Ok(());
-        };
-        let shown = pin.display().to_string();
-        let failed = |why: String| TpmError::Pin { pin: shown.clone(), why };
-        match crate::fsutil::read_state(&pin) {
-            Ok(text) => {
-                let pinned = std::str::from_utf8(&text)
-                    .ok()
-                    .and_then(|t| hex::decode(t.trim()).ok())
-                    .ok_or_else(|| {
-                        failed(
-                            "not a hex TPM2B_NAME (damaged: if the TPM is the one provisioned, remove the file and the next TPM use pins its key again)"
-                                .into(),
-                        )
-                    })?;
-                if pinned != name {
-                    return Err(TpmError::SaltKey { pin: shown, pinned: hex::encode(&pinned), got: hex::encode(name) });
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::info!("pinning the TPM's salt key {} in {shown}", hex::encode(name));
-                let dir = pin.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-                crate::fsutil::private_dir(dir)
-                    .and_then(|_| crate::fsutil::write_atomic(&pin, format!("{}\n", hex::encode(name)).as_bytes()))
-                    .map_err(|e| failed(e.to_string()))?;
-            }
-            Err(e) => return Err(failed(e.to_string())),
-        }
-        self.pinned = Some(name.to_vec());
-        Ok(())
-    }
-
-    /// Run `f` with the salted session as its first session, protecting as `how` says.
-    fn protected<T>(
-        &mut self,
-        how: Protect,
-        f: impl FnOnce(&mut Context) -> tss_esapi::Result<T>,
-    ) -> Result<tss_esapi::Result<T>, TpmError> {
-        use tss_esapi::attributes::SessionAttributesBuilder;
-        let s = self.session()?;
-        let (attrs, mask) = SessionAttributesBuilder::new()
-            .with_continue_session(true)
-            .with_encrypt(how == Protect::Response)
-            .with_decrypt(how == Protect::Command)
-            .with_audit(how == Protect::Audit)
-            .build();
-        let ctx = self.ctx()?;
-        if let Err(e) = ctx.tr_sess_set_attributes(s, attrs, mask) {
-            return Ok(Err(e));
-        }
-        Ok(ctx.execute_with_session(Some(s), f))
     }
 
     fn unreachable(&self, why: impl ToString) -> TpmError {
@@ -594,199 +450,12 @@ impl Tpm {
         r
     }
 
-    /// The digest of a trial session after TPM2_PolicyPCR with the given (expected) PCR
-    /// values, SHA-256: the TPM's answer to compare software policy digests with.
-    pub fn trial_policy_pcr(&mut self, pcrs: &[(u8, [u8; 32])]) -> Result<[u8; 32], TpmError> {
-        use tss_esapi::structures::{Digest as TpmDigest, PcrSelectionListBuilder, PcrSlot};
-        let err = cmd_err("PolicyPCR", 0);
-        let slots: Vec<PcrSlot> =
-            pcrs.iter().map(|(i, _)| PcrSlot::try_from(1u32 << i)).collect::<Result<_, _>>().map_err(&err)?;
-        let selection =
-            PcrSelectionListBuilder::new().with_selection(HashingAlgorithm::Sha256, &slots).build().map_err(&err)?;
-        let values =
-            TpmDigest::try_from(crate::measured_boot::policy::pcr_values_digest(pcrs).to_vec()).map_err(&err)?;
-        self.trial(|ctx, s| ctx.policy_pcr(s, values, selection))
-    }
-
-    /// The digest of a trial session after TPM2_PolicyOR of `branches`.
-    pub fn trial_policy_or(&mut self, branches: &[[u8; 32]]) -> Result<[u8; 32], TpmError> {
-        use tss_esapi::structures::{Digest as TpmDigest, DigestList};
-        let err = cmd_err("PolicyOR", 0);
-        let mut list = DigestList::new();
-        for b in branches {
-            list.add(TpmDigest::try_from(b.to_vec()).map_err(&err)?).map_err(&err)?;
-        }
-        self.trial(|ctx, s| ctx.policy_or(s, list))
-    }
-
-    fn trial(
-        &mut self,
-        f: impl FnOnce(&mut Context, tss_esapi::interface_types::session_handles::PolicySession) -> tss_esapi::Result<()>,
-    ) -> Result<[u8; 32], TpmError> {
-        use tss_esapi::constants::SessionType;
-        use tss_esapi::structures::SymmetricDefinition;
-        let err = cmd_err("trial session", 0);
-        let ctx = self.ctx()?;
-        let session = ctx
-            .start_auth_session(
-                None,
-                None,
-                None,
-                SessionType::Trial,
-                SymmetricDefinition::AES_128_CFB,
-                HashingAlgorithm::Sha256,
-            )
-            .map_err(&err)?
-            .ok_or_else(|| err(tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::WrongValueFromTpm)))?;
-        let policy = tss_esapi::interface_types::session_handles::PolicySession::try_from(session).map_err(&err)?;
-        let r = f(ctx, policy).and_then(|_| ctx.policy_get_digest(policy));
-        let _ =
-            ctx.flush_context(tss_esapi::handles::ObjectHandle::from(tss_esapi::handles::SessionHandle::from(session)));
-        let d = r.map_err(&err)?;
-        d.value()
-            .try_into()
-            .map_err(|_| err(tss_esapi::Error::WrapperError(tss_esapi::WrapperErrorKind::WrongValueFromTpm)))
-    }
-
     /// The index's name as the TPM computes it (nameAlg || H(TPMS_NV_PUBLIC)).
     pub fn nv_name(&mut self, index: u32) -> Result<Vec<u8>, TpmError> {
         let h = self.handle(index)?.ok_or(TpmError::NotDefined(index))?;
         let r = self.protected(Protect::Response, |c| c.nv_read_public(h));
         self.close(h);
         Ok(r?.map_err(cmd_err("NV_ReadPublic", index))?.1.value().to_vec())
-    }
-
-    /// The current SHA-256 values of `pcrs`, ascending.
-    pub fn pcr_read(&mut self, pcrs: &[u8]) -> Result<Vec<(u8, [u8; 32])>, TpmError> {
-        use tss_esapi::structures::{PcrSelectionListBuilder, PcrSlot};
-        let err = cmd_err("PCR_Read", 0);
-        let mut wanted: Vec<u8> = pcrs.to_vec();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let mut out = Vec::new();
-        // PCR_Read returns at most 8 digests per call: ask in groups.
-        for group in wanted.chunks(8) {
-            let slots: Vec<PcrSlot> =
-                group.iter().map(|i| PcrSlot::try_from(1u32 << i)).collect::<Result<_, _>>().map_err(&err)?;
-            let sel = PcrSelectionListBuilder::new()
-                .with_selection(HashingAlgorithm::Sha256, &slots)
-                .build()
-                .map_err(&err)?;
-            let (_, got, digests) = self.protected(Protect::Audit, |c| c.pcr_read(sel))?.map_err(&err)?;
-            let got_all = got.get_selections().iter().map(|s| s.selected().len()).sum::<usize>();
-            if got_all != group.len() || digests.len() != group.len() {
-                return Err(TpmError::Command {
-                    op: "PCR_Read",
-                    index: 0,
-                    why: "the TPM has no SHA-256 bank for these PCRs".into(),
-                    kind: None,
-                });
-            }
-            for (i, d) in group.iter().zip(digests.value()) {
-                let v: [u8; 32] = d.value().try_into().map_err(|_| TpmError::Command {
-                    op: "PCR_Read",
-                    index: 0,
-                    why: "PCR value is not 32 bytes".into(),
-                    kind: None,
-                })?;
-                out.push((*i, v));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Seal `data` under the owner hierarchy's storage primary, with `auth_policy` as
-    /// the object's only authorization (no password). Returns the marshalled public part
-    /// and the private part (encrypted by the primary; useless off this TPM).
-    pub fn seal(&mut self, data: &[u8], auth_policy: [u8; 32]) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
-        use tss_esapi::attributes::ObjectAttributesBuilder;
-        use tss_esapi::interface_types::algorithm::PublicAlgorithm;
-        use tss_esapi::structures::{Digest as TpmDigest, KeyedHashScheme, PublicBuilder, SensitiveData};
-        use tss_esapi::traits::Marshall;
-        let err = cmd_err("seal", 0);
-        let attrs = ObjectAttributesBuilder::new()
-            .with_fixed_tpm(true)
-            .with_fixed_parent(true)
-            .with_no_da(true)
-            .build()
-            .map_err(&err)?;
-        let public = PublicBuilder::new()
-            .with_public_algorithm(PublicAlgorithm::KeyedHash)
-            .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
-            .with_object_attributes(attrs)
-            .with_auth_policy(TpmDigest::try_from(auth_policy.to_vec()).map_err(&err)?)
-            .with_keyed_hash_parameters(tss_esapi::structures::PublicKeyedHashParameters::new(KeyedHashScheme::Null))
-            .with_keyed_hash_unique_identifier(TpmDigest::default())
-            .build()
-            .map_err(&err)?;
-        let sensitive = SensitiveData::try_from(data.to_vec()).map_err(cmd_err("seal (at most 128 bytes)", 0))?;
-        let template = storage_primary_template().map_err(&err)?;
-        let primary = self
-            .protected(Protect::Command, |c| c.create_primary(Hierarchy::Owner, template, None, None, None, None))?
-            .map_err(cmd_err("CreatePrimary", 0))?;
-        // The secret goes to the TPM as Create's encrypted first parameter.
-        let r = self
-            .protected(Protect::Command, |c| c.create(primary.key_handle, public, None, Some(sensitive), None, None));
-        if let Ok(ctx) = self.ctx() {
-            let _ = ctx.flush_context(primary.key_handle.into());
-        }
-        let created = r?.map_err(cmd_err("Create", 0))?;
-        Ok((created.out_public.marshall().map_err(&err)?, created.out_private.value().to_vec()))
-    }
-
-    /// Unseal an object made by [`Tpm::seal`] whose policy is PolicyAuthorizeNV(`index`):
-    /// for each `(pcrs, branches)` attempt, PolicyPCR over those PCRs' current values, then
-    /// PolicyOR(branches), then PolicyAuthorizeNV. Fails unless the PCRs match a branch
-    /// and the branches are what the index approves.
-    pub fn unseal(
-        &mut self,
-        public: &[u8],
-        private: &[u8],
-        index: u32,
-        attempts: &[(Vec<u8>, Vec<[u8; 32]>)],
-    ) -> Result<Vec<u8>, TpmError> {
-        use tss_esapi::structures::{
-            Digest as TpmDigest, DigestList, PcrSelectionListBuilder, PcrSlot, Private, Public,
-        };
-        use tss_esapi::traits::UnMarshall;
-        // Parsing the sealed file is not the TPM's answer: not "unseal" (a policy refusal).
-        let err = cmd_err("unseal input", index);
-        let public = Public::unmarshall(public).map_err(&err)?;
-        let private = Private::try_from(private.to_vec()).map_err(&err)?;
-        let mut raw_attempts = Vec::new();
-        for (pcrs, branches) in attempts {
-            let slots: Vec<PcrSlot> =
-                pcrs.iter().map(|i| PcrSlot::try_from(1u32 << i)).collect::<Result<_, _>>().map_err(&err)?;
-            let sel = PcrSelectionListBuilder::new()
-                .with_selection(HashingAlgorithm::Sha256, &slots)
-                .build()
-                .map_err(&err)?;
-            let mut list = DigestList::new();
-            for b in branches {
-                list.add(TpmDigest::try_from(b.to_vec()).map_err(&err)?).map_err(&err)?;
-            }
-            raw_attempts.push((sel.into(), list.try_into().map_err(&err)?));
-        }
-        let salt_key_name = self.pinned_name()?;
-        let input = raw::UnsealInput {
-            primary: storage_primary_template().and_then(|t| t.try_into()).map_err(&err)?,
-            public: public.try_into().map_err(&err)?,
-            private: private.into(),
-            index,
-            attempts: raw_attempts,
-            salt_key_name,
-        };
-        self.disconnect(); // swtpm serves one client: the raw context needs the connection
-        raw::unseal(&self.conf.tcti, &self.conf.owner_auth, &input).map_err(|e| match e {
-            raw::Unsealing::Setup(e) => raw_err("unseal setup", index)(e),
-            raw::Unsealing::Refused(e) => raw_err("unseal", index)(e),
-        })
-    }
-
-    /// The digest of a trial session after TPM2_PolicyAuthorizeNV(`index`).
-    pub fn trial_policy_authorize_nv(&mut self, index: u32) -> Result<[u8; 32], TpmError> {
-        self.disconnect();
-        raw::trial_policy_authorize_nv(&self.conf.tcti, index).map_err(raw_err("PolicyAuthorizeNV", index))
     }
 
     /// Lock an index against writes until it is deleted (owner authorization).

@@ -7,9 +7,9 @@
 //! joins only when a current root endorses it (signs its DER); the old one is retired
 //! later. Nothing here decides trust in a package: it only supplies [`Anchors`].
 
+use super::endorse::{check_endorsement, EndorsementError};
 use super::{Anchors, TrustError, TrustSource};
 use crate::tpm::{NvKind, Tpm, TpmError};
-use crate::verify::{check_endorsement, EndorsementError};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use x509_cert::der::Decode;
@@ -87,6 +87,30 @@ pub enum StoreError {
     /// The stored roots do not form a usable anchor set.
     #[error(transparent)]
     Anchors(#[from] TrustError),
+}
+
+impl crate::fault::Fault for StoreError {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Tpm(e) => e.kind(),
+            Self::Anchors(_) => "no-trust-anchors",
+            Self::Endorsement(_) => "endorsement",
+            _ => "root-store",
+        }
+    }
+    /// A request the store refuses (a bad or duplicate root, a full store, a locked or
+    /// last root, a root too large for this TPM, a missing endorsement) is denied; a TPM
+    /// that fails, or roots in it that do not load, could not be checked.
+    fn fault(&self) -> crate::fault::CwmpFault {
+        use crate::fault::CwmpFault;
+        match self {
+            Self::Tpm(crate::tpm::TpmError::TooLarge { .. }) => CwmpFault::RequestDenied,
+            Self::Tpm(e) => e.fault(),
+            Self::Anchors(_) => CwmpFault::InternalError,
+            Self::Endorsement(_) => CwmpFault::FileAuthenticationFailure,
+            _ => CwmpFault::RequestDenied,
+        }
+    }
 }
 
 fn check_root(der: &[u8]) -> Result<Certificate, StoreError> {

@@ -14,14 +14,18 @@
 //! whatever its chain: it is evidence of tampering.
 
 mod algs;
+pub mod anchors;
 mod chain;
+mod crl;
+mod signer;
 
 pub use algs::digest_oid;
-pub use chain::{check_path, check_root, self_issued, validate, ChainFailure, Check, Crl, Material, ValidPath};
+pub use chain::{check_path, check_root, self_issued, validate, ChainFailure, Check, Material, ValidPath};
+pub use crl::Crl;
 
 use crate::digest::DigestAlg;
 use crate::fault::{CwmpFault, Fault};
-use crate::trust::Anchors;
+pub use anchors::Anchors;
 use cms::cert::CertificateChoices;
 use cms::content_info::ContentInfo;
 use cms::signed_data::{SignedData, SignerIdentifier, SignerInfo};
@@ -29,6 +33,8 @@ use const_oid::db::{rfc5280, rfc5911};
 use const_oid::ObjectIdentifier as Oid;
 use der::{Decode, Encode};
 use serde::Serialize;
+use signer::{check_one, identifies, sid_text};
+pub use signer::{check_signer, common_name, signature_checks, SignatureCheck};
 use std::time::SystemTime;
 use thiserror::Error;
 use x509_cert::ext::pkix::SubjectKeyIdentifier;
@@ -392,252 +398,4 @@ pub fn check_signers(
         return Err(VerifyError::NoTrustedSigner(reports));
     }
     Ok(Pending { candidates, reports })
-}
-
-type Checked = ((DigestAlg, ContentCheck), bool);
-
-/// A signature that verified (or, without signed attributes, that is checkable against
-/// the content): digest algorithm, the content check, signingTime.
-pub(crate) type Sound = (DigestAlg, ContentCheck, Option<SystemTime>);
-
-/// Is this SignerInfo's signature sound? `Ok(Some(..))`: it verified; `Ok(None)`: it
-/// cannot be checked (the reason is in `report.status`); `Err`: checkable and wrong.
-pub(crate) fn sound_signature(
-    cms: &SignedCms,
-    si: &SignerInfo,
-    cert: Option<&Certificate>,
-    allow_sha1: bool,
-    report: &mut SignerReport,
-) -> Result<Option<Sound>, String> {
-    let skip = |report: &mut SignerReport, why: String| {
-        report.status = format!("skipped: {why}");
-        Ok(None)
-    };
-    let alg = match algs::digest_alg(&si.digest_alg, allow_sha1) {
-        Ok(a) => a,
-        Err(why) => return skip(report, why),
-    };
-    report.digest_algorithm = alg.name().into();
-    let Some(cert) = cert else {
-        return skip(report, "signer certificate is not in the SignedData".into());
-    };
-    let key = match algs::PublicKey::from_spki(&cert.tbs_certificate.subject_public_key_info) {
-        Ok(k) => k,
-        Err(why) => return skip(report, why),
-    };
-    let sig_alg = match key.algorithm(&si.signature_algorithm, alg) {
-        Ok(a) => a,
-        Err(why) => return skip(report, why),
-    };
-    let Some(attrs) = &si.signed_attrs else {
-        // RFC 5652 §5.3: signedAttrs MUST be present unless the content type is id-data;
-        // without them the signature is over the content itself (§5.4).
-        if cms.sd.encap_content_info.econtent_type != rfc5911::ID_DATA {
-            return Err("SignerInfo without signed attributes over content that is not id-data".into());
-        }
-        let check = ContentCheck::Signature {
-            cert: Box::new(cert.clone()),
-            algorithm: si.signature_algorithm.clone(),
-            signature: si.signature.as_bytes().to_vec(),
-        };
-        return Ok(Some((alg, check, None)));
-    };
-    // Signed attributes: exactly one contentType equal to eContentType, exactly one messageDigest.
-    let single = |oid: Oid| -> Result<Option<&der::Any>, String> {
-        let mut found = attrs.iter().filter(|a| a.oid == oid);
-        let a = match (found.next(), found.next()) {
-            (None, _) => return Ok(None),
-            (Some(a), None) => a,
-            _ => return Err(format!("signed attribute {oid} appears twice")),
-        };
-        match a.values.len() {
-            1 => Ok(a.values.get(0)),
-            _ => Err(format!("signed attribute {oid} must have exactly one value")),
-        }
-    };
-    let ct = single(rfc5911::ID_CONTENT_TYPE)?.ok_or("signed attributes lack contentType")?;
-    let ct: Oid = ct.decode_as().map_err(|e| format!("contentType: {e}"))?;
-    if ct != cms.sd.encap_content_info.econtent_type {
-        return Err("signed contentType differs from the encapsulated content type".into());
-    }
-    let md = single(rfc5911::ID_MESSAGE_DIGEST)?.ok_or("signed attributes lack messageDigest")?;
-    let md = md.decode_as::<der::asn1::OctetString>().map_err(|e| format!("messageDigest: {e}"))?.as_bytes().to_vec();
-    if md.len() != alg.output_len() {
-        return Err(format!("messageDigest has {} bytes, {alg} has {}", md.len(), alg.output_len()));
-    }
-    let signing_time = match single(rfc5911::ID_SIGNING_TIME)? {
-        None => None,
-        Some(t) => Some(
-            t.to_der()
-                .and_then(|d| x509_cert::time::Time::from_der(&d))
-                .map_err(|e| format!("signingTime: {e}"))?
-                .to_system_time(),
-        ),
-    };
-    let signed = attrs.to_der().map_err(|e| e.to_string())?;
-    if !key.verify(&sig_alg, &signed, si.signature.as_bytes()) {
-        return Err("signature value does not match the signed attributes and the signer's key".into());
-    }
-    Ok(Some((alg, ContentCheck::MessageDigest(md), signing_time)))
-}
-
-/// `Ok(Some(((alg, check), trusted)))` when the signature is sound, `Ok(None)` when the
-/// signer could not be checked (status set), `Err` when it is checkable and wrong.
-#[allow(clippy::too_many_arguments)]
-fn check_one(
-    cms: &SignedCms,
-    si: &SignerInfo,
-    cert: Option<&Certificate>,
-    material: &Material<'_>,
-    anchors: &Anchors,
-    policy: &Policy,
-    now: SystemTime,
-    report: &mut SignerReport,
-) -> Result<Option<Checked>, String> {
-    let Some((alg, check, signing_time)) = sound_signature(cms, si, cert, policy.allow_sha1, report)? else {
-        return Ok(None);
-    };
-    let Some(cert) = cert else { return Ok(None) };
-    // The signature is sound; now: is the signer trusted?
-    let time = if policy.use_signing_time {
-        match signing_time {
-            Some(t) => t,
-            None => {
-                report.status = "skipped: use-bundle-signing-time is set but the signature has no signingTime".into();
-                return Ok(Some(((alg, check), false)));
-            }
-        }
-    } else {
-        now
-    };
-    match check_signer(cert, material, anchors, policy, time) {
-        Ok(valid) => {
-            report.path = valid.subjects();
-            Ok(Some(((alg, check), true)))
-        }
-        Err(failure) => {
-            report.revocation_unknown = matches!(failure, ChainFailure::RevocationUnknown(_));
-            report.status = format!("skipped: {failure}");
-            Ok(Some(((alg, check), false)))
-        }
-    }
-}
-
-/// May `cert` sign packages at `time`? Its key is one we accept (RSA >= 2048, P-256,
-/// P-384), a path to an anchor of `anchors` validates (RFC 5280 §6, [`chain::validate`])
-/// and its common name is allowed. The one signer check of package verification and of
-/// `check-chain`.
-pub fn check_signer(
-    cert: &Certificate,
-    material: &Material<'_>,
-    anchors: &Anchors,
-    policy: &Policy,
-    time: SystemTime,
-) -> Result<ValidPath, ChainFailure> {
-    algs::PublicKey::from_spki(&cert.tbs_certificate.subject_public_key_info)
-        .map_err(|why| ChainFailure::Invalid(format!("signer key: {why}")))?;
-    let mut valid = chain::validate(cert, material, anchors, policy, time)?;
-    if let Some(cns) = &policy.allowed_signer_cns {
-        let cn = common_name(cert);
-        if !cn.as_ref().is_some_and(|cn| cns.iter().any(|a| a == cn)) {
-            return Err(ChainFailure::Invalid(format!("common name {cn:?} is not in allowed-signer-cns")));
-        }
-        valid.checks.push(Check { check: format!("common name {cn:?} is in allowed-signer-cns"), result: "ok".into() });
-    }
-    Ok(valid)
-}
-
-fn identifies(sid: &SignerIdentifier, cert: &Certificate) -> bool {
-    match sid {
-        SignerIdentifier::IssuerAndSerialNumber(is) => {
-            is.issuer == cert.tbs_certificate.issuer && is.serial_number == cert.tbs_certificate.serial_number
-        }
-        SignerIdentifier::SubjectKeyIdentifier(ski) => cert
-            .tbs_certificate
-            .extensions
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .filter(|e| e.extn_id == rfc5280::ID_CE_SUBJECT_KEY_IDENTIFIER)
-            .any(|e| SubjectKeyIdentifier::from_der(e.extn_value.as_bytes()).is_ok_and(|s| s.0 == ski.0)),
-    }
-}
-
-fn sid_text(sid: &SignerIdentifier) -> String {
-    match sid {
-        SignerIdentifier::IssuerAndSerialNumber(is) => {
-            format!("issuer '{}' serial {}", is.issuer, is.serial_number)
-        }
-        SignerIdentifier::SubjectKeyIdentifier(s) => {
-            format!("key id {}", hex::encode(s.0.as_bytes()))
-        }
-    }
-}
-
-/// The first common name in a certificate's subject.
-pub fn common_name(cert: &Certificate) -> Option<String> {
-    for rdn in cert.tbs_certificate.subject.0.iter() {
-        for atv in rdn.0.iter() {
-            if atv.oid == const_oid::db::rfc4519::CN {
-                if let Ok(s) = atv.value.decode_as::<der::asn1::Utf8StringRef<'_>>() {
-                    return Some(s.as_str().to_string());
-                }
-                if let Ok(s) = atv.value.decode_as::<der::asn1::PrintableStringRef<'_>>() {
-                    return Some(s.as_str().to_string());
-                }
-            }
-        }
-    }
-    None
-}
-
-/// Why a root endorsement was refused.
-#[derive(Debug, Error)]
-pub enum EndorsementError {
-    /// Not a DER CMS SignedData.
-    #[error("endorsement is not a valid CMS SignedData: {0}")]
-    Malformed(String),
-    /// A signature that can be checked is wrong.
-    #[error("endorsement signature does not verify: {0}")]
-    BadSignature(String),
-    /// No signature by a current root covers the new root.
-    #[error("the new root is not endorsed by a current root: {0}")]
-    NotEndorsed(String),
-}
-
-/// Root rollover: `cms` must carry a signature, by the key of one of `current_roots`
-/// (DER), over exactly `new_root` (DER; attached or detached). Returns the endorsing
-/// root's subject. Pure: the caller reads the roots from the TPM.
-pub fn check_endorsement(cms: &[u8], new_root: &[u8], current_roots: &[Vec<u8>]) -> Result<String, EndorsementError> {
-    let cms = SignedCms::parse(cms).map_err(|e| EndorsementError::Malformed(e.to_string()))?;
-    if let Some(content) = cms.content() {
-        if content != new_root {
-            return Err(EndorsementError::NotEndorsed("the endorsement signs other content".into()));
-        }
-    }
-    let roots: Vec<Certificate> = current_roots.iter().filter_map(|d| Certificate::from_der(d).ok()).collect();
-    let mut why = Vec::new();
-    let mut endorser = None;
-    for si in cms.sd.signer_infos.0.iter() {
-        let Some(root) = roots.iter().find(|c| identifies(&si.sid, c)) else {
-            why.push(format!("{} is not a current root", sid_text(&si.sid)));
-            continue;
-        };
-        let mut report = SignerReport {
-            subject: root.tbs_certificate.subject.to_string(),
-            issuer: String::new(),
-            digest_algorithm: String::new(),
-            status: String::new(),
-            path: Vec::new(),
-            revocation_unknown: false,
-        };
-        match sound_signature(&cms, si, Some(root), false, &mut report).map_err(EndorsementError::BadSignature)? {
-            Some((alg, check, _)) if check.holds(alg, &alg.digest(new_root)) => endorser = Some(report.subject),
-            Some(_) => return Err(EndorsementError::BadSignature("it signs a different certificate".into())),
-            None => why.push(format!("{}: {}", report.subject, report.status)),
-        }
-    }
-    endorser.ok_or_else(|| {
-        EndorsementError::NotEndorsed(if why.is_empty() { "no signature".into() } else { why.join("; ") })
-    })
 }

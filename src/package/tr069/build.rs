@@ -1,8 +1,8 @@
 //! Writing TR-069 signed packages from a RAUC-style content directory.
 
 use super::{CMD_COMPATIBLE, CMD_META, CMD_REFERENCE_VALUES, CMD_SECURITY_VERSION, HASH_SHA1, HASH_SHA256, MAGIC};
+use crate::config::keyfile::KeyFile;
 use crate::digest::DigestAlg;
-use crate::package::keyfile::KeyFile;
 use crate::package::manifest::Manifest;
 use crate::sign::{self, CmsContent, SigningKey};
 use anyhow::{bail, Context};

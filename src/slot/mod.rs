@@ -6,6 +6,8 @@
 //! instead (tests, bring-up). Slots with a `parent` form a group with it; the target is the
 //! other bootable group of the booted slot's class.
 
+pub mod writer;
+
 use crate::config::SlotConf;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -19,6 +21,16 @@ pub enum SlotError {
     /// There is no other slot to install to.
     #[error("no inactive slot group of class '{0}' to install to")]
     NoTarget(String),
+}
+
+impl crate::fault::Fault for SlotError {
+    fn kind(&self) -> &'static str {
+        "slot"
+    }
+    /// The configuration and the running system disagree: could not check.
+    fn fault(&self) -> crate::fault::CwmpFault {
+        crate::fault::CwmpFault::InternalError
+    }
 }
 
 /// The booted slot (the root of its group).

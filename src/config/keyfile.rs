@@ -17,6 +17,15 @@ pub struct SyntaxError {
     pub what: String,
 }
 
+impl crate::fault::Fault for SyntaxError {
+    fn kind(&self) -> &'static str {
+        "syntax"
+    }
+    fn fault(&self) -> crate::fault::CwmpFault {
+        crate::fault::CwmpFault::FileCorrupted
+    }
+}
+
 /// One `key=value` entry, value unescaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {

@@ -37,7 +37,7 @@ pub enum ConfirmError {
     NoBootname(String),
     /// The slot holds less than the anti-rollback minimum.
     #[error(transparent)]
-    BelowMinimum(#[from] crate::rollback::BelowMinimum),
+    BelowMinimum(#[from] super::admit::BelowMinimum),
     /// The slot was not completely written and verified by the last install into it.
     #[error("slot {slot} is not completely written and verified (its status is {status:?}): refused")]
     Incomplete {
@@ -80,7 +80,7 @@ impl Fault for ConfirmError {
     }
     fn fault(&self) -> CwmpFault {
         match self {
-            Self::MeasuredBoot(MeasuredBootError::Mismatch { .. }) => CwmpFault::RequestDenied,
+            Self::MeasuredBoot(e) => e.fault(),
             Self::BelowMinimum(e) => e.fault(),
             Self::Incomplete { .. } | Self::Unknown { .. } => CwmpFault::RequestDenied,
             _ => CwmpFault::InternalError,
@@ -113,7 +113,7 @@ pub struct BootCheck {
     /// The booted slot holds less than the anti-rollback minimum (the device fell back
     /// to an old slot): it runs, takes the next install, but is neither confirmed nor
     /// approved, so sealed secrets stay sealed.
-    pub below_minimum: Option<crate::rollback::BelowMinimum>,
+    pub below_minimum: Option<super::admit::BelowMinimum>,
 }
 
 fn now() -> u64 {
@@ -162,7 +162,7 @@ impl Booted<'_> {
             }
             None => {}
         }
-        crate::rollback::check_slot(&slot.name, self.held(&status, slot), self.minimum()?)?;
+        super::admit::slot_at_minimum(&slot.name, self.held(&status, slot), self.minimum()?)?;
         Ok(())
     }
 
@@ -187,7 +187,7 @@ impl Booted<'_> {
             .collect();
         for s in others {
             let b = s.bootname.clone().expect("filtered");
-            if crate::rollback::check_slot(&s.name, self.held(&status, &s), minimum).is_err()
+            if super::admit::slot_at_minimum(&s.name, self.held(&status, &s), minimum).is_err()
                 && self.bootloader.state(&b)? == BootState::Good
             {
                 tracing::warn!("slot {} is below the anti-rollback minimum {minimum}: marked bad", s.name);
@@ -228,7 +228,8 @@ impl Booted<'_> {
         // The policy first: a power cut after it leaves the pending record, and the next
         // boot-check does this again. (A booted slot below the minimum gets no branch.)
         self.approve_only_booted()?;
-        let below = crate::rollback::check_slot(&self.slot.name, self.held(&status, self.slot), self.minimum()?).err();
+        let below =
+            super::admit::slot_at_minimum(&self.slot.name, self.held(&status, self.slot), self.minimum()?).err();
         let r = InstallResult {
             command_key: p.command_key.clone(),
             fault_code: CwmpFault::TransferFailure.code(),
@@ -273,13 +274,13 @@ impl Booted<'_> {
     ///
     /// Errors: [`ConfirmError`] (TPM, status, bootloader). Without a TPM counter:
     /// [`ConfirmError::NoCounter`].
-    pub fn raise_minimum(&mut self, target: u64) -> Result<(u64, Option<crate::rollback::BelowMinimum>), ConfirmError> {
+    pub fn raise_minimum(&mut self, target: u64) -> Result<(u64, Option<super::admit::BelowMinimum>), ConfirmError> {
         let (Some(owner), Some(counter)) = (&self.tpm, self.counter) else { return Err(ConfirmError::NoCounter) };
         let minimum = owner.call(move |t| counter.raise(t, target)).map_err(ConfirmError::from)?;
         crate::failpoint::hit("confirm.raised");
         self.retire_below_minimum()?;
         let status = Status::load(&self.conf.data_directory)?;
-        Ok((minimum, crate::rollback::check_slot(&self.slot.name, self.held(&status, self.slot), minimum).err()))
+        Ok((minimum, super::admit::slot_at_minimum(&self.slot.name, self.held(&status, self.slot), minimum).err()))
     }
 
     /// Settle a fallback only (no PCR check: that is `boot-check`'s), e.g. when the
@@ -300,7 +301,7 @@ impl Booted<'_> {
         let fell_back_from = self.settle_fallback()?;
         let status = Status::load(&self.conf.data_directory)?;
         let below_minimum =
-            crate::rollback::check_slot(&self.slot.name, self.held(&status, self.slot), self.minimum()?).err();
+            super::admit::slot_at_minimum(&self.slot.name, self.held(&status, self.slot), self.minimum()?).err();
         match &below_minimum {
             // Not marked bad: it may be the only slot that boots, and it must take the
             // next install (recovery). It is not confirmed and gets no policy branch.
@@ -355,7 +356,9 @@ impl Booted<'_> {
     /// `mark good` on the booted slot: refused unless it measures as its values (when it
     /// has any); then the bootloader keeps it, the policy approves only it, the pending
     /// install is confirmed and anti-rollback rises to its security version.
-    pub fn mark_good(&mut self) -> Result<(), ConfirmError> {
+    ///
+    /// Returns the Download this completed (queued for TransferComplete), if any.
+    pub fn mark_good(&mut self) -> Result<Option<InstallResult>, ConfirmError> {
         self.check_usable(self.slot)?;
         if let Some(m) = self.measure()?.filter(|m| !m.is_empty()) {
             return Err(MeasuredBootError::Mismatch { slot: self.bootname()?, mismatches: m }.into());
@@ -363,7 +366,7 @@ impl Booted<'_> {
         self.bootloader.set_state(&self.bootname()?, true)?;
         self.approve_only_booted()?;
         let status = Status::load(&self.conf.data_directory)?;
-        let Some(p) = status.pending.clone().filter(|p| p.slot == self.slot.name) else { return Ok(()) };
+        let Some(p) = status.pending.clone().filter(|p| p.slot == self.slot.name) else { return Ok(None) };
         if let (Some(sv), Some(owner), Some(counter)) = (p.security_version, &self.tpm, self.counter) {
             owner.call(move |t| counter.raise(t, sv as u64).map_err(MeasuredBootError::from))?;
             crate::failpoint::hit("confirm.raised");
@@ -379,18 +382,20 @@ impl Booted<'_> {
             complete_time: now(),
         };
         let name = self.slot.name.clone();
-        Status::update(&self.conf.data_directory, |s| {
+        let completed = Status::update(&self.conf.data_directory, |s| {
             if s.pending.as_ref() != Some(&p) {
-                return;
+                return None;
             }
             if let Some(x) = s.slots.get_mut(&name) {
                 x.status = FirmwareStatus::Active;
             }
-            s.complete(r);
+            s.complete(r.clone());
             s.pending = None;
+            r.command_key.is_some().then_some(r)
         })?;
         // The minimum may have risen: the other slot leaves the bootloader's choice too.
-        self.retire_below_minimum()
+        self.retire_below_minimum()?;
+        Ok(completed)
     }
 
     /// `mark good <other>`: the bootloader may boot it again (only a slot that is

@@ -25,6 +25,15 @@ pub enum PolicyError {
     Pcrs(Vec<u8>),
 }
 
+impl crate::fault::Fault for PolicyError {
+    fn kind(&self) -> &'static str {
+        "policy"
+    }
+    fn fault(&self) -> crate::fault::CwmpFault {
+        crate::fault::CwmpFault::InternalError
+    }
+}
+
 /// The marshalled TPML_PCR_SELECTION of one SHA-256 selection of `pcrs` (0..=23).
 pub fn pcr_selection(pcrs: &[u8]) -> Result<Vec<u8>, PolicyError> {
     let mut bitmap = [0u8; 3];

@@ -1,0 +1,402 @@
+//! The install wing: a verified package becomes the next boot without ever risking the
+//! running system (R6).
+//!
+//! One install at a time (a lock in the data directory). The package is read through the
+//! one descriptor given, under a read lease, in explicit phases, each a function that
+//! returns `Result`:
+//! 1. **authenticate** ([`crate::package::authenticate`]): signature, chain, structure,
+//!    and every byte that can be checked ahead;
+//! 2. **admit** ([`admit::admit`], pure): may it go into this device's target slots;
+//! 3. **prepare**: the target leaves the measured-boot policy, is marked bad and
+//!    recorded as being written;
+//! 4. **write** ([`crate::slot::writer`]): each image streamed into its slot, hashed in the
+//!    same pass;
+//! 5. **approve**: the lease is checked, the target's reference values are committed to
+//!    the measured-boot policy;
+//! 6. **switch**: the pending confirmation is committed to the status file, and only then
+//!    is the bootloader switched.
+//!
+//! Any failure leaves the boot order as it was and records the result. After the reboot,
+//! [`confirm`] settles it.
+
+pub mod admit;
+pub mod confirm;
+mod error;
+
+pub use error::{lock, InstallError};
+
+use crate::bootloader::Bootloader;
+use crate::config::{Config, SlotConf};
+use crate::fault::{CwmpFault, Fault};
+use crate::measured_boot::Approver;
+use crate::package::{self, Context, Package};
+use crate::slot::writer::{SlotWriter, Written};
+use crate::slot::{self, SlotError};
+use crate::source::FileSource;
+use crate::status::{FirmwareStatus, InstallResult, Job, Pending, SlotStatus, Status};
+use crate::trust::Anchors;
+use std::fs::File;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What to install.
+pub struct Request {
+    /// The package, as [`crate::source::open_package`] opened it: the one descriptor the
+    /// install reads, leases and checks.
+    pub file: File,
+    /// What the Download asked for.
+    pub order: Order,
+}
+
+/// What a Download asks for besides the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    /// The Download's CommandKey.
+    pub command_key: Option<String>,
+    /// Switch to the new slot ("1 Firmware Upgrade Image"), or only install ("6 Stored
+    /// Firmware Image").
+    pub activate: bool,
+}
+
+/// Progress, as RAUC reports it: percent, message, nesting depth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// 0..=100.
+    pub percent: u8,
+    /// What is happening.
+    pub message: String,
+    /// Nesting depth (1 = step, 2 = sub-step).
+    pub depth: u32,
+}
+
+/// What the installer needs from the edge.
+pub struct Plan<'a> {
+    /// The configuration.
+    pub conf: &'a Config,
+    /// The booted slot (root of its group).
+    pub booted: &'a SlotConf,
+    /// Trust anchors.
+    pub anchors: &'a Anchors,
+    /// Anti-rollback minimum (None: not enforced, e.g. development keyring).
+    pub minimum: Option<u64>,
+    /// The time.
+    pub now: SystemTime,
+    /// The measured-boot policy, when the device has one (`[measured-boot]`).
+    pub measured: Option<&'a Approver>,
+}
+
+/// A successful install.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    /// The verified package.
+    pub package: Package,
+    /// Slot written (root of the group).
+    pub slot: String,
+    /// Its bootname.
+    pub bootname: String,
+    /// Whether the bootloader now boots it next.
+    pub activated: bool,
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// What an install ended with: its result, and the record it left for TransferComplete.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The install's result.
+    pub result: Result<Installed, InstallError>,
+    /// The result queued for TransferComplete (status.json `transfers`): present when
+    /// the Download has a CommandKey and is decided now. An activated install is decided
+    /// after the reboot ([`confirm`]).
+    pub transfer: Option<InstallResult>,
+}
+
+/// Install `req` into the inactive slot group.
+pub fn install(
+    plan: &Plan<'_>,
+    bootloader: &mut dyn Bootloader,
+    req: Request,
+    progress: &mut dyn FnMut(Progress),
+) -> Outcome {
+    let dir = &plan.conf.data_directory;
+    let _lock = match lock(dir) {
+        Ok(l) => l,
+        Err(e) => return Outcome { result: Err(e), transfer: None },
+    };
+    let start = plan.now;
+    let target = slot::target(&plan.conf.slots, plan.booted).ok().map(|t| t[0].name.clone());
+    let began = Status::update(dir, |s| {
+        // A job left by a killed agent is reported (once) before this one starts.
+        s.settle_interrupted(secs(SystemTime::now()));
+        s.job = Some(Job { command_key: req.order.command_key.clone(), slot: target.clone(), start_time: secs(start) });
+    });
+    // The installer's view; each change goes to disk through Status::update.
+    let mut status = match began.and_then(|_| Status::load(dir)) {
+        Ok(s) => s,
+        Err(e) => return Outcome { result: Err(e.into()), transfer: None },
+    };
+    let result = FileSource::new(req.file)
+        .map_err(|e| InstallError::Access(e.to_string()))
+        .and_then(|src| run(plan, bootloader, Arc::new(src), &req.order, &mut status, progress));
+    let (fault, fault_string, kind, slot) = match &result {
+        Ok(i) => (0, String::new(), String::new(), Some(i.slot.clone())),
+        Err(e) => (e.fault().code(), e.to_string(), e.kind().to_string(), None),
+    };
+    let r = InstallResult {
+        command_key: req.order.command_key.clone(),
+        fault_code: fault,
+        fault_string: fault_string.chars().take(256).collect(),
+        kind,
+        slot,
+        start_time: secs(start),
+        complete_time: secs(SystemTime::now()),
+    };
+    let activated = matches!(&result, Ok(i) if i.activated);
+    let transfer = (!activated && r.command_key.is_some()).then(|| r.clone());
+    // Recording the result must not hide the install's own error.
+    let recorded = Status::update(dir, |disk| {
+        if let Some(t) = &target {
+            if let Some(v) = status.slots.get(t) {
+                disk.slots.insert(t.clone(), v.clone());
+            }
+        }
+        disk.job = None;
+        if activated {
+            // TransferComplete waits for the outcome after the reboot (confirm).
+            disk.last_result = Some(r);
+        } else {
+            disk.complete(r);
+        }
+    });
+    match (result, recorded) {
+        (Ok(_), Err(e)) => Outcome { result: Err(e.into()), transfer: None },
+        (result, Ok(())) => Outcome { result, transfer },
+        (result, Err(_)) => Outcome { result, transfer: None },
+    }
+}
+
+/// The phases, in order (see the module's documentation).
+fn run(
+    plan: &Plan<'_>,
+    bootloader: &mut dyn Bootloader,
+    src: Arc<FileSource>,
+    order: &Order,
+    status: &mut Status,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Installed, InstallError> {
+    progress(Progress { percent: 0, message: "Checking the package".into(), depth: 1 });
+    crate::lease::take(src.file()).map_err(|e| {
+        InstallError::Access(format!("cannot hold the file still (is it open for writing elsewhere?): {e}"))
+    })?;
+    crate::failpoint::hit("install.leased");
+    let targets: Vec<SlotConf> = slot::target(&plan.conf.slots, plan.booted)?.into_iter().cloned().collect();
+    let root = targets[0].name.clone();
+    let bootname = targets[0].bootname.clone().ok_or_else(|| SlotError::NoTarget(targets[0].class.clone()))?;
+    let authenticated = authenticate(plan, src.clone())?;
+    let facts = device_facts(plan, &targets, &bootname, status)?;
+    let admission = admit::admit(authenticated.package(), &facts)?;
+    let measured = prepare(plan, bootloader, status, &root, &bootname)?;
+    let total = authenticated.package().images.iter().map(|i| i.size).sum::<u64>().max(1);
+    let pkg = write(authenticated, &targets, plan.conf.verify_written, total, progress).inspect_err(|e| {
+        let failed = match e.fault() {
+            CwmpFault::InternalError => FirmwareStatus::InstallationFailed,
+            _ => FirmwareStatus::ValidationFailed,
+        };
+        status.slots.insert(root.clone(), slot_status(failed, None, plan.now));
+    })?;
+    crate::failpoint::hit("install.written");
+    if !crate::lease::held(src.file()).unwrap_or(false) {
+        status.slots.insert(root.clone(), slot_status(FirmwareStatus::ValidationFailed, None, plan.now));
+        return Err(InstallError::Modified);
+    }
+    crate::lease::release(src.file());
+    approve(plan, measured, admission, &root, &bootname, progress).inspect_err(|_| {
+        status.slots.insert(root.clone(), slot_status(FirmwareStatus::InstallationFailed, None, plan.now));
+    })?;
+    status.slots.insert(root.clone(), slot_status(FirmwareStatus::Available, Some(&pkg), plan.now));
+    if order.activate {
+        switch(plan, bootloader, order, status, &pkg, &root, &bootname, progress)?;
+    }
+    progress(Progress { percent: 100, message: "Installed".into(), depth: 1 });
+    Ok(Installed { package: pkg, slot: root, bootname, activated: order.activate })
+}
+
+/// Phase 1: authenticate the package, and check ahead every byte that can be checked
+/// before one is written.
+fn authenticate(plan: &Plan<'_>, src: Arc<FileSource>) -> Result<package::Authenticated, InstallError> {
+    let ctx = Context {
+        anchors: plan.anchors,
+        policy: plan.conf.policy.clone(),
+        now: plan.now,
+        variant: plan.conf.variant().map_err(InstallError::Variant)?,
+        install_images_only: true,
+        check_whole_tree: false,
+        verify_before_writing: true,
+    };
+    Ok(package::authenticate(src, &ctx)?)
+}
+
+/// What admission needs to know about the device: configuration, the booted slot's
+/// installed version, the target slots' sizes, the PCRs measured boot seals to.
+fn device_facts(
+    plan: &Plan<'_>,
+    targets: &[SlotConf],
+    bootname: &str,
+    status: &Status,
+) -> Result<admit::DeviceFacts, InstallError> {
+    let conf = plan.conf;
+    let mut slots = Vec::new();
+    for t in targets {
+        let size = crate::slot::writer::device_size(&t.device)
+            .map_err(|source| InstallError::SlotDevice { device: t.device.display().to_string(), source })?;
+        slots.push(admit::TargetSlot { name: t.name.clone(), class: t.class.clone(), readonly: t.readonly, size });
+    }
+    let measured_boot = conf.measured_boot.as_ref().map(|mb| admit::MeasuredFacts {
+        required: mb.required,
+        sealed_pcrs: match &mb.pcrs {
+            Some(p) => p.clone(),
+            None => crate::measured_boot::record::Record::load(&conf.data_directory)
+                .ok()
+                .and_then(|r| {
+                    let booted = plan.booted.bootname.as_ref()?;
+                    Some(r.slots.get(booted)?.pcrs.keys().copied().collect())
+                })
+                .unwrap_or_default(),
+        },
+        target_bootname: bootname.to_string(),
+    });
+    Ok(admit::DeviceFacts {
+        compatible: conf.compatible.clone(),
+        bundle_formats: conf.bundle_formats.clone(),
+        minimum: plan.minimum,
+        min_bundle_version: conf.min_bundle_version.clone(),
+        running_version: status.slots.get(&plan.booted.name).and_then(|s| s.version.clone()),
+        targets: slots,
+        measured_boot,
+    })
+}
+
+/// Phase 3: the target leaves the approved measured-boot policy before a byte of it
+/// changes, is marked bad (not bootable until written and verified) and recorded as
+/// being written. Returns whether measured boot was prepared.
+fn prepare(
+    plan: &Plan<'_>,
+    bootloader: &mut dyn Bootloader,
+    status: &mut Status,
+    root: &str,
+    bootname: &str,
+) -> Result<bool, InstallError> {
+    let booted = plan.booted.bootname.as_deref().unwrap_or_default();
+    let measured = match plan.measured {
+        Some(m) => m.prepare(booted, bootname)?,
+        None => false,
+    };
+    bootloader.set_state(bootname, false)?;
+    crate::failpoint::hit("install.marked-bad");
+    let downloading = slot_status(FirmwareStatus::Downloading, None, plan.now);
+    status.slots.insert(root.to_string(), downloading.clone());
+    Status::update(&plan.conf.data_directory, |disk| {
+        disk.slots.insert(root.to_string(), downloading);
+    })?;
+    Ok(measured)
+}
+
+/// Phase 4: stream every image into its slot; progress from 5 to 95 percent.
+fn write(
+    authenticated: package::Authenticated,
+    targets: &[SlotConf],
+    read_back: bool,
+    total: u64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Package, InstallError> {
+    let mut shown = 0;
+    let mut report = |w: Written<'_>| match w {
+        Written::Begin { image, slot } => {
+            progress(Progress { percent: 5, message: format!("Writing {image} to slot {slot}"), depth: 2 })
+        }
+        Written::Bytes(n) => {
+            let now = n.min(total) * 90 / total;
+            if now != shown {
+                shown = now;
+                progress(Progress { percent: 5 + now as u8, message: "Writing".into(), depth: 2 });
+            }
+        }
+        Written::ReadBack { slot } => {
+            progress(Progress { percent: 95, message: format!("Reading slot {slot} back"), depth: 2 })
+        }
+    };
+    let mut writer = SlotWriter::new(targets, read_back, &mut report);
+    Ok(authenticated.stream(&mut writer)?)
+}
+
+/// Phase 5: commit the target's reference values to the measured-boot policy (the
+/// booted slot and the target are approved).
+fn approve(
+    plan: &Plan<'_>,
+    measured: bool,
+    admission: admit::Admission,
+    root: &str,
+    bootname: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), InstallError> {
+    match (plan.measured, admission.reference_values) {
+        (Some(m), Some(v)) if measured => {
+            progress(Progress { percent: 95, message: "Committing the reference values".into(), depth: 1 });
+            let booted = plan.booted.bootname.as_deref().unwrap_or_default();
+            m.approve(booted, bootname, v)?;
+            crate::failpoint::hit("install.approved");
+        }
+        (Some(_), _) => tracing::warn!(
+            "slot {root} has no reference values approved: it will boot, but sealed secrets will not unseal there"
+        ),
+        (None, _) => {}
+    }
+    Ok(())
+}
+
+/// Phase 6: the pending confirmation goes to disk, then the bootloader boots the target
+/// next.
+#[allow(clippy::too_many_arguments)]
+fn switch(
+    plan: &Plan<'_>,
+    bootloader: &mut dyn Bootloader,
+    order: &Order,
+    status: &Status,
+    pkg: &Package,
+    root: &str,
+    bootname: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), InstallError> {
+    let pending = Pending {
+        command_key: order.command_key.clone(),
+        slot: root.to_string(),
+        bootname: bootname.to_string(),
+        security_version: pkg.security_version,
+        start_time: secs(plan.now),
+    };
+    let available = status.slots.get(root).cloned();
+    Status::update(&plan.conf.data_directory, |disk| {
+        if let Some(a) = available {
+            disk.slots.insert(root.to_string(), a);
+        }
+        disk.pending = Some(pending);
+    })?;
+    crate::failpoint::hit("install.pending");
+    progress(Progress { percent: 95, message: format!("Switching to slot {root}"), depth: 1 });
+    bootloader.set_primary(bootname)?;
+    crate::failpoint::hit("install.switched");
+    Ok(())
+}
+
+fn slot_status(status: FirmwareStatus, pkg: Option<&Package>, now: SystemTime) -> SlotStatus {
+    SlotStatus {
+        status,
+        version: pkg.and_then(|p| p.version.clone()),
+        compatible: pkg.map(|p| p.compatible.clone()),
+        sha256: pkg.and_then(|p| p.images.first()).map(|i| hex::encode(&i.sha256)),
+        security_version: pkg.and_then(|p| p.security_version),
+        installed_at: pkg.map(|_| secs(now)),
+    }
+}

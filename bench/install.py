@@ -8,8 +8,9 @@ environment, roots from a keyring; then the same install on a device whose roots
 a swtpm and which has measured boot (reference values committed to the TPM policy before
 the switch), to show what the TPM side costs. rauc 1.8 cannot be
 the third contender here: installing a verity bundle needs device-mapper, which this
-machine's kernel lacks. With --baseline-bin OTHER, the TPM part also runs with another
-build of the agent (an older commit) in the same run, and the ratios say what changed.
+machine's kernel lacks. With --baseline-bin OTHER, another build of the agent (an older
+commit) runs the keyring install (interleaved with this build's) and the TPM part in the
+same run, and the ratios say what changed.
 Usage: bench/install.py [--size-mib 1024] [--runs 3] [--content random|half-zero]
 [--baseline-bin PATH]. Asserts nothing.
 """
@@ -27,7 +28,7 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--content", choices=["random", "half-zero"], default="random")
-    ap.add_argument("--baseline-bin", help="another henb-update build for the TPM part")
+    ap.add_argument("--baseline-bin", help="another henb-update build, timed in the same run (keyring and TPM installs)")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--locked", "-q"], cwd=ROOT, check=True)
     w = tempfile.mkdtemp(prefix="henb-bench-install-")
@@ -66,7 +67,11 @@ def main():
         subprocess.run(["cat", bundle], stdout=subprocess.DEVNULL, check=True)
         naive = f"unsquashfs -q -cat {bundle} rootfs.ext4 > {w}/naive-slot && openssl dgst -sha256 {w}/naive-slot"
         base = [run(naive, shell=True) for _ in range(a.runs)]
-        ours = [run([BIN, "--conf", conf, "--override-boot-slot", "A", "install", bundle]) for _ in range(a.runs)]
+        ours, theirs = [], []
+        for _ in range(a.runs):  # interleaved with the baseline's, when there is one: same conditions
+            ours.append(run([BIN, "--conf", conf, "--override-boot-slot", "A", "install", bundle]))
+            if a.baseline_bin:
+                theirs.append(run([a.baseline_bin, "--conf", conf, "--override-boot-slot", "A", "install", bundle]))
         with open(conf, "a") as f:
             f.write("[install]\nverify-written=true\n")
         back = [run([BIN, "--conf", conf, "--override-boot-slot", "A", "install", bundle]) for _ in range(a.runs)]
@@ -76,6 +81,10 @@ def main():
               f"medians of {a.runs}, {os.cpu_count()} cores")
         print(f"naive unsquashfs+openssl: {b:.3f} s (peak RSS {max(x[1] for x in base):.1f} MiB)")
         print(f"henb-update install:      {o:.3f} s (peak RSS {max(x[1] for x in ours):.1f} MiB)  ratio {o / b:.2f}")
+        if theirs:
+            t = statistics.median(x[0] for x in theirs)
+            print(f"  baseline {a.baseline_bin}: {t:.3f} s (peak RSS {max(x[1] for x in theirs):.1f} MiB)  "
+                  f"ratio {t / b:.2f}; this build / baseline {o / t:.2f}")
         print(f"  with verify-written:    {rb:.3f} s (peak RSS {max(x[1] for x in back):.1f} MiB)  ratio {rb / b:.2f}")
         mb, mb_steps = measured_boot_runs(w, pki, content, a.runs, BIN, "mb")
         m = statistics.median(x[0] for x in mb)

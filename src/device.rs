@@ -331,11 +331,11 @@ pub fn inspect_file(conf: &Config, file: std::fs::File) -> Result<crate::package
         variant: conf.variant().map_err(SetupError::Variant)?,
         install_images_only: false,
         check_whole_tree: true,
-        verify_before_writing: false,
     };
-    let p = package::verify(src, &ctx, &mut NullSink).map_err(|e| Failure::from_fault(&e))?;
-    crate::install::admit::inspect(&p, conf.compatible.as_deref(), None).map_err(|e| Failure::from_fault(&e))?;
-    Ok(p)
+    let a = package::authenticate(src, &ctx).map_err(|e| Failure::from_fault(&e))?;
+    crate::install::admit::inspect(a.package(), conf.compatible.as_deref(), None)
+        .map_err(|e| Failure::from_fault(&e))?;
+    a.stream(&mut NullSink).map_err(|e| Failure::from_fault(&e))
 }
 
 /// Settle a pending install the bootloader gave up on (ActivationFailed), without the PCR

@@ -82,6 +82,13 @@ impl CwmpFault {
         }
     }
 
+    /// The fault a D-Bus error name (`org.henb.Update1.Error.<name>`, or the last part
+    /// alone) stands for.
+    pub fn from_dbus_name(name: &str) -> Option<Self> {
+        let last = name.rsplit('.').next().unwrap_or(name);
+        Self::ALL.into_iter().find(|f| f.dbus_name() == last)
+    }
+
     /// Rejected, unless the agent could not do its job (9002) or not read the file (9016).
     pub fn verdict(self) -> Verdict {
         match self {
@@ -202,6 +209,7 @@ mod tests {
             let f = CwmpFault::from_code(code).unwrap();
             assert_eq!((f.code(), f.dbus_name(), f.verdict(), f.verdict().exit_code()), (code, name, verdict, exit));
             assert_eq!(f.to_string(), code.to_string());
+            assert_eq!(CwmpFault::from_dbus_name(&format!("org.henb.Update1.Error.{name}")), Some(f));
             let failure = Failure::new("k", f, "m");
             assert_eq!(failure.refused(), verdict == Verdict::Rejected);
             assert_eq!(failure.to_string(), format!("{code} k: m"));

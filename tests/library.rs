@@ -22,7 +22,6 @@ fn ctx(a: &Anchors) -> Context<'_> {
         variant: None,
         install_images_only: false,
         check_whole_tree: true,
-        verify_before_writing: false,
     }
 }
 

@@ -15,7 +15,6 @@ pub fn verify_bytes(data: &[u8]) {
         variant: None,
         install_images_only: false,
         check_whole_tree: true,
-        verify_before_writing: false,
     };
     let _ = verify(Arc::new(data.to_vec()), &ctx, &mut NullSink);
 }

@@ -3,7 +3,8 @@
 //! with the same trust store, CRLs and policy, on a certificate instead of a package.
 
 use crate::config::Config;
-use crate::verify::{check_signer, ChainFailure, Material, Purpose};
+use crate::fault::{CwmpFault, Failure, Verdict};
+use crate::verify::{check_signer, Material, Purpose};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,7 +50,7 @@ pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
     policy.allow_partial_chain |= a.allow_partial_chain;
     let time = match a.time.as_deref().map(parse_time).transpose() {
         Ok(t) => t.unwrap_or_else(SystemTime::now),
-        Err(e) => return fail(&a, "invalid-arguments", 9003, &format!("--time: {e}"), super::EXIT_COULD_NOT_CHECK),
+        Err(e) => return fail(&a, unusable("invalid-arguments", CwmpFault::InvalidArguments, format!("--time: {e}"))),
     };
     let leaf = match read_certs(&a.leaf).and_then(|mut v| {
         if v.len() == 1 {
@@ -59,28 +60,25 @@ pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
         }
     }) {
         Ok(c) => c,
-        Err(e) => return fail(&a, "io", 9016, &e, super::EXIT_COULD_NOT_CHECK),
+        Err(e) => return fail(&a, unusable("io", CwmpFault::UnableToAccessFile, e)),
     };
     let mut certificates = Vec::new();
     for p in &a.intermediates {
         match read_certs(p) {
             Ok(v) => certificates.extend(v),
-            Err(e) => return fail(&a, "io", 9016, &e, super::EXIT_COULD_NOT_CHECK),
+            Err(e) => return fail(&a, unusable("io", CwmpFault::UnableToAccessFile, e)),
         }
     }
     let mut crls = Vec::new();
     for p in &a.crls {
         match std::fs::read(p).map_err(|e| e.to_string()).and_then(|b| crate::trust::crls_from_bytes(&b)) {
             Ok(v) => crls.extend(v),
-            Err(e) => return fail(&a, "crl", 9002, &format!("{}: {e}", p.display()), super::EXIT_COULD_NOT_CHECK),
+            Err(e) => return fail(&a, unusable("crl", CwmpFault::InternalError, format!("{}: {e}", p.display()))),
         }
     }
     let (anchors, _) = match crate::device::trust_state(conf, a.keyring.clone()) {
         Ok(t) => t,
-        Err(e) => {
-            let f = crate::fault::Failure::from(e);
-            return fail(&a, &f.kind, f.fault.code(), &f.message, f.verdict.exit_code());
-        }
+        Err(e) => return fail(&a, e.into()),
     };
     let material = Material { certificates: &certificates, crls: &crls };
     let subject = leaf.tbs_certificate.subject.to_string();
@@ -104,13 +102,8 @@ pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(failure) => {
-            let (kind, fault, exit, verdict) = match failure {
-                ChainFailure::RevocationUnknown(_) => {
-                    ("revocation-unknown", 9002, super::EXIT_COULD_NOT_CHECK, "could-not-check")
-                }
-                ChainFailure::Revoked(_) => ("revoked", 9019, super::EXIT_REJECTED, "rejected"),
-                ChainFailure::Invalid(_) => ("untrusted", 9019, super::EXIT_REJECTED, "rejected"),
-            };
+            let f = Failure::from_fault(&failure);
+            let (kind, fault, exit, verdict) = (f.kind, f.fault, f.verdict.exit_code(), verdict_name(f.verdict));
             if a.json {
                 let v = json!({"verdict": verdict, "signer": subject, "trust-source": anchors.source().to_string(),
                                "checks": [{"check": "certification path (RFC 5280 §6)", "result": failure.to_string()}],
@@ -136,13 +129,26 @@ fn read_certs(p: &PathBuf) -> Result<Vec<Certificate>, String> {
     Ok(certs)
 }
 
-fn fail(a: &Args, kind: &str, fault: u32, message: &str, exit: u8) -> ExitCode {
+/// The check could not run: its input (a file, an argument, the anchors) is unusable.
+/// Exit 3 whatever the fault, as for every command's unusable input.
+fn unusable(kind: &str, fault: CwmpFault, message: String) -> Failure {
+    Failure { verdict: Verdict::CouldNotCheck, ..Failure::new(kind, fault, message) }
+}
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Rejected => "rejected",
+        Verdict::CouldNotCheck => "could-not-check",
+    }
+}
+
+fn fail(a: &Args, f: Failure) -> ExitCode {
     if a.json {
-        let v = json!({"verdict": "could-not-check", "error": {"kind": kind, "cwmp-fault": fault, "message": message}});
+        let v = json!({"verdict": verdict_name(f.verdict), "error": {"kind": f.kind, "cwmp-fault": f.fault, "message": f.message}});
         println!("{v}");
     }
-    eprintln!("henb-update check-chain: {message} (CWMP fault {fault}, {kind})");
-    ExitCode::from(exit)
+    eprintln!("henb-update check-chain: {} (CWMP fault {}, {})", f.message, f.fault, f.kind);
+    ExitCode::from(f.verdict.exit_code())
 }
 
 /// RFC 3339 date-time (`2026-11-30T12:00:00Z`, `...+01:00`, fractions ignored) or seconds

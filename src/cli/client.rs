@@ -82,17 +82,20 @@ async fn proxy() -> zbus::Result<Update1Proxy<'static>> {
 }
 
 fn dbus_failure(cmd: &str, e: zbus::Error, json: bool) -> ExitCode {
-    // Our errors carry the CWMP fault code first in the message: "9001 busy: ...".
+    // Our errors carry the CWMP fault code first in the message ("9001 busy: ...") and
+    // its name in the error name.
     let (name, msg) = match &e {
         zbus::Error::MethodError(n, m, _) => (n.to_string(), m.clone().unwrap_or_default()),
         other => ("".to_string(), other.to_string()),
     };
-    let fault: u32 = msg.split_whitespace().next().and_then(|c| c.parse().ok()).unwrap_or(9002);
+    // The error's name says which fault; anything else (the bus, the service gone) could
+    // not check.
+    let fault = crate::fault::CwmpFault::from_dbus_name(&name).unwrap_or(crate::fault::CwmpFault::InternalError);
     if json {
         println!("{}", json!({"error": {"name": name, "cwmp-fault": fault, "message": msg}}));
     }
     eprintln!("henb-update {cmd}: {msg}{}", if name.is_empty() { String::new() } else { format!(" ({name})") });
-    ExitCode::from(verdict_of(fault).exit_code())
+    ExitCode::from(fault.verdict().exit_code())
 }
 
 pub(super) fn run_download(a: DownloadArgs) -> ExitCode {

@@ -76,10 +76,10 @@ fn inspect(a: &Args, conf: &Config) -> Result<(Package, TrustSource, Option<u64>
         variant: conf.variant().map_err(SetupError::Variant)?,
         install_images_only: false,
         check_whole_tree: true,
-        verify_before_writing: false,
     };
-    let p = package::verify(Arc::new(src), &ctx, &mut NullSink).map_err(|e| named(Failure::from_fault(&e)))?;
-    admit::inspect(&p, conf.compatible.as_deref(), minimum).map_err(|e| named(Failure::from_fault(&e)))?;
+    let a = package::authenticate(Arc::new(src), &ctx).map_err(|e| named(Failure::from_fault(&e)))?;
+    admit::inspect(a.package(), conf.compatible.as_deref(), minimum).map_err(|e| named(Failure::from_fault(&e)))?;
+    let p = a.stream(&mut NullSink).map_err(|e| named(Failure::from_fault(&e)))?;
     Ok((p, anchors.source().clone(), minimum))
 }
 

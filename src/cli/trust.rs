@@ -162,12 +162,13 @@ pub(super) fn run(cmd: TrustCommand, conf: &Config) -> ExitCode {
 }
 
 pub(super) fn run_security(a: SecurityArgs, conf: &Config, override_boot: Option<&str>) -> ExitCode {
-    let fail = |kind: &str, fault: u32, msg: &str| {
+    let fail = |f: crate::fault::Failure| {
         if a.json {
-            println!("{}", serde_json::json!({"error": {"kind": kind, "cwmp-fault": fault, "message": msg}}));
+            println!("{}", serde_json::json!({"error": {"kind": f.kind, "cwmp-fault": f.fault, "message": f.message}}));
         }
-        eprintln!("henb-update security-version: could not check: {msg}");
-        ExitCode::from(EXIT_COULD_NOT_CHECK)
+        let what = if f.refused() { "refused" } else { "could not check" };
+        eprintln!("henb-update security-version: {what}: {}", f.message);
+        ExitCode::from(f.verdict.exit_code())
     };
     let r = match a.raise {
         Some(n) => crate::device::raise_minimum(conf, override_boot, n),
@@ -176,7 +177,7 @@ pub(super) fn run_security(a: SecurityArgs, conf: &Config, override_boot: Option
                 .call(move |t| counter.minimum(t))
                 .map(|m| (m, None))
                 .map_err(|e| crate::fault::Failure::from_fault(&crate::measured_boot::MeasuredBootError::from(e))),
-            Err(e) => return fail("tpm", 9002, &format!("TPM: {e:#}")),
+            Err(e) => return fail(crate::device::SetupError::Tpm(format!("TPM: {e:#}")).into()),
         },
     };
     match r {
@@ -199,6 +200,6 @@ pub(super) fn run_security(a: SecurityArgs, conf: &Config, override_boot: Option
             }
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e.kind, e.fault.code(), &e.message),
+        Err(e) => fail(e),
     }
 }

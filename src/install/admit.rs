@@ -4,14 +4,21 @@
 //! TPM, a disk or a bus.
 //!
 //! The install asks [`admit`] between authenticating a package and writing a byte of it;
-//! `info` and the D-Bus inspection ask [`inspect`]; the
-//! confirmation steps ask [`slot_at_minimum`] before a slot is made primary, confirmed or
+//! `info` and the D-Bus inspection ask [`inspect`]; the confirmation steps ask
+//! [`slot_whole`] and [`slot_at_minimum`] before a slot is made primary, confirmed or
 //! approved.
+//!
+//! Two neighbours apply what is decided here where their data is: the package reader
+//! picks the device variant's image per slot class (RAUC's reading rule; a bundle with
+//! none for the variant is refused there, `variant`), and the measured-boot policy index
+//! never approves a slot below the minimum, whoever asks (`measured_boot`, one layer
+//! below this one).
 
 use crate::fault::{CwmpFault, Fault};
 use crate::measured_boot::record::{Origin, SlotValues};
 use crate::measured_boot::reference::ReferenceValues;
 use crate::package::{Format, Package};
+use crate::status::FirmwareStatus;
 use thiserror::Error;
 
 /// One slot of the target group, as admission sees it.
@@ -21,10 +28,12 @@ pub struct TargetSlot {
     pub name: String,
     /// Slot class (`rootfs`).
     pub class: String,
+    /// Its device (for messages).
+    pub device: String,
     /// `readonly=true` in the configuration.
     pub readonly: bool,
-    /// Size of its device in bytes.
-    pub size: u64,
+    /// Size of its device in bytes, or why it could not be read.
+    pub size: Result<u64, String>,
 }
 
 /// Measured boot as admission sees it (`[measured-boot]` is configured).
@@ -65,7 +74,8 @@ pub struct Admission {
 }
 
 /// Why an authentic package is refused on this device. All are 9001 (the request is
-/// denied), except reference values that do not parse (9018, the file is malformed).
+/// denied), except reference values that do not parse (9018, the file is malformed) and
+/// a slot device that cannot be sized (9002, could not check).
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum Refusal {
     /// The package is for other devices.
@@ -96,6 +106,14 @@ pub enum Refusal {
         /// Malformed (9018) rather than insufficient (9001).
         malformed: bool,
     },
+    /// A slot the package writes cannot be sized: could not check (9002).
+    #[error("writing image '{device}' failed: {why}")]
+    SlotDevice {
+        /// Device path.
+        device: String,
+        /// Why.
+        why: String,
+    },
     /// Measured boot requires reference values for the target and there are none.
     #[error(
         "the package carries no reference values for slot {0} ([meta.measured-boot]), which [measured-boot] requires"
@@ -111,6 +129,7 @@ impl Fault for Refusal {
             Self::Downgrade(e) => e.kind(),
             Self::Version(_) => "version",
             Self::Slot(_) => "slot",
+            Self::SlotDevice { .. } => "write",
             Self::ReferenceValues { .. } => "reference-values",
             Self::NoReferenceValues(_) => "no-reference-values",
         }
@@ -118,6 +137,7 @@ impl Fault for Refusal {
     fn fault(&self) -> CwmpFault {
         match self {
             Self::ReferenceValues { malformed: true, .. } => CwmpFault::FileCorrupted,
+            Self::SlotDevice { .. } => CwmpFault::InternalError,
             _ => CwmpFault::RequestDenied,
         }
     }
@@ -191,6 +211,44 @@ pub fn security_version(package: Option<u32>, minimum: u64) -> Result<(), Downgr
         return Err(Downgrade { package, minimum });
     }
     Ok(())
+}
+
+/// Why a slot is not known to be whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotWhole {
+    /// The last install into it did not complete (its TR-181 status says so).
+    Incomplete(FirmwareStatus),
+    /// The status file was reset since it was written: whether it is whole is unknown.
+    Unknown,
+}
+
+/// What is known of a slot, for [`slot_whole`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotFacts<'a> {
+    /// Slot name.
+    pub name: &'a str,
+    /// Its status as the last install into it recorded it (None: no record).
+    pub recorded: Option<FirmwareStatus>,
+    /// The status file was reset (damaged) since the agent started keeping it.
+    pub status_reset: bool,
+    /// It is the booted slot (which is whole: it runs).
+    pub booted: bool,
+}
+
+/// May a slot become primary or be confirmed (`mark active`, `mark good`), as far as its
+/// contents go: completely written and verified by the last install into it, and known
+/// to be whole. (It must also be at or above the minimum: [`slot_at_minimum`].)
+pub fn slot_whole(slot: &SlotFacts<'_>) -> Result<(), NotWhole> {
+    use FirmwareStatus::*;
+    match slot.recorded {
+        Some(s @ (Downloading | Validating | DownloadFailed | ValidationFailed | InstallationFailed)) => {
+            Err(NotWhole::Incomplete(s))
+        }
+        // What the status knew was lost with a damaged file: only the running slot and
+        // slots written since are known to be whole.
+        None if slot.status_reset && !slot.booted => Err(NotWhole::Unknown),
+        _ => Ok(()),
+    }
 }
 
 /// Refuse a slot whose security version (none counts as 0) is below `minimum`.
@@ -276,16 +334,18 @@ fn slots(pkg: &Package, dev: &DeviceFacts) -> Result<(), Refusal> {
         if slot.readonly {
             return Err(Refusal::Slot(format!("slot {} is read-only", slot.name)));
         }
-        if image.size > slot.size {
+        let size =
+            *slot.size.as_ref().map_err(|why| Refusal::SlotDevice { device: slot.device.clone(), why: why.clone() })?;
+        if image.size > size {
             return Err(Refusal::Slot(format!(
-                "image of {} bytes does not fit slot {} ({} bytes)",
-                image.size, slot.name, slot.size
+                "image of {} bytes does not fit slot {} ({size} bytes)",
+                image.size, slot.name
             )));
         }
-        if let Some(n) = pkg.constraints.min_nonvolatile.filter(|n| u64::from(*n) > slot.size) {
+        if let Some(n) = pkg.constraints.min_nonvolatile.filter(|n| u64::from(*n) > size) {
             return Err(Refusal::Slot(format!(
-                "the package needs {n} bytes of storage, slot {} has {}",
-                slot.name, slot.size
+                "the package needs {n} bytes of storage, slot {} has {size}",
+                slot.name
             )));
         }
     }
@@ -368,7 +428,13 @@ mod tests {
             minimum: Some(5),
             min_bundle_version: None,
             running_version: Some("1.0".into()),
-            targets: vec![TargetSlot { name: "rootfs.1".into(), class: "rootfs".into(), readonly: false, size: 4096 }],
+            targets: vec![TargetSlot {
+                name: "rootfs.1".into(),
+                class: "rootfs".into(),
+                device: "/dev/vda3".into(),
+                readonly: false,
+                size: Ok(4096),
+            }],
             measured_boot: None,
         }
     }
@@ -460,6 +526,27 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_device_that_cannot_be_sized_is_could_not_check_only_when_written() {
+        let mut d = device();
+        d.targets.push(TargetSlot {
+            name: "appfs.1".into(),
+            class: "appfs".into(),
+            device: "/dev/vda6".into(),
+            readonly: false,
+            size: Err("No such file or directory".into()),
+        });
+        // The package writes no appfs image: the child slot's device is not its business.
+        assert!(admit(&package(), &d).is_ok());
+        let p = Package { images: vec![image("rootfs", 10), image("appfs", 10)], ..package() };
+        let (k, f, msg) = refused(&p, &d);
+        assert_eq!((k, f), ("write", 9002), "{msg}");
+        assert!(msg.contains("/dev/vda6"), "{msg}");
+        // Refusals that come first still come first.
+        let old = Package { security_version: Some(1), ..p };
+        assert_eq!(refused(&old, &d).0, "downgrade");
+    }
+
+    #[test]
     fn versions_compare_element_wise() {
         assert_eq!(version_parts("1.2.3-rc1"), [1, 2, 3, 1]);
         assert!(version_parts("1.10") > version_parts("1.9"));
@@ -503,6 +590,18 @@ mod tests {
         p.meta.insert("measured-boot".into(), values(&format!("pcr.8.B={}\npcr.9={}", h(1), h(2))));
         let v = admit(&p, &d).unwrap().reference_values.unwrap();
         assert_eq!(v.pcrs.keys().copied().collect::<Vec<u8>>(), [8, 9]);
+    }
+
+    #[test]
+    fn only_slots_known_to_be_whole_may_boot() {
+        let s = |recorded, status_reset, booted| SlotFacts { name: "rootfs.1", recorded, status_reset, booted };
+        assert_eq!(slot_whole(&s(Some(FirmwareStatus::Available), false, false)), Ok(()));
+        assert_eq!(slot_whole(&s(None, false, false)), Ok(()), "never installed by us: a factory slot");
+        for bad in [FirmwareStatus::Downloading, FirmwareStatus::ValidationFailed, FirmwareStatus::InstallationFailed] {
+            assert_eq!(slot_whole(&s(Some(bad), false, false)), Err(NotWhole::Incomplete(bad)));
+        }
+        assert_eq!(slot_whole(&s(None, true, false)), Err(NotWhole::Unknown));
+        assert_eq!(slot_whole(&s(None, true, true)), Ok(()), "the running slot is whole");
     }
 
     #[test]

@@ -146,23 +146,19 @@ impl Booted<'_> {
     /// May `slot` become primary or be confirmed: completely written and verified by the
     /// last install into it, and at or above the anti-rollback minimum.
     fn check_usable(&self, slot: &SlotConf) -> Result<(), ConfirmError> {
+        use super::admit::{slot_at_minimum, slot_whole, NotWhole, SlotFacts};
         let status = Status::load(&self.conf.data_directory)?;
-        match status.slots.get(&slot.name) {
-            Some(s) => {
-                use FirmwareStatus::*;
-                if matches!(s.status, Downloading | Validating | DownloadFailed | ValidationFailed | InstallationFailed)
-                {
-                    return Err(ConfirmError::Incomplete { slot: slot.name.clone(), status: s.status });
-                }
-            }
-            // What the status knew was lost with a damaged file: only the running slot
-            // and slots written since are known to be whole.
-            None if status.reset.is_some() && slot.name != self.slot.name => {
-                return Err(ConfirmError::Unknown { slot: slot.name.clone() })
-            }
-            None => {}
-        }
-        super::admit::slot_at_minimum(&slot.name, self.held(&status, slot), self.minimum()?)?;
+        let facts = SlotFacts {
+            name: &slot.name,
+            recorded: status.slots.get(&slot.name).map(|s| s.status),
+            status_reset: status.reset.is_some(),
+            booted: slot.name == self.slot.name,
+        };
+        slot_whole(&facts).map_err(|u| match u {
+            NotWhole::Incomplete(status) => ConfirmError::Incomplete { slot: slot.name.clone(), status },
+            NotWhole::Unknown => ConfirmError::Unknown { slot: slot.name.clone() },
+        })?;
+        slot_at_minimum(&slot.name, self.held(&status, slot), self.minimum()?)?;
         Ok(())
     }
 
@@ -371,6 +367,10 @@ impl Booted<'_> {
             owner.call(move |t| counter.raise(t, sv as u64).map_err(MeasuredBootError::from))?;
             crate::failpoint::hit("confirm.raised");
         }
+        // The minimum may have risen: the other slot leaves the bootloader's choice too.
+        // Before the Download completes: a failure here leaves it pending, and the next
+        // `mark good` finishes both.
+        self.retire_below_minimum()?;
         // The Download is complete now that its slot runs and is confirmed.
         let r = InstallResult {
             command_key: p.command_key.clone(),
@@ -393,8 +393,6 @@ impl Booted<'_> {
             s.pending = None;
             r.command_key.is_some().then_some(r)
         })?;
-        // The minimum may have risen: the other slot leaves the bootloader's choice too.
-        self.retire_below_minimum()?;
         Ok(completed)
     }
 

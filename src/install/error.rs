@@ -28,15 +28,6 @@ pub enum InstallError {
     /// The package is authentic but this device refuses it.
     #[error(transparent)]
     Refused(#[from] admit::Refusal),
-    /// A target slot's device cannot be opened or sized.
-    #[error("slot device {device}: {source}")]
-    SlotDevice {
-        /// Device path.
-        device: String,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
     /// No slot to install to.
     #[error(transparent)]
     Slot(#[from] SlotError),
@@ -62,7 +53,6 @@ impl Fault for InstallError {
             Self::Modified => "package-modified",
             Self::Package(e) => e.kind(),
             Self::Refused(e) => e.kind(),
-            Self::SlotDevice { .. } => "write",
             Self::Slot(e) => e.kind(),
             Self::Boot(e) => e.kind(),
             Self::Status(e) => e.kind(),
@@ -76,7 +66,6 @@ impl Fault for InstallError {
             Self::Access(_) | Self::Modified => CwmpFault::UnableToAccessFile,
             Self::Package(e) => e.fault(),
             Self::Refused(e) => e.fault(),
-            Self::SlotDevice { .. } => CwmpFault::InternalError,
             Self::Slot(e) => e.fault(),
             Self::Boot(e) => e.fault(),
             Self::Status(e) => e.fault(),

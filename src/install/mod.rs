@@ -139,9 +139,7 @@ pub fn install(
         Ok(s) => s,
         Err(e) => return Outcome { result: Err(e.into()), transfer: None },
     };
-    let result = FileSource::new(req.file)
-        .map_err(|e| InstallError::Access(e.to_string()))
-        .and_then(|src| run(plan, bootloader, Arc::new(src), &req.order, &mut status, progress));
+    let result = run(plan, bootloader, req.file, &req.order, &mut status, progress);
     let (fault, fault_string, kind, slot) = match &result {
         Ok(i) => (0, String::new(), String::new(), Some(i.slot.clone())),
         Err(e) => (e.fault().code(), e.to_string(), e.kind().to_string(), None),
@@ -183,7 +181,9 @@ pub fn install(
 struct Real<'r, 'p> {
     plan: &'r Plan<'p>,
     bootloader: &'r mut dyn Bootloader,
-    src: Arc<FileSource>,
+    /// The package until the lease is taken; then the source that reads it.
+    file: Option<File>,
+    src: Option<Arc<FileSource>>,
     order: &'r Order,
     status: &'r mut Status,
     progress: &'r mut dyn FnMut(Progress),
@@ -195,6 +195,11 @@ impl Real<'_, '_> {
     fn root(&self) -> &str {
         &self.targets[0].name
     }
+
+    /// The package's source (there is one once the lease is held).
+    fn src(&self) -> Result<Arc<FileSource>, InstallError> {
+        self.src.clone().ok_or_else(|| InstallError::Access("the package is not leased".into()))
+    }
 }
 
 impl Phases for Real<'_, '_> {
@@ -202,20 +207,27 @@ impl Phases for Real<'_, '_> {
 
     fn lease(&mut self) -> Result<(), InstallError> {
         (self.progress)(Progress { percent: 0, message: "Checking the package".into(), depth: 1 });
-        crate::lease::take(self.src.file()).map_err(|e| {
+        let file = self.file.take().ok_or_else(|| InstallError::Access("the package is leased already".into()))?;
+        crate::lease::take(&file).map_err(|e| {
             InstallError::Access(format!("cannot hold the file still (is it open for writing elsewhere?): {e}"))
         })?;
         crate::failpoint::hit("install.leased");
+        // Its length is taken now that nobody may write it.
+        self.src = Some(Arc::new(FileSource::new(file).map_err(|e| InstallError::Access(e.to_string()))?));
         Ok(())
     }
 
     fn authenticate(&mut self) -> Result<package::Authenticated, InstallError> {
-        authenticate(self.plan, self.src.clone())
+        authenticate(self.plan, self.src()?)
     }
 
     fn admit(&mut self, a: &package::Authenticated) -> Result<admit::Admission, InstallError> {
         let facts = device_facts(self.plan, &self.targets, &self.bootname, self.status)?;
         Ok(admit::admit(a.package(), &facts)?)
+    }
+
+    fn check_ahead(&mut self, a: &mut package::Authenticated) -> Result<(), InstallError> {
+        Ok(a.check_ahead()?)
     }
 
     fn prepare(&mut self) -> Result<bool, InstallError> {
@@ -231,10 +243,11 @@ impl Phases for Real<'_, '_> {
     }
 
     fn still_leased(&mut self) -> Result<(), InstallError> {
-        if !crate::lease::held(self.src.file()).unwrap_or(false) {
+        let src = self.src()?;
+        if !crate::lease::held(src.file()).unwrap_or(false) {
             return Err(InstallError::Modified);
         }
-        crate::lease::release(self.src.file());
+        crate::lease::release(src.file());
         Ok(())
     }
 
@@ -261,7 +274,7 @@ impl Phases for Real<'_, '_> {
 fn run(
     plan: &Plan<'_>,
     bootloader: &mut dyn Bootloader,
-    src: Arc<FileSource>,
+    file: File,
     order: &Order,
     status: &mut Status,
     progress: &mut dyn FnMut(Progress),
@@ -269,7 +282,17 @@ fn run(
     let targets: Vec<SlotConf> = slot::target(&plan.conf.slots, plan.booted)?.into_iter().cloned().collect();
     let bootname = targets[0].bootname.clone().ok_or_else(|| SlotError::NoTarget(targets[0].class.clone()))?;
     let slot = targets[0].name.clone();
-    let mut real = Real { plan, bootloader, src, order, status, progress, targets, bootname: bootname.clone() };
+    let mut real = Real {
+        plan,
+        bootloader,
+        file: Some(file),
+        src: None,
+        order,
+        status,
+        progress,
+        targets,
+        bootname: bootname.clone(),
+    };
     let package = sequence(&mut real, order.activate)?;
     (real.progress)(Progress { percent: 100, message: "Installed".into(), depth: 1 });
     Ok(Installed { package, slot, bootname, activated: order.activate })
@@ -285,7 +308,6 @@ fn authenticate(plan: &Plan<'_>, src: Arc<FileSource>) -> Result<package::Authen
         variant: plan.conf.variant().map_err(InstallError::Variant)?,
         install_images_only: true,
         check_whole_tree: false,
-        verify_before_writing: true,
     };
     Ok(package::authenticate(src, &ctx)?)
 }
@@ -301,24 +323,38 @@ fn device_facts(
     let conf = plan.conf;
     let mut slots = Vec::new();
     for t in targets {
-        let size = crate::slot::writer::device_size(&t.device)
-            .map_err(|source| InstallError::SlotDevice { device: t.device.display().to_string(), source })?;
-        slots.push(admit::TargetSlot { name: t.name.clone(), class: t.class.clone(), readonly: t.readonly, size });
+        // Read here, judged by admission in its order (a device that cannot be sized
+        // matters only for a slot the package writes).
+        let size = crate::slot::writer::device_size(&t.device).map_err(|e| e.to_string());
+        slots.push(admit::TargetSlot {
+            name: t.name.clone(),
+            class: t.class.clone(),
+            device: t.device.display().to_string(),
+            readonly: t.readonly,
+            size,
+        });
     }
-    let measured_boot = conf.measured_boot.as_ref().map(|mb| admit::MeasuredFacts {
-        required: mb.required,
-        sealed_pcrs: match &mb.pcrs {
-            Some(p) => p.clone(),
-            None => crate::measured_boot::record::Record::load(&conf.data_directory)
-                .ok()
-                .and_then(|r| {
-                    let booted = plan.booted.bootname.as_ref()?;
-                    Some(r.slots.get(booted)?.pcrs.keys().copied().collect())
-                })
-                .unwrap_or_default(),
-        },
-        target_bootname: bootname.to_string(),
-    });
+    let measured_boot = match &conf.measured_boot {
+        None => None,
+        Some(mb) => Some(admit::MeasuredFacts {
+            required: mb.required,
+            sealed_pcrs: match &mb.pcrs {
+                Some(p) => p.clone(),
+                // A record that cannot be read is could-not-check, never "seals to nothing".
+                None => {
+                    let r = crate::measured_boot::record::Record::load(&conf.data_directory)
+                        .map_err(|e| InstallError::MeasuredBoot(e.into()))?;
+                    plan.booted
+                        .bootname
+                        .as_ref()
+                        .and_then(|b| r.slots.get(b))
+                        .map(|v| v.pcrs.keys().copied().collect())
+                        .unwrap_or_default()
+                }
+            },
+            target_bootname: bootname.to_string(),
+        }),
+    };
     Ok(admit::DeviceFacts {
         compatible: conf.compatible.clone(),
         bundle_formats: conf.bundle_formats.clone(),
@@ -351,6 +387,10 @@ fn prepare(
     status.slots.insert(root.to_string(), downloading.clone());
     Status::update(&plan.conf.data_directory, |disk| {
         disk.slots.insert(root.to_string(), downloading);
+    })
+    .inspect_err(|_| {
+        // Marked bad, and not recorded as being written: it failed.
+        status.slots.insert(root.to_string(), slot_status(FirmwareStatus::InstallationFailed, None, plan.now));
     })?;
     Ok(measured)
 }

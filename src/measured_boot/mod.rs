@@ -7,8 +7,9 @@
 //! Before a switch the index approves OR(booted, target); after the new slot is confirmed,
 //! OR(new, new); after a fallback, OR(old, old).
 //!
-//! [`policy`] and [`reference`] are pure; [`record`] is the file the digest is made from;
-//! this module puts them together with the TPM ([`MeasuredBoot`]).
+//! [`reference`] and the policy digests ([`crate::tpm::policy`]) are pure; [`record`] is
+//! the file the digest is made from; this module puts them together with the TPM
+//! ([`MeasuredBoot`]).
 
 pub mod eventlog;
 pub mod grub;
@@ -146,7 +147,7 @@ impl MeasuredBoot {
     /// is not provisioned yet).
     pub fn minimum(&self, tpm: &mut Tpm) -> Result<u64, MeasuredBootError> {
         match self.counter.map(|c| c.minimum(tpm)) {
-            // Not defined is an error, not 0 (see confirm::Booted::minimum).
+            // Not defined is an error, not 0 (see install::confirm::Booted::minimum).
             None => Ok(0),
             Some(r) => Ok(r?),
         }

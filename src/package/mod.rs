@@ -3,9 +3,9 @@
 //!
 //! Two steps, with the caller's decisions between them:
 //! - [`authenticate`] checks the signature (R1, R2, R4), the chain and the structure, and
-//!   everything else that needs no image byte (with [`Context::verify_before_writing`]
-//!   also every byte that can be checked ahead); it returns an [`Authenticated`] package
-//!   whose facts ([`Authenticated::package`]) the installer admits or refuses.
+//!   everything else that needs no image byte; it returns an [`Authenticated`] package
+//!   whose facts ([`Authenticated::package`]) the installer admits or refuses, then has
+//!   every byte that can be checked ahead checked ([`Authenticated::check_ahead`]).
 //! - [`Authenticated::stream`] hands each image's bytes to a [`Sink`] (nothing for
 //!   `info`, the target slot for an install) while checking every image digest, in one
 //!   pass. A sink must treat what it received as untrusted until `stream` returns `Ok`.
@@ -142,12 +142,6 @@ pub struct Context<'a> {
     pub install_images_only: bool,
     /// Read every verity data block, not only the ones images use.
     pub check_whole_tree: bool,
-    /// Check everything that can be checked before the first image byte reaches the sink
-    /// (the installer): plain bundles hash the whole payload, verity bundles check the
-    /// whole tree, TR-069 packages check each image's digest. The images are then
-    /// verified again as they stream. `info` checks the verity tree and the TR-069
-    /// digests while streaming (plain bundles are always hashed before they are parsed).
-    pub verify_before_writing: bool,
 }
 
 /// Receives each image's bytes while they are verified.
@@ -278,8 +272,7 @@ enum Contents {
     Tr069(tr069::Contents),
 }
 
-/// Authenticate a package: everything that can be checked before an image byte reaches
-/// a sink (see [`Context::verify_before_writing`]).
+/// Authenticate a package: signature, chain, structure, the images for this device.
 ///
 /// Errors: [`PackageError`], the first check that failed.
 pub fn authenticate(src: Arc<dyn Source>, ctx: &Context<'_>) -> Result<Authenticated, PackageError> {
@@ -301,6 +294,19 @@ impl Authenticated {
     /// digests), `[meta.*]`, signers, TR-069 constraints.
     pub fn package(&self) -> &Package {
         &self.package
+    }
+
+    /// Check ahead every byte that can be checked before one reaches a sink: a verity
+    /// bundle's whole tree, each TR-069 file's digest (a plain bundle's payload was
+    /// hashed by [`authenticate`]). The installer calls it after admission, so a refused
+    /// package is not read twice; the images are verified again as they stream.
+    ///
+    /// Errors: [`PackageError`] (`verity`, `image-digest`).
+    pub fn check_ahead(&mut self) -> Result<(), PackageError> {
+        match &mut self.contents {
+            Contents::Rauc(c) => c.check_ahead(),
+            Contents::Tr069(c) => c.check_ahead(&self.package),
+        }
     }
 
     /// Stream every image into `sink`, checking each one's size and signed digest (and,

@@ -82,6 +82,25 @@ pub enum ChainFailure {
     RevocationUnknown(String),
 }
 
+impl std::error::Error for ChainFailure {}
+
+impl crate::fault::Fault for ChainFailure {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::RevocationUnknown(_) => "revocation-unknown",
+            Self::Revoked(_) => "revoked",
+            Self::Invalid(_) => "untrusted",
+        }
+    }
+    /// Revocation status unknown: could not check (9002); revoked or invalid: 9019.
+    fn fault(&self) -> crate::fault::CwmpFault {
+        match self {
+            Self::RevocationUnknown(_) => crate::fault::CwmpFault::InternalError,
+            _ => crate::fault::CwmpFault::FileAuthenticationFailure,
+        }
+    }
+}
+
 impl std::fmt::Display for ChainFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

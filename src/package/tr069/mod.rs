@@ -99,7 +99,7 @@ pub(super) struct Contents {
 }
 
 /// Authenticate a TR-069 signed package: header, signature over header and commands,
-/// the commands and the HeNB profile; with `verify_before_writing` every file's digest.
+/// the commands and the HeNB profile.
 pub(super) fn authenticate(src: Arc<dyn Source>, ctx: &Context<'_>) -> Result<(Package, Contents), PackageError> {
     let parsed = parse(&*src)?;
     let cms = SignedCms::parse(&parsed.signature)?;
@@ -124,9 +124,14 @@ pub(super) fn authenticate(src: Arc<dyn Source>, ctx: &Context<'_>) -> Result<(P
         constraints: p.constraints,
     };
     let offsets: Vec<u64> = pkg.images.iter().map(|i| parsed.payload_start + offset_of(&cmds, &i.filename)).collect();
-    if ctx.verify_before_writing {
-        for (image, off) in pkg.images.iter().zip(&offsets) {
-            let got = crate::package::digest_range(&*src, *off, image.size, image.digest_algorithm)?;
+    Ok((pkg, Contents { src, offsets }))
+}
+
+impl Contents {
+    /// Check every file's digest before one byte is written.
+    pub(super) fn check_ahead(&self, pkg: &Package) -> Result<(), PackageError> {
+        for (image, off) in pkg.images.iter().zip(&self.offsets) {
+            let got = crate::package::digest_range(&*self.src, *off, image.size, image.digest_algorithm)?;
             if got != image.digest {
                 return Err(PackageError::Image {
                     name: image.filename.clone(),
@@ -134,11 +139,9 @@ pub(super) fn authenticate(src: Arc<dyn Source>, ctx: &Context<'_>) -> Result<(P
                 });
             }
         }
+        Ok(())
     }
-    Ok((pkg, Contents { src, offsets }))
-}
 
-impl Contents {
     /// Stream the files of `pkg` (as [`authenticate`] returned it) into `sink`, each
     /// checked against its signed size and digest; their `sha256` is filled in.
     pub(super) fn stream(self, pkg: &mut Package, sink: &mut dyn Sink) -> Result<(), PackageError> {

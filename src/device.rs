@@ -265,12 +265,22 @@ pub fn install_file(
 }
 
 /// `mark good|bad|active` of a slot (`booted`, `other`, a slot name or a bootname), as
-/// RAUC's Mark: returns the slot's name and a message. Refusals (no such slot, a slot
-/// that does not measure as its reference values) are 9001; the rest could not be done.
-///
-/// Returns the slot's name, a message, and the Download that confirming the booted slot
-/// completed (queued for TransferComplete), if any.
-pub fn mark(conf: &Config, override_boot: Option<&str>, state: &str, which: &str) -> Result<Marked, Failure> {
+/// RAUC's Mark: the slot's name and a message. Refusals (no such slot, a slot that does
+/// not measure as its reference values) are 9001; the rest could not be done. With them,
+/// the Download that confirming the booted slot completed, if any.
+pub fn mark(conf: &Config, override_boot: Option<&str>, state: &str, which: &str) -> MarkReport {
+    let mut transfer = None;
+    let result = mark_slot(conf, override_boot, state, which, &mut transfer);
+    MarkReport { result, transfer }
+}
+
+fn mark_slot(
+    conf: &Config,
+    override_boot: Option<&str>,
+    state: &str,
+    which: &str,
+    transfer: &mut Option<crate::status::InstallResult>,
+) -> Result<Marked, Failure> {
     let booted = booted(conf, override_boot)?;
     let slot = match which {
         "booted" | "" => Some(booted),
@@ -295,13 +305,26 @@ pub fn mark(conf: &Config, override_boot: Option<&str>, state: &str, which: &str
     let (tpm, counter) = tpm_for_confirm(conf)?;
     let mut dev = crate::install::confirm::Booted { conf, slot: booted, bootloader: bl.as_mut(), tpm, counter };
     let r = match state {
-        "good" if slot.name == booted.name => dev.mark_good(),
-        "good" => dev.mark_good_other(slot).map(|_| None),
-        "bad" => dev.mark_bad(slot).map(|_| None),
-        _ => dev.mark_active(slot).map(|_| None),
+        "good" if slot.name == booted.name => dev.mark_good().and_then(|c| {
+            *transfer = c.transfer;
+            c.retired
+        }),
+        "good" => dev.mark_good_other(slot),
+        "bad" => dev.mark_bad(slot),
+        _ => dev.mark_active(slot),
     };
-    let transfer = r.map_err(|e| Failure::from_fault(&e))?;
-    Ok(Marked { slot: slot.name.clone(), message: format!("marked slot {} ({bootname}) {state}", slot.name), transfer })
+    r.map_err(|e| Failure::from_fault(&e))?;
+    Ok(Marked { slot: slot.name.clone(), message: format!("marked slot {} ({bootname}) {state}", slot.name) })
+}
+
+/// What `mark` ended with: its result, and the Download that confirming the booted slot
+/// completed (queued for TransferComplete), even when a later step of `mark` failed.
+#[derive(Debug)]
+pub struct MarkReport {
+    /// The result.
+    pub result: Result<Marked, Failure>,
+    /// The completed Download, if any.
+    pub transfer: Option<crate::status::InstallResult>,
 }
 
 /// What `mark` did.
@@ -311,8 +334,6 @@ pub struct Marked {
     pub slot: String,
     /// What was done, for people.
     pub message: String,
-    /// The Download completed by confirming the booted slot, queued for TransferComplete.
-    pub transfer: Option<crate::status::InstallResult>,
 }
 
 /// Verify a package completely without installing it (the whole verity tree too), against

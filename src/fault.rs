@@ -85,7 +85,7 @@ impl CwmpFault {
     /// The fault a D-Bus error name (`org.henb.Update1.Error.<name>`, or the last part
     /// alone) stands for.
     pub fn from_dbus_name(name: &str) -> Option<Self> {
-        let last = name.rsplit('.').next().unwrap_or(name);
+        let last = name.strip_prefix("org.henb.Update1.Error.").unwrap_or(name);
         Self::ALL.into_iter().find(|f| f.dbus_name() == last)
     }
 
@@ -107,6 +107,10 @@ impl std::fmt::Display for CwmpFault {
 
 /// How a request that did not succeed ended (rule R8: a package is installed only when
 /// every check passed; a check that could not be made is never a pass).
+///
+/// One exception to "the fault decides": a command whose own input is unusable (a file it
+/// cannot read, an argument it cannot parse) could not check, whatever fault names the
+/// input (`check-chain --time yesterday` is 9003, exit 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// The package or the request was checked and refused.
@@ -210,6 +214,8 @@ mod tests {
             assert_eq!((f.code(), f.dbus_name(), f.verdict(), f.verdict().exit_code()), (code, name, verdict, exit));
             assert_eq!(f.to_string(), code.to_string());
             assert_eq!(CwmpFault::from_dbus_name(&format!("org.henb.Update1.Error.{name}")), Some(f));
+            assert_eq!(CwmpFault::from_dbus_name(name), Some(f));
+            assert_eq!(CwmpFault::from_dbus_name(&format!("org.example.Error.{name}")), None);
             let failure = Failure::new("k", f, "m");
             assert_eq!(failure.refused(), verdict == Verdict::Rejected);
             assert_eq!(failure.to_string(), format!("{code} k: m"));

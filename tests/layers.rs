@@ -58,12 +58,38 @@ fn code_only(text: &str) -> String {
                 }
                 i += 2;
             }
+            // A raw string: r"..", r#".."#, br".." (no escapes; ends at `"` and its hashes).
+            ('r', Some('"' | '#'))
+                if i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == '_') || b[i - 1] == 'b' =>
+            {
+                let mut j = i + 1;
+                let mut hashes = 0;
+                while b.get(j) == Some(&'#') {
+                    hashes += 1;
+                    j += 1;
+                }
+                if b.get(j) != Some(&'"') {
+                    out.push(b[i]);
+                    i += 1;
+                    continue;
+                }
+                j += 1;
+                while j < b.len() && !(b[j] == '"' && (1..=hashes).all(|k| b.get(j + k) == Some(&'#'))) {
+                    if b[j] == '\n' {
+                        out.push('\n');
+                    }
+                    j += 1;
+                }
+                i = j + 1 + hashes;
+                out.push_str("\"\"");
+            }
             ('"', _) => {
                 i += 1;
                 while i < b.len() && b[i] != '"' {
                     if b[i] == '\\' {
                         i += 1;
-                    } else if b[i] == '\n' {
+                    }
+                    if b.get(i) == Some(&'\n') {
                         out.push('\n');
                     }
                     i += 1;
@@ -136,10 +162,6 @@ fn rooms_named(code: &str, module: &[String]) -> Vec<(usize, String)> {
     while let Some(i) = code[at..].find("crate::") {
         let start = at + i;
         at = start + "crate::".len();
-        // `henb_update::crate::` does not occur; `$crate::` is a macro's, not ours.
-        if start > 0 && code[..start].ends_with('$') {
-            continue;
-        }
         let rest = &code[at..];
         if let Some(group) = rest.strip_prefix('{') {
             out.extend(group_items(group).into_iter().map(|n| (line_of(start), n)));
@@ -152,8 +174,11 @@ fn rooms_named(code: &str, module: &[String]) -> Vec<(usize, String)> {
         let start = at + i;
         let before = code[..start].chars().last();
         at = start + "super::".len();
-        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
-            continue; // the middle of a chain, counted from its first `super::`
+        // The middle of a chain is counted from its first `super::` (`self::super::`
+        // starts a chain too).
+        let chained = before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+        if chained && !code[..start].ends_with("self::") {
+            continue;
         }
         let mut depth = 1;
         let mut rest = &code[at..];
@@ -184,6 +209,12 @@ fn violations(layers: &BTreeMap<String, u32>, file: &str, module: &[String], cod
         return vec![format!("{file}: room '{room}' is not in the Layers table")];
     };
     let mut out = Vec::new();
+    // An alias of the crate root would hide the rooms named through it.
+    for (n, l) in code.lines().enumerate() {
+        if l.contains("crate as ") || (l.contains("crate::{") && l.contains("self as ")) {
+            out.push(format!("{file}:{}: an alias of the crate root: name rooms through crate::", n + 1));
+        }
+    }
     for (line, other) in rooms_named(code, module) {
         if &other == room {
             continue;
@@ -224,19 +255,24 @@ fn the_check_flags_arrows_up_and_across() {
         [("fault", 1), ("tpm", 3), ("verify", 3), ("config", 5), ("install", 9)].map(|(r, l)| (r.into(), l)).into();
     let tpm = ["tpm".to_string()];
     let flagged = |module: &[String], code: &str| violations(&layers, "f.rs", module, &code_only(code));
+    let up = |line: usize, room: &str, layer: u32| format!("f.rs:{line}: tpm (layer 3) uses {room} (layer {layer})");
     assert!(flagged(&tpm, "use crate::fault::Fault;\nuse crate::tpm::policy;").is_empty());
-    assert_eq!(flagged(&tpm, "let x = crate::config::DEFAULT;").len(), 1, "up");
-    assert_eq!(flagged(&tpm, "use crate::verify::Policy;").len(), 1, "across one layer");
-    assert_eq!(flagged(&tpm, "use crate::nowhere::X;").len(), 1, "unknown room");
-    assert_eq!(
-        flagged(&tpm, "use crate::{\n    fault::Fault,\n    install::admit,\n};"),
-        ["f.rs:1: tpm (layer 3) uses install (layer 9)"]
-    );
-    assert_eq!(flagged(&tpm, "use crate::{fault::{Fault, CwmpFault}, config};").len(), 1, "nested group");
-    assert_eq!(flagged(&tpm, "use super::config::Config;").len(), 1, "super:: from a top-level room");
+    assert!(flagged(&tpm, "pub(crate) fn f<'a>(x: &'a str) -> &'a str { x }\n/// crate::install::X\n").is_empty());
+    assert_eq!(flagged(&tpm, "let x = crate::config::DEFAULT;"), [up(1, "config", 5)], "up");
+    assert_eq!(flagged(&tpm, "use crate::verify::Policy;"), [up(1, "verify", 3)], "across one layer");
+    assert_eq!(flagged(&tpm, "use crate::nowhere::X;"), ["f.rs:1: 'nowhere' is not in the Layers table"]);
+    assert_eq!(flagged(&tpm, "use crate::{\n    fault::Fault,\n    install::admit,\n};"), [up(1, "install", 9)]);
+    assert_eq!(flagged(&tpm, "use crate::{fault::{Fault, CwmpFault}, config};"), [up(1, "config", 5)], "nested");
+    assert_eq!(flagged(&tpm, "use super::config::Config;"), [up(1, "config", 5)], "super:: from a top-level room");
     let nested = ["tpm".to_string(), "seal".to_string()];
     assert!(flagged(&nested, "use super::policy;").is_empty(), "super:: within the room");
-    assert_eq!(flagged(&nested, "use super::super::install::X;").len(), 1, "super::super:: to the root");
+    assert_eq!(flagged(&nested, "use super::super::install::X;"), [up(1, "install", 9)], "to the root");
+    assert_eq!(flagged(&nested, "use self::super::super::config::X;"), [up(1, "config", 5)], "self::super::");
+    assert_eq!(flagged(&tpm, "macro_rules! m { () => { $crate::config::X } }"), [up(1, "config", 5)], "$crate");
     assert!(flagged(&tpm, "// crate::install is named in a comment\nlet s = \"crate::install\";").is_empty());
-    assert_eq!(flagged(&tpm, "let c = '\"'; let x = crate::config::X;").len(), 1, "a char literal is not a string");
+    assert_eq!(flagged(&tpm, "let c = '\"'; let x = crate::config::X;"), [up(1, "config", 5)], "a char literal");
+    assert_eq!(flagged(&tpm, "let p = r\"C:\\\"; let x = crate::config::X;"), [up(1, "config", 5)], "raw string");
+    assert_eq!(flagged(&tpm, "let p = r#\"say \"hi\"#; let x = crate::config::X;"), [up(1, "config", 5)], "r#");
+    assert_eq!(flagged(&tpm, "let s = \"a\\\nb\nc\";\nuse crate::config::X;"), [up(4, "config", 5)], "line numbers");
+    assert_eq!(flagged(&tpm, "use crate as c;").len(), 1, "an alias of the crate root");
 }

@@ -162,7 +162,7 @@ pub(super) fn run_mark(a: MarkArgs, conf: &Config, override_boot: Option<&str>) 
         MarkState::Bad => "bad",
         MarkState::Active => "active",
     };
-    match crate::device::mark(conf, override_boot, state, &a.slot) {
+    match crate::device::mark(conf, override_boot, state, &a.slot).result {
         Ok(m) => {
             println!("{}", m.message);
             ExitCode::SUCCESS

@@ -107,7 +107,7 @@ pub enum Refusal {
         malformed: bool,
     },
     /// A slot the package writes cannot be sized: could not check (9002).
-    #[error("writing image '{device}' failed: {why}")]
+    #[error("cannot size slot device {device}: {why}")]
     SlotDevice {
         /// Device path.
         device: String,

@@ -88,6 +88,15 @@ impl Fault for ConfirmError {
     }
 }
 
+/// What `mark good` on the booted slot did.
+#[derive(Debug)]
+pub struct Confirmed {
+    /// The Download it completed, queued for TransferComplete.
+    pub transfer: Option<InstallResult>,
+    /// Retiring the slots below the (possibly raised) minimum, after the completion.
+    pub retired: Result<(), ConfirmError>,
+}
+
 /// The device after a boot: its configuration, the booted slot, its bootloader and TPM.
 pub struct Booted<'a> {
     /// Configuration.
@@ -353,8 +362,11 @@ impl Booted<'_> {
     /// has any); then the bootloader keeps it, the policy approves only it, the pending
     /// install is confirmed and anti-rollback rises to its security version.
     ///
-    /// Returns the Download this completed (queued for TransferComplete), if any.
-    pub fn mark_good(&mut self) -> Result<Option<InstallResult>, ConfirmError> {
+    /// Returns the Download this completed (queued for TransferComplete), if any, and
+    /// the outcome of retiring the slots now below the minimum, which comes after it (a
+    /// failure there fails `mark good`, but the Download stays completed: `boot-check`
+    /// retires them again at every boot).
+    pub fn mark_good(&mut self) -> Result<Confirmed, ConfirmError> {
         self.check_usable(self.slot)?;
         if let Some(m) = self.measure()?.filter(|m| !m.is_empty()) {
             return Err(MeasuredBootError::Mismatch { slot: self.bootname()?, mismatches: m }.into());
@@ -362,15 +374,13 @@ impl Booted<'_> {
         self.bootloader.set_state(&self.bootname()?, true)?;
         self.approve_only_booted()?;
         let status = Status::load(&self.conf.data_directory)?;
-        let Some(p) = status.pending.clone().filter(|p| p.slot == self.slot.name) else { return Ok(None) };
+        let Some(p) = status.pending.clone().filter(|p| p.slot == self.slot.name) else {
+            return Ok(Confirmed { transfer: None, retired: Ok(()) });
+        };
         if let (Some(sv), Some(owner), Some(counter)) = (p.security_version, &self.tpm, self.counter) {
             owner.call(move |t| counter.raise(t, sv as u64).map_err(MeasuredBootError::from))?;
             crate::failpoint::hit("confirm.raised");
         }
-        // The minimum may have risen: the other slot leaves the bootloader's choice too.
-        // Before the Download completes: a failure here leaves it pending, and the next
-        // `mark good` finishes both.
-        self.retire_below_minimum()?;
         // The Download is complete now that its slot runs and is confirmed.
         let r = InstallResult {
             command_key: p.command_key.clone(),
@@ -393,7 +403,8 @@ impl Booted<'_> {
             s.pending = None;
             r.command_key.is_some().then_some(r)
         })?;
-        Ok(completed)
+        // The minimum may have risen: the other slot leaves the bootloader's choice too.
+        Ok(Confirmed { transfer: completed, retired: self.retire_below_minimum() })
     }
 
     /// `mark good <other>`: the bootloader may boot it again (only a slot that is

@@ -4,9 +4,10 @@
 //! One install at a time (a lock in the data directory). The package is read through the
 //! one descriptor given, under a read lease, in explicit phases, each a function that
 //! returns `Result`:
-//! 1. **authenticate** ([`crate::package::authenticate`]): signature, chain, structure,
-//!    and every byte that can be checked ahead;
-//! 2. **admit** ([`admit::admit`], pure): may it go into this device's target slots;
+//! 1. **authenticate** ([`crate::package::authenticate`]): signature, chain, structure;
+//! 2. **admit** ([`admit::admit`], pure): may it go into this device's target slots; then
+//!    every byte that can be checked ahead is checked (the whole verity tree, the TR-069
+//!    digests);
 //! 3. **prepare**: the target leaves the measured-boot policy, is marked bad and
 //!    recorded as being written;
 //! 4. **write** ([`crate::slot::writer`]): each image streamed into its slot, hashed in the
@@ -298,8 +299,8 @@ fn run(
     Ok(Installed { package, slot, bootname, activated: order.activate })
 }
 
-/// Phase 1: authenticate the package, and check ahead every byte that can be checked
-/// before one is written.
+/// Phase 1: authenticate the package (signature, chain, structure, the images for this
+/// device).
 fn authenticate(plan: &Plan<'_>, src: Arc<FileSource>) -> Result<package::Authenticated, InstallError> {
     let ctx = Context {
         anchors: plan.anchors,
@@ -334,27 +335,24 @@ fn device_facts(
             size,
         });
     }
-    let measured_boot = match &conf.measured_boot {
-        None => None,
-        Some(mb) => Some(admit::MeasuredFacts {
-            required: mb.required,
-            sealed_pcrs: match &mb.pcrs {
-                Some(p) => p.clone(),
-                // A record that cannot be read is could-not-check, never "seals to nothing".
-                None => {
-                    let r = crate::measured_boot::record::Record::load(&conf.data_directory)
-                        .map_err(|e| InstallError::MeasuredBoot(e.into()))?;
-                    plan.booted
-                        .bootname
-                        .as_ref()
-                        .and_then(|b| r.slots.get(b))
-                        .map(|v| v.pcrs.keys().copied().collect())
-                        .unwrap_or_default()
-                }
-            },
-            target_bootname: bootname.to_string(),
-        }),
-    };
+    let measured_boot = conf.measured_boot.as_ref().map(|mb| admit::MeasuredFacts {
+        required: mb.required,
+        sealed_pcrs: match &mb.pcrs {
+            Some(p) => p.clone(),
+            // A record that cannot be read seals to nothing here: `prepare` then reads
+            // it with the TPM before a byte is written, and fails closed (a damaged
+            // record with a written policy index is could-not-check; with none, measured
+            // boot was never initialized and nothing is sealed).
+            None => crate::measured_boot::record::Record::load(&conf.data_directory)
+                .ok()
+                .and_then(|r| {
+                    let booted = plan.booted.bootname.as_ref()?;
+                    Some(r.slots.get(booted)?.pcrs.keys().copied().collect())
+                })
+                .unwrap_or_default(),
+        },
+        target_bootname: bootname.to_string(),
+    });
     Ok(admit::DeviceFacts {
         compatible: conf.compatible.clone(),
         bundle_formats: conf.bundle_formats.clone(),

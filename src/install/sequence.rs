@@ -24,7 +24,7 @@ pub(super) trait Phases {
     type Authenticated;
     /// Hold the package still (a read lease).
     fn lease(&mut self) -> Result<(), InstallError>;
-    /// Phase 1: signature, chain, structure, and every byte that can be checked ahead.
+    /// Phase 1: signature, chain, structure, the images for this device.
     fn authenticate(&mut self) -> Result<Self::Authenticated, InstallError>;
     /// Phase 2: the device's rules (pure, [`admit::admit`]).
     fn admit(&mut self, a: &Self::Authenticated) -> Result<admit::Admission, InstallError>;

@@ -275,13 +275,17 @@ impl Engine {
                 let _ = reply.send(Err(busy()));
             }
             Request::Mark { state, slot, reply } => {
-                let r = self.blocking(move |conf, ob| device::mark(conf, ob, &state, &slot)).await;
+                let report = self.blocking(move |conf, ob| Ok(device::mark(conf, ob, &state, &slot))).await;
+                let (r, transfer) = match report {
+                    Ok(device::MarkReport { result, transfer }) => (result, transfer),
+                    Err(f) => (Err(f), None),
+                };
                 if let Ok(m) = &r {
                     tracing::info!("{}", m.message);
                 }
-                // Confirming the booted slot completes the Download that installed it.
-                let transfer = r.as_ref().ok().and_then(|m| m.transfer.clone());
                 let _ = reply.send(r);
+                // Confirming the booted slot completes the Download that installed it
+                // (also when a later step of the mark failed).
                 if let Some(t) = transfer {
                     self.emit(Event::Transfer(t));
                 }

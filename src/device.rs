@@ -352,6 +352,7 @@ pub fn inspect_file(conf: &Config, file: std::fs::File) -> Result<crate::package
         variant: conf.variant().map_err(SetupError::Variant)?,
         install_images_only: false,
         check_whole_tree: true,
+        check_ahead: false,
     };
     let a = package::authenticate(src, &ctx).map_err(|e| Failure::from_fault(&e))?;
     crate::install::admit::inspect(a.package(), conf.compatible.as_deref(), None)

@@ -22,6 +22,7 @@ fn ctx(a: &Anchors) -> Context<'_> {
         variant: None,
         install_images_only: false,
         check_whole_tree: true,
+        check_ahead: false,
     }
 }
 

@@ -304,6 +304,7 @@ fn every_byte_of_the_signature_block_matters() {
         variant: None,
         install_images_only: false,
         check_whole_tree: true,
+        check_ahead: false,
     };
     let c = w.content("c", 5_000, "");
     for (format, signers) in [("plain", &["signer-rsa"][..]), ("verity", &["signer-p384"]), ("tr069", &["signer-p256"])]

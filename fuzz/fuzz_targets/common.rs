@@ -15,6 +15,7 @@ pub fn verify_bytes(data: &[u8]) {
         variant: None,
         install_images_only: false,
         check_whole_tree: true,
+        check_ahead: false,
     };
     let _ = verify(Arc::new(data.to_vec()), &ctx, &mut NullSink);
 }

@@ -76,6 +76,7 @@ fn inspect(a: &Args, conf: &Config) -> Result<(Package, TrustSource, Option<u64>
         variant: conf.variant().map_err(SetupError::Variant)?,
         install_images_only: false,
         check_whole_tree: true,
+        check_ahead: false,
     };
     let a = package::authenticate(Arc::new(src), &ctx).map_err(|e| named(Failure::from_fault(&e)))?;
     admit::inspect(a.package(), conf.compatible.as_deref(), minimum).map_err(|e| named(Failure::from_fault(&e)))?;

@@ -4,10 +4,10 @@
 //! One install at a time (a lock in the data directory). The package is read through the
 //! one descriptor given, under a read lease, in explicit phases, each a function that
 //! returns `Result`:
-//! 1. **authenticate** ([`crate::package::authenticate`]): signature, chain, structure;
-//! 2. **admit** ([`admit::admit`], pure): may it go into this device's target slots; then
-//!    every byte that can be checked ahead is checked (the whole verity tree, the TR-069
+//! 1. **authenticate** ([`crate::package::authenticate`]): signature, chain, structure,
+//!    and every byte that can be checked ahead (the whole verity tree, the TR-069
 //!    digests);
+//! 2. **admit** ([`admit::admit`], pure): may it go into this device's target slots;
 //! 3. **prepare**: the target leaves the measured-boot policy, is marked bad and
 //!    recorded as being written;
 //! 4. **write** ([`crate::slot::writer`]): each image streamed into its slot, hashed in the
@@ -227,10 +227,6 @@ impl Phases for Real<'_, '_> {
         Ok(admit::admit(a.package(), &facts)?)
     }
 
-    fn check_ahead(&mut self, a: &mut package::Authenticated) -> Result<(), InstallError> {
-        Ok(a.check_ahead()?)
-    }
-
     fn prepare(&mut self) -> Result<bool, InstallError> {
         let root = self.root().to_string();
         prepare(self.plan, self.bootloader, self.status, &root, &self.bootname)
@@ -300,7 +296,7 @@ fn run(
 }
 
 /// Phase 1: authenticate the package (signature, chain, structure, the images for this
-/// device).
+/// device), and check ahead every byte that can be checked before one is written.
 fn authenticate(plan: &Plan<'_>, src: Arc<FileSource>) -> Result<package::Authenticated, InstallError> {
     let ctx = Context {
         anchors: plan.anchors,
@@ -309,6 +305,7 @@ fn authenticate(plan: &Plan<'_>, src: Arc<FileSource>) -> Result<package::Authen
         variant: plan.conf.variant().map_err(InstallError::Variant)?,
         install_images_only: true,
         check_whole_tree: false,
+        check_ahead: true,
     };
     Ok(package::authenticate(src, &ctx)?)
 }

@@ -24,13 +24,11 @@ pub(super) trait Phases {
     type Authenticated;
     /// Hold the package still (a read lease).
     fn lease(&mut self) -> Result<(), InstallError>;
-    /// Phase 1: signature, chain, structure, the images for this device.
+    /// Phase 1: signature, chain, structure, the images for this device, and every byte
+    /// that can be checked ahead.
     fn authenticate(&mut self) -> Result<Self::Authenticated, InstallError>;
     /// Phase 2: the device's rules (pure, [`admit::admit`]).
     fn admit(&mut self, a: &Self::Authenticated) -> Result<admit::Admission, InstallError>;
-    /// Every byte that can be checked before one is written (after admission: a refused
-    /// package is not read twice).
-    fn check_ahead(&mut self, a: &mut Self::Authenticated) -> Result<(), InstallError>;
     /// Phase 3: the target leaves the policy and is marked bad; whether measured boot
     /// was prepared.
     fn prepare(&mut self) -> Result<bool, InstallError>;
@@ -47,13 +45,12 @@ pub(super) trait Phases {
 }
 
 /// The phases in order. Nothing is changed before `prepare`, so a package refused by
-/// `authenticate`, `admit` or `check_ahead` leaves the device as it was; after `prepare`, a failure
+/// `authenticate` or `admit` leaves the device as it was; after `prepare`, a failure
 /// records the target as failed and the booted slot stays primary; `switch` comes last.
 pub(super) fn sequence<P: Phases>(p: &mut P, activate: bool) -> Result<Package, InstallError> {
     p.lease()?;
-    let mut authenticated = p.authenticate()?;
+    let authenticated = p.authenticate()?;
     let admission = p.admit(&authenticated)?;
-    p.check_ahead(&mut authenticated)?;
     let measured = p.prepare()?;
     let pkg = match p.write(authenticated) {
         Ok(pkg) => pkg,
@@ -132,9 +129,6 @@ mod tests {
         fn admit(&mut self, _: &()) -> Result<admit::Admission, InstallError> {
             self.step("admit").map(|_| admit::Admission { reference_values: None })
         }
-        fn check_ahead(&mut self, _: &mut ()) -> Result<(), InstallError> {
-            self.step("check-ahead")
-        }
         fn prepare(&mut self) -> Result<bool, InstallError> {
             self.step("prepare").map(|_| true)
         }
@@ -171,17 +165,7 @@ mod tests {
 
     #[test]
     fn the_phases_run_in_order_and_the_switch_comes_last() {
-        let all = [
-            "lease",
-            "authenticate",
-            "admit",
-            "check-ahead",
-            "prepare",
-            "write",
-            "still-leased",
-            "approve",
-            "record Available",
-        ];
+        let all = ["lease", "authenticate", "admit", "prepare", "write", "still-leased", "approve", "record Available"];
         let mut with_switch = all.to_vec();
         with_switch.push("switch");
         assert_eq!(run_with(None, None, true), with_switch);
@@ -191,7 +175,7 @@ mod tests {
 
     #[test]
     fn a_refusal_before_prepare_changes_nothing() {
-        for (phase, n) in [("lease", 1), ("authenticate", 2), ("admit", 3), ("check-ahead", 4)] {
+        for (phase, n) in [("lease", 1), ("authenticate", 2), ("admit", 3)] {
             let log = run_with(Some(phase), None, true);
             assert_eq!(log.len(), n, "{phase}: {log:?}");
             assert!(!log.iter().any(|s| s == "prepare" || s.starts_with("record") || s == "switch"), "{log:?}");

@@ -3,9 +3,9 @@
 //!
 //! Two steps, with the caller's decisions between them:
 //! - [`authenticate`] checks the signature (R1, R2, R4), the chain and the structure, and
-//!   everything else that needs no image byte; it returns an [`Authenticated`] package
-//!   whose facts ([`Authenticated::package`]) the installer admits or refuses, then has
-//!   every byte that can be checked ahead checked ([`Authenticated::check_ahead`]).
+//!   everything else that needs no image byte (with [`Context::check_ahead`] also every
+//!   byte that can be checked ahead); it returns an [`Authenticated`] package whose facts
+//!   ([`Authenticated::package`]) the installer admits or refuses.
 //! - [`Authenticated::stream`] hands each image's bytes to a [`Sink`] (nothing for
 //!   `info`, the target slot for an install) while checking every image digest, in one
 //!   pass. A sink must treat what it received as untrusted until `stream` returns `Ok`.
@@ -142,6 +142,11 @@ pub struct Context<'a> {
     pub install_images_only: bool,
     /// Read every verity data block, not only the ones images use.
     pub check_whole_tree: bool,
+    /// Check every byte that can be checked before an image byte reaches a sink (the
+    /// installer): a verity bundle's whole tree, before its squashfs is opened, and each
+    /// TR-069 file's digest. The images are verified again as they stream. (A plain
+    /// bundle's payload is always hashed before it is parsed.)
+    pub check_ahead: bool,
 }
 
 /// Receives each image's bytes while they are verified.
@@ -272,7 +277,8 @@ enum Contents {
     Tr069(tr069::Contents),
 }
 
-/// Authenticate a package: signature, chain, structure, the images for this device.
+/// Authenticate a package: signature, chain, structure, the images for this device, and
+/// with [`Context::check_ahead`] every byte that can be checked before one is written.
 ///
 /// Errors: [`PackageError`], the first check that failed.
 pub fn authenticate(src: Arc<dyn Source>, ctx: &Context<'_>) -> Result<Authenticated, PackageError> {
@@ -294,19 +300,6 @@ impl Authenticated {
     /// digests), `[meta.*]`, signers, TR-069 constraints.
     pub fn package(&self) -> &Package {
         &self.package
-    }
-
-    /// Check ahead every byte that can be checked before one reaches a sink: a verity
-    /// bundle's whole tree, each TR-069 file's digest (a plain bundle's payload was
-    /// hashed by [`authenticate`]). The installer calls it after admission, so a refused
-    /// package is not read twice; the images are verified again as they stream.
-    ///
-    /// Errors: [`PackageError`] (`verity`, `image-digest`).
-    pub fn check_ahead(&mut self) -> Result<(), PackageError> {
-        match &mut self.contents {
-            Contents::Rauc(c) => c.check_ahead(),
-            Contents::Tr069(c) => c.check_ahead(&self.package),
-        }
     }
 
     /// Stream every image into `sink`, checking each one's size and signed digest (and,

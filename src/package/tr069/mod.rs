@@ -99,7 +99,7 @@ pub(super) struct Contents {
 }
 
 /// Authenticate a TR-069 signed package: header, signature over header and commands,
-/// the commands and the HeNB profile.
+/// the commands and the HeNB profile; with `check_ahead` every file's digest.
 pub(super) fn authenticate(src: Arc<dyn Source>, ctx: &Context<'_>) -> Result<(Package, Contents), PackageError> {
     let parsed = parse(&*src)?;
     let cms = SignedCms::parse(&parsed.signature)?;
@@ -124,12 +124,16 @@ pub(super) fn authenticate(src: Arc<dyn Source>, ctx: &Context<'_>) -> Result<(P
         constraints: p.constraints,
     };
     let offsets: Vec<u64> = pkg.images.iter().map(|i| parsed.payload_start + offset_of(&cmds, &i.filename)).collect();
-    Ok((pkg, Contents { src, offsets }))
+    let contents = Contents { src, offsets };
+    if ctx.check_ahead {
+        contents.check_ahead(&pkg)?;
+    }
+    Ok((pkg, contents))
 }
 
 impl Contents {
     /// Check every file's digest before one byte is written.
-    pub(super) fn check_ahead(&self, pkg: &Package) -> Result<(), PackageError> {
+    fn check_ahead(&self, pkg: &Package) -> Result<(), PackageError> {
         for (image, off) in pkg.images.iter().zip(&self.offsets) {
             let got = crate::package::digest_range(&*self.src, *off, image.size, image.digest_algorithm)?;
             if got != image.digest {

@@ -1,6 +1,8 @@
-//! The device as the edges (the command line, the D-Bus service) open it from the
-//! configuration: the booted slot and its bootloader, the TPM owner task, the trust
-//! anchors, and one install of an open package file end to end.
+//! The edges' facade (the command line and the D-Bus service share it): the device opened
+//! from the configuration (the booted slot and its bootloader, the TPM owner task, the
+//! trust anchors; [`SetupError`] when it cannot be), and the use cases built on it, each a
+//! call into [`crate::install`]: one install of an open package file end to end, an
+//! inspection, `mark`, settling a fallback, raising the anti-rollback minimum.
 
 use crate::bootloader;
 use crate::config::{Config, SlotConf};

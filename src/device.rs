@@ -340,13 +340,10 @@ pub struct Marked {
 
 /// Verify a package completely without installing it (the whole verity tree too), against
 /// the configured anchors.
-pub fn inspect_file(conf: &Config, file: std::fs::File) -> Result<crate::package::Package, Failure> {
+pub fn inspect(conf: &Config, input: install::Input) -> Result<crate::package::Package, Failure> {
     use crate::package::{self, Context, NullSink};
     let (anchors, _) = trust_state(conf, None)?;
-    let src = std::sync::Arc::new(
-        crate::source::FileSource::new(file)
-            .map_err(|e| Failure::new("access", CwmpFault::UnableToAccessFile, e.to_string()))?,
-    );
+    let src = open_input(conf, input)?;
     let ctx = Context {
         anchors: &anchors,
         policy: conf.policy.clone(),
@@ -356,10 +353,25 @@ pub fn inspect_file(conf: &Config, file: std::fs::File) -> Result<crate::package
         check_whole_tree: true,
         check_ahead: false,
     };
-    let a = package::authenticate(src, &ctx).map_err(|e| Failure::from_fault(&e))?;
+    let fail = |e: crate::package::PackageError| Failure::from_fault(&src.explain(e));
+    let a = package::authenticate(src.source(), &ctx).map_err(fail)?;
     crate::install::admit::inspect(a.package(), conf.compatible.as_deref(), None)
         .map_err(|e| Failure::from_fault(&e))?;
-    a.stream(&mut NullSink).map_err(|e| Failure::from_fault(&e))
+    a.stream(&mut NullSink).map_err(fail)
+}
+
+/// Open a package to read it without installing (`info`, InspectBundle): a local file
+/// as it is, a URL with the configuration's `[download]` settings.
+pub fn open_input(conf: &Config, input: install::Input) -> Result<install::Opened, Failure> {
+    use std::sync::Arc;
+    match input {
+        install::Input::File(file) => crate::source::FileSource::new(file)
+            .map(|f| install::Opened::File(Arc::new(f)))
+            .map_err(|e| Failure::new("access", CwmpFault::UnableToAccessFile, e.to_string())),
+        install::Input::Remote(r) => crate::download::RemoteSource::open(&r, &conf.download)
+            .map(|r| install::Opened::Remote(Arc::new(r)))
+            .map_err(|e| Failure::from_fault(&e)),
+    }
 }
 
 /// Settle a pending install the bootloader gave up on (ActivationFailed), without the PCR

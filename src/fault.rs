@@ -16,9 +16,17 @@ use serde::Serialize;
 pub enum CwmpFault {
     /// 9003: the request's arguments are invalid (an unsupported FileType).
     InvalidArguments,
-    /// 9010: the download failed after it was installed: the new firmware did not come
-    /// up and the device fell back (TR-181 ActivationFailed).
+    /// 9010: the download failed: a transfer failure no other code names, or, after the
+    /// install, the new firmware did not come up and the device fell back (TR-181
+    /// ActivationFailed).
     TransferFailure,
+    /// 9012: the file server refused the credentials or the client certificate.
+    ServerAuthenticationFailure,
+    /// 9013: the URL's scheme is not one the agent fetches (http, https).
+    UnsupportedProtocol,
+    /// 9015: the file server cannot be reached (DNS, connection, TLS handshake, its
+    /// certificate not trusted).
+    UnableToContactFileServer,
     /// 9001: the request is refused by policy (busy, downgrade, wrong device).
     RequestDenied,
     /// 9002: the agent could not do its job (I/O on a slot, TPM unreachable).
@@ -40,6 +48,9 @@ impl CwmpFault {
             Self::RequestDenied => 9001,
             Self::InvalidArguments => 9003,
             Self::TransferFailure => 9010,
+            Self::ServerAuthenticationFailure => 9012,
+            Self::UnsupportedProtocol => 9013,
+            Self::UnableToContactFileServer => 9015,
             Self::InternalError => 9002,
             Self::UnableToAccessFile => 9016,
             Self::UnableToCompleteDownload => 9017,
@@ -51,11 +62,14 @@ impl CwmpFault {
 
 impl CwmpFault {
     /// Every fault, for tables and tests.
-    pub const ALL: [CwmpFault; 8] = [
+    pub const ALL: [CwmpFault; 11] = [
         Self::RequestDenied,
         Self::InternalError,
         Self::InvalidArguments,
         Self::TransferFailure,
+        Self::ServerAuthenticationFailure,
+        Self::UnsupportedProtocol,
+        Self::UnableToContactFileServer,
         Self::UnableToAccessFile,
         Self::UnableToCompleteDownload,
         Self::FileCorrupted,
@@ -75,6 +89,9 @@ impl CwmpFault {
             Self::InternalError => "InternalError",
             Self::InvalidArguments => "InvalidArguments",
             Self::TransferFailure => "TransferFailure",
+            Self::ServerAuthenticationFailure => "FileTransferServerAuthenticationFailure",
+            Self::UnsupportedProtocol => "UnsupportedProtocolForFileTransfer",
+            Self::UnableToContactFileServer => "UnableToContactFileServer",
             Self::UnableToAccessFile => "UnableToAccessFile",
             Self::UnableToCompleteDownload => "UnableToCompleteDownload",
             Self::FileCorrupted => "FileCorrupted",
@@ -89,10 +106,11 @@ impl CwmpFault {
         Self::ALL.into_iter().find(|f| f.dbus_name() == last)
     }
 
-    /// Rejected, unless the agent could not do its job (9002) or not read the file (9016).
+    /// Rejected, unless the agent could not do its job (9002), not read the file (9016)
+    /// or not reach the file server (9015).
     pub fn verdict(self) -> Verdict {
         match self {
-            Self::InternalError | Self::UnableToAccessFile => Verdict::CouldNotCheck,
+            Self::InternalError | Self::UnableToAccessFile | Self::UnableToContactFileServer => Verdict::CouldNotCheck,
             _ => Verdict::Rejected,
         }
     }
@@ -203,6 +221,9 @@ mod tests {
             (9002, "InternalError", Verdict::CouldNotCheck, 3),
             (9003, "InvalidArguments", Verdict::Rejected, 1),
             (9010, "TransferFailure", Verdict::Rejected, 1),
+            (9012, "FileTransferServerAuthenticationFailure", Verdict::Rejected, 1),
+            (9013, "UnsupportedProtocolForFileTransfer", Verdict::Rejected, 1),
+            (9015, "UnableToContactFileServer", Verdict::CouldNotCheck, 3),
             (9016, "UnableToAccessFile", Verdict::CouldNotCheck, 3),
             (9017, "UnableToCompleteDownload", Verdict::Rejected, 1),
             (9018, "FileCorrupted", Verdict::Rejected, 1),

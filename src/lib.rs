@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod device;
 pub mod digest;
+pub mod download;
 pub mod failpoint;
 pub mod fault;
 pub mod fsutil;

@@ -2,16 +2,13 @@
 
 use crate::config::Config;
 use crate::device::SetupError;
-use crate::fault::{CwmpFault, Failure};
+use crate::fault::Failure;
 use crate::install::admit;
 use crate::package::{self, Context, NullSink, Package};
-use crate::source::FileSource;
-use crate::source::{open_package, PackageOrigin};
 use crate::trust::TrustSource;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 #[derive(clap::Args)]
@@ -25,8 +22,10 @@ pub(super) struct Args {
     /// Accept SHA-1 file hashes and signatures in TR-069 packages (legacy peers).
     #[arg(long)]
     tr069_legacy_sha1: bool,
-    /// Package file.
-    package: PathBuf,
+    /// Package file, or its http(s) URL.
+    package: String,
+    #[command(flatten)]
+    remote: super::remote::RemoteArgs,
 }
 
 pub(super) fn run(a: Args, conf: &Config) -> ExitCode {
@@ -61,12 +60,10 @@ fn inspect(a: &Args, conf: &Config) -> Result<(Package, TrustSource, Option<u64>
     let (anchors, minimum) = crate::device::trust_state(conf, a.keyring.clone())?;
     tracing::info!(source = %anchors.source(), "trust anchors loaded");
     let named = |mut f: Failure| {
-        f.message = format!("{}: {}", a.package.display(), f.message);
+        f.message = format!("{}: {}", a.package, f.message);
         f
     };
-    let file = open_package(PackageOrigin::Path(&a.package)).map_err(|e| Failure::from_fault(&e))?;
-    let src = FileSource::new(file)
-        .map_err(|e| named(Failure::new("access", CwmpFault::UnableToAccessFile, e.to_string())))?;
+    let src = crate::device::open_input(conf, a.remote.input(&a.package)?).map_err(named)?;
     let mut policy = conf.policy.clone();
     policy.allow_sha1 |= a.tr069_legacy_sha1;
     let ctx = Context {
@@ -78,9 +75,10 @@ fn inspect(a: &Args, conf: &Config) -> Result<(Package, TrustSource, Option<u64>
         check_whole_tree: true,
         check_ahead: false,
     };
-    let a = package::authenticate(Arc::new(src), &ctx).map_err(|e| named(Failure::from_fault(&e)))?;
+    let fail = |e: package::PackageError| named(Failure::from_fault(&src.explain(e)));
+    let a = package::authenticate(src.source(), &ctx).map_err(fail)?;
     admit::inspect(a.package(), conf.compatible.as_deref(), minimum).map_err(|e| named(Failure::from_fault(&e)))?;
-    let p = a.stream(&mut NullSink).map_err(|e| named(Failure::from_fault(&e)))?;
+    let p = a.stream(&mut NullSink).map_err(fail)?;
     Ok((p, anchors.source().clone(), minimum))
 }
 

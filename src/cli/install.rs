@@ -6,11 +6,9 @@ use crate::device::{booted, bootloader};
 use crate::fault::Failure;
 use crate::install::confirm::Booted;
 use crate::install::{Order, Progress, Request};
-use crate::source::{open_package, PackageOrigin};
 use crate::status::{FirmwareStatus, Status};
 use serde_json::json;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -24,8 +22,10 @@ pub(super) struct InstallArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
-    /// Package file.
-    package: PathBuf,
+    /// Package file, or its http(s) URL (streamed: nothing is stored on the way).
+    package: String,
+    #[command(flatten)]
+    remote: super::remote::RemoteArgs,
 }
 
 #[derive(clap::Args)]
@@ -64,9 +64,9 @@ pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&
     };
     let installed = (|| -> Result<_, Failure> {
         let booted = booted(conf, override_boot)?;
-        let file = open_package(PackageOrigin::Path(&a.package)).map_err(|e| Failure::from_fault(&e))?;
+        let input = a.remote.input(&a.package)?;
         let order = Order { command_key: a.command_key.clone(), activate: !a.no_activate };
-        crate::device::install_file(conf, booted, Request { file, order }, &mut show).result
+        crate::device::install_file(conf, booted, Request { input, order }, &mut show).result
     })();
     match installed {
         Ok(i) => {

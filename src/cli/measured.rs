@@ -164,7 +164,7 @@ pub(super) fn run_policy(c: PolicyCommand, conf: &Config, override_boot: Option<
 fn package_values(conf: &Config, path: &std::path::Path, bootname: &str) -> Result<SlotValues, (String, u8)> {
     use crate::source::{open_package, PackageOrigin};
     let file = open_package(PackageOrigin::Path(path)).map_err(|e| (e.to_string(), EXIT_COULD_NOT_CHECK))?;
-    let pkg = crate::device::inspect_file(conf, file).map_err(|f| {
+    let pkg = crate::device::inspect(conf, file.into()).map_err(|f| {
         (format!("{}: {} (CWMP fault {}, {})", path.display(), f.message, f.fault, f.kind), f.verdict.exit_code())
     })?;
     let meta = pkg

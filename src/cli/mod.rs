@@ -6,6 +6,7 @@ mod client;
 mod info;
 mod install;
 mod measured;
+mod remote;
 mod trust;
 
 use crate::config::{self, Config};

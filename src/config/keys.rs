@@ -60,6 +60,11 @@ const KEYS: &[(&str, &[&str])] = &[
     ("handlers", &["bootloader-custom-backend"]),
     ("uboot", &["env-config"]),
     ("install", &["verify-written"]),
+    ("streaming", &["tls-ca", "tls-cert", "tls-key"]),
+    (
+        "download",
+        &["connect-timeout", "idle-timeout", "retries", "retry-delay", "max-redirects", "allow-tls-no-verify"],
+    ),
 ];
 
 /// The keys of a `[slot.<class>.<index>]` section this agent reads.
@@ -85,6 +90,7 @@ const RAUC_UNSUPPORTED: &[(&str, &[&str])] = &[
         ],
     ),
     ("keyring", &["directory", "allow-single-signature"]),
+    ("streaming", &["sandbox-user", "send-headers"]),
     ("handlers", &["system-info", "pre-install", "post-install"]),
     (
         "slot",
@@ -103,7 +109,7 @@ const RAUC_UNSUPPORTED: &[(&str, &[&str])] = &[
 ];
 
 /// RAUC's sections this agent does not support.
-const RAUC_UNSUPPORTED_SECTIONS: &[&str] = &["casync", "streaming", "encryption", "autoinstall", "artifacts", "log"];
+const RAUC_UNSUPPORTED_SECTIONS: &[&str] = &["casync", "encryption", "autoinstall", "artifacts", "log"];
 
 /// The closest of `candidates` to `word`, if close enough to be a typo.
 fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
@@ -249,6 +255,17 @@ pub(super) fn apply_entry(c: &mut Config, group: &str, key: &str, v: &str, path:
         ("handlers", "bootloader-custom-backend") => c.custom_backend = Some(path_value(path, &k, v)?),
         ("uboot", "env-config") => c.uboot_env_config = path_value(path, &k, v)?,
         ("install", "verify-written") => c.verify_written = flag(&k, v)?,
+        ("streaming", "tls-ca") => c.download.tls_ca = Some(path_value(path, &k, v)?),
+        ("streaming", "tls-cert") => c.download.tls_cert = Some(path_value(path, &k, v)?),
+        ("streaming", "tls-key") => c.download.tls_key = Some(path_value(path, &k, v)?),
+        ("download", "connect-timeout") => c.download.connect_timeout = seconds(&k, v)?,
+        ("download", "idle-timeout") => c.download.idle_timeout = seconds(&k, v)?,
+        ("download", "retry-delay") => c.download.retry_delay = seconds(&k, v)?,
+        ("download", "retries") => c.download.retries = v.parse().map_err(|_| format!("{k}={v}: a count"))?,
+        ("download", "max-redirects") => {
+            c.download.max_redirects = v.parse().map_err(|_| format!("{k}={v}: a count"))?
+        }
+        ("download", "allow-tls-no-verify") => c.download.allow_tls_no_verify = flag(&k, v)?,
         (g, _) if g.starts_with("slot.") => {
             if !slot_key(&mut c.slots, g, key, v)? {
                 return Err(unknown_key(g, key));
@@ -257,6 +274,15 @@ pub(super) fn apply_entry(c: &mut Config, group: &str, key: &str, v: &str, path:
         (g, _) => return Err(unknown_key(g, key)),
     }
     Ok(())
+}
+
+/// A duration in seconds (decimals allowed), more than 0 and at most a day.
+fn seconds(key: &str, v: &str) -> Result<std::time::Duration, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| *s > 0.0 && *s <= 86400.0)
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("{key}={v}: seconds, more than 0 and at most 86400"))
 }
 
 fn attempts(v: &str) -> Option<u32> {

@@ -117,6 +117,9 @@ pub struct Config {
     pub slots: Vec<SlotConf>,
     /// `[install] verify-written`: read each written image back from the slot (off by default).
     pub verify_written: bool,
+    /// `[download]` and RAUC's `[streaming]` TLS keys: how packages are fetched from a
+    /// file server.
+    pub download: crate::download::Settings,
 }
 
 /// `[system] bootloader`.
@@ -252,6 +255,7 @@ impl Default for Config {
             min_bundle_version: None,
             slots: Vec::new(),
             verify_written: false,
+            download: Default::default(),
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum InstallError {
     /// The device's variant (`[system] variant-*`) could not be read.
     #[error("device variant: {0}")]
     Variant(String),
+    /// The package could not be fetched from its file server.
+    #[error(transparent)]
+    Transfer(#[from] crate::download::TransferError),
 }
 
 impl Fault for InstallError {
@@ -58,6 +61,7 @@ impl Fault for InstallError {
             Self::Status(e) => e.kind(),
             Self::MeasuredBoot(e) => e.kind(),
             Self::Variant(_) => "variant",
+            Self::Transfer(e) => e.kind(),
         }
     }
     fn fault(&self) -> CwmpFault {
@@ -71,6 +75,7 @@ impl Fault for InstallError {
             Self::Status(e) => e.fault(),
             Self::Variant(_) => CwmpFault::InternalError,
             Self::MeasuredBoot(e) => e.fault(),
+            Self::Transfer(e) => e.fault(),
         }
     }
 }

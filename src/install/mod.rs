@@ -30,12 +30,13 @@ use sequence::{sequence, Phases, SlotRecord};
 
 use crate::bootloader::Bootloader;
 use crate::config::{Config, SlotConf};
+use crate::download::{Remote, RemoteSource};
 use crate::fault::Fault;
 use crate::measured_boot::Approver;
 use crate::package::{self, Context, Package};
 use crate::slot::writer::{SlotWriter, Written};
 use crate::slot::{self, SlotError};
-use crate::source::FileSource;
+use crate::source::{FileSource, Source};
 use crate::status::{FirmwareStatus, InstallResult, Job, Pending, SlotStatus, Status};
 use crate::trust::Anchors;
 use std::fs::File;
@@ -44,11 +45,54 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What to install.
 pub struct Request {
-    /// The package, as [`crate::source::open_package`] opened it: the one descriptor the
-    /// install reads, leases and checks.
-    pub file: File,
+    /// The package.
+    pub input: Input,
     /// What the Download asked for.
     pub order: Order,
+}
+
+/// Where a package is.
+pub enum Input {
+    /// A local file, as [`crate::source::open_package`] opened it: the one descriptor
+    /// the install reads, leases and checks.
+    File(File),
+    /// On a file server: read where it lies, with Range requests, each byte checked
+    /// before it is used ([`crate::download`]).
+    Remote(Remote),
+}
+
+impl From<File> for Input {
+    fn from(f: File) -> Self {
+        Self::File(f)
+    }
+}
+
+/// An input opened for reading.
+pub enum Opened {
+    /// A leased local file.
+    File(Arc<FileSource>),
+    /// A package on a file server.
+    Remote(Arc<RemoteSource>),
+}
+
+impl Opened {
+    /// The bytes.
+    pub fn source(&self) -> Arc<dyn Source> {
+        match self {
+            Self::File(f) => f.clone(),
+            Self::Remote(r) => r.clone(),
+        }
+    }
+
+    /// A transfer failure explains the package error it caused (a verity read that
+    /// failed because the connection did is a download failure, not a damaged package).
+    pub fn explain<E: Into<InstallError>>(&self, e: E) -> InstallError {
+        let e = e.into();
+        match (self, &e) {
+            (Self::Remote(r), InstallError::Package(_)) => r.failure().map(InstallError::Transfer).unwrap_or(e),
+            _ => e,
+        }
+    }
 }
 
 /// What a Download asks for besides the file.
@@ -140,7 +184,7 @@ pub fn install(
         Ok(s) => s,
         Err(e) => return Outcome { result: Err(e.into()), transfer: None },
     };
-    let result = run(plan, bootloader, req.file, &req.order, &mut status, progress);
+    let result = run(plan, bootloader, req.input, &req.order, &mut status, progress);
     let (fault, fault_string, kind, slot) = match &result {
         Ok(i) => (0, String::new(), String::new(), Some(i.slot.clone())),
         Err(e) => (e.fault().code(), e.to_string(), e.kind().to_string(), None),
@@ -182,9 +226,9 @@ pub fn install(
 struct Real<'r, 'p> {
     plan: &'r Plan<'p>,
     bootloader: &'r mut dyn Bootloader,
-    /// The package until the lease is taken; then the source that reads it.
-    file: Option<File>,
-    src: Option<Arc<FileSource>>,
+    /// The package until it is leased (a file) or opened (a URL); then its source.
+    input: Option<Input>,
+    src: Option<Opened>,
     order: &'r Order,
     status: &'r mut Status,
     progress: &'r mut dyn FnMut(Progress),
@@ -198,8 +242,8 @@ impl Real<'_, '_> {
     }
 
     /// The package's source (there is one once the lease is held).
-    fn src(&self) -> Result<Arc<FileSource>, InstallError> {
-        self.src.clone().ok_or_else(|| InstallError::Access("the package is not leased".into()))
+    fn src(&self) -> Result<&Opened, InstallError> {
+        self.src.as_ref().ok_or_else(|| InstallError::Access("the package is not leased".into()))
     }
 }
 
@@ -208,18 +252,30 @@ impl Phases for Real<'_, '_> {
 
     fn lease(&mut self) -> Result<(), InstallError> {
         (self.progress)(Progress { percent: 0, message: "Checking the package".into(), depth: 1 });
-        let file = self.file.take().ok_or_else(|| InstallError::Access("the package is leased already".into()))?;
+        let input = self.input.take().ok_or_else(|| InstallError::Access("the package is leased already".into()))?;
+        let file = match input {
+            Input::File(f) => f,
+            Input::Remote(r) => {
+                // Nothing to hold still: every byte is checked as it is fetched.
+                let src = RemoteSource::open(&r, &self.plan.conf.download).map_err(InstallError::Transfer)?;
+                tracing::info!("streaming {} ({} bytes)", src.url(), src.len());
+                self.src = Some(Opened::Remote(Arc::new(src)));
+                return Ok(());
+            }
+        };
         crate::lease::take(&file).map_err(|e| {
             InstallError::Access(format!("cannot hold the file still (is it open for writing elsewhere?): {e}"))
         })?;
         crate::failpoint::hit("install.leased");
         // Its length is taken now that nobody may write it.
-        self.src = Some(Arc::new(FileSource::new(file).map_err(|e| InstallError::Access(e.to_string()))?));
+        self.src =
+            Some(Opened::File(Arc::new(FileSource::new(file).map_err(|e| InstallError::Access(e.to_string()))?)));
         Ok(())
     }
 
     fn authenticate(&mut self) -> Result<package::Authenticated, InstallError> {
-        authenticate(self.plan, self.src()?)
+        let src = self.src()?;
+        authenticate(self.plan, src).map_err(|e| src.explain(e))
     }
 
     fn admit(&mut self, a: &package::Authenticated) -> Result<admit::Admission, InstallError> {
@@ -234,13 +290,24 @@ impl Phases for Real<'_, '_> {
 
     fn write(&mut self, a: package::Authenticated) -> Result<Package, InstallError> {
         let total = a.package().images.iter().map(|i| i.size).sum::<u64>().max(1);
-        let pkg = write(a, &self.targets, self.plan.conf.verify_written, total, self.progress)?;
+        let written = write(a, &self.targets, self.plan.conf.verify_written, total, self.progress);
+        let pkg = written.map_err(|e| match &self.src {
+            Some(src) => src.explain(e),
+            None => e,
+        })?;
         crate::failpoint::hit("install.written");
         Ok(pkg)
     }
 
     fn still_leased(&mut self) -> Result<(), InstallError> {
-        let src = self.src()?;
+        let src = match self.src()? {
+            Opened::File(f) => f,
+            Opened::Remote(r) => {
+                let c = r.counters();
+                tracing::info!("fetched {} bytes in {} requests ({} resumed)", c.fetched, c.requests, c.resumes);
+                return Ok(());
+            }
+        };
         if !crate::lease::held(src.file()).unwrap_or(false) {
             return Err(InstallError::Modified);
         }
@@ -271,7 +338,7 @@ impl Phases for Real<'_, '_> {
 fn run(
     plan: &Plan<'_>,
     bootloader: &mut dyn Bootloader,
-    file: File,
+    input: Input,
     order: &Order,
     status: &mut Status,
     progress: &mut dyn FnMut(Progress),
@@ -282,7 +349,7 @@ fn run(
     let mut real = Real {
         plan,
         bootloader,
-        file: Some(file),
+        input: Some(input),
         src: None,
         order,
         status,
@@ -296,8 +363,10 @@ fn run(
 }
 
 /// Phase 1: authenticate the package (signature, chain, structure, the images for this
-/// device), and check ahead every byte that can be checked before one is written.
-fn authenticate(plan: &Plan<'_>, src: Arc<FileSource>) -> Result<package::Authenticated, InstallError> {
+/// device), and for a local file check ahead every byte that can be checked before one is
+/// written. A package on a file server is read once: each block is checked as it arrives
+/// (verity), or each file's digest before the slot is activated (TR-069).
+fn authenticate(plan: &Plan<'_>, src: &Opened) -> Result<package::Authenticated, InstallError> {
     let ctx = Context {
         anchors: plan.anchors,
         policy: plan.conf.policy.clone(),
@@ -305,9 +374,9 @@ fn authenticate(plan: &Plan<'_>, src: Arc<FileSource>) -> Result<package::Authen
         variant: plan.conf.variant().map_err(InstallError::Variant)?,
         install_images_only: true,
         check_whole_tree: false,
-        check_ahead: true,
+        check_ahead: matches!(src, Opened::File(_)),
     };
-    Ok(package::authenticate(src, &ctx)?)
+    Ok(package::authenticate(src.source(), &ctx)?)
 }
 
 /// What admission needs to know about the device: configuration, the booted slot's
@@ -407,7 +476,9 @@ fn write(
             let now = n.min(total) * 90 / total;
             if now != shown {
                 shown = now;
-                progress(Progress { percent: 5 + now as u8, message: "Writing".into(), depth: 2 });
+                let mib = |b: u64| b as f64 / f64::from(1 << 20);
+                let message = format!("Writing: {:.1} of {:.1} MiB", mib(n.min(total)), mib(total));
+                progress(Progress { percent: 5 + now as u8, message, depth: 2 });
             }
         }
         Written::ReadBack { slot } => {

@@ -14,7 +14,6 @@ use crate::device;
 use crate::fault::{CwmpFault, Failure};
 use crate::install::Progress;
 use crate::status::{InstallResult, Status};
-use std::fs::File;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -67,8 +66,8 @@ pub enum Event {
 pub enum Request {
     /// Install an open package file.
     Install {
-        /// The package (opened read-only by the D-Bus layer).
-        file: File,
+        /// The package: a file opened read-only by the D-Bus layer, or a URL.
+        input: crate::install::Input,
         /// CommandKey.
         command_key: Option<String>,
         /// Switch to the new slot.
@@ -79,7 +78,7 @@ pub enum Request {
     /// Verify a package without installing (RAUC's InspectBundle/Info).
     Inspect {
         /// The package.
-        file: File,
+        input: crate::install::Input,
         /// The verified package, or why not.
         reply: oneshot::Sender<Result<crate::package::Package, Failure>>,
     },
@@ -225,7 +224,7 @@ impl Engine {
 
     async fn handle(&mut self, r: Request, job_tx: &mpsc::UnboundedSender<JobMsg>) {
         match r {
-            Request::Install { file, command_key, activate, reply } => {
+            Request::Install { input, command_key, activate, reply } => {
                 if self.running.is_some() {
                     let _ = reply.send(Err(busy()));
                     return;
@@ -245,7 +244,7 @@ impl Engine {
                     let report = match device::booted(&conf, ob.as_deref()) {
                         Ok(b) => {
                             let order = crate::install::Order { command_key: command_key.clone(), activate };
-                            let req = crate::install::Request { file, order };
+                            let req = crate::install::Request { input, order };
                             device::install_file(&conf, b, req, &mut progress)
                         }
                         Err(e) => device::InstallReport { result: Err(e.into()), transfer: None },
@@ -253,7 +252,7 @@ impl Engine {
                     let _ = tx.send(JobMsg::Done(job, command_key, Box::new(report)));
                 });
             }
-            Request::Inspect { file, reply } => {
+            Request::Inspect { input, reply } => {
                 // One inspection at a time, off the engine: a large package never stalls
                 // the other requests (PendingTransfers, Mark, the slots).
                 let Ok(permit) = self.inspecting.clone().try_acquire_owned() else {
@@ -266,7 +265,7 @@ impl Engine {
                 };
                 let conf = self.conf.clone();
                 tokio::task::spawn_blocking(move || {
-                    let r = device::inspect_file(&conf, file);
+                    let r = device::inspect(&conf, input);
                     drop(permit);
                     let _ = reply.send(r);
                 });

@@ -7,9 +7,9 @@ use super::caller;
 use super::engine::{Request, Snapshot};
 use super::view::SlotView;
 use crate::fault::{CwmpFault, Failure};
+use crate::install::Input;
 use crate::status::InstallResult;
 use std::collections::HashMap;
-use std::fs::File;
 use tokio::sync::{mpsc, oneshot, watch};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
@@ -42,6 +42,12 @@ pub enum Error {
     InvalidArguments(String),
     /// 9010.
     TransferFailure(String),
+    /// 9012.
+    FileTransferServerAuthenticationFailure(String),
+    /// 9013.
+    UnsupportedProtocolForFileTransfer(String),
+    /// 9015.
+    UnableToContactFileServer(String),
     /// 9016.
     UnableToAccessFile(String),
     /// 9017.
@@ -62,6 +68,9 @@ impl From<Failure> for Error {
             CwmpFault::InternalError => Self::InternalError(m),
             CwmpFault::InvalidArguments => Self::InvalidArguments(m),
             CwmpFault::TransferFailure => Self::TransferFailure(m),
+            CwmpFault::ServerAuthenticationFailure => Self::FileTransferServerAuthenticationFailure(m),
+            CwmpFault::UnsupportedProtocol => Self::UnsupportedProtocolForFileTransfer(m),
+            CwmpFault::UnableToContactFileServer => Self::UnableToContactFileServer(m),
             CwmpFault::UnableToAccessFile => Self::UnableToAccessFile(m),
             CwmpFault::UnableToCompleteDownload => Self::UnableToCompleteDownload(m),
             CwmpFault::FileCorrupted => Self::FileCorrupted(m),
@@ -137,11 +146,11 @@ pub struct Update1 {
 }
 
 impl Update1 {
-    async fn start(&self, file: File, file_type: &str, key: String) -> Result<(u32, String), Error> {
+    async fn start(&self, input: Input, file_type: &str, key: String) -> Result<(u32, String), Error> {
         let activate = activate_for(file_type)?;
         let key = command_key(key)?;
         let job =
-            ask(&self.requests, |reply| Request::Install { file, command_key: Some(key), activate, reply }).await?;
+            ask(&self.requests, |reply| Request::Install { input, command_key: Some(key), activate, reply }).await?;
         // TR-069 DownloadResponse Status 1: the outcome follows in TransferComplete.
         Ok((1, job))
     }
@@ -170,7 +179,33 @@ impl Update1 {
         no_options(&options)?;
         let file = crate::source::open_package(crate::source::PackageOrigin::Passed(fd.into()))
             .map_err(|e| Error::from(Failure::from_fault(&e)))?;
-        self.start(file, &file_type, command_key).await
+        self.start(Input::File(file), &file_type, command_key).await
+    }
+
+    /// Download from a file server: the agent fetches `url` (http or https) itself and
+    /// installs it as it arrives, with nothing stored on the way (verity bundles and TR-069
+    /// packages; a plain bundle is refused, as it cannot be checked before use). A dropped
+    /// connection resumes where it stopped. `options` (TR-069 Download arguments and
+    /// transport): `username`, `password` (s; HTTP Basic or Digest), `tls-ca`, `tls-cert`,
+    /// `tls-key` (s: PEM files, read with the caller's rights), `http-headers` (as:
+    /// `Name: value`), `file-size` (t: the largest size the file may have, bytes),
+    /// `timeout` (u: seconds without a byte before a retry). Faults besides Download's:
+    /// 9012 the server refused the credentials or certificate, 9013 not http(s), 9015
+    /// server unreachable or untrusted, 9016 not found, 9017 incomplete after retries,
+    /// 9010 other transfer failures. StartTime and CompleteTime span the transfer.
+    #[zbus(out_args("status", "job"))]
+    async fn download_url(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        url: String,
+        file_type: String,
+        command_key: String,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<(u32, String), Error> {
+        let who = caller::identify(conn, &header).await?;
+        let remote = super::remote::remote(&who, &url, &options, super::remote::Face::Henb, &[])?;
+        self.start(Input::Remote(remote), &file_type, command_key).await
     }
 
     /// Download for clients that cannot pass a descriptor: `path` is absolute, opened once
@@ -189,7 +224,7 @@ impl Update1 {
         no_options(&options)?;
         let who = caller::identify(conn, &header).await?;
         let file = caller::open_path(&who, &path)?;
-        self.start(file, &file_type, command_key).await
+        self.start(Input::File(file), &file_type, command_key).await
     }
 
     /// Results not yet acknowledged, oldest first, as TransferComplete arguments:

@@ -13,6 +13,7 @@ pub mod caller;
 pub mod engine;
 pub mod henb;
 pub mod rauc;
+mod remote;
 pub mod view;
 
 use crate::config::Config;

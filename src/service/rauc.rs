@@ -8,6 +8,7 @@ use super::engine::{Request, Snapshot};
 use super::henb::{ask, Error};
 use super::view::SlotView;
 use crate::fault::{CwmpFault, Failure};
+use crate::install::Input;
 use std::collections::HashMap;
 use tokio::sync::{mpsc, watch};
 use zbus::message::Header;
@@ -36,19 +37,38 @@ fn invalid(m: String) -> Error {
 /// RAUC's `install` arguments: `ignore-compatible` may only be false here (the compatible
 /// check is part of the signed policy); anything else is refused, as RAUC refuses
 /// arguments it does not know.
-fn check_args(args: &HashMap<String, OwnedVariant>) -> Result<(), Error> {
+fn check_args(args: &HashMap<String, OwnedVariant>, streaming: bool) -> Result<(), Error> {
     for (k, val) in args {
         match k.as_str() {
+            "tls-ca" | "tls-cert" | "tls-key" | "http-headers" | "tls-no-verify" if streaming => {}
             "ignore-compatible" => {
                 if bool::try_from(val).map_err(|_| invalid("ignore-compatible: not a boolean".into()))? {
                     return Err(invalid("ignore-compatible=true is not allowed on this device".into()));
                 }
             }
             "transaction-id" => {}
+            s @ ("tls-ca" | "tls-cert" | "tls-key" | "http-headers" | "tls-no-verify") => {
+                return Err(invalid(format!("'{s}' is for bundles given as an http(s) URL")))
+            }
             other => return Err(invalid(format!("unsupported install argument '{other}'"))),
         }
     }
     Ok(())
+}
+
+/// The bundle `source` names: an absolute path opened with the caller's rights, or an
+/// http(s) URL with RAUC's streaming arguments (`tls-ca`, `tls-cert`, `tls-key`: files
+/// read with the caller's rights; `http-headers`; `tls-no-verify`, refused unless
+/// `[download] allow-tls-no-verify`).
+fn bundle_input(who: &caller::Caller, source: &str, args: &HashMap<String, OwnedVariant>) -> Result<Input, Error> {
+    let streaming = crate::download::is_url(source);
+    check_args(args, streaming)?;
+    if !streaming {
+        return Ok(Input::File(caller::open_path(who, source)?));
+    }
+    let remote =
+        super::remote::remote(who, source, args, super::remote::Face::Rauc, &["ignore-compatible", "transaction-id"])?;
+    Ok(Input::Remote(remote))
 }
 
 /// A slot as RAUC's GetSlotStatus shows it.
@@ -108,10 +128,9 @@ impl Installer {
         source: String,
         args: HashMap<String, OwnedVariant>,
     ) -> Result<(), Error> {
-        check_args(&args)?;
         let who = caller::identify(conn, &header).await?;
-        let file = caller::open_path(&who, &source)?;
-        ask(&self.requests, |reply| Request::Install { file, command_key: None, activate: true, reply }).await?;
+        let input = bundle_input(&who, &source, &args)?;
+        ask(&self.requests, |reply| Request::Install { input, command_key: None, activate: true, reply }).await?;
         Ok(())
     }
 
@@ -124,8 +143,8 @@ impl Installer {
         bundle: String,
     ) -> Result<(String, String), Error> {
         let who = caller::identify(conn, &header).await?;
-        let file = caller::open_path(&who, &bundle)?;
-        let p = ask(&self.requests, |reply| Request::Inspect { file, reply }).await?;
+        let input = bundle_input(&who, &bundle, &HashMap::new())?;
+        let p = ask(&self.requests, |reply| Request::Inspect { input, reply }).await?;
         Ok((p.compatible, p.version.unwrap_or_default()))
     }
 
@@ -138,10 +157,9 @@ impl Installer {
         source: String,
         args: HashMap<String, OwnedVariant>,
     ) -> Result<HashMap<String, OwnedVariant>, Error> {
-        check_args(&args)?;
         let who = caller::identify(conn, &header).await?;
-        let file = caller::open_path(&who, &source)?;
-        let p = ask(&self.requests, |reply| Request::Inspect { file, reply }).await?;
+        let input = bundle_input(&who, &source, &args)?;
+        let p = ask(&self.requests, |reply| Request::Inspect { input, reply }).await?;
         let mut m = HashMap::new();
         m.insert("compatible".into(), v(p.compatible.clone()));
         m.insert("version".into(), v(p.version.clone().unwrap_or_default()));

@@ -221,3 +221,4 @@ pub fn tr069_build(args: &[&std::ffi::OsStr]) -> Output {
 pub mod bus;
 pub mod device;
 pub mod swtpm;
+pub mod web;

@@ -34,6 +34,8 @@ pkgs=(
   python3-pip
   python3-fusepy   # tests/tools/switchfs.py: a FUSE file system whose bytes change between reads
   fuse3            # its mount helper
+  nginx-light      # the file server of the download tests (tests/download.rs) and bench/stream.py
+  lighttpd         # HTTP Digest authentication in the download tests (Debian's nginx has no Digest module)
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -40,8 +40,19 @@ fn blocks() -> Vec<(PathBuf, usize, String)> {
 
 #[test]
 fn configuration_examples_in_docs_load() {
-    const SECTIONS: [&str; 9] =
-        ["system", "keyring", "tpm", "measured-boot", "service", "install", "uboot", "handlers", "package"];
+    const SECTIONS: [&str; 11] = [
+        "system",
+        "keyring",
+        "tpm",
+        "measured-boot",
+        "service",
+        "install",
+        "uboot",
+        "handlers",
+        "package",
+        "download",
+        "streaming",
+    ];
     let mut loaded = 0;
     let mut failures = Vec::new();
     for (path, start, body) in blocks() {

@@ -147,6 +147,16 @@ fn https_mutual_tls_basic_and_digest_authentication() {
     let (code, v) = info(&url, &[&mtls[..], &user[..]].concat());
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["format"], "verity");
+    // tls-no-verify only where the configuration allows it.
+    let no_verify = [&["--tls-no-verify"][..], &mtls[2..], &user[..]].concat();
+    let (_, v) = info(&url, &no_verify);
+    assert_eq!(fault(&v), 9003, "tls-no-verify refused: {v}");
+    let conf = std::fs::read_to_string(&d.conf).unwrap();
+    std::fs::write(&d.conf, conf.replace("[download]\n", "[download]\nallow-tls-no-verify=true\n")).unwrap();
+    let (code, v) = info(&url, &no_verify);
+    assert_eq!(code, 0, "tls-no-verify allowed: {v}");
+    std::fs::write(&d.conf, std::fs::read_to_string(&d.conf).unwrap().replace("allow-tls-no-verify=true\n", ""))
+        .unwrap();
     // An install over HTTPS with mutual TLS and Basic authentication.
     let (code, out, err) = install(&d, &url, &[&mtls[..], &user[..]].concat());
     assert_eq!(code, 0, "{out} {err}");
@@ -218,6 +228,7 @@ fn transport_failures_get_their_fault_codes_and_change_nothing() {
     let small = (size - 1).to_string();
     let cases: Vec<(String, Vec<&str>, u64, &str)> = vec![
         (nginx.url("missing.raucb"), vec![], 9016, "404"),
+        (nginx.url("unavailable.raucb"), vec![], 9010, "503 until the retries ran out"),
         (basic.url("u.raucb"), vec![], 9012, "401"),
         (closed, vec![], 9015, "nobody listens"),
         ("ftp://127.0.0.1/u.raucb".into(), vec![], 9013, "ftp"),

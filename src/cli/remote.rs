@@ -84,6 +84,6 @@ impl RemoteArgs {
             idle_timeout,
             tls_no_verify: self.tls_no_verify,
         };
-        Ok(Input::Remote(Remote { url: package.to_string(), options }))
+        Ok(Input::Remote(Box::new(Remote { url: package.to_string(), options })))
     }
 }

@@ -312,8 +312,18 @@ impl Cursor {
 
 /// One failed attempt: try again, or give up with this error.
 enum Attempt {
-    Retry(String),
+    /// Why, and whether the server answered (an HTTP status) or could not be reached.
+    Retry(String, Reached),
     Fatal(TransferError),
+}
+
+/// Whether a failed attempt reached the server.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reached {
+    /// It answered with an error status.
+    Answered,
+    /// Connecting, TLS or reading failed.
+    No,
 }
 
 impl RemoteSource {
@@ -404,11 +414,7 @@ impl RemoteSource {
         let refs = (&counters.0, &counters.1, &counters.2);
         state.cursors.push(Cursor::new(0));
         // The first request: its answer gives the size and the validator.
-        rt.block_on(state.advance(0, &refs)).map_err(|e| match e {
-            // Nothing was ever received: a connection failure is "cannot contact".
-            TransferError::Incomplete { last, .. } => TransferError::Contact(last),
-            e => e,
-        })?;
+        rt.block_on(state.advance(0, &refs))?;
         let len = state.len.unwrap_or(0);
         Ok(Self {
             rt,
@@ -513,7 +519,8 @@ impl Source for RemoteSource {
 type CounterRefs<'a> = (&'a AtomicU64, &'a AtomicU64, &'a AtomicU64);
 
 impl State {
-    /// Read at `offset` into `buf` (non-empty, inside the file); returns bytes read (> 0).
+    /// Read at `offset` into `buf` (non-empty, inside the file): all of it, or from the
+    /// history only what it holds.
     async fn read(&mut self, buf: &mut [u8], offset: u64, c: CounterRefs<'_>) -> Result<usize, TransferError> {
         if let Some(b) = self.cursors.iter().find_map(|cur| cur.recall(offset)) {
             let n = buf.len().min(b.len());
@@ -530,11 +537,17 @@ impl State {
             let n = (offset - cur.pos).min(cur.pending.len() as u64) as usize;
             cur.take(n);
         }
-        self.fill(i, c).await?;
-        let cur = &mut self.cursors[i];
-        let n = buf.len().min(cur.pending.len());
-        buf[..n].copy_from_slice(&cur.take(n));
-        Ok(n)
+        // The whole buffer in one call (a caller reads 128 KiB; the server's pieces are
+        // smaller).
+        let mut done = 0;
+        while done < buf.len() {
+            self.fill(i, c).await?;
+            let cur = &mut self.cursors[i];
+            let n = (buf.len() - done).min(cur.pending.len());
+            buf[done..done + n].copy_from_slice(&cur.take(n));
+            done += n;
+        }
+        Ok(done)
     }
 
     /// The cursor that serves `offset`: one at it or a little before it, else a new one
@@ -574,10 +587,10 @@ impl State {
         let mut failures = 0u32;
         loop {
             let r = self.try_advance(i, c).await;
-            let why = match r {
+            let (why, reached) = match r {
                 Ok(()) => return Ok(()),
                 Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry(why)) => why,
+                Err(Attempt::Retry(why, reached)) => (why, reached),
             };
             // The request is gone; the next one starts at the first byte not received.
             let cur = &mut self.cursors[i];
@@ -586,7 +599,13 @@ impl State {
             cur.chunk = MIN_CHUNK;
             failures += 1;
             if failures > self.settings.retries {
-                return Err(TransferError::Incomplete { retries: self.settings.retries, last: why });
+                // Before the first answer: the server could not be reached, or answered
+                // only with errors.
+                return Err(match (self.len, reached) {
+                    (None, Reached::No) => TransferError::Contact(why),
+                    (None, Reached::Answered) => TransferError::Failed(why),
+                    _ => TransferError::Incomplete { retries: self.settings.retries, last: why },
+                });
             }
             let delay = self.settings.retry_delay.saturating_mul(1 << (failures - 1).min(16)).min(MAX_DELAY);
             tracing::warn!("download: {why}; retrying from byte {} in {delay:?}", self.cursors[i].pos);
@@ -609,7 +628,7 @@ impl State {
             cur.chunk = (chunk * 2).min(MAX_CHUNK);
         }
         let cur = &mut self.cursors[i];
-        let Some(body) = cur.body.as_mut() else { return Err(Attempt::Retry("no request".into())) };
+        let Some(body) = cur.body.as_mut() else { return Err(Attempt::Retry("no request".into(), Reached::No)) };
         match body.chunk().await {
             Ok(Some(b)) => {
                 c.fetched(b.len() as u64);
@@ -622,12 +641,14 @@ impl State {
                 }
                 cur.pending = b;
                 if cur.pending.is_empty() {
-                    return Err(Attempt::Retry("an empty read".into()));
+                    return Err(Attempt::Retry("an empty read".into(), Reached::No));
                 }
                 Ok(())
             }
-            Ok(None) => Err(Attempt::Retry(format!("the connection ended at byte {} of the range", cur.pos))),
-            Err(e) => Err(Attempt::Retry(describe(&e))),
+            Ok(None) => {
+                Err(Attempt::Retry(format!("the connection ended at byte {} of the range", cur.pos), Reached::No))
+            }
+            Err(e) => Err(Attempt::Retry(describe(&e), Reached::No)),
         }
     }
 
@@ -671,8 +692,13 @@ impl State {
             c.request();
             tracing::debug!("GET bytes {start}-{}", end - 1);
             let resp = rb.send().await.map_err(|e| self.send_failure(&e))?;
-            // Later requests go where the redirects led.
+            // Later requests go where the redirects led; credentials given to one origin
+            // are not offered to another until it asks (reqwest drops them on the
+            // redirect itself).
             if resp.url() != &self.url {
+                if resp.url().origin() != self.url.origin() {
+                    self.auth = Auth::None;
+                }
                 self.url = resp.url().clone();
             }
             let status = resp.status();
@@ -725,7 +751,7 @@ impl State {
                 )))
             }
             s if s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
-                return Err(Attempt::Retry(format!("HTTP {s}")))
+                return Err(Attempt::Retry(format!("HTTP {s}"), Reached::Answered))
             }
             s => return fatal(TransferError::Failed(format!("HTTP {s}"))),
         }
@@ -778,14 +804,17 @@ impl State {
         if let Some(t) = tls::classify(e) {
             return Attempt::Fatal(t);
         }
-        Attempt::Retry(describe(e))
+        Attempt::Retry(describe(e), Reached::No)
     }
 }
 
-/// A reqwest error with its causes, one line.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+/// A reqwest error with its causes, one line, its URL without the query (a token).
+fn describe(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
-    let mut cur = e.source();
+    if let Some(u) = e.url() {
+        s = s.replace(u.as_str(), &redact(u));
+    }
+    let mut cur = std::error::Error::source(e);
     while let Some(c) = cur {
         let m = c.to_string();
         if !s.contains(&m) {

@@ -58,7 +58,7 @@ pub enum Input {
     File(File),
     /// On a file server: read where it lies, with Range requests, each byte checked
     /// before it is used ([`crate::download`]).
-    Remote(Remote),
+    Remote(Box<Remote>),
 }
 
 impl From<File> for Input {

@@ -205,7 +205,7 @@ impl Update1 {
     ) -> Result<(u32, String), Error> {
         let who = caller::identify(conn, &header).await?;
         let remote = super::remote::remote(&who, &url, &options, super::remote::Face::Henb, &[])?;
-        self.start(Input::Remote(remote), &file_type, command_key).await
+        self.start(Input::Remote(Box::new(remote)), &file_type, command_key).await
     }
 
     /// Download for clients that cannot pass a descriptor: `path` is absolute, opened once

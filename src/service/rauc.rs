@@ -68,7 +68,7 @@ fn bundle_input(who: &caller::Caller, source: &str, args: &HashMap<String, Owned
     }
     let remote =
         super::remote::remote(who, source, args, super::remote::Face::Rauc, &["ignore-compatible", "transaction-id"])?;
-    Ok(Input::Remote(remote))
+    Ok(Input::Remote(Box::new(remote)))
 }
 
 /// A slot as RAUC's GetSlotStatus shows it.

@@ -150,7 +150,7 @@ impl Nginx {
              http {{\n access_log {d}/access.log;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
              types {{ application/octet-stream raucb; }}\n default_type application/octet-stream;\n\
-             server {{\n  {listen}\n  root {root};\n  {server}\n  location /moved/ {{ rewrite ^/moved/(.*)$ /$1 redirect; }}\n }}\n}}\n",
+             server {{\n  {listen}\n  root {root};\n  {server}\n  location /moved/ {{ rewrite ^/moved/(.*)$ /$1 redirect; }}\n  location = /unavailable.raucb {{ return 503; }}\n }}\n}}\n",
             root = root.display(),
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
@@ -256,7 +256,7 @@ pub struct FaultProxy {
     pub forwarded: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     /// Called once, when `forwarded` first reaches the threshold.
-    hook: Arc<Mutex<Option<(u64, Box<dyn FnOnce() + Send>)>>>,
+    hook: Hook,
 }
 
 impl FaultProxy {
@@ -265,7 +265,7 @@ impl FaultProxy {
         let port = listener.local_addr().unwrap().port();
         let forwarded = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let hook: Arc<Mutex<Option<(u64, Box<dyn FnOnce() + Send>)>>> = Arc::new(Mutex::new(None));
+        let hook: Hook = Arc::new(Mutex::new(None));
         let (f, s, h) = (forwarded.clone(), stop.clone(), hook.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {

@@ -113,7 +113,8 @@ fn https_mutual_tls_basic_and_digest_authentication() {
     let pw = d.w.path("password").to_str().unwrap().to_string();
     let wrong = d.w.path("wrong").to_str().unwrap().to_string();
     let root = d.w.path("www");
-    let opts = NginxOptions { tls: Some(&pki), client_cert: true, basic: Some(("acs", "s3cret")) };
+    let opts =
+        NginxOptions { tls: Some(&pki), client_cert: true, basic: Some(("acs", "s3cret")), ..Default::default() };
     let nginx = Nginx::start(d.w.dir.path(), &root, opts);
     let url = nginx.url("u.raucb");
     let (ca, client, client_key) = (p("ca.pem"), p("client.pem"), p("client.key"));
@@ -223,6 +224,7 @@ fn transport_failures_get_their_fault_codes_and_change_nothing() {
         NginxOptions { basic: Some(("acs", "pw")), ..Default::default() },
     );
     let stall = FaultProxy::start(nginx.port, web::Fault::StallAfter(1 << 20));
+    let trickle = FaultProxy::start(nginx.port, web::Fault::TrickleAfter(1 << 20));
     let overflow = FaultProxy::start(nginx.port, web::Fault::Overflow(4096));
     let closed = format!("http://127.0.0.1:{}/u.raucb", web::free_port());
     let small = (size - 1).to_string();
@@ -233,6 +235,7 @@ fn transport_failures_get_their_fault_codes_and_change_nothing() {
         (closed, vec![], 9015, "nobody listens"),
         ("ftp://127.0.0.1/u.raucb".into(), vec![], 9013, "ftp"),
         (stall.url("u.raucb"), vec![], 9017, "a server that stalls"),
+        (trickle.url("u.raucb"), vec![], 9017, "a server that trickles"),
         (overflow.url("u.raucb"), vec![], 9010, "more bytes than asked"),
         (nginx.url("u.raucb"), vec!["--file-size", &small], 9010, "larger than file-size"),
         (nginx.url("moved/moved/moved/moved/u.raucb"), vec![], 9010, "too many redirects"),
@@ -315,6 +318,15 @@ fn download_url_over_d_bus_and_rauc_install_https() {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("InvalidArguments"), "{e}");
+        let none = HashMap::<&str, Variant>::new();
+        let e = p
+            .call::<_, _, (u32, String)>(
+                "DownloadUrl",
+                &("ftp://127.0.0.1/u.raucb", "1 Firmware Upgrade Image", "k", &none),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("UnsupportedProtocolForFileTransfer") && e.to_string().contains("9013"), "{e}");
     });
     assert!(image_in_slot_b(&d, 2_000_000));
     // Debian's rauc: `rauc install https://...`, the server trusted by [streaming] tls-ca.
@@ -332,4 +344,50 @@ fn download_url_over_d_bus_and_rauc_install_https() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(grub_list(&d).contains("ORDER=B A\n"));
+}
+
+#[test]
+fn a_file_republished_during_the_download_fails_cleanly() {
+    // New bytes with a new ETag and Last-Modified once 2 MB went out: the next Range
+    // request's If-Range gets the whole new file (200), which is refused, not mixed in.
+    let d = device();
+    let bundle = publish(&d, "verity", 16_000_000, "u.raucb");
+    let nginx = Nginx::start(d.w.dir.path(), &d.w.path("www"), NginxOptions::default());
+    let proxy = FaultProxy::start(nginx.port, web::Fault::None);
+    let b = bundle.clone();
+    proxy.when_forwarded(2_000_000, move || web::republish_bytes(&b, 12_000_000, 4096));
+    let check = untouched(&d);
+    let (code, out, err) = install(&d, &proxy.url("u.raucb"), &[]);
+    assert_ne!(code, 0, "{err}");
+    assert_eq!(out["error"]["cwmp-fault"].as_u64(), Some(9010), "{out}");
+    assert!(out["error"]["message"].as_str().unwrap_or_default().contains("changed"), "{out}");
+    check("republished");
+}
+
+#[test]
+fn credentials_and_headers_stay_with_the_origin_they_were_given_for() {
+    // A asks for Basic credentials, then redirects to B (another origin): B must see
+    // neither the Authorization nor the X-Token header; the install goes on from B.
+    let d = device();
+    publish(&d, "verity", 1_000_000, "u.raucb");
+    let root = d.w.path("www");
+    let b = Nginx::start(d.w.dir.path(), &root, NginxOptions::default());
+    let redirect = format!(
+        "location /x/ {{ try_files /nonexistent @away; }}\n  location @away {{ return 302 {}; }}",
+        b.url("u.raucb")
+    );
+    let a = Nginx::start(
+        d.w.dir.path(),
+        &root,
+        NginxOptions { basic: Some(("acs", "s3cret")), extra: &redirect, ..Default::default() },
+    );
+    std::fs::write(d.w.path("password"), "s3cret\n").unwrap();
+    let pw = d.w.path("password").to_str().unwrap().to_string();
+    let args = ["--username", "acs", "--password-file", &pw, "--http-header", "X-Token: t0ken"];
+    let (code, out, err) = install(&d, &a.url("x/u.raucb"), &args);
+    assert_eq!(code, 0, "{out} {err}");
+    let (la, lb) = (a.log(), b.log());
+    assert!(la.contains("auth=[Basic ") && la.contains("token=[t0ken]"), "A got both: {la}");
+    assert!(lb.contains("GET /u.raucb"), "B served the file: {lb}");
+    assert!(!lb.contains("Basic") && !lb.contains("t0ken"), "B saw A's credentials or header: {lb}");
 }

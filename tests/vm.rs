@@ -280,7 +280,7 @@ fn measured_ab_boot_update_fallback_tamper_and_power_cut() {
     // Power cut in the middle of writing the slot: the next boot is B, healthy, and the
     // interrupted Download is reported once.
     let cut = |l: &str| {
-        l.contains("HENB download=") && l.contains("\"Writing\"") && {
+        l.contains("HENB download=") && l.contains("\"Writing:") && {
             let p = l.split("\"percent\":").nth(1).and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next());
             p.and_then(|p| p.parse::<u32>().ok()).is_some_and(|p| p >= 30)
         }

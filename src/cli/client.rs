@@ -20,6 +20,13 @@ trait Update1 {
         command_key: &str,
         options: HashMap<&str, zbus::Variant<'_>>,
     ) -> zbus::Result<(u32, String)>;
+    fn download_url(
+        &self,
+        url: &str,
+        file_type: &str,
+        command_key: &str,
+        options: HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<(u32, String)>;
     fn pending_transfers(&self) -> zbus::Result<Vec<(String, u32, String, u64, u64)>>;
     fn acknowledge_transfer(&self, command_key: &str) -> zbus::Result<bool>;
     #[zbus(signal, name = "ProgressChanged")]
@@ -55,8 +62,66 @@ pub(super) struct DownloadArgs {
     /// Print JSON lines.
     #[arg(long)]
     json: bool,
-    /// Package file (passed to the service as an open descriptor).
-    package: PathBuf,
+    /// HTTP user name, for a URL.
+    #[arg(long, value_name = "NAME")]
+    username: Option<String>,
+    /// File holding the HTTP password (its first line), for a URL.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// CA certificates (PEM) for the file server; the service reads it with your rights.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), read by the service with your rights.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM), read by the service with your rights.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Extra request header, `Name: value` (repeatable).
+    #[arg(long = "http-header", value_name = "HEADER")]
+    http_headers: Vec<String>,
+    /// The largest size the file may have, in bytes (TR-069 FileSize).
+    #[arg(long, value_name = "BYTES")]
+    file_size: Option<u64>,
+    /// Seconds without a byte from the server before a retry.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u32>,
+    /// Package file (passed to the service as an open descriptor), or an http(s) URL the
+    /// service fetches itself (DownloadUrl).
+    package: String,
+}
+
+impl DownloadArgs {
+    /// DownloadUrl's options: paths made absolute (the service opens them with the
+    /// caller's rights), the password read here.
+    fn url_options(&self) -> Result<HashMap<&'static str, zbus::Variant<'static>>, String> {
+        let mut o = HashMap::new();
+        let path = |p: &PathBuf| -> Result<String, String> {
+            std::path::absolute(p).map(|p| p.display().to_string()).map_err(|e| format!("{}: {e}", p.display()))
+        };
+        if let Some(u) = &self.username {
+            o.insert("username", zbus::Variant::from(u.clone()));
+        }
+        if let Some(p) = &self.password_file {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            o.insert("password", zbus::Variant::from(text.lines().next().unwrap_or("").to_string()));
+        }
+        for (key, p) in [("tls-ca", &self.tls_ca), ("tls-cert", &self.tls_cert), ("tls-key", &self.tls_key)] {
+            if let Some(p) = p {
+                o.insert(key, zbus::Variant::from(path(p)?));
+            }
+        }
+        if !self.http_headers.is_empty() {
+            o.insert("http-headers", zbus::Variant::from(self.http_headers.clone()));
+        }
+        if let Some(n) = self.file_size {
+            o.insert("file-size", zbus::Variant::from(n));
+        }
+        if let Some(t) = self.timeout {
+            o.insert("timeout", zbus::Variant::from(t));
+        }
+        Ok(o)
+    }
 }
 
 #[derive(clap::Args)]
@@ -98,12 +163,30 @@ fn dbus_failure(cmd: &str, e: zbus::Error, json: bool) -> ExitCode {
     ExitCode::from(fault.verdict().exit_code())
 }
 
+/// What `download` hands the service.
+enum Asked {
+    /// An open package file (Download).
+    File(std::fs::File),
+    /// DownloadUrl's options (the URL is the package argument).
+    Url(HashMap<&'static str, zbus::Variant<'static>>),
+}
+
 pub(super) fn run_download(a: DownloadArgs) -> ExitCode {
-    let file = match crate::source::open_package(crate::source::PackageOrigin::Path(&a.package)) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("henb-update download: {e}");
-            return ExitCode::from(EXIT_COULD_NOT_CHECK);
+    let source = if crate::download::is_url(&a.package) {
+        match a.url_options() {
+            Ok(o) => Asked::Url(o),
+            Err(e) => {
+                eprintln!("henb-update download: {e}");
+                return ExitCode::from(EXIT_COULD_NOT_CHECK);
+            }
+        }
+    } else {
+        match crate::source::open_package(crate::source::PackageOrigin::Path(std::path::Path::new(&a.package))) {
+            Ok(f) => Asked::File(f),
+            Err(e) => {
+                eprintln!("henb-update download: {e}");
+                return ExitCode::from(EXIT_COULD_NOT_CHECK);
+            }
         }
     };
     let rt = match runtime() {
@@ -125,7 +208,13 @@ pub(super) fn run_download(a: DownloadArgs) -> ExitCode {
             (Err(e), _) | (_, Err(e)) => return dbus_failure("download", e, a.json),
         };
         let file_type = if a.no_activate { STORED_FIRMWARE } else { FIRMWARE_UPGRADE };
-        let job = match p.download(zbus::Fd::from(file.as_fd()), file_type, &a.command_key, HashMap::new()).await {
+        let asked = match &source {
+            Asked::File(file) => {
+                p.download(zbus::Fd::from(file.as_fd()), file_type, &a.command_key, HashMap::new()).await
+            }
+            Asked::Url(options) => p.download_url(&a.package, file_type, &a.command_key, options.clone()).await,
+        };
+        let job = match asked {
             Ok((_, job)) => job,
             Err(e) => return dbus_failure("download", e, a.json),
         };

@@ -60,7 +60,7 @@ fn inspect(a: &Args, conf: &Config) -> Result<(Package, TrustSource, Option<u64>
     let (anchors, minimum) = crate::device::trust_state(conf, a.keyring.clone())?;
     tracing::info!(source = %anchors.source(), "trust anchors loaded");
     let named = |mut f: Failure| {
-        f.message = format!("{}: {}", a.package, f.message);
+        f.message = format!("{}: {}", crate::download::redact_url(&a.package), f.message);
         f
     };
     let src = crate::device::open_input(conf, a.remote.input(&a.package)?).map_err(named)?;

@@ -53,6 +53,14 @@ const HISTORY: usize = 256 * 1024;
 const SKIP: u64 = 256 * 1024;
 /// Longest delay between two retries.
 const MAX_DELAY: Duration = Duration::from_secs(30);
+/// Bytes a transfer must make after a failure before the retries in a row start again.
+const PROGRESS: u64 = 64 * 1024;
+/// The slowest transfer accepted, bytes per second, measured over each idle timeout.
+const LOW_SPEED: u64 = 1024;
+/// Largest file accepted (a server's claim beyond it is refused before any arithmetic).
+pub const MAX_FILE: u64 = 1 << 40;
+/// Longest idle timeout a request may ask for.
+pub const MAX_IDLE: Duration = Duration::from_secs(86400);
 /// Largest PEM file accepted for `tls-ca`, `tls-cert`, `tls-key`.
 pub const MAX_PEM: u64 = 1024 * 1024;
 
@@ -141,12 +149,39 @@ impl std::fmt::Debug for Options {
 }
 
 /// A package on a file server: its URL and how to fetch it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Remote {
     /// `http://` or `https://` URL.
     pub url: String,
     /// Credentials, TLS material, headers, limits.
     pub options: Options,
+}
+
+/// Check a URL before a download starts: http or https (9013), no credentials in it
+/// (9003), parseable (9003).
+pub fn check_url(url: &str) -> Result<reqwest::Url, TransferError> {
+    let u = reqwest::Url::parse(url).map_err(|e| TransferError::Options(format!("URL: {e}")))?;
+    match u.scheme() {
+        "http" | "https" => {}
+        s => return Err(TransferError::Protocol(format!("URL scheme '{s}' is not supported (http and https are)"))),
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(TransferError::Options("credentials in the URL: pass them as username and password".into()));
+    }
+    Ok(u)
+}
+
+/// A URL for messages and logs: without its query and fragment (a token may be there);
+/// anything that does not parse as a URL as it is.
+pub fn redact_url(url: &str) -> String {
+    reqwest::Url::parse(url).map(|u| redact(&u)).unwrap_or_else(|_| url.to_string())
+}
+
+impl std::fmt::Debug for Remote {
+    /// Without the URL's query (a token) and the secrets of the options.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").field("url", &redact_url(&self.url)).field("options", &self.options).finish()
+    }
 }
 
 /// Whether `s` names a package on a file server (a URL) rather than a local path.
@@ -240,8 +275,21 @@ struct State {
     validator: Option<String>,
     etag: Option<String>,
     headers: HeaderMap,
+    /// The credentials given, and whether they are offered now (only to the origin they
+    /// were given for).
     credentials: Option<(String, String)>,
+    credentials_here: bool,
+    /// The request's extra headers go to the given origin only, like the credentials.
+    headers_here: bool,
+    /// The URL given (requests go where its redirects led, `url`, until that fails).
+    given: reqwest::Url,
     auth: Auth,
+    /// A Digest challenge was seen: Basic is never answered after it (no downgrade).
+    digest_seen: bool,
+    last_modified: Option<String>,
+    /// Retries in a row, and bytes received since the last failure.
+    failures: u32,
+    since_failure: u64,
     /// Set when the server asked for a client certificate.
     cert_requested: Arc<AtomicBool>,
     cert_configured: bool,
@@ -270,6 +318,8 @@ struct Cursor {
     /// The last bytes given, `(offset, bytes)`, oldest first, at most [`HISTORY`] in all.
     history: std::collections::VecDeque<(u64, Bytes)>,
     history_len: usize,
+    /// Start of the current speed window and the bytes received in it.
+    window: (std::time::Instant, u64),
 }
 
 impl Cursor {
@@ -283,6 +333,7 @@ impl Cursor {
             used: 0,
             history: Default::default(),
             history_len: 0,
+            window: (std::time::Instant::now(), 0),
         }
     }
 
@@ -332,16 +383,7 @@ impl RemoteSource {
     ///
     /// Errors: [`TransferError`], by its fault.
     pub fn open(remote: &Remote, settings: &Settings) -> Result<Self, TransferError> {
-        let url = reqwest::Url::parse(&remote.url).map_err(|e| TransferError::Options(format!("URL: {e}")))?;
-        match url.scheme() {
-            "http" | "https" => {}
-            s => {
-                return Err(TransferError::Protocol(format!("URL scheme '{s}' is not supported (http and https are)")))
-            }
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(TransferError::Options("credentials in the URL: pass them as username and password".into()));
-        }
+        let url = check_url(&remote.url)?;
         let mut o = remote.options.clone();
         if o.tls_cert.is_none() && o.tls_key.is_none() {
             if let (Some(c), Some(k)) = (&settings.tls_cert, &settings.tls_key) {
@@ -361,26 +403,20 @@ impl RemoteSource {
         }
         let mut settings = settings.clone();
         if let Some(t) = o.idle_timeout {
+            if t.is_zero() || t > MAX_IDLE {
+                return Err(TransferError::Options(format!("idle timeout {t:?}: more than 0, at most a day")));
+            }
             settings.idle_timeout = t;
         }
         let cert_requested = Arc::new(AtomicBool::new(false));
         let tls = tls::client_config(o, cert_requested.clone())?;
-        let https_only = url.scheme() == "https";
-        let max = settings.max_redirects;
-        let policy = reqwest::redirect::Policy::custom(move |a| {
-            if a.previous().len() > max {
-                a.error(format!("more than {max} redirects"))
-            } else if https_only && a.url().scheme() != "https" {
-                a.error("a redirect from https to another scheme")
-            } else {
-                a.follow()
-            }
-        });
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.idle_timeout)
-            .redirect(policy)
+            // Redirects are followed by hand (`State::redirect`): credentials and headers
+            // stay with their origin.
+            .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .user_agent(concat!("henb-update/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -396,12 +432,19 @@ impl RemoteSource {
             .map_err(|e| TransferError::Failed(format!("runtime: {e}")))?;
         let mut state = State {
             client,
-            url,
+            url: url.clone(),
             validator: None,
             etag: None,
             headers,
             credentials,
+            credentials_here: true,
+            headers_here: true,
+            given: url.clone(),
             auth: Auth::None,
+            digest_seen: false,
+            last_modified: None,
+            failures: 0,
+            since_failure: 0,
             cert_requested,
             cert_configured: o.tls_cert.is_some(),
             settings,
@@ -471,8 +514,25 @@ fn redact(u: &reqwest::Url) -> String {
 }
 
 fn extra_headers(lines: &[String]) -> Result<HeaderMap, TransferError> {
-    const OURS: &[&str] =
-        &["range", "if-range", "authorization", "host", "content-length", "transfer-encoding", "connection"];
+    // What the agent sets itself, and what would change which bytes come back.
+    const OURS: &[&str] = &[
+        "range",
+        "if-range",
+        "if-match",
+        "if-none-match",
+        "if-modified-since",
+        "if-unmodified-since",
+        "accept-encoding",
+        "te",
+        "expect",
+        "upgrade",
+        "authorization",
+        "proxy-authorization",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+    ];
     let mut map = HeaderMap::new();
     for l in lines {
         let bad = |why: &str| TransferError::Options(format!("http-headers: '{l}': {why}"));
@@ -584,7 +644,6 @@ impl State {
 
     /// Get the next bytes of cursor `i` into its `pending`, with the retry rule.
     async fn advance(&mut self, i: usize, c: &CounterRefs<'_>) -> Result<(), TransferError> {
-        let mut failures = 0u32;
         loop {
             let r = self.try_advance(i, c).await;
             let (why, reached) = match r {
@@ -597,7 +656,15 @@ impl State {
             cur.body = None;
             cur.end = cur.pos;
             cur.chunk = MIN_CHUNK;
-            failures += 1;
+            // A retry in a row unless the transfer made real progress since the last one
+            // (a server that gives a byte per connection does not reset the count).
+            if self.since_failure < PROGRESS {
+                self.failures += 1;
+            } else {
+                self.failures = 1;
+            }
+            self.since_failure = 0;
+            let failures = self.failures;
             if failures > self.settings.retries {
                 // Before the first answer: the server could not be reached, or answered
                 // only with errors.
@@ -626,7 +693,9 @@ impl State {
             cur.body = Some(resp);
             cur.end = got_end;
             cur.chunk = (chunk * 2).min(MAX_CHUNK);
+            cur.window = (std::time::Instant::now(), 0);
         }
+        let idle = self.settings.idle_timeout;
         let cur = &mut self.cursors[i];
         let Some(body) = cur.body.as_mut() else { return Err(Attempt::Retry("no request".into(), Reached::No)) };
         match body.chunk().await {
@@ -642,6 +711,31 @@ impl State {
                 cur.pending = b;
                 if cur.pending.is_empty() {
                     return Err(Attempt::Retry("an empty read".into(), Reached::No));
+                }
+                self.since_failure += cur.pending.len() as u64;
+                // A server that trickles (each byte within the idle timeout) is as good
+                // as a stalled one.
+                cur.window.1 += cur.pending.len() as u64;
+                let elapsed = cur.window.0.elapsed();
+                if elapsed >= idle {
+                    if cur.window.1 < LOW_SPEED.saturating_mul(elapsed.as_secs().max(1)) {
+                        let why = format!("slower than {LOW_SPEED} bytes/s for {elapsed:?}");
+                        return Err(Attempt::Retry(why, Reached::Answered));
+                    }
+                    cur.window = (std::time::Instant::now(), 0);
+                }
+                if cur.pos + cur.pending.len() as u64 == cur.end {
+                    // The range is complete: the answer must end here.
+                    if let Some(body) = cur.body.as_mut() {
+                        if let Ok(Some(more)) = body.chunk().await {
+                            if !more.is_empty() {
+                                return Err(Attempt::Fatal(TransferError::Failed(format!(
+                                    "the server sent more bytes than the range asked for (after byte {})",
+                                    cur.end
+                                ))));
+                            }
+                        }
+                    }
                 }
                 Ok(())
             }
@@ -660,19 +754,22 @@ impl State {
         end: u64,
         c: &CounterRefs<'_>,
     ) -> Result<(reqwest::Response, u64), Attempt> {
-        let mut tried_auth = 0;
+        let fatal = |e| Err(Attempt::Fatal(e));
+        let (mut tried_auth, mut redirects, mut restarted) = (0, 0, false);
         loop {
             let mut rb = self
                 .client
                 .get(self.url.clone())
-                .headers(self.headers.clone())
                 .header(reqwest::header::RANGE, format!("bytes={start}-{}", end - 1))
                 // The server's bytes as stored: a compressed answer would change offsets.
                 .header(reqwest::header::ACCEPT_ENCODING, "identity");
+            if self.headers_here {
+                rb = rb.headers(self.headers.clone());
+            }
             if let Some(v) = &self.validator {
                 rb = rb.header(reqwest::header::IF_RANGE, v.as_str());
             }
-            if let Some((u, p)) = &self.credentials {
+            if let (Some((u, p)), true) = (&self.credentials, self.credentials_here) {
                 match &mut self.auth {
                     Auth::None => {}
                     Auth::Basic => rb = rb.basic_auth(u, Some(p)),
@@ -690,34 +787,75 @@ impl State {
                 }
             }
             c.request();
-            tracing::debug!("GET bytes {start}-{}", end - 1);
+            tracing::debug!("GET bytes {start}-{} of {}", end - 1, redact(&self.url));
+            self.cert_requested.store(false, Ordering::Relaxed);
             let resp = rb.send().await.map_err(|e| self.send_failure(&e))?;
-            // Later requests go where the redirects led; credentials given to one origin
-            // are not offered to another until it asks (reqwest drops them on the
-            // redirect itself).
-            if resp.url() != &self.url {
-                if resp.url().origin() != self.url.origin() {
-                    self.auth = Auth::None;
-                }
-                self.url = resp.url().clone();
-            }
             let status = resp.status();
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+                redirects += 1;
+                if redirects > self.settings.max_redirects {
+                    return fatal(TransferError::Failed(format!(
+                        "more than {} redirects",
+                        self.settings.max_redirects
+                    )));
+                }
+                self.redirect(&resp)?;
+                continue;
+            }
             if status == StatusCode::UNAUTHORIZED {
-                if tried_auth < 2 && self.credentials.is_some() {
-                    if let Some(next) = challenge(resp.headers(), &self.auth) {
+                if tried_auth < 2 && self.credentials.is_some() && self.credentials_here {
+                    if let Some(next) = challenge(resp.headers(), &self.auth, &mut self.digest_seen) {
                         self.auth = next;
                         tried_auth += 1;
                         continue;
                     }
                 }
-                let why = match self.credentials {
-                    Some(_) => "HTTP 401: the credentials were refused",
-                    None => "HTTP 401: the server asks for credentials (username, password)",
+                let why = match (&self.credentials, self.credentials_here) {
+                    (Some(_), true) => "HTTP 401: the credentials were refused",
+                    (Some(_), false) => {
+                        "HTTP 401 from a server the URL redirected to: credentials go to the URL's own origin only"
+                    }
+                    (None, _) => "HTTP 401: the server asks for credentials (username, password)",
                 };
-                return Err(Attempt::Fatal(TransferError::Authentication(why.into())));
+                return fatal(TransferError::Authentication(why.into()));
+            }
+            // A redirect target that no longer serves (an expired signed URL): once more
+            // from the URL given.
+            let gone = matches!(status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE);
+            if gone && self.url != self.given && !restarted {
+                restarted = true;
+                redirects = 0;
+                self.url = self.given.clone();
+                (self.credentials_here, self.headers_here, self.auth) = (true, true, Auth::None);
+                continue;
             }
             return self.check(resp, start, end);
         }
+    }
+
+    /// Follow a redirect answer: to http(s) only, never from https to http; credentials
+    /// and the extra headers go to the given URL's origin only.
+    fn redirect(&mut self, resp: &reqwest::Response) -> Result<(), Attempt> {
+        let fail = |m: String| Attempt::Fatal(TransferError::Failed(m));
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| fail(format!("HTTP {} without a Location", resp.status())))?;
+        let next = self.url.join(location).map_err(|e| fail(format!("a redirect to an invalid URL: {e}")))?;
+        match next.scheme() {
+            "https" => {}
+            "http" if self.given.scheme() == "http" => {}
+            "http" => return Err(fail("a redirect from https to http".into())),
+            s => return Err(Attempt::Fatal(TransferError::Protocol(format!("a redirect to scheme '{s}'")))),
+        }
+        let home = next.origin() == self.given.origin();
+        (self.credentials_here, self.headers_here) = (home, home);
+        if next.origin() != self.url.origin() {
+            self.auth = Auth::None;
+        }
+        self.url = next;
+        Ok(())
     }
 
     /// Judge an answer to the Range request for `[start, end)`.
@@ -734,12 +872,20 @@ impl State {
                 return fatal(TransferError::Failed(why));
             }
             StatusCode::RANGE_NOT_SATISFIABLE => {
-                return fatal(TransferError::Failed("the file on the server changed during the download (416)".into()))
+                let why = match self.len {
+                    None => "the file on the server is empty (416)",
+                    Some(_) => "the file on the server changed during the download (416)",
+                };
+                return fatal(TransferError::Failed(why.into()));
             }
             StatusCode::NOT_FOUND | StatusCode::GONE => {
                 return fatal(TransferError::Access(format!("HTTP {status} for {}", redact(&self.url))))
             }
-            StatusCode::FORBIDDEN if self.credentials.is_some() || self.cert_configured => {
+            // Forbidden after credentials or a client certificate were presented.
+            StatusCode::FORBIDDEN
+                if (self.credentials_here && !matches!(self.auth, Auth::None))
+                    || (self.cert_configured && self.cert_requested.load(Ordering::Relaxed)) =>
+            {
                 return fatal(TransferError::Authentication(format!("HTTP {status}")))
             }
             StatusCode::FORBIDDEN => return fatal(TransferError::Access(format!("HTTP {status}"))),
@@ -757,6 +903,9 @@ impl State {
         }
         let h = resp.headers();
         let text = |n: HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        if let Some(enc) = text(reqwest::header::CONTENT_ENCODING).filter(|e| !e.eq_ignore_ascii_case("identity")) {
+            return fatal(TransferError::Failed(format!("the server encoded the bytes ({enc}), identity was asked")));
+        }
         let range = text(reqwest::header::CONTENT_RANGE).unwrap_or_default();
         let (a, b, total) = parse_content_range(&range)
             .ok_or_else(|| Attempt::Fatal(TransferError::Failed(format!("206 with Content-Range '{range}'"))))?;
@@ -766,7 +915,11 @@ impl State {
                 end - 1
             )));
         }
+        if total > MAX_FILE {
+            return fatal(TransferError::Failed(format!("the server claims a file of {total} bytes")));
+        }
         let etag = text(reqwest::header::ETAG);
+        let modified = text(reqwest::header::LAST_MODIFIED);
         match self.len {
             None => {
                 if let Some(max) = self.file_size {
@@ -777,15 +930,18 @@ impl State {
                     }
                 }
                 self.len = Some(total);
-                self.validator =
-                    etag.clone().filter(|e| !e.starts_with("W/")).or_else(|| text(reqwest::header::LAST_MODIFIED));
+                self.validator = etag.clone().filter(|e| !e.starts_with("W/")).or_else(|| modified.clone());
                 self.etag = etag;
+                self.last_modified = modified;
             }
             Some(len) => {
-                if total != len || (self.etag.is_some() && etag != self.etag) {
+                let changed = (self.etag.is_some() && etag != self.etag)
+                    || (self.last_modified.is_some() && modified != self.last_modified);
+                if total != len || changed {
                     return fatal(TransferError::Failed(format!(
-                        "the file on the server changed during the download (size {len} -> {total}, ETag {:?} -> {:?})",
-                        self.etag, etag
+                        "the file on the server changed during the download (size {len} -> {total}, ETag {:?} -> {:?}, \
+                         Last-Modified {:?} -> {:?})",
+                        self.etag, etag, self.last_modified, modified
                     )));
                 }
             }
@@ -804,7 +960,9 @@ impl State {
         if let Some(t) = tls::classify(e) {
             return Attempt::Fatal(t);
         }
-        Attempt::Retry(describe(e), Reached::No)
+        // Connected but no answer in time: the server was reached.
+        let reached = if e.is_connect() { Reached::No } else { Reached::Answered };
+        Attempt::Retry(describe(e), reached)
     }
 }
 
@@ -828,13 +986,14 @@ fn describe(e: &reqwest::Error) -> String {
 
 /// The next authentication to try after a 401, from its `WWW-Authenticate` headers:
 /// Digest (RFC 7616) before Basic (RFC 7617); a Digest answer that was refused is tried
-/// again only for a stale nonce.
-fn challenge(h: &HeaderMap, tried: &Auth) -> Option<Auth> {
+/// again only for a stale nonce; Basic never once this server offered Digest.
+fn challenge(h: &HeaderMap, tried: &Auth, digest_seen: &mut bool) -> Option<Auth> {
     let offers: Vec<&str> =
         h.get_all(reqwest::header::WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()).collect();
     for o in &offers {
         let scheme = o.split_whitespace().next().unwrap_or("");
         if scheme.eq_ignore_ascii_case("digest") {
+            *digest_seen = true;
             if let Ok(hdr) = digest_auth::parse(o) {
                 if matches!(tried, Auth::Digest(_)) && !hdr.stale {
                     return None;
@@ -844,7 +1003,8 @@ fn challenge(h: &HeaderMap, tried: &Auth) -> Option<Auth> {
         }
     }
     let basic = offers.iter().any(|o| o.split_whitespace().next().is_some_and(|s| s.eq_ignore_ascii_case("basic")));
-    (basic && matches!(tried, Auth::None)).then_some(Auth::Basic)
+    // Never Basic where Digest was offered: the password itself would cross the wire.
+    (basic && !*digest_seen && matches!(tried, Auth::None)).then_some(Auth::Basic)
 }
 
 /// `bytes a-b/total` (RFC 9110 §14.4).

@@ -241,14 +241,24 @@ impl Engine {
                     let mut progress = |p: Progress| {
                         let _ = ptx.send(JobMsg::Progress(p));
                     };
-                    let report = match device::booted(&conf, ob.as_deref()) {
+                    let run = std::panic::AssertUnwindSafe(|| match device::booted(&conf, ob.as_deref()) {
                         Ok(b) => {
                             let order = crate::install::Order { command_key: command_key.clone(), activate };
                             let req = crate::install::Request { input, order };
                             device::install_file(&conf, b, req, &mut progress)
                         }
                         Err(e) => device::InstallReport { result: Err(e.into()), transfer: None },
-                    };
+                    });
+                    // A bug must not leave the service busy for ever: a panic ends the job
+                    // as an internal error (the slot it was writing stays marked bad).
+                    let report = std::panic::catch_unwind(run).unwrap_or_else(|_| device::InstallReport {
+                        result: Err(Failure::new(
+                            "internal",
+                            CwmpFault::InternalError,
+                            "the install job failed (a bug)",
+                        )),
+                        transfer: None,
+                    });
                     let _ = tx.send(JobMsg::Done(job, command_key, Box::new(report)));
                 });
             }

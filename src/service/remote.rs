@@ -78,6 +78,7 @@ pub(super) fn remote(
     face: Face,
     skip: &[&str],
 ) -> Result<Remote, Error> {
+    crate::download::check_url(url).map_err(|e| Error::from(Failure::from_fault(&e)))?;
     let mut o = Options::default();
     for (k, val) in options {
         let v = val;
@@ -87,8 +88,8 @@ pub(super) fn remote(
             (Face::Henb, "password") => o.password = Some(text(k, v)?),
             (Face::Henb, "file-size") => o.file_size = Some(number(k, v)?),
             (Face::Henb, "timeout") => match number(k, v)? {
-                0 => return Err(invalid("timeout: seconds, more than 0".into())),
-                s => o.idle_timeout = Some(Duration::from_secs(s)),
+                s @ 1..=86400 => o.idle_timeout = Some(Duration::from_secs(s)),
+                _ => return Err(invalid("timeout: seconds, more than 0 and at most 86400".into())),
             },
             (Face::Rauc, "tls-no-verify") => match &**v {
                 Value::Bool(b) => o.tls_no_verify = *b,

@@ -110,6 +110,8 @@ pub struct NginxOptions<'a> {
     pub client_cert: bool,
     /// Basic authentication (user, password) for the whole server.
     pub basic: Option<(&'a str, &'a str)>,
+    /// More server-level configuration, verbatim.
+    pub extra: &'a str,
 }
 
 /// Debian's nginx serving `root` on 127.0.0.1, in the foreground, for one test.
@@ -117,6 +119,7 @@ pub struct Nginx {
     child: Child,
     pub port: u16,
     scheme: &'static str,
+    dir: PathBuf,
 }
 
 impl Nginx {
@@ -147,11 +150,12 @@ impl Nginx {
         let conf = format!(
             "daemon off;\nmaster_process off;\nuser root;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
              events {{ worker_connections 64; }}\n\
-             http {{\n access_log {d}/access.log;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+             http {{\n log_format h '$request auth=[$http_authorization] token=[$http_x_token]';\n access_log {d}/access.log h;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
              types {{ application/octet-stream raucb; }}\n default_type application/octet-stream;\n\
-             server {{\n  {listen}\n  root {root};\n  {server}\n  location /moved/ {{ rewrite ^/moved/(.*)$ /$1 redirect; }}\n  location = /unavailable.raucb {{ return 503; }}\n }}\n}}\n",
+             server {{\n  {listen}\n  root {root};\n  {server}\n  location /moved/ {{ rewrite ^/moved/(.*)$ /$1 redirect; }}\n  location = /unavailable.raucb {{ return 503; }}\n  {extra}\n }}\n}}\n",
             root = root.display(),
+            extra = o.extra,
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
         let mut child = Command::new("nginx")
@@ -164,7 +168,12 @@ impl Nginx {
             .spawn()
             .expect("nginx (Debian's nginx-light) is needed: scripts/setup.sh");
         wait_for_port(port, &mut child, "nginx");
-        Self { child, port, scheme: if o.tls.is_some() { "https" } else { "http" } }
+        Self { child, port, scheme: if o.tls.is_some() { "https" } else { "http" }, dir }
+    }
+
+    /// The access log: one line per request, with its Authorization and X-Token headers.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
     }
 
     /// The URL of `name` under the root.
@@ -246,6 +255,8 @@ pub enum Fault {
     /// Drop `Content-Length` from each answer, send its body and then this many more
     /// bytes, and close: a server that sends more than it was asked for.
     Overflow(u64),
+    /// Once this many bytes went to the agent in all, 16 bytes every 50 ms (320 B/s).
+    TrickleAfter(u64),
 }
 
 /// A TCP proxy on 127.0.0.1 between the agent and a server, counting the bytes it
@@ -366,6 +377,23 @@ fn relay(client: TcpStream, server: TcpStream, fault: Fault, total: Arc<AtomicU6
                 break;
             }
         }
+        if let Fault::TrickleAfter(limit) = fault {
+            if total.load(Ordering::Relaxed) > limit {
+                let mut ok = true;
+                for piece in out.chunks(16) {
+                    if stop.load(Ordering::Relaxed) || c_out.write_all(piece).is_err() {
+                        ok = false;
+                        break;
+                    }
+                    total.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if !ok {
+                    break;
+                }
+                continue;
+            }
+        }
         if let Fault::CutEvery(every) = fault {
             let room = every.saturating_sub(this_conn);
             if (out.len() as u64) >= room {
@@ -392,8 +420,18 @@ fn relay(client: TcpStream, server: TcpStream, fault: Fault, total: Arc<AtomicU6
 }
 
 /// Replace `len` bytes at `offset` of `path` in place, keeping its size and mtime (so
-/// nginx's ETag and Last-Modified stay the same: a server that lies).
+/// nginx's ETag and Last-Modified stay the same: a server that lies), or with a new mtime
+/// (a file republished: new ETag and Last-Modified).
 pub fn switch_bytes(path: &Path, offset: u64, len: usize) {
+    change_bytes(path, offset, len, true)
+}
+
+/// As [`switch_bytes`], the mtime moved a minute on.
+pub fn republish_bytes(path: &Path, offset: u64, len: usize) {
+    change_bytes(path, offset, len, false)
+}
+
+fn change_bytes(path: &Path, offset: u64, len: usize, keep_mtime: bool) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
     let mtime = f.metadata().unwrap().modified().unwrap();
@@ -404,5 +442,6 @@ pub fn switch_bytes(path: &Path, offset: u64, len: usize) {
     }
     f.write_all_at(&b, offset).unwrap();
     f.sync_all().unwrap();
-    f.set_modified(mtime).unwrap();
+    let when = if keep_mtime { mtime } else { mtime + Duration::from_secs(60) };
+    f.set_modified(when).unwrap();
 }

@@ -17,7 +17,7 @@ Usage: bench/install.py [--size-mib 1024] [--runs 3] [--content random|half-zero
 import argparse, os, shutil, statistics, subprocess, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import run  # noqa: E402
+from measure import keyring_device, run, verity_bundle  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "henb-update")
@@ -33,37 +33,12 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--locked", "-q"], cwd=ROOT, check=True)
     w = tempfile.mkdtemp(prefix="henb-bench-install-")
     try:
-        pki = os.path.join(w, "pki")
-        subprocess.run([os.path.join(ROOT, "tests/pki/make-pki.sh"), pki], check=True, stdout=subprocess.DEVNULL)
-        files = os.path.join(w, "files")
-        os.mkdir(files)
-        with open(os.path.join(files, "data.bin"), "wb") as f, open("/dev/urandom", "rb") as r:
-            for i in range(a.size_mib - 64):
-                chunk = r.read(1 << 20)
-                if a.content == "half-zero" and i % 2:
-                    chunk = bytes(1 << 20)
-                f.write(chunk)
-        content = os.path.join(w, "content")
-        os.mkdir(content)
-        img = os.path.join(content, "rootfs.ext4")
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-d", files, img, f"{a.size_mib}M"], check=True)
-        shutil.rmtree(files)
-        with open(os.path.join(content, "manifest.raucm"), "w") as f:
-            f.write("[update]\ncompatible=bench\nversion=1\n\n[image.rootfs]\nfilename=rootfs.ext4\n")
         bundle = os.path.join(w, "u.raucb")
-        subprocess.run([BIN, "bundle", "--format", "verity", "--cert", f"{pki}/signer-rsa.cert.pem", "--key",
-                        f"{pki}/signer-rsa.key.pem", "--intermediate", f"{pki}/release-ca.cert.pem", content, bundle],
-                       check=True)
-        for s in ["slotA", "slotB", "naive-slot"]:
-            with open(os.path.join(w, s), "wb") as f:
-                f.truncate(a.size_mib << 20)
-        subprocess.run(["grub-editenv", os.path.join(w, "grubenv"), "create"], check=True)
-        conf = os.path.join(w, "system.conf")
-        with open(conf, "w") as f:
-            f.write(f"[system]\ncompatible=bench\nbootloader=grub\ngrubenv={w}/grubenv\ndata-directory={w}/data\n"
-                    f"[keyring]\npath={pki}/keyring.pem\ncheck-purpose=codesign\n"
-                    f"[slot.rootfs.0]\ndevice={w}/slotA\ntype=ext4\nbootname=A\n"
-                    f"[slot.rootfs.1]\ndevice={w}/slotB\ntype=ext4\nbootname=B\n")
+        pki = verity_bundle(w, a.size_mib, BIN, ROOT, bundle, a.content)
+        content = os.path.join(w, "content")
+        conf = keyring_device(w, pki, a.size_mib)
+        with open(os.path.join(w, "naive-slot"), "wb") as f:
+            f.truncate(a.size_mib << 20)
         subprocess.run(["cat", bundle], stdout=subprocess.DEVNULL, check=True)
         naive = f"unsquashfs -q -cat {bundle} rootfs.ext4 > {w}/naive-slot && openssl dgst -sha256 {w}/naive-slot"
         base = [run(naive, shell=True) for _ in range(a.runs)]

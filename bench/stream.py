@@ -10,7 +10,7 @@ log (`fetched N bytes in R requests`). Usage: bench/stream.py [--size-mib 1024]
 import argparse, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import run  # noqa: E402
+from measure import keyring_device, run, verity_bundle  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "henb-update")
@@ -33,37 +33,12 @@ def main():
     w = tempfile.mkdtemp(prefix="henb-bench-stream-")
     nginx = None
     try:
-        pki = os.path.join(w, "pki")
-        subprocess.run([os.path.join(ROOT, "tests/pki/make-pki.sh"), pki], check=True, stdout=subprocess.DEVNULL)
-        files = os.path.join(w, "files")
-        os.mkdir(files)
-        with open(os.path.join(files, "data.bin"), "wb") as f, open("/dev/urandom", "rb") as r:
-            for _ in range(a.size_mib - 64):
-                f.write(r.read(1 << 20))
-        content = os.path.join(w, "content")
-        os.mkdir(content)
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-d", files, os.path.join(content, "rootfs.ext4"), f"{a.size_mib}M"],
-                       check=True)
-        shutil.rmtree(files)
-        with open(os.path.join(content, "manifest.raucm"), "w") as f:
-            f.write("[update]\ncompatible=bench\nversion=1\n\n[image.rootfs]\nfilename=rootfs.ext4\n")
         www = os.path.join(w, "www")
         os.mkdir(www)
         bundle = os.path.join(www, "u.raucb")
-        subprocess.run([BIN, "bundle", "--format", "verity", "--cert", f"{pki}/signer-rsa.cert.pem", "--key",
-                        f"{pki}/signer-rsa.key.pem", "--intermediate", f"{pki}/release-ca.cert.pem", content, bundle],
-                       check=True)
-        shutil.rmtree(content)
-        for s in ["slotA", "slotB"]:
-            with open(os.path.join(w, s), "wb") as f:
-                f.truncate(a.size_mib << 20)
-        subprocess.run(["grub-editenv", os.path.join(w, "grubenv"), "create"], check=True)
-        conf = os.path.join(w, "system.conf")
-        with open(conf, "w") as f:
-            f.write(f"[system]\ncompatible=bench\nbootloader=grub\ngrubenv={w}/grubenv\ndata-directory={w}/data\n"
-                    f"[keyring]\npath={pki}/keyring.pem\ncheck-purpose=codesign\n"
-                    f"[slot.rootfs.0]\ndevice={w}/slotA\ntype=ext4\nbootname=A\n"
-                    f"[slot.rootfs.1]\ndevice={w}/slotB\ntype=ext4\nbootname=B\n")
+        pki = verity_bundle(w, a.size_mib, BIN, ROOT, bundle)
+        shutil.rmtree(os.path.join(w, "content"))
+        conf = keyring_device(w, pki, a.size_mib)
         port = free_port()
         with open(os.path.join(w, "nginx.conf"), "w") as f:
             f.write(f"daemon off;\nmaster_process off;\nuser root;\nerror_log {w}/error.log;\npid {w}/nginx.pid;\n"

@@ -329,6 +329,19 @@ fn download_url_over_d_bus_and_rauc_install_https() {
         assert!(e.to_string().contains("UnsupportedProtocolForFileTransfer") && e.to_string().contains("9013"), "{e}");
     });
     assert!(image_in_slot_b(&d, 2_000_000));
+    // The command line's D-Bus client hands a URL over with DownloadUrl.
+    std::fs::write(d.w.path("password"), "pw\n").unwrap();
+    let o = Command::new(BIN)
+        .args(["download", "--json", "--no-activate", "--command-key", "ck-cli", "--username", "acs"])
+        .arg("--password-file")
+        .arg(d.w.path("password"))
+        .args(["--tls-ca", &ca, &nginx.url("u.raucb")])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", bus.address())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out} {}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("\"cwmp-fault\":0") && out.contains("ck-cli"), "{out}");
     // Debian's rauc: `rauc install https://...`, the server trusted by [streaming] tls-ca.
     let open = Nginx::start(d.w.dir.path(), &d.w.path("www"), NginxOptions { tls: Some(&pki), ..Default::default() });
     let o = Command::new("rauc")

@@ -8,7 +8,6 @@ use futures_util::StreamExt;
 use serde_json::json;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[zbus::proxy(interface = "org.henb.Update1", default_service = "org.henb.Update1", default_path = "/org/henb/Update1")]
@@ -62,66 +61,11 @@ pub(super) struct DownloadArgs {
     /// Print JSON lines.
     #[arg(long)]
     json: bool,
-    /// HTTP user name, for a URL.
-    #[arg(long, value_name = "NAME")]
-    username: Option<String>,
-    /// File holding the HTTP password (its first line), for a URL.
-    #[arg(long, value_name = "FILE")]
-    password_file: Option<PathBuf>,
-    /// CA certificates (PEM) for the file server; the service reads it with your rights.
-    #[arg(long, value_name = "PEM")]
-    tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM), read by the service with your rights.
-    #[arg(long, value_name = "PEM", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// Its private key (PEM), read by the service with your rights.
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Extra request header, `Name: value` (repeatable).
-    #[arg(long = "http-header", value_name = "HEADER")]
-    http_headers: Vec<String>,
-    /// The largest size the file may have, in bytes (TR-069 FileSize).
-    #[arg(long, value_name = "BYTES")]
-    file_size: Option<u64>,
-    /// Seconds without a byte from the server before a retry.
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<u32>,
+    #[command(flatten)]
+    remote: super::remote::RemoteArgs,
     /// Package file (passed to the service as an open descriptor), or an http(s) URL the
     /// service fetches itself (DownloadUrl).
     package: String,
-}
-
-impl DownloadArgs {
-    /// DownloadUrl's options: paths made absolute (the service opens them with the
-    /// caller's rights), the password read here.
-    fn url_options(&self) -> Result<HashMap<&'static str, zbus::Variant<'static>>, String> {
-        let mut o = HashMap::new();
-        let path = |p: &PathBuf| -> Result<String, String> {
-            std::path::absolute(p).map(|p| p.display().to_string()).map_err(|e| format!("{}: {e}", p.display()))
-        };
-        if let Some(u) = &self.username {
-            o.insert("username", zbus::Variant::from(u.clone()));
-        }
-        if let Some(p) = &self.password_file {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            o.insert("password", zbus::Variant::from(text.lines().next().unwrap_or("").to_string()));
-        }
-        for (key, p) in [("tls-ca", &self.tls_ca), ("tls-cert", &self.tls_cert), ("tls-key", &self.tls_key)] {
-            if let Some(p) = p {
-                o.insert(key, zbus::Variant::from(path(p)?));
-            }
-        }
-        if !self.http_headers.is_empty() {
-            o.insert("http-headers", zbus::Variant::from(self.http_headers.clone()));
-        }
-        if let Some(n) = self.file_size {
-            o.insert("file-size", zbus::Variant::from(n));
-        }
-        if let Some(t) = self.timeout {
-            o.insert("timeout", zbus::Variant::from(t));
-        }
-        Ok(o)
-    }
 }
 
 #[derive(clap::Args)]
@@ -173,7 +117,7 @@ enum Asked {
 
 pub(super) fn run_download(a: DownloadArgs) -> ExitCode {
     let source = if crate::download::is_url(&a.package) {
-        match a.url_options() {
+        match a.remote.url_options() {
             Ok(o) => Asked::Url(o),
             Err(e) => {
                 eprintln!("henb-update download: {e}");

@@ -5,6 +5,7 @@ use crate::download::{self, Options, Remote};
 use crate::fault::{CwmpFault, Failure};
 use crate::install::Input;
 use crate::source::{open_package, PackageOrigin};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,6 +48,52 @@ fn invalid(m: String) -> Failure {
 }
 
 impl RemoteArgs {
+    /// DownloadUrl's options, for the D-Bus client: paths made absolute (the service
+    /// opens them with the caller's rights), the password read here.
+    pub(super) fn url_options(&self) -> Result<HashMap<&'static str, zbus::Variant<'static>>, String> {
+        let mut o = HashMap::new();
+        if self.tls_no_verify {
+            return Err("--tls-no-verify: DownloadUrl has no such option".into());
+        }
+        if let Some(u) = &self.username {
+            o.insert("username", zbus::Variant::from(u.clone()));
+        }
+        if let Some(p) = self.password()? {
+            o.insert("password", zbus::Variant::from(p));
+        }
+        for (key, p) in [("tls-ca", &self.tls_ca), ("tls-cert", &self.tls_cert), ("tls-key", &self.tls_key)] {
+            if let Some(p) = p {
+                let abs = std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                o.insert(key, zbus::Variant::from(abs.display().to_string()));
+            }
+        }
+        if !self.http_headers.is_empty() {
+            o.insert("http-headers", zbus::Variant::from(self.http_headers.clone()));
+        }
+        if let Some(n) = self.file_size {
+            o.insert("file-size", zbus::Variant::from(n));
+        }
+        if let Some(t) = self.idle_timeout {
+            let secs = t.ceil();
+            if !(1.0..=86400.0).contains(&secs) {
+                return Err(format!("--idle-timeout {t}: seconds, more than 0 and at most 86400"));
+            }
+            o.insert("timeout", zbus::Variant::from(secs as u32));
+        }
+        Ok(o)
+    }
+
+    /// The password from `--password-file` (its first line).
+    fn password(&self) -> Result<Option<String>, String> {
+        match &self.password_file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                Ok(Some(text.lines().next().unwrap_or("").to_string()))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The package named `package`: a URL becomes a [`Remote`] (its files read with this
     /// user's rights), anything else is opened as a local file.
     pub(super) fn input(&self, package: &str) -> Result<Input, Failure> {
@@ -57,13 +104,7 @@ impl RemoteArgs {
         let pem = |p: &Option<PathBuf>| -> Result<Option<Vec<u8>>, Failure> {
             p.as_deref().map(download::read_pem).transpose().map_err(|e| Failure::from_fault(&e))
         };
-        let password = match &self.password_file {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| invalid(format!("{}: {e}", p.display())))?;
-                Some(text.lines().next().unwrap_or("").to_string())
-            }
-            None => None,
-        };
+        let password = self.password().map_err(invalid)?;
         let idle_timeout = match self.idle_timeout {
             Some(s) => Some(
                 Duration::try_from_secs_f64(s)

@@ -171,6 +171,23 @@ say "   a later confirmed update moved the minimum to 4: this package (version 3
 dev --override-boot-slot A security-version --raise 4 2>&1 | sed 's/^/   /'
 dev info --json "$work/update.verity" 2>/dev/null | sed 's/^/   /' || echo "   -> exit status $?"
 
+say "6c. Or the CWMP client hands over the URL: the agent streams the package from the file"
+say "    server with Range requests, each block checked before use, nothing stored on the way"
+www="$work/www"; mkdir "$www"; cp "$work/update.verity" "$work/update.plain" "$www/"
+http_port=$((port + 2))
+cat > "$work/nginx.conf" <<NGINX
+daemon off; master_process off; user root; error_log $work/nginx.log; pid $work/nginx.pid;
+events { worker_connections 16; }
+http { access_log off; server { listen 127.0.0.1:$http_port; root $www; } }
+NGINX
+nginx -c "$work/nginx.conf" -p "$work" & nginx_pid=$!
+trap 'kill $nginx_pid $swtpm_pid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$http_port") 2>/dev/null && break; sleep 0.1; done
+"$bin" --conf "$work/system.conf" info "http://127.0.0.1:$http_port/update.verity" | sed 's/^/   /'
+say "   a plain bundle cannot be checked before use when streamed: refused"
+"$bin" --conf "$work/system.conf" info --json "http://127.0.0.1:$http_port/update.plain" 2>/dev/null | sed 's/^/   /' || echo "   -> exit status $?"
+kill $nginx_pid; wait $nginx_pid 2>/dev/null || true
+
 say "7. One byte changed in the middle of the image: refused, CWMP fault in JSON"
 cp "$work/update.verity" "$work/tampered.verity"
 printf '\x00' | dd of="$work/tampered.verity" bs=1 seek=$((32 << 20)) conv=notrunc status=none

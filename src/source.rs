@@ -30,6 +30,12 @@ pub trait Source: Send + Sync {
         Ok(())
     }
 
+    /// True when the bytes come from a file server as they are read (a URL): a format
+    /// that must read twice is refused outright, not for the file system it is on.
+    fn streamed(&self) -> bool {
+        false
+    }
+
     /// Fill `buf` exactly from `offset`, or fail with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {

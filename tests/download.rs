@@ -99,6 +99,11 @@ fn a_plain_bundle_is_refused_for_streaming_with_a_clear_error() {
     assert_ne!(code, 0);
     let m = out["error"]["message"].as_str().unwrap_or_default();
     assert!(m.contains("plain bundle refused") && m.contains("file server"), "{out}");
+    assert_eq!(
+        (out["error"]["kind"].as_str(), out["error"]["cwmp-fault"].as_u64()),
+        (Some("plain-streamed"), Some(9001))
+    );
+    assert_eq!(code, 1, "refused, not could-not-check");
     check("plain");
 }
 

@@ -552,6 +552,10 @@ impl Source for RemoteSource {
         self.len
     }
 
+    fn streamed(&self) -> bool {
+        true
+    }
+
     fn check_stable(&self) -> Result<(), String> {
         Err("it is streamed from a file server, whose bytes can differ between the two reads a plain bundle needs"
             .into())

@@ -219,6 +219,13 @@ pub enum PackageError {
     /// A plain bundle on storage whose bytes may change between two reads.
     #[error("plain bundle refused: {0}; use a verity bundle, or copy the bundle to local storage")]
     Unstable(String),
+    /// A plain bundle given as a URL: its signature covers the whole squashfs, so nothing
+    /// of it could be checked before use while streaming (a policy refusal, 9001).
+    #[error(
+        "plain bundle refused: it cannot be checked before use when streamed from a file server; \
+         use a verity bundle, or fetch the file and pass it to Download"
+    )]
+    NotStreamable,
     /// The sink (e.g. the slot writer) failed.
     #[error("writing image '{name}' failed: {source}")]
     Sink {
@@ -245,6 +252,7 @@ impl Fault for PackageError {
             Self::Image { .. } => "image-digest",
             Self::Sink { .. } => "write",
             Self::Unstable(_) => "unsafe-file-system",
+            Self::NotStreamable => "plain-streamed",
             Self::NoImageForVariant(_) => "variant",
         }
     }
@@ -259,7 +267,7 @@ impl Fault for PackageError {
             Self::Signature(e) => e.fault(),
             Self::Tr069(e) => e.fault(),
             Self::Sink { .. } => CwmpFault::InternalError,
-            Self::NoImageForVariant(_) => CwmpFault::RequestDenied,
+            Self::NoImageForVariant(_) | Self::NotStreamable => CwmpFault::RequestDenied,
             _ => CwmpFault::FileCorrupted,
         }
     }

@@ -103,6 +103,9 @@ pub(super) fn authenticate(src: Arc<dyn Source>, ctx: &Context<'_>) -> Result<(P
     // must see the same bytes: only local file systems (see `Source::check_stable`; the
     // installer's read lease covers local writers). Nothing of the payload is parsed
     // before its hash is verified, for `info` as for an install.
+    if src.streamed() {
+        return Err(PackageError::NotStreamable);
+    }
     src.check_stable().map_err(PackageError::Unstable)?;
     let algs = pending.needed_digests();
     let payload = t.payload_len;

@@ -5,15 +5,21 @@
 //! read is served by one of a few *cursors*, each a Range request open on the server
 //! (`bytes=start-end`, its size doubling from 32 KiB to 4 MiB while its reads stay
 //! sequential), so a verity bundle's image, its hash tree and the squashfs tables each
-//! stream without a request per block. Every response must be 206 for the range asked,
-//! of the file first seen (its total size, and its ETag or Last-Modified, which each
-//! request also sends as `If-Range`); more bytes than asked are refused.
+//! stream without a request per block. Every answer must be a 206 for exactly the range
+//! asked, unencoded, of the file first seen (its total size, ETag and Last-Modified; the
+//! ETag, else Last-Modified, is sent as `If-Range`), and end where the range ends.
 //!
-//! Resume: a dropped connection, an idle timeout, a 408/429 or a 5xx answer is retried
-//! from the first byte not yet received, after a delay that doubles (from
-//! [`Settings::retry_delay`], at most 30 s), at most [`Settings::retries`] times in a row
-//! without a byte received in between (so the whole transfer is bounded too: each retry
-//! but the last `retries` made progress).
+//! Resume: a dropped connection, an idle timeout, a server slower than 1 KiB/s over an
+//! idle timeout, a 408/429 or a 5xx answer is retried from the first byte not yet
+//! received, after a delay that doubles (from [`Settings::retry_delay`], at most 30 s), at
+//! most [`Settings::retries`] times in a row without 64 KiB received in between (so the
+//! whole transfer is bounded too).
+//!
+//! Redirects are followed here, not by reqwest: at most [`Settings::max_redirects`], never
+//! from https to http; credentials and the request's extra headers go to the given URL's
+//! origin only; a redirect target that answers 403/404/410 (an expired signed URL) is
+//! left for the given URL once more. Basic authentication answers a challenge only, and
+//! never one from a server that offered Digest.
 //!
 //! The security of an install never rests on the transport (rule R7): the package layer
 //! checks every byte it uses against the signature. HTTPS, client certificates and
@@ -23,7 +29,8 @@
 //! than http/https, 9015 the server cannot be reached or its certificate is not trusted,
 //! 9016 404/410 (and 403 without credentials), 9012 the server refused the credentials or
 //! the client certificate, 9017 incomplete after the retries, 9010 any other transfer
-//! failure (no Range support, the file changed, more bytes than asked, too large).
+//! failure (no Range support, the file changed, more bytes than asked, too large, a
+//! server that answers only with errors).
 
 mod tls;
 

@@ -323,6 +323,16 @@ fn download_url_over_d_bus_and_rauc_install_https() {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("InvalidArguments"), "{e}");
+        // A malformed header is refused at the call, naming the header, never its value
+        // (LastError and the signals are world-readable).
+        let mut hdr = HashMap::new();
+        hdr.insert("http-headers", Variant::from(vec!["X-Token: t0ken\r\nInjected: 1"]));
+        let e = p
+            .call::<_, _, (u32, String)>("DownloadUrl", &(nginx.url("u.raucb"), "1 Firmware Upgrade Image", "k", &hdr))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("InvalidArguments") && e.to_string().contains("X-Token"), "{e}");
+        assert!(!e.to_string().contains("t0ken"), "the header's value is not echoed: {e}");
         let none = HashMap::<&str, Variant>::new();
         let e = p
             .call::<_, _, (u32, String)>(

@@ -325,8 +325,11 @@ struct Cursor {
     /// The last bytes given, `(offset, bytes)`, oldest first, at most [`HISTORY`] in all.
     history: std::collections::VecDeque<(u64, Bytes)>,
     history_len: usize,
-    /// Start of the current speed window and the bytes received in it.
-    window: (std::time::Instant, u64),
+    /// Time spent waiting for this cursor's bytes and the bytes received meanwhile, since
+    /// the last speed check.
+    window: (Duration, u64),
+    /// Whether the open answer has a Content-Length (its end is then the range's).
+    delimited: bool,
 }
 
 impl Cursor {
@@ -340,7 +343,8 @@ impl Cursor {
             used: 0,
             history: Default::default(),
             history_len: 0,
-            window: (std::time::Instant::now(), 0),
+            window: (Duration::ZERO, 0),
+            delimited: true,
         }
     }
 
@@ -429,6 +433,12 @@ impl RemoteSource {
             .build()
             .map_err(|e| TransferError::Options(format!("HTTP client: {e}")))?;
         let headers = extra_headers(&o.headers)?;
+        let named = o.username.as_deref().is_some_and(|u| !u.is_empty());
+        if headers.contains_key(reqwest::header::AUTHORIZATION) && named {
+            return Err(TransferError::Options(
+                "http-headers has Authorization and a username is given: one of them".into(),
+            ));
+        }
         let credentials = match (&o.username, &o.password) {
             (Some(u), p) if !u.is_empty() => Some((u.clone(), p.clone().unwrap_or_default())),
             _ => None,
@@ -520,7 +530,11 @@ fn redact(u: &reqwest::Url) -> String {
     u.to_string()
 }
 
-fn extra_headers(lines: &[String]) -> Result<HeaderMap, TransferError> {
+/// The request's extra headers, `Name: value` each; `Authorization` is allowed (a bearer
+/// token, as RAUC streaming clients pass) unless credentials are given too.
+///
+/// Errors: [`TransferError::Options`] naming the header (never its value).
+pub fn extra_headers(lines: &[String]) -> Result<HeaderMap, TransferError> {
     // What the agent sets itself, and what would change which bytes come back.
     const OURS: &[&str] = &[
         "range",
@@ -533,7 +547,6 @@ fn extra_headers(lines: &[String]) -> Result<HeaderMap, TransferError> {
         "te",
         "expect",
         "upgrade",
-        "authorization",
         "proxy-authorization",
         "host",
         "content-length",
@@ -542,7 +555,9 @@ fn extra_headers(lines: &[String]) -> Result<HeaderMap, TransferError> {
     ];
     let mut map = HeaderMap::new();
     for l in lines {
-        let bad = |why: &str| TransferError::Options(format!("http-headers: '{l}': {why}"));
+        // The value may be a token: messages name the header only.
+        let shown = l.split_once(':').map_or("(no name)", |(n, _)| n.trim());
+        let bad = |why: &str| TransferError::Options(format!("http-headers: '{shown}': {why}"));
         let (name, value) = l.split_once(':').ok_or_else(|| bad("not 'Name: value'"))?;
         let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| bad("not a header name"))?;
         if OURS.contains(&name.as_str()) {
@@ -662,6 +677,11 @@ impl State {
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry(why, reached)) => (why, reached),
             };
+            // A redirect target that fails may be gone: the retry asks the given URL.
+            if self.url != self.given {
+                self.url = self.given.clone();
+                (self.credentials_here, self.headers_here, self.auth) = (true, true, Auth::None);
+            }
             // The request is gone; the next one starts at the first byte not received.
             let cur = &mut self.cursors[i];
             cur.body = None;
@@ -701,15 +721,19 @@ impl State {
             };
             let (resp, got_end) = self.request(start, end, c).await?;
             let cur = &mut self.cursors[i];
+            cur.delimited = resp.content_length().is_some();
             cur.body = Some(resp);
             cur.end = got_end;
             cur.chunk = (chunk * 2).min(MAX_CHUNK);
-            cur.window = (std::time::Instant::now(), 0);
+            cur.window = (Duration::ZERO, 0);
         }
         let idle = self.settings.idle_timeout;
         let cur = &mut self.cursors[i];
         let Some(body) = cur.body.as_mut() else { return Err(Attempt::Retry("no request".into(), Reached::No)) };
-        match body.chunk().await {
+        let asked = std::time::Instant::now();
+        let got = body.chunk().await;
+        cur.window.0 += asked.elapsed();
+        match got {
             Ok(Some(b)) => {
                 c.fetched(b.len() as u64);
                 let room = cur.end - cur.pos;
@@ -726,19 +750,23 @@ impl State {
                 self.since_failure += cur.pending.len() as u64;
                 // A server that trickles (each byte within the idle timeout) is as good
                 // as a stalled one.
+                // Measured over the time spent waiting for the server (a cursor the
+                // reader leaves alone is not slow).
                 cur.window.1 += cur.pending.len() as u64;
-                let elapsed = cur.window.0.elapsed();
-                if elapsed >= idle {
-                    if cur.window.1 < LOW_SPEED.saturating_mul(elapsed.as_secs().max(1)) {
-                        let why = format!("slower than {LOW_SPEED} bytes/s for {elapsed:?}");
+                let waited = cur.window.0;
+                if waited >= idle {
+                    if (cur.window.1 as f64) < LOW_SPEED as f64 * waited.as_secs_f64() {
+                        let why = format!("slower than {LOW_SPEED} bytes/s for {waited:?}");
                         return Err(Attempt::Retry(why, Reached::Answered));
                     }
-                    cur.window = (std::time::Instant::now(), 0);
+                    cur.window = (Duration::ZERO, 0);
                 }
-                if cur.pos + cur.pending.len() as u64 == cur.end {
-                    // The range is complete: the answer must end here.
+                if cur.pos + cur.pending.len() as u64 == cur.end && !cur.delimited {
+                    // The range is complete and the answer has no length: it must end
+                    // here (a Content-Length was checked against the range already).
                     if let Some(body) = cur.body.as_mut() {
-                        if let Ok(Some(more)) = body.chunk().await {
+                        let more = tokio::time::timeout(Duration::from_secs(1), body.chunk()).await;
+                        if let Ok(Ok(Some(more))) = more {
                             if !more.is_empty() {
                                 return Err(Attempt::Fatal(TransferError::Failed(format!(
                                     "the server sent more bytes than the range asked for (after byte {})",
@@ -799,10 +827,9 @@ impl State {
             }
             c.request();
             tracing::debug!("GET bytes {start}-{} of {}", end - 1, redact(&self.url));
-            self.cert_requested.store(false, Ordering::Relaxed);
             let resp = rb.send().await.map_err(|e| self.send_failure(&e))?;
             let status = resp.status();
-            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+            if [301, 302, 303, 307, 308].contains(&status.as_u16()) {
                 redirects += 1;
                 if redirects > self.settings.max_redirects {
                     return fatal(TransferError::Failed(format!(
@@ -920,6 +947,12 @@ impl State {
         let range = text(reqwest::header::CONTENT_RANGE).unwrap_or_default();
         let (a, b, total) = parse_content_range(&range)
             .ok_or_else(|| Attempt::Fatal(TransferError::Failed(format!("206 with Content-Range '{range}'"))))?;
+        if resp.content_length().is_some_and(|n| Some(n) != (b + 1).checked_sub(a)) {
+            return fatal(TransferError::Failed(format!(
+                "Content-Length {:?} for bytes {a}-{b}",
+                resp.content_length()
+            )));
+        }
         if a != start || b < a || b >= end {
             return fatal(TransferError::Failed(format!(
                 "asked for bytes {start}-{}, the server sent {a}-{b}",
@@ -946,8 +979,11 @@ impl State {
                 self.last_modified = modified;
             }
             Some(len) => {
+                // A strong ETag alone identifies the file (RFC 9110 §8.8.3); else
+                // Last-Modified, the validator sent as If-Range.
+                let strong = self.etag.as_deref().is_some_and(|e| !e.starts_with("W/"));
                 let changed = (self.etag.is_some() && etag != self.etag)
-                    || (self.last_modified.is_some() && modified != self.last_modified);
+                    || (!strong && self.last_modified.is_some() && modified != self.last_modified);
                 if total != len || changed {
                     return fatal(TransferError::Failed(format!(
                         "the file on the server changed during the download (size {len} -> {total}, ETag {:?} -> {:?}, \
@@ -1060,8 +1096,14 @@ mod tests {
     #[test]
     fn extra_headers_cannot_replace_the_agents_own() {
         assert!(extra_headers(&["X-Device: 42".into()]).is_ok());
-        for bad in ["Range: bytes=0-", "Authorization: x", "no colon", "Bad Name: x", "X-A: a\r\nb"] {
-            assert!(matches!(extra_headers(&[bad.into()]), Err(TransferError::Options(_))), "{bad}");
+        assert!(extra_headers(&["Authorization: Bearer t0ken".into()]).is_ok());
+        for bad in ["Range: bytes=0-", "If-None-Match: x", "no colon", "Bad Name: x", "X-A: t0ken\r\nb"] {
+            let e = extra_headers(&[bad.into()]).unwrap_err();
+            assert!(matches!(e, TransferError::Options(_)), "{bad}");
+            assert!(
+                !e.to_string().contains("t0ken") && !e.to_string().contains("bytes=0-"),
+                "the value is not shown: {e}"
+            );
         }
     }
 

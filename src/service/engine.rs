@@ -251,13 +251,27 @@ impl Engine {
                     });
                     // A bug must not leave the service busy for ever: a panic ends the job
                     // as an internal error (the slot it was writing stays marked bad).
-                    let report = std::panic::catch_unwind(run).unwrap_or_else(|_| device::InstallReport {
-                        result: Err(Failure::new(
-                            "internal",
-                            CwmpFault::InternalError,
-                            "the install job failed (a bug)",
-                        )),
-                        transfer: None,
+                    let report = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+                        // The job it left in the status file is settled now, as after a
+                        // crash, and its result queued for TransferComplete.
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0);
+                        let transfer = Status::update(&conf.data_directory, |s| {
+                            s.settle_interrupted(now).then(|| s.last_result.clone()).flatten()
+                        })
+                        .ok()
+                        .flatten()
+                        .filter(|r| r.command_key.is_some());
+                        device::InstallReport {
+                            result: Err(Failure::new(
+                                "internal",
+                                CwmpFault::InternalError,
+                                "the install job failed (a bug); nothing was activated",
+                            )),
+                            transfer,
+                        }
                     });
                     let _ = tx.send(JobMsg::Done(job, command_key, Box::new(report)));
                 });

@@ -102,6 +102,7 @@ pub(super) fn remote(
             (_, other) => return Err(invalid(format!("unsupported option '{other}'"))),
         }
     }
+    crate::download::extra_headers(&o.headers).map_err(|e| Error::from(Failure::from_fault(&e)))?;
     if o.tls_cert.is_some() != o.tls_key.is_some() {
         return Err(invalid("tls-cert and tls-key go together".into()));
     }

@@ -124,9 +124,9 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(work: &Path, root: &Path, o: NginxOptions<'_>) -> Self {
-        let dir = work.join(format!("nginx-{}", free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
+        let dir = work.join(format!("nginx-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
         let mut listen = format!("listen 127.0.0.1:{port};");
         let mut server = String::new();
         if let Some(p) = o.tls {
@@ -197,9 +197,9 @@ pub struct Lighttpd {
 
 impl Lighttpd {
     pub fn start(work: &Path, root: &Path, user: &str, password: &str) -> Self {
-        let dir = work.join(format!("lighttpd-{}", free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
+        let dir = work.join(format!("lighttpd-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
         let realm = "henb";
         let ha1 = run_ok(
             Command::new("bash")

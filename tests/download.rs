@@ -419,3 +419,22 @@ fn credentials_and_headers_stay_with_the_origin_they_were_given_for() {
     assert!(lb.contains("GET /u.raucb"), "B served the file: {lb}");
     assert!(!lb.contains("Basic") && !lb.contains("t0ken"), "B saw A's credentials or header: {lb}");
 }
+
+#[test]
+fn a_refused_package_is_not_downloaded() {
+    // Admission needs no image byte: an incompatible verity bundle is refused after its
+    // trailer, signature and squashfs tables, long before its 12 MB image would come.
+    let d = device();
+    let bundle = publish(&d, "verity", 12_000_000, "u.raucb");
+    let conf = std::fs::read_to_string(&d.conf).unwrap();
+    std::fs::write(&d.conf, conf.replace("compatible=henb-test", "compatible=other-device")).unwrap();
+    let nginx = Nginx::start(d.w.dir.path(), &d.w.path("www"), NginxOptions::default());
+    let proxy = FaultProxy::start(nginx.port, web::Fault::None);
+    let check = untouched(&d);
+    let (code, out, err) = install(&d, &proxy.url("u.raucb"), &[]);
+    assert_eq!(code, 1, "{out} {err}");
+    assert_eq!(out["error"]["kind"], "incompatible", "{out}");
+    let size = std::fs::metadata(&bundle).unwrap().len();
+    assert!(proxy.forwarded() < size / 10, "forwarded {} of {size} bytes for a refused package", proxy.forwarded());
+    check("refused");
+}

@@ -319,6 +319,27 @@ fn mark_slot(
     Ok(Marked { slot: slot.name.clone(), message: format!("marked slot {} ({bootname}) {state}", slot.name) })
 }
 
+/// `slot index [SLOT]`: hash the whole 4 KiB blocks of a slot (default: the booted one)
+/// and store them as its block-hash index (`hash-unknown`), for adaptive updates from a
+/// slot no install wrote (the factory image). Returns the slot's name and its blocks.
+///
+/// Errors: [`Failure`] when the slot is unknown, another install runs, or the device or
+/// the data directory cannot be used.
+pub fn index_slot(conf: &Config, override_boot: Option<&str>, which: &str) -> Result<(String, u64), Failure> {
+    let booted = booted(conf, override_boot)?;
+    let slot = match which {
+        "booted" | "" => Some(booted),
+        "other" => crate::slot::target(&conf.slots, booted).ok().map(|t| t[0]),
+        s => conf.slots.iter().find(|x| x.name == s || x.bootname.as_deref() == Some(s)),
+    };
+    let slot = slot.ok_or_else(|| Failure::new("slot", CwmpFault::RequestDenied, format!("no slot '{which}'")))?;
+    let _lock = install::lock(&conf.data_directory).map_err(|e| Failure::from_fault(&e))?;
+    let failed = |e: std::io::Error| Failure::new("io", CwmpFault::InternalError, format!("slot {}: {e}", slot.name));
+    let index = crate::slot::index::compute(&slot.device).map_err(failed)?;
+    crate::slot::index::store(&conf.data_directory, &slot.name, None, &index).map_err(failed)?;
+    Ok((slot.name.clone(), index.blocks()))
+}
+
 /// What `mark` ended with: its result, and the Download that confirming the booted slot
 /// completed (queued for TransferComplete), even when a later step of `mark` failed.
 #[derive(Debug)]

@@ -30,3 +30,16 @@ pub fn hit(name: &str) {
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn hit(_name: &str) {}
+
+/// Whether `HENB_FAILPOINT` names `name` (a behaviour switch for tests, not an abort).
+#[cfg(feature = "failpoints")]
+pub fn active(name: &str) -> bool {
+    std::env::var("HENB_FAILPOINT").is_ok_and(|w| w == name)
+}
+
+/// Without the `failpoints` feature: never.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn active(_name: &str) -> bool {
+    false
+}

@@ -8,6 +8,7 @@
 //! I/O lives at the edges (`source`, `cli`).
 #![deny(missing_docs)]
 
+pub mod blockindex;
 pub mod bootloader;
 pub mod cli;
 pub mod config;

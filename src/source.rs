@@ -36,6 +36,11 @@ pub trait Source: Send + Sync {
         false
     }
 
+    /// A hint: the byte ranges `[start, end)` the reader will read next, ascending and
+    /// apart. A file server source sizes its requests to them and fetches nothing
+    /// between them; an empty list ends the hint. Local sources ignore it.
+    fn plan(&self, _ranges: &[(u64, u64)]) {}
+
     /// Fill `buf` exactly from `offset`, or fail with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {

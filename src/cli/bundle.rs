@@ -44,6 +44,9 @@ pub(super) struct Args {
     /// mksquashfs compressor (gzip, xz, zstd, lz4; default gzip).
     #[arg(long, value_name = "NAME")]
     compression: Option<String>,
+    /// mksquashfs block size (`-b`: 4K..1M, default 128K). `64K` makes adaptive updates fetch less around each changed block (RAUC's advice).
+    #[arg(long, value_name = "SIZE")]
+    block_size: Option<String>,
     /// Content directory: manifest.raucm and the files it names.
     content_dir: PathBuf,
     /// Output file.
@@ -157,6 +160,7 @@ fn build(a: Args) -> anyhow::Result<()> {
             crls,
             compression: a.compression,
             extra_meta,
+            block_size: a.block_size,
         }),
     }
 }

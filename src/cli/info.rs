@@ -103,6 +103,9 @@ fn print_text(p: &Package, source: &TrustSource) {
             None => i.slot_class.clone(),
         };
         println!("  [{class}] {}  {} bytes  {} {}", i.filename, i.size, i.digest_algorithm, hex::encode(&i.digest));
+        if !i.adaptive.is_empty() {
+            println!("      adaptive: {}", i.adaptive.join(" "));
+        }
     }
     println!("Signers:");
     for s in &p.signers {

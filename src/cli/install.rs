@@ -51,6 +51,32 @@ pub(super) struct MarkArgs {
     slot: String,
 }
 
+/// `slot`: the slots' block-hash indexes.
+#[derive(clap::Subcommand)]
+pub(super) enum SlotCommand {
+    /// Hash a slot's 4 KiB blocks and store them as its block-hash index, so that the next adaptive update reuses them without hashing it first (for the factory slot; installs keep the indexes of the slots they write).
+    Index {
+        /// `booted` (default), `other`, a slot name (rootfs.1) or a bootname (B).
+        #[arg(default_value = "booted")]
+        slot: String,
+    },
+}
+
+pub(super) fn run_slot(c: SlotCommand, conf: &Config, override_boot: Option<&str>) -> ExitCode {
+    match c {
+        SlotCommand::Index { slot } => match crate::device::index_slot(conf, override_boot, &slot) {
+            Ok((name, blocks)) => {
+                println!("slot {name}: indexed {blocks} blocks of 4 KiB");
+                ExitCode::SUCCESS
+            }
+            Err(f) => {
+                eprintln!("henb-update slot index: {} ({})", f.message, f.kind);
+                ExitCode::from(f.verdict.exit_code())
+            }
+        },
+    }
+}
+
 pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&str>) -> ExitCode {
     let tty = std::io::stderr().is_terminal() && !a.json;
     let mut show = |p: Progress| {
@@ -73,7 +99,7 @@ pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&
             if a.json {
                 println!(
                     "{}",
-                    json!({"slot": i.slot, "bootname": i.bootname, "activated": i.activated, "version": i.package.version, "compatible": i.package.compatible})
+                    json!({"slot": i.slot, "bootname": i.bootname, "activated": i.activated, "version": i.package.version, "compatible": i.package.compatible, "moved": i.moved})
                 );
             } else {
                 println!(
@@ -83,6 +109,16 @@ pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&
                     i.bootname,
                     if i.activated { "; it boots next" } else { "; not activated" }
                 );
+                let m = &i.moved;
+                let mib = |b: u64| b as f64 / f64::from(1 << 20);
+                print!("{:.1} MiB from the package", mib(m.from_package));
+                if m.reused + m.zero > 0 {
+                    print!(", {:.1} MiB reused from the slots, {:.1} MiB of zero blocks", mib(m.reused), mib(m.zero));
+                }
+                if let (Some(f), Some(r)) = (m.fetched, m.requests) {
+                    print!("; {:.1} MiB fetched in {r} requests", mib(f));
+                }
+                println!("; {:.1} s", m.seconds);
             }
             ExitCode::SUCCESS
         }

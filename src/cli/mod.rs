@@ -52,6 +52,9 @@ enum Command {
     Status(install::StatusArgs),
     /// Mark a slot good (confirm a boot), bad, or active (boot it next).
     Mark(install::MarkArgs),
+    /// The slots' block-hash indexes for adaptive updates: build one for a slot no install wrote.
+    #[command(subcommand)]
+    Slot(install::SlotCommand),
     /// Early at boot: settle a fallback, then check the booted slot's PCRs against its committed reference values (mismatch: marked bad).
     BootCheck(install::BootCheckArgs),
     /// The measured-boot policy in the TPM: initialize it at provisioning, show it.
@@ -210,6 +213,7 @@ pub fn main() -> ExitCode {
         Command::Install(a) => install::run_install(a, &conf, boot),
         Command::Status(a) => install::run_status(a, &conf, boot),
         Command::Mark(a) => install::run_mark(a, &conf, boot),
+        Command::Slot(c) => install::run_slot(c, &conf, boot),
         Command::BootCheck(a) => install::run_boot_check(a, &conf, boot),
         Command::Policy(c) => measured::run_policy(c, &conf, boot),
         Command::Secret(c) => measured::run_secret(c, &conf),

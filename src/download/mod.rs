@@ -48,6 +48,8 @@ use thiserror::Error;
 
 /// Smallest Range request of a cursor, in bytes.
 const MIN_CHUNK: u64 = 32 * 1024;
+/// Planned ranges closer than this are asked for as one (a request costs more than a few KiB).
+const PLAN_GAP: u64 = 8 * 1024;
 /// Largest Range request of a cursor, in bytes.
 const MAX_CHUNK: u64 = 4 * 1024 * 1024;
 /// Cursors open at once (image data, verity levels, squashfs tables, trailer).
@@ -305,6 +307,9 @@ struct State {
     file_size: Option<u64>,
     cursors: Vec<Cursor>,
     tick: u64,
+    /// The reader's plan ([`Source::plan`]): ranges `[start, end)`, ascending, gaps of
+    /// less than [`PLAN_GAP`] closed.
+    plan: Vec<(u64, u64)>,
 }
 
 enum Auth {
@@ -469,6 +474,7 @@ impl RemoteSource {
             file_size: o.file_size.filter(|s| *s > 0),
             cursors: Vec::new(),
             tick: 0,
+            plan: Vec::new(),
         };
         let counters = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
         let refs = (&counters.0, &counters.1, &counters.2);
@@ -583,6 +589,17 @@ impl Source for RemoteSource {
             .into())
     }
 
+    fn plan(&self, ranges: &[(u64, u64)]) {
+        let mut plan: Vec<(u64, u64)> = Vec::new();
+        for &(a, b) in ranges.iter().filter(|(a, b)| a < b) {
+            match plan.last_mut() {
+                Some(last) if a <= last.1 + PLAN_GAP && a >= last.0 => last.1 = last.1.max(b),
+                _ => plan.push((a, b)),
+            }
+        }
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).plan = plan;
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         if offset >= self.len || buf.is_empty() {
             return Ok(0);
@@ -616,6 +633,11 @@ impl State {
         let i = self.pick(offset);
         self.tick += 1;
         self.cursors[i].used = self.tick;
+        // A cursor with nothing in flight jumps; one with an open request reads on.
+        let cur = &mut self.cursors[i];
+        if cur.pos < offset && cur.pending.is_empty() && cur.pos >= cur.end {
+            (cur.pos, cur.end, cur.body) = (offset, offset, None);
+        }
         // Skip forward to the offset within this cursor.
         while self.cursors[i].pos < offset {
             self.fill(i, c).await?;
@@ -715,9 +737,16 @@ impl State {
     async fn try_advance(&mut self, i: usize, c: &CounterRefs<'_>) -> Result<(), Attempt> {
         if self.cursors[i].body.is_none() || self.cursors[i].pos >= self.cursors[i].end {
             let (start, chunk) = (self.cursors[i].pos, self.cursors[i].chunk);
+            // Within a plan: the planned range, nothing past it; outside it, small steps.
+            let planned = self.plan.iter().find(|(a, b)| *a <= start && start < *b).map(|p| p.1);
+            let end = match (planned, self.plan.is_empty()) {
+                (Some(b), _) => b.min(start + MAX_CHUNK),
+                (None, false) => start + MIN_CHUNK,
+                (None, true) => start + chunk,
+            };
             let end = match self.len {
-                Some(len) => (start + chunk).min(len),
-                None => start + chunk,
+                Some(len) => end.min(len),
+                None => end,
             };
             let (resp, got_end) = self.request(start, end, c).await?;
             let cur = &mut self.cursors[i];

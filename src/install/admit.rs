@@ -403,6 +403,7 @@ mod tests {
             digest_algorithm: DigestAlg::Sha256,
             digest: vec![0; 32],
             sha256: Vec::new(),
+            adaptive: Vec::new(),
         }
     }
 

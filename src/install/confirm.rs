@@ -441,6 +441,12 @@ impl Booted<'_> {
     pub fn mark_bad(&mut self, slot: &SlotConf) -> Result<(), ConfirmError> {
         let b = slot.bootname.clone().ok_or_else(|| ConfirmError::NoBootname(slot.name.clone()))?;
         self.bootloader.set_state(&b, false)?;
+        // Its block-hash indexes no longer describe a slot anyone vouches for.
+        for s in self.conf.slots.iter().filter(|s| s.name == slot.name || s.parent.as_deref() == Some(&slot.name)) {
+            if let Err(e) = crate::slot::index::invalidate(&self.conf.data_directory, &s.name) {
+                tracing::warn!("slot {}: cannot remove its index: {e}", s.name);
+            }
+        }
         if slot.name != self.slot.name {
             self.approve_only_booted()?;
         }

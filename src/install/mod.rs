@@ -28,12 +28,15 @@ mod sequence;
 pub use error::{lock, InstallError};
 use sequence::{sequence, Phases, SlotRecord};
 
+use crate::blockindex::{self, BlockHashIndex};
 use crate::bootloader::Bootloader;
 use crate::config::{Config, SlotConf};
 use crate::download::{Remote, RemoteSource};
 use crate::fault::Fault;
 use crate::measured_boot::Approver;
+use crate::package::adaptive::{Adaptive, Counters};
 use crate::package::{self, Context, Package};
+use crate::slot::index::{Local, SlotBlocks};
 use crate::slot::writer::{SlotWriter, Written};
 use crate::slot::{self, SlotError};
 use crate::source::{FileSource, Source};
@@ -143,6 +146,26 @@ pub struct Installed {
     pub bootname: String,
     /// Whether the bootloader now boots it next.
     pub activated: bool,
+    /// What the install moved from where.
+    pub moved: Moved,
+}
+
+/// What an install moved from where, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Moved {
+    /// Image bytes taken from the device's slots (adaptive images).
+    pub reused: u64,
+    /// Image bytes of zero blocks, written without reading anything (adaptive images).
+    pub zero: u64,
+    /// Image bytes read from the package.
+    pub from_package: u64,
+    /// Bytes received from the file server (a URL), and the requests sent.
+    pub fetched: Option<u64>,
+    /// See `fetched`.
+    pub requests: Option<u64>,
+    /// Seconds from opening the package to the switch.
+    pub seconds: f64,
 }
 
 fn secs(t: SystemTime) -> u64 {
@@ -234,6 +257,10 @@ struct Real<'r, 'p> {
     progress: &'r mut dyn FnMut(Progress),
     targets: Vec<SlotConf>,
     bootname: String,
+    /// The target slots' stored block-hash indexes, taken before they are removed.
+    cached: Vec<(String, BlockHashIndex)>,
+    /// What the install took from where (adaptive images).
+    counters: Arc<Counters>,
 }
 
 impl Real<'_, '_> {
@@ -285,17 +312,47 @@ impl Phases for Real<'_, '_> {
 
     fn prepare(&mut self) -> Result<bool, InstallError> {
         let root = self.root().to_string();
+        // The target's indexes describe what is about to change: kept in memory as hints
+        // for this install (every block is hashed again), removed from disk first.
+        let dir = &self.plan.conf.data_directory;
+        for t in &self.targets {
+            if let Some(i) = slot::index::load(dir, &t.name) {
+                self.cached.push((t.name.clone(), i));
+            }
+            if let Err(e) = slot::index::invalidate(dir, &t.name) {
+                tracing::warn!("slot {}: cannot remove its index: {e}", t.name);
+            }
+        }
         prepare(self.plan, self.bootloader, self.status, &root, &self.bootname)
     }
 
     fn write(&mut self, a: package::Authenticated) -> Result<Package, InstallError> {
         let total = a.package().images.iter().map(|i| i.size).sum::<u64>().max(1);
-        let written = write(a, &self.targets, self.plan.conf.verify_written, total, self.progress);
+        let started = std::time::Instant::now();
+        let mut blocks = slot_blocks(self.plan, a.package(), &self.targets, &mut self.cached, self.progress);
+        let adaptive = blocks.as_mut().map(|b| Adaptive { reuse: b, counters: self.counters.clone() });
+        let counters = self.counters.clone();
+        let read_back = self.plan.conf.verify_written;
+        let written = write(a, &self.targets, read_back, total, adaptive, &counters, self.progress);
         let pkg = written.map_err(|e| match &self.src {
             Some(src) => src.explain(e),
             None => e,
         })?;
         crate::failpoint::hit("install.written");
+        if let Some(b) = &blocks {
+            store_indexes(self.plan, &pkg, &self.targets, b);
+            let (reused, zero, fetched) = counters.get();
+            let mib = |b: u64| b as f64 / f64::from(1 << 20);
+            let message = format!(
+                "Adaptive: {:.1} MiB reused from the slots, {:.1} MiB of zero blocks, {:.1} MiB from the bundle, in {:.1} s",
+                mib(reused),
+                mib(zero),
+                mib(fetched),
+                started.elapsed().as_secs_f64()
+            );
+            tracing::info!("{message}");
+            (self.progress)(Progress { percent: 95, message, depth: 2 });
+        }
         Ok(pkg)
     }
 
@@ -356,10 +413,35 @@ fn run(
         progress,
         targets,
         bootname: bootname.clone(),
+        cached: Vec::new(),
+        counters: Arc::default(),
     };
+    let started = std::time::Instant::now();
     let package = sequence(&mut real, order.activate)?;
-    (real.progress)(Progress { percent: 100, message: "Installed".into(), depth: 1 });
-    Ok(Installed { package, slot, bootname, activated: order.activate })
+    let (reused, zero, _) = real.counters.get();
+    let total: u64 = package.images.iter().map(|i| i.size).sum();
+    let remote = match &real.src {
+        Some(Opened::Remote(r)) => Some(r.counters()),
+        _ => None,
+    };
+    let moved = Moved {
+        reused,
+        zero,
+        from_package: total.saturating_sub(reused + zero),
+        fetched: remote.map(|c| c.fetched),
+        requests: remote.map(|c| c.requests),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    let mut message = format!("Installed: {:.1} MiB in {:.1} s", mib(total), moved.seconds);
+    if reused + zero > 0 {
+        message += &format!(", {:.1} MiB reused", mib(reused + zero));
+    }
+    if let Some(f) = moved.fetched {
+        message += &format!(", {:.1} MiB fetched", mib(f));
+    }
+    (real.progress)(Progress { percent: 100, message, depth: 1 });
+    Ok(Installed { package, slot, bootname, activated: order.activate, moved })
 }
 
 /// Phase 1: authenticate the package (signature, chain, structure, the images for this
@@ -459,12 +541,76 @@ fn prepare(
     Ok(measured)
 }
 
+/// The device's blocks for the package's adaptive images: per class, the target slot
+/// (its stored index if it had one, else hashed now) and the booted group's slot (its
+/// stored index, else hashed now and stored). None when no image is adaptive.
+fn slot_blocks(
+    plan: &Plan<'_>,
+    pkg: &Package,
+    targets: &[SlotConf],
+    cached: &mut Vec<(String, BlockHashIndex)>,
+    progress: &mut dyn FnMut(Progress),
+) -> Option<SlotBlocks> {
+    let dir = &plan.conf.data_directory;
+    let mut blocks = SlotBlocks::default();
+    let mut any = false;
+    for image in pkg.images.iter().filter(|i| i.adaptive.iter().any(|m| m == blockindex::METHOD)) {
+        let Some(target) = targets.iter().find(|t| t.class == image.slot_class) else { continue };
+        any = true;
+        let mut indexed = |slot: &SlotConf, stored: Option<BlockHashIndex>, keep: bool| -> Option<Local> {
+            let index = match stored {
+                Some(i) => i,
+                None => {
+                    progress(Progress { percent: 5, message: format!("Indexing slot {}", slot.name), depth: 2 });
+                    let i = slot::index::compute(&slot.device)
+                        .inspect_err(|e| tracing::warn!("slot {}: cannot index it: {e}", slot.name))
+                        .ok()?;
+                    if keep {
+                        if let Err(e) = slot::index::store(dir, &slot.name, None, &i) {
+                            tracing::warn!("slot {}: cannot store its index: {e}", slot.name);
+                        }
+                    }
+                    i
+                }
+            };
+            Local::open(slot, &index).inspect_err(|e| tracing::warn!("slot {}: {e}", slot.name)).ok()
+        };
+        let stored = cached.iter().position(|(n, _)| *n == target.name).map(|i| cached.swap_remove(i).1);
+        let t = indexed(target, stored, false);
+        let active = plan.conf.slots.iter().find(|s| {
+            s.class == image.slot_class
+                && (s.name == plan.booted.name || s.parent.as_deref() == Some(plan.booted.name.as_str()))
+        });
+        let a = active.and_then(|s| indexed(s, slot::index::load(dir, &s.name), true));
+        blocks.add(&image.slot_class, t, a);
+    }
+    any.then_some(blocks)
+}
+
+/// After an adaptive install: each slot written holds its image, whose index the bundle
+/// carried; stored under the image's SHA-256 (a failure only costs the next install time).
+fn store_indexes(plan: &Plan<'_>, pkg: &Package, targets: &[SlotConf], blocks: &SlotBlocks) {
+    for (class, index) in blocks.assembled() {
+        let (Some(t), Some(image)) =
+            (targets.iter().find(|t| t.class == *class), pkg.images.iter().find(|i| i.slot_class == *class))
+        else {
+            continue;
+        };
+        if let Err(e) = slot::index::store(&plan.conf.data_directory, &t.name, Some(&hex::encode(&image.sha256)), index)
+        {
+            tracing::warn!("slot {}: cannot store its index: {e}", t.name);
+        }
+    }
+}
+
 /// Phase 4: stream every image into its slot; progress from 5 to 95 percent.
 fn write(
     authenticated: package::Authenticated,
     targets: &[SlotConf],
     read_back: bool,
     total: u64,
+    adaptive: Option<Adaptive<'_>>,
+    counters: &Counters,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Package, InstallError> {
     let mut shown = 0;
@@ -477,7 +623,11 @@ fn write(
             if now != shown {
                 shown = now;
                 let mib = |b: u64| b as f64 / f64::from(1 << 20);
-                let message = format!("Writing: {:.1} of {:.1} MiB", mib(n.min(total)), mib(total));
+                let mut message = format!("Writing: {:.1} of {:.1} MiB", mib(n.min(total)), mib(total));
+                let (reused, zero, fetched) = counters.get();
+                if reused + zero + fetched > 0 {
+                    message += &format!(" ({:.1} reused, {:.1} from the bundle)", mib(reused + zero), mib(fetched));
+                }
                 progress(Progress { percent: 5 + now as u8, message, depth: 2 });
             }
         }
@@ -486,7 +636,7 @@ fn write(
         }
     };
     let mut writer = SlotWriter::new(targets, read_back, &mut report);
-    Ok(authenticated.stream(&mut writer)?)
+    Ok(authenticated.stream_adaptive(&mut writer, adaptive)?)
 }
 
 /// Phase 5: commit the target's reference values to the measured-boot policy (the

@@ -4,6 +4,7 @@
 use super::manifest::{BundleFormat, Manifest};
 use super::rauc::hash_range;
 use super::verity;
+use crate::blockindex;
 use crate::digest::DigestAlg;
 use crate::sign::{self, CmsContent, SigningKey};
 use crate::source::{FileSource, Source};
@@ -31,6 +32,9 @@ pub struct BundleOptions {
     pub compression: Option<String>,
     /// Extra `[meta.<label>]` sections to add to the manifest.
     pub extra_meta: Vec<(String, Vec<(String, String)>)>,
+    /// mksquashfs block size (`-b`, e.g. `64K`), default 128K. Smaller blocks make an
+    /// adaptive update fetch less around each changed 4 KiB block.
+    pub block_size: Option<String>,
 }
 
 /// Build a RAUC-compatible bundle the way `rauc bundle` does: fill in image sizes and
@@ -54,6 +58,11 @@ pub fn build_bundle(opts: &BundleOptions) -> anyhow::Result<()> {
         kf.remove("bundle", k);
     }
     let manifest = Manifest::from_keyfile(&kf).with_context(|| format!("{}", mpath.display()))?;
+    let out_dir = opts.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let stage = tempfile::Builder::new().prefix(".henb-bundle-").tempdir_in(out_dir)?;
+    // Block-hash indexes are written to the staging directory (the content directory
+    // is not modified) and replace any of the same name in the content directory.
+    let mut indexes = Vec::new();
     for img in &manifest.images {
         let p = opts.content_dir.join(&img.filename);
         let f = File::open(&p).with_context(|| format!("image {}", p.display()))?;
@@ -65,20 +74,55 @@ pub fn build_bundle(opts: &BundleOptions) -> anyhow::Result<()> {
         };
         kf.set(&group, "sha256", &hex::encode(&d[0].1));
         kf.set(&group, "size", &src.len().to_string());
+        if !img.adaptive.is_empty() {
+            // RAUC writes the list back with a trailing ';'.
+            kf.set(&group, "adaptive", &format!("{};", img.adaptive.join(";")));
+        }
+        for method in &img.adaptive {
+            match method.as_str() {
+                blockindex::METHOD => {
+                    let name = format!("{}{}", img.filename, blockindex::SUFFIX);
+                    if img.filename.contains('/') {
+                        bail!(
+                            "adaptive image '{}': a block-hash index needs the image at the bundle's top level",
+                            img.filename
+                        );
+                    }
+                    let blocks = blockindex::blocks_of("image", src.len())
+                        .with_context(|| format!("failed to generate hash index for {}", img.filename))?;
+                    let mut r = std::io::BufReader::new(File::open(&p)?);
+                    let index = blockindex::BlockHashIndex::compute(&mut r, blocks)?;
+                    let staged = stage.path().join(&name);
+                    fs::write(&staged, index.to_bytes())?;
+                    indexes.push((name, staged));
+                }
+                "adaptive-test-method" => {}
+                other => bail!(
+                    "unsupported adaptive method '{other}' for image '{}' (known: {})",
+                    img.filename,
+                    blockindex::METHOD
+                ),
+            }
+        }
     }
-    let out_dir = opts.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let stage = tempfile::Builder::new().prefix(".henb-bundle-").tempdir_in(out_dir)?;
     let staged_manifest = stage.path().join("manifest.raucm");
     fs::write(&staged_manifest, kf.to_text())?;
     let sqfs = stage.path().join("bundle.sqfs");
     let mut cmd = Command::new("mksquashfs");
     for entry in fs::read_dir(&opts.content_dir)? {
         let entry = entry?;
-        if entry.file_name() != "manifest.raucm" {
+        let name = entry.file_name();
+        if name != "manifest.raucm" && !indexes.iter().any(|(n, _)| name == n.as_str()) {
             cmd.arg(entry.path());
         }
     }
+    for (_, staged) in &indexes {
+        cmd.arg(staged);
+    }
     cmd.arg(&staged_manifest).arg(&sqfs).args(["-noappend", "-all-root", "-no-xattrs", "-no-progress", "-quiet"]);
+    if let Some(b) = &opts.block_size {
+        cmd.args(["-b", b]);
+    }
     if let Some(c) = &opts.compression {
         cmd.args(["-comp", c]);
     }

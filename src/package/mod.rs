@@ -12,6 +12,7 @@
 //!
 //! [`verify`] does both for callers with nothing to decide in between.
 
+pub mod adaptive;
 mod bundle;
 pub mod manifest;
 mod rauc;
@@ -75,6 +76,9 @@ pub struct Image {
     /// SHA-256 of the image as read (equals `digest` for SHA-256 images).
     #[serde(serialize_with = "ser_hex")]
     pub sha256: Vec<u8>,
+    /// Adaptive update methods the manifest names (`adaptive=`, RAUC), unknown ones
+    /// included; an install uses [`crate::blockindex::METHOD`] and ignores the others.
+    pub adaptive: Vec<String>,
 }
 
 fn ser_alg<S: serde::Serializer>(a: &DigestAlg, s: S) -> Result<S::Ok, S::Error> {
@@ -316,9 +320,23 @@ impl Authenticated {
     ///
     /// Errors: [`PackageError`]; [`PackageError::Sink`] when the sink failed.
     pub fn stream(self, sink: &mut dyn Sink) -> Result<Package, PackageError> {
+        self.stream_adaptive(sink, None)
+    }
+
+    /// [`Authenticated::stream`], with the images of a RAUC bundle that carry a
+    /// block-hash index assembled from the blocks `adaptive` finds on the device and the
+    /// bundle's ([`adaptive`]). Each image is still checked whole against its signed
+    /// size and digest. TR-069 packages have no adaptive images.
+    ///
+    /// Errors: as [`Authenticated::stream`].
+    pub fn stream_adaptive(
+        self,
+        sink: &mut dyn Sink,
+        adaptive: Option<adaptive::Adaptive<'_>>,
+    ) -> Result<Package, PackageError> {
         let mut package = self.package;
         match self.contents {
-            Contents::Rauc(c) => c.stream(&mut package, sink)?,
+            Contents::Rauc(c) => c.stream(&mut package, sink, adaptive)?,
             Contents::Tr069(c) => c.stream(&mut package, sink)?,
         }
         Ok(package)

@@ -7,6 +7,7 @@
 //! verity: the CMS is attached and signs the manifest, which carries the root of a
 //! dm-verity tree over the squashfs; every block read is checked against the tree.
 
+use super::adaptive::{self, Adaptive};
 use super::manifest::{BundleFormat, Manifest, MAX_MANIFEST};
 use super::squashfs::Squashfs;
 use super::verity::{self, VerifiedReader, Verity};
@@ -64,6 +65,8 @@ pub fn read_trailer(src: &dyn Source, max: u64) -> Result<Trailer, PackageError>
 pub(super) struct Contents {
     sqfs: Squashfs,
     verity: Option<VerityState>,
+    /// The bundle (its payload starts with the squashfs).
+    src: Arc<dyn Source>,
 }
 
 struct VerityState {
@@ -116,8 +119,17 @@ pub(super) fn authenticate(src: Arc<dyn Source>, ctx: &Context<'_>) -> Result<(P
 impl Contents {
     /// Stream the images of `pkg` (as [`authenticate`] returned it) into `sink`, each
     /// checked against its signed size and digest; their `sha256` is filled in.
-    pub(super) fn stream(self, pkg: &mut Package, sink: &mut dyn Sink) -> Result<(), PackageError> {
-        let streamed = stream_all(&self.sqfs, &mut pkg.images, sink);
+    ///
+    /// With `adaptive`, each image whose manifest names `block-hash-index` and whose
+    /// bundle index is usable is assembled from the device's blocks and the bundle's
+    /// ([`super::adaptive`]); any other image is read whole.
+    pub(super) fn stream(
+        self,
+        pkg: &mut Package,
+        sink: &mut dyn Sink,
+        adaptive: Option<Adaptive<'_>>,
+    ) -> Result<(), PackageError> {
+        let streamed = self.stream_all(&mut pkg.images, sink, adaptive);
         let Some(v) = &self.verity else { return streamed };
         v.explain(streamed)?;
         if v.check_unverified {
@@ -136,7 +148,7 @@ fn plain_contents(
     signers: Vec<crate::verify::SignerReport>,
     ctx: &Context<'_>,
 ) -> Result<(Package, Contents), PackageError> {
-    let sqfs = Squashfs::open(Box::new(Window::new(src, 0, payload)), payload)?;
+    let sqfs = Squashfs::open(Box::new(Window::new(src.clone(), 0, payload)), payload)?;
     let manifest = Manifest::parse(&sqfs.read_file("manifest.raucm", MAX_MANIFEST as u64)?)?;
     match manifest.format {
         BundleFormat::Plain => {}
@@ -149,7 +161,7 @@ fn plain_contents(
     }
     let images = images_of(&sqfs, &manifest, ctx)?;
     let pkg = package(Format::Plain, manifest, images, signers)?;
-    Ok((pkg, Contents { sqfs, verity: None }))
+    Ok((pkg, Contents { sqfs, verity: None, src }))
 }
 
 fn verity_bundle(
@@ -177,7 +189,7 @@ fn verity_bundle(
         )));
     }
     let data_len = payload - vp.size;
-    let tree = Arc::new(Verity::new(src, data_len, vp.size, vp.salt, vp.root)?);
+    let tree = Arc::new(Verity::new(src.clone(), data_len, vp.size, vp.salt, vp.root)?);
     if ctx.check_ahead {
         // Before the squashfs is opened: one sequential pass over the tree first is
         // measurably faster than after backhand's reads at the end of the image.
@@ -194,7 +206,7 @@ fn verity_bundle(
         Ok((package(Format::Verity, manifest, images, signers)?, sqfs))
     });
     let (pkg, sqfs) = state.explain(opened)?;
-    Ok((pkg, Contents { sqfs, verity: Some(state) }))
+    Ok((pkg, Contents { sqfs, verity: Some(state), src }))
 }
 
 /// The manifest's images, their sizes checked against the squashfs.
@@ -243,6 +255,7 @@ fn images_of(sqfs: &Squashfs, manifest: &Manifest, ctx: &Context<'_>) -> Result<
             digest_algorithm: DigestAlg::Sha256,
             digest: e.sha256.ok_or_else(|| missing("sha256"))?.to_vec(),
             sha256: Vec::new(),
+            adaptive: e.adaptive.clone(),
         };
         let actual = sqfs.file_size(&e.filename)?;
         if actual != image.size {
@@ -256,13 +269,46 @@ fn images_of(sqfs: &Squashfs, manifest: &Manifest, ctx: &Context<'_>) -> Result<
     Ok(out)
 }
 
-fn stream_all(sqfs: &Squashfs, images: &mut [Image], sink: &mut dyn Sink) -> Result<(), PackageError> {
-    for image in images {
-        let name = image.filename.clone();
-        let open = move || Ok(Box::new(sqfs.reader(&name)?) as Box<dyn io::Read>);
-        image.sha256 = stream_image(image, open, sink)?;
+impl Contents {
+    fn stream_all(
+        &self,
+        images: &mut [Image],
+        sink: &mut dyn Sink,
+        mut adaptive: Option<Adaptive<'_>>,
+    ) -> Result<(), PackageError> {
+        let sqfs = &self.sqfs;
+        for image in images {
+            let index = match &adaptive {
+                Some(_) if !image.adaptive.is_empty() => match adaptive::bundle_index(sqfs, image) {
+                    Ok(index) => Some(index),
+                    Err(why) => {
+                        tracing::warn!("image '{}' is installed whole: {why}", image.filename);
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let name = image.filename.clone();
+            image.sha256 = match (index, adaptive.as_mut()) {
+                (Some(index), Some(a)) => {
+                    let a = Adaptive { reuse: &mut *a.reuse, counters: a.counters.clone() };
+                    let raw = match &self.verity {
+                        Some(v) => adaptive::Raw::Verity(v.tree.clone(), Default::default()),
+                        None => adaptive::Raw::Plain(self.src.clone()),
+                    };
+                    let (img, src) = (image.clone(), &*self.src);
+                    let open =
+                        move || Ok(Box::new(adaptive::reader(sqfs, img, index, raw, src, a)?) as Box<dyn io::Read>);
+                    stream_image(image, open, sink)?
+                }
+                _ => {
+                    let open = move || Ok(Box::new(sqfs.reader(&name)?) as Box<dyn io::Read>);
+                    stream_image(image, open, sink)?
+                }
+            };
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn package(

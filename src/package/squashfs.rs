@@ -285,3 +285,102 @@ impl Squashfs {
         Ok(self.fs.file(f).reader_checked()?)
     }
 }
+
+/// Where one stored block of a file lies in the squashfs image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Offset in the image.
+    pub start: u64,
+    /// Stored length in bytes; 0 for a sparse block (all zeros, nothing stored).
+    pub len: u32,
+    /// Stored as is (no compression).
+    pub uncompressed: bool,
+}
+
+/// Where a regular file's data lies (squashfs 4.0 file inode: `blocks_start`, the block
+/// size list, the fragment index and offset): its full blocks, then its tail, in a
+/// fragment block or in a short last block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileLayout {
+    /// The filesystem's block size in bytes.
+    pub block_size: u64,
+    /// The file's size in bytes.
+    pub size: u64,
+    /// Block `i` holds bytes `[i*block_size, (i+1)*block_size)` (the last one may be short).
+    pub blocks: Vec<Stored>,
+    /// The tail in a fragment block: the fragment block, and the tail's offset in it
+    /// once decompressed.
+    pub fragment: Option<(Stored, u32)>,
+}
+
+impl Squashfs {
+    /// Where `name`'s data lies.
+    ///
+    /// Errors: [`SquashfsError::NotAFile`]; [`SquashfsError::Corrupt`] when the inode's
+    /// sizes disagree with each other or with the fragment table.
+    pub fn layout(&self, name: &str) -> Result<FileLayout, SquashfsError> {
+        const NO_FRAGMENT: usize = 0xffff_ffff;
+        let f = self.find(name)?;
+        let bad = |what: &str| SquashfsError::Corrupt(format!("'{name}': {what}"));
+        let block_size = u64::from(self.fs.block_size);
+        let size = f.file_len() as u64;
+        let mut at = f.blocks_start();
+        let mut blocks = Vec::with_capacity(f.block_sizes().len());
+        for d in f.block_sizes() {
+            let len = d.size();
+            if u64::from(len) > block_size {
+                return Err(bad("a stored block is larger than the block size"));
+            }
+            blocks.push(Stored { start: at, len, uncompressed: d.uncompressed() });
+            at += u64::from(len);
+        }
+        let full = blocks.len() as u64 * block_size;
+        let fragment = if f.frag_index() == NO_FRAGMENT {
+            if size > full || size + block_size <= full {
+                return Err(bad("the block list does not cover the file's size"));
+            }
+            None
+        } else {
+            let tail = size.checked_sub(full).filter(|t| *t > 0 && *t < block_size);
+            tail.ok_or_else(|| bad("the fragment tail does not fit the file's size"))?;
+            let fr = self
+                .fs
+                .fragments
+                .as_ref()
+                .and_then(|t| t.get(f.frag_index()))
+                .ok_or_else(|| bad("its fragment is not in the fragment table"))?;
+            let stored = Stored { start: fr.start, len: fr.size.size(), uncompressed: fr.size.uncompressed() };
+            if u64::from(stored.len) > block_size || stored.len == 0 {
+                return Err(bad("its fragment block has an impossible size"));
+            }
+            Some((stored, f.block_offset()))
+        };
+        Ok(FileLayout { block_size, size, blocks, fragment })
+    }
+
+    /// Decompress one stored block (`raw`, its stored bytes) into `out` (cleared first):
+    /// at most one block size.
+    ///
+    /// Errors: [`SquashfsError::Corrupt`] when it does not decompress, or to more than a
+    /// block.
+    pub fn decompress(&self, stored: &Stored, raw: &[u8], out: &mut Vec<u8>) -> Result<(), SquashfsError> {
+        use backhand::compression::{CompressionAction, DefaultCompressor};
+        out.clear();
+        let block_size = self.fs.block_size as usize;
+        if stored.len == 0 {
+            out.resize(block_size, 0);
+            return Ok(());
+        }
+        if stored.uncompressed {
+            out.extend_from_slice(raw);
+            return Ok(());
+        }
+        out.reserve(block_size);
+        let c = self.fs.compressor.ok_or_else(|| SquashfsError::Corrupt("no compressor".into()))?;
+        DefaultCompressor.decompress(raw, out, c.into())?;
+        if out.len() > block_size {
+            return Err(SquashfsError::Corrupt(format!("a block decompresses to {} bytes", out.len())));
+        }
+        Ok(())
+    }
+}

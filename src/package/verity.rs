@@ -258,6 +258,27 @@ impl Verity {
         Ok(())
     }
 
+    /// Read `buf.len()` bytes of data at `offset`, reading and checking exactly the data
+    /// blocks that cover them (for reads that skip around, such as an adaptive update's).
+    ///
+    /// Errors: [`VerityError::Io`], [`VerityError::DataBlock`], [`VerityError::HashBlock`].
+    pub fn read_checked(&self, buf: &mut [u8], offset: u64, cache: &mut Cache) -> Result<(), VerityError> {
+        let end = offset.checked_add(buf.len() as u64).filter(|e| *e <= self.data_len);
+        let end =
+            end.ok_or_else(|| VerityError::Io(format!("read of {} bytes at {offset} past the data", buf.len())))?;
+        let first = offset / BLOCK;
+        let last = end.div_ceil(BLOCK);
+        let mut tmp = vec![0u8; ((last - first) * BLOCK) as usize];
+        self.src.read_exact_at(&mut tmp, first * BLOCK).map_err(|e| VerityError::Io(e.to_string()))?;
+        for (i, b) in tmp.chunks(BLOCK as usize).enumerate() {
+            self.check_block(first + i as u64, b, cache)?;
+        }
+        self.mark_verified(first, last);
+        let at = (offset - first * BLOCK) as usize;
+        buf.copy_from_slice(&tmp[at..at + buf.len()]);
+        Ok(())
+    }
+
     /// Read and check every data block (and so every hash block). `progress` gets bytes done.
     pub fn check_all(&self, progress: &mut dyn FnMut(u64)) -> Result<(), VerityError> {
         self.check_blocks(0, self.geometry.data_blocks, progress)

@@ -6,6 +6,7 @@
 //! instead (tests, bring-up). Slots with a `parent` form a group with it; the target is the
 //! other bootable group of the booted slot's class.
 
+pub mod index;
 pub mod writer;
 
 use crate::config::SlotConf;

@@ -79,6 +79,7 @@ pub(super) fn apply_profile(cmds: &[Command], payload_len: u64, allow_sha1: bool
                     digest_algorithm: alg,
                     digest: f.hash.clone(),
                     sha256: Vec::new(),
+                    adaptive: Vec::new(),
                 });
             }
             Command::Extract(..)

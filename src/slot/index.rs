@@ -1,0 +1,177 @@
+//! Block-hash indexes of the device's slots, for adaptive updates: kept in the data
+//! directory in RAUC's layout and format, so that a device moved from RAUC to this agent
+//! (or back) keeps them:
+//! `<data-directory>/slot.<class>.<n>/hash-<sha256 of the image installed>/block-hash-index`
+//! (`hash-unknown` when the slot's image is not known, e.g. the factory slot).
+//!
+//! An index is a hint and nothing more: [`SlotBlocks`] hashes every block it gives again.
+//! It is stored after an install wrote the slot (the bundle's index of what was written),
+//! or by `henb-update slot index`; it is removed when the slot is about to be written or
+//! is marked bad.
+
+use crate::blockindex::{self, BlockHashIndex, Lookup, BLOCK};
+use crate::config::SlotConf;
+use crate::package::adaptive::Reuse;
+use crate::package::Image;
+use std::fs::{self, File};
+use std::io::{self, BufReader, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// File name of an index inside its `hash-*` directory.
+pub const FILE: &str = "block-hash-index";
+
+/// The directory of `slot`'s indexes.
+pub fn slot_dir(data_dir: &Path, slot: &str) -> PathBuf {
+    data_dir.join(format!("slot.{slot}"))
+}
+
+/// The stored index of `slot`, if any (whatever image it was made for: it is checked block
+/// by block when used). A damaged file (not a whole number of entries) is none.
+pub fn load(data_dir: &Path, slot: &str) -> Option<BlockHashIndex> {
+    let dir = slot_dir(data_dir, slot);
+    let entries = fs::read_dir(&dir).ok()?;
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("hash-") {
+            continue;
+        }
+        let Ok(bytes) = fs::read(e.path().join(FILE)) else { continue };
+        let blocks = bytes.len() as u64 / blockindex::ENTRY as u64;
+        match BlockHashIndex::parse(&bytes, blocks) {
+            Ok(i) if blocks > 0 => return Some(i),
+            _ => tracing::warn!("ignoring the damaged index {}", e.path().join(FILE).display()),
+        }
+    }
+    None
+}
+
+/// Store `index` as `slot`'s, for the image of SHA-256 `digest` (hex; `None`: unknown),
+/// atomically, and remove any other index of the slot.
+///
+/// Errors: the data directory cannot be written.
+pub fn store(data_dir: &Path, slot: &str, digest: Option<&str>, index: &BlockHashIndex) -> io::Result<()> {
+    let name = format!("hash-{}", digest.unwrap_or("unknown"));
+    let dir = slot_dir(data_dir, slot);
+    crate::fsutil::private_dir(&dir.join(&name))?;
+    crate::fsutil::write_atomic(&dir.join(&name).join(FILE), &index.to_bytes())?;
+    remove_except(&dir, Some(&name))
+}
+
+/// Remove every index of `slot` (it is about to change, or was marked bad).
+///
+/// Errors: the data directory cannot be written.
+pub fn invalidate(data_dir: &Path, slot: &str) -> io::Result<()> {
+    remove_except(&slot_dir(data_dir, slot), None)
+}
+
+fn remove_except(dir: &Path, keep: Option<&str>) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut removed = false;
+    for e in entries {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("hash-") && Some(name.as_str()) != keep {
+            fs::remove_dir_all(e.path())?;
+            removed = true;
+        }
+    }
+    if removed {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Hash the whole 4 KiB blocks of `device` (a slot's device or file) in one pass.
+///
+/// Errors: the device cannot be read.
+pub fn compute(device: &Path) -> io::Result<BlockHashIndex> {
+    let mut f = File::open(device)?;
+    let blocks = f.seek(SeekFrom::End(0))? / BLOCK as u64;
+    f.seek(SeekFrom::Start(0))?;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    BlockHashIndex::compute(&mut r, blocks.min(blockindex::MAX_BLOCKS))
+}
+
+/// One slot as a source of blocks: its device, open for reading, and where its index
+/// says blocks are.
+pub struct Local {
+    name: String,
+    file: File,
+    lookup: Lookup,
+}
+
+impl Local {
+    /// `slot` with `index` (stored, or just computed).
+    ///
+    /// Errors: the device cannot be opened.
+    pub fn open(slot: &SlotConf, index: &BlockHashIndex) -> io::Result<Self> {
+        Ok(Self { name: slot.name.clone(), file: File::open(&slot.device)?, lookup: Lookup::new(index) })
+    }
+
+    /// A block of SHA-256 `hash` at or after block `from`, read and hashed again.
+    fn read(&self, hash: &[u8; 32], from: u64, block: &mut [u8]) -> bool {
+        // Equal prefixes are equal blocks in practice; a few tries bound a stale index.
+        for at in self.lookup.candidates(hash, from).take(4) {
+            match self.file.read_exact_at(block, at * BLOCK as u64) {
+                Ok(()) if blockindex::hash(block) == *hash => return true,
+                Ok(()) => tracing::debug!("slot {}: block {at} no longer matches its index", self.name),
+                Err(e) => {
+                    tracing::warn!("slot {}: reading block {at}: {e}", self.name);
+                    return false;
+                }
+            }
+        }
+        false
+    }
+}
+
+/// The blocks of the target and the active slot of each class an install writes.
+#[derive(Default)]
+pub struct SlotBlocks {
+    /// Per class: the target slot (its blocks at or after the one being assembled have
+    /// not been written yet) and the active slot.
+    classes: Vec<(String, Option<Local>, Option<Local>)>,
+    /// The bundle's indexes of the images assembled, by slot class.
+    assembled: Vec<(String, BlockHashIndex)>,
+}
+
+impl SlotBlocks {
+    /// Add the slots of `class`.
+    pub fn add(&mut self, class: &str, target: Option<Local>, active: Option<Local>) {
+        self.classes.push((class.to_string(), target, active));
+    }
+
+    fn of(&self, image: &Image) -> Option<&(String, Option<Local>, Option<Local>)> {
+        self.classes.iter().find(|c| c.0 == image.slot_class)
+    }
+
+    /// The bundle's index of each image assembled, by slot class (what its slot now holds
+    /// once the install succeeded).
+    pub fn assembled(&self) -> &[(String, BlockHashIndex)] {
+        &self.assembled
+    }
+}
+
+impl Reuse for SlotBlocks {
+    fn may_have(&self, image: &Image, at: u64, hash: &[u8; 32]) -> bool {
+        self.of(image).is_some_and(|(_, t, a)| {
+            t.as_ref().is_some_and(|t| t.lookup.contains(hash, at))
+                || a.as_ref().is_some_and(|a| a.lookup.contains(hash, 0))
+        })
+    }
+
+    fn read(&mut self, image: &Image, at: u64, hash: &[u8; 32], block: &mut [u8]) -> bool {
+        self.of(image).is_some_and(|(_, t, a)| {
+            t.as_ref().is_some_and(|t| t.read(hash, at, block)) || a.as_ref().is_some_and(|a| a.read(hash, 0, block))
+        })
+    }
+
+    fn assembled(&mut self, image: &Image, index: BlockHashIndex) {
+        self.assembled.retain(|(c, _)| *c != image.slot_class);
+        self.assembled.push((image.slot_class.clone(), index));
+    }
+}

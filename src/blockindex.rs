@@ -62,6 +62,11 @@ pub fn blocks_of(what: &'static str, size: u64) -> Result<u64, IndexError> {
     Ok(blocks)
 }
 
+/// Whether a block is all zeros (64 bytes at a time, which the compiler vectorizes).
+fn is_zero(b: &[u8]) -> bool {
+    b.chunks(64).all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
+}
+
 /// SHA-256 of one block.
 pub fn hash(block: &[u8]) -> [u8; 32] {
     Sha256::digest(block).into()
@@ -70,7 +75,8 @@ pub fn hash(block: &[u8]) -> [u8; 32] {
 /// A block-hash index: entry `i` is the SHA-256 of bytes `[i*4096, (i+1)*4096)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockHashIndex {
-    hashes: Vec<[u8; 32]>,
+    /// The file format itself: 32 bytes per block.
+    bytes: Vec<u8>,
 }
 
 impl BlockHashIndex {
@@ -78,11 +84,11 @@ impl BlockHashIndex {
     /// (stricter than RAUC 1.8, which uses a short index as far as it goes).
     ///
     /// Errors: [`IndexError::Length`].
-    pub fn parse(bytes: &[u8], blocks: u64) -> Result<Self, IndexError> {
+    pub fn parse(bytes: Vec<u8>, blocks: u64) -> Result<Self, IndexError> {
         if bytes.len() as u64 != blocks.saturating_mul(ENTRY as u64) {
             return Err(IndexError::Length { len: bytes.len() as u64, blocks });
         }
-        Ok(Self { hashes: bytes.chunks_exact(ENTRY).map(|c| c.try_into().expect("32 bytes")).collect() })
+        Ok(Self { bytes })
     }
 
     /// Hash the first `blocks` blocks of `r` (an image, a slot device) in one pass, with
@@ -90,55 +96,72 @@ impl BlockHashIndex {
     ///
     /// Errors: reading failed, or `r` ended before `blocks` blocks.
     pub fn compute(r: &mut dyn Read, blocks: u64) -> io::Result<Self> {
-        let mut hashes = Vec::with_capacity(blocks.min(MAX_BLOCKS) as usize);
+        let mut bytes = Vec::with_capacity((blocks.min(MAX_BLOCKS) as usize) * ENTRY);
         let mut buf = vec![0u8; 64 * BLOCK];
         let mut left = blocks;
         while left > 0 {
             let n = (left.min(64) as usize) * BLOCK;
             r.read_exact(&mut buf[..n])?;
-            hashes.extend(buf[..n].chunks_exact(BLOCK).map(hash));
+            for b in buf[..n].chunks_exact(BLOCK) {
+                // Free space is zeros: known without hashing.
+                let h = if is_zero(b) { ZERO } else { hash(b) };
+                bytes.extend_from_slice(&h);
+            }
             left -= (n / BLOCK) as u64;
         }
-        Ok(Self { hashes })
+        Ok(Self { bytes })
     }
 
     /// The file format (RAUC's): the hashes, concatenated.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        self.hashes.concat()
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// Number of blocks.
     pub fn blocks(&self) -> u64 {
-        self.hashes.len() as u64
+        (self.bytes.len() / ENTRY) as u64
     }
 
     /// The hash of block `i`.
     pub fn get(&self, i: u64) -> Option<&[u8; 32]> {
-        self.hashes.get(usize::try_from(i).ok()?)
+        let at = usize::try_from(i).ok()?.checked_mul(ENTRY)?;
+        self.bytes.get(at..at + ENTRY).map(|h| h.try_into().expect("32 bytes"))
     }
 
     /// All hashes, in block order.
-    pub fn hashes(&self) -> &[[u8; 32]] {
-        &self.hashes
+    pub fn hashes(&self) -> impl Iterator<Item = &[u8; 32]> + '_ {
+        self.bytes.chunks_exact(ENTRY).map(|h| h.try_into().expect("32 bytes"))
     }
 }
 
-/// Where blocks of a given hash are, from an index: sorted `(hash prefix, block)` pairs,
-/// 12 bytes per block (the full hash is checked by hashing the block itself).
+/// Where blocks of a given hash are, from an index: sorted 64-bit entries, the first
+/// [`PREFIX_BITS`] bits of the hash above the block number, 8 bytes per block (the full
+/// hash is checked by hashing the block itself; two hashes sharing a prefix only cost a
+/// read).
 #[derive(Debug, Clone, Default)]
 pub struct Lookup {
-    entries: Vec<(u64, u32)>,
+    entries: Vec<u64>,
 }
 
+/// Bits of the block number in a [`Lookup`] entry: [`MAX_BLOCKS`] fits.
+const BLOCK_BITS: u32 = 27;
+/// Bits of the hash in a [`Lookup`] entry.
+pub const PREFIX_BITS: u32 = 64 - BLOCK_BITS;
+const BLOCK_MASK: u64 = (1 << BLOCK_BITS) - 1;
+
 fn prefix(h: &[u8; 32]) -> u64 {
-    u64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
+    u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) >> BLOCK_BITS
 }
 
 impl Lookup {
     /// The lookup of `index`; zero blocks are left out (they are never looked up).
     pub fn new(index: &BlockHashIndex) -> Self {
-        let mut entries: Vec<(u64, u32)> =
-            index.hashes.iter().enumerate().filter(|(_, h)| **h != ZERO).map(|(i, h)| (prefix(h), i as u32)).collect();
+        let mut entries: Vec<u64> = index
+            .hashes()
+            .enumerate()
+            .filter(|(_, h)| **h != ZERO)
+            .map(|(i, h)| (prefix(h) << BLOCK_BITS) | (i as u64 & BLOCK_MASK))
+            .collect();
         entries.sort_unstable();
         Self { entries }
     }
@@ -147,8 +170,8 @@ impl Lookup {
     /// result is deterministic).
     pub fn candidates(&self, h: &[u8; 32], from: u64) -> impl Iterator<Item = u64> + '_ {
         let p = prefix(h);
-        let start = self.entries.partition_point(|e| e.0 < p);
-        self.entries[start..].iter().take_while(move |e| e.0 == p).map(|e| u64::from(e.1)).filter(move |&b| b >= from)
+        let start = self.entries.partition_point(|&e| e < (p << BLOCK_BITS) | from.min(BLOCK_MASK));
+        self.entries[start..].iter().take_while(move |&&e| e >> BLOCK_BITS == p).map(|&e| e & BLOCK_MASK)
     }
 
     /// Whether any block at or after `from` may hold `h`.
@@ -183,11 +206,11 @@ mod tests {
         assert_eq!(idx.blocks(), 3);
         assert_eq!(idx.get(0), Some(&ZERO));
         assert_eq!(idx.get(1), Some(&hash(&img[BLOCK..2 * BLOCK])));
-        let bytes = idx.to_bytes();
+        let bytes = idx.as_bytes().to_vec();
         assert_eq!(bytes.len(), 96);
-        assert_eq!(BlockHashIndex::parse(&bytes, 3).unwrap(), idx);
-        assert_eq!(BlockHashIndex::parse(&bytes[..64], 3), Err(IndexError::Length { len: 64, blocks: 3 }));
-        assert!(BlockHashIndex::parse(&[bytes.clone(), vec![0; 32]].concat(), 3).is_err());
+        assert_eq!(BlockHashIndex::parse(bytes.clone(), 3).unwrap(), idx);
+        assert_eq!(BlockHashIndex::parse(bytes[..64].to_vec(), 3), Err(IndexError::Length { len: 64, blocks: 3 }));
+        assert!(BlockHashIndex::parse([bytes.clone(), vec![0; 32]].concat(), 3).is_err());
         assert!(BlockHashIndex::compute(&mut &img[..], 4).is_err());
     }
 

@@ -102,7 +102,7 @@ pub(super) fn bundle_index(sqfs: &Squashfs, image: &Image) -> Result<BlockHashIn
     let blocks = blockindex::blocks_of("image", image.size).map_err(|e| e.to_string())?;
     let name = format!("{}{}", image.filename, blockindex::SUFFIX);
     let bytes = sqfs.read_file(&name, blocks * blockindex::ENTRY as u64).map_err(|e| e.to_string())?;
-    BlockHashIndex::parse(&bytes, blocks).map_err(|e| e.to_string())
+    BlockHashIndex::parse(bytes, blocks).map_err(|e| e.to_string())
 }
 
 /// A reader of `image` assembled from `reuse` and the bundle; tells `src` its plan first.
@@ -121,7 +121,7 @@ pub(super) fn reader<'a>(
     // The plan: every stored block holding a 4 KiB block the device does not have.
     let mut needed: Vec<Stored> = Vec::new();
     let mut missing = 0u64;
-    for (c, h) in index.hashes().iter().enumerate() {
+    for (c, h) in index.hashes().enumerate() {
         let c = c as u64;
         if *h == ZERO || adaptive.reuse.may_have(&image, c, h) {
             continue;

@@ -93,7 +93,7 @@ pub fn build_bundle(opts: &BundleOptions) -> anyhow::Result<()> {
                     let mut r = std::io::BufReader::new(File::open(&p)?);
                     let index = blockindex::BlockHashIndex::compute(&mut r, blocks)?;
                     let staged = stage.path().join(&name);
-                    fs::write(&staged, index.to_bytes())?;
+                    fs::write(&staged, index.as_bytes())?;
                     indexes.push((name, staged));
                 }
                 "adaptive-test-method" => {}

@@ -37,7 +37,7 @@ pub fn load(data_dir: &Path, slot: &str) -> Option<BlockHashIndex> {
         }
         let Ok(bytes) = fs::read(e.path().join(FILE)) else { continue };
         let blocks = bytes.len() as u64 / blockindex::ENTRY as u64;
-        match BlockHashIndex::parse(&bytes, blocks) {
+        match BlockHashIndex::parse(bytes, blocks) {
             Ok(i) if blocks > 0 => return Some(i),
             _ => tracing::warn!("ignoring the damaged index {}", e.path().join(FILE).display()),
         }
@@ -53,7 +53,7 @@ pub fn store(data_dir: &Path, slot: &str, digest: Option<&str>, index: &BlockHas
     let name = format!("hash-{}", digest.unwrap_or("unknown"));
     let dir = slot_dir(data_dir, slot);
     crate::fsutil::private_dir(&dir.join(&name))?;
-    crate::fsutil::write_atomic(&dir.join(&name).join(FILE), &index.to_bytes())?;
+    crate::fsutil::write_atomic(&dir.join(&name).join(FILE), index.as_bytes())?;
     remove_except(&dir, Some(&name))
 }
 
@@ -102,21 +102,59 @@ pub struct Local {
     name: String,
     file: File,
     lookup: Lookup,
+    /// Blocks read ahead: reused blocks mostly come in runs (an unchanged file).
+    ahead: Vec<u8>,
+    /// The first block in `ahead`, and how many it holds.
+    ahead_at: u64,
+    ahead_blocks: u64,
+    /// The block read last.
+    last: Option<u64>,
 }
+
+/// Blocks read at once when reads are sequential.
+const AHEAD: u64 = 32;
 
 impl Local {
     /// `slot` with `index` (stored, or just computed).
     ///
     /// Errors: the device cannot be opened.
     pub fn open(slot: &SlotConf, index: &BlockHashIndex) -> io::Result<Self> {
-        Ok(Self { name: slot.name.clone(), file: File::open(&slot.device)?, lookup: Lookup::new(index) })
+        Ok(Self {
+            name: slot.name.clone(),
+            file: File::open(&slot.device)?,
+            lookup: Lookup::new(index),
+            ahead: vec![0; AHEAD as usize * BLOCK],
+            ahead_at: 0,
+            ahead_blocks: 0,
+            last: None,
+        })
+    }
+
+    /// Block `at` into `block`; a run of blocks read in order is read ahead.
+    fn read_block(&mut self, at: u64, block: &mut [u8]) -> io::Result<()> {
+        let sequential = self.last.is_some_and(|l| l + 1 == at);
+        self.last = Some(at);
+        if !(self.ahead_at..self.ahead_at + self.ahead_blocks).contains(&at) {
+            if !sequential {
+                return self.file.read_exact_at(block, at * BLOCK as u64);
+            }
+            let n = self.file.read_at(&mut self.ahead, at * BLOCK as u64)? / BLOCK;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            (self.ahead_at, self.ahead_blocks) = (at, n as u64);
+        }
+        let i = ((at - self.ahead_at) as usize) * BLOCK;
+        block.copy_from_slice(&self.ahead[i..i + BLOCK]);
+        Ok(())
     }
 
     /// A block of SHA-256 `hash` at or after block `from`, read and hashed again.
-    fn read(&self, hash: &[u8; 32], from: u64, block: &mut [u8]) -> bool {
+    fn read(&mut self, hash: &[u8; 32], from: u64, block: &mut [u8]) -> bool {
         // Equal prefixes are equal blocks in practice; a few tries bound a stale index.
-        for at in self.lookup.candidates(hash, from).take(4) {
-            match self.file.read_exact_at(block, at * BLOCK as u64) {
+        let candidates: Vec<u64> = self.lookup.candidates(hash, from).take(4).collect();
+        for at in candidates {
+            match self.read_block(at, block) {
                 Ok(()) if blockindex::hash(block) == *hash => return true,
                 Ok(()) => tracing::debug!("slot {}: block {at} no longer matches its index", self.name),
                 Err(e) => {
@@ -149,6 +187,10 @@ impl SlotBlocks {
         self.classes.iter().find(|c| c.0 == image.slot_class)
     }
 
+    fn of_mut(&mut self, image: &Image) -> Option<&mut (String, Option<Local>, Option<Local>)> {
+        self.classes.iter_mut().find(|c| c.0 == image.slot_class)
+    }
+
     /// The bundle's index of each image assembled, by slot class (what its slot now holds
     /// once the install succeeded).
     pub fn assembled(&self) -> &[(String, BlockHashIndex)] {
@@ -165,8 +207,8 @@ impl Reuse for SlotBlocks {
     }
 
     fn read(&mut self, image: &Image, at: u64, hash: &[u8; 32], block: &mut [u8]) -> bool {
-        self.of(image).is_some_and(|(_, t, a)| {
-            t.as_ref().is_some_and(|t| t.read(hash, at, block)) || a.as_ref().is_some_and(|a| a.read(hash, 0, block))
+        self.of_mut(image).is_some_and(|(_, t, a)| {
+            t.as_mut().is_some_and(|t| t.read(hash, at, block)) || a.as_mut().is_some_and(|a| a.read(hash, 0, block))
         })
     }
 

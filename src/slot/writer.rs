@@ -6,7 +6,8 @@
 use crate::config::SlotConf;
 use crate::package::{Image, Sink};
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// What the writer did, as it happens.
@@ -33,6 +34,12 @@ pub struct SlotWriter<'a> {
     targets: &'a [SlotConf],
     read_back: bool,
     out: Option<File>,
+    /// Offset in the slot of the next byte of the current image.
+    pos: u64,
+    /// Adaptive images are written lazily (RAUC's rule): 4 KiB blocks the slot already
+    /// holds are not written again, which spares the flash.
+    lazy: bool,
+    scratch: Vec<u8>,
     written: u64,
     report: &'a mut dyn FnMut(Written<'_>),
 }
@@ -41,7 +48,7 @@ impl<'a> SlotWriter<'a> {
     /// A writer into `targets`; `read_back` checks each image from the device after it
     /// is synced.
     pub fn new(targets: &'a [SlotConf], read_back: bool, report: &'a mut dyn FnMut(Written<'_>)) -> Self {
-        Self { targets, read_back, out: None, written: 0, report }
+        Self { targets, read_back, out: None, pos: 0, lazy: false, scratch: Vec::new(), written: 0, report }
     }
 
     fn slot_for(&self, image: &Image) -> io::Result<&'a SlotConf> {
@@ -56,12 +63,20 @@ impl Sink for SlotWriter<'_> {
     fn begin(&mut self, image: &Image) -> io::Result<()> {
         let slot = self.slot_for(image)?;
         (self.report)(Written::Begin { image: &image.filename, slot: &slot.name });
-        self.out = Some(OpenOptions::new().write(true).open(&slot.device)?);
+        self.lazy = image.adaptive.iter().any(|m| m == crate::blockindex::METHOD);
+        self.out = Some(OpenOptions::new().read(self.lazy).write(true).open(&slot.device)?);
+        self.pos = 0;
         Ok(())
     }
 
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        self.out.as_mut().ok_or_else(|| io::Error::other("no open slot"))?.write_all(data)?;
+        let out = self.out.as_ref().ok_or_else(|| io::Error::other("no open slot"))?;
+        if self.lazy {
+            write_lazily(out, data, self.pos, &mut self.scratch)?;
+        } else {
+            out.write_all_at(data, self.pos)?;
+        }
+        self.pos += data.len() as u64;
         crate::failpoint::hit("install.write");
         self.written += data.len() as u64;
         (self.report)(Written::Bytes(self.written));
@@ -78,6 +93,42 @@ impl Sink for SlotWriter<'_> {
         }
         Ok(())
     }
+}
+
+/// Write `data` at `pos`, skipping the 4 KiB blocks the device already holds (read first
+/// into `scratch`).
+fn write_lazily(out: &File, data: &[u8], pos: u64, scratch: &mut Vec<u8>) -> io::Result<()> {
+    const B: usize = crate::blockindex::BLOCK;
+    scratch.resize(data.len(), 0);
+    let mut have = 0;
+    while have < data.len() {
+        match out.read_at(&mut scratch[have..], pos + have as u64) {
+            Ok(0) => break, // past the end: the writes will say so
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut i = 0;
+    while i < data.len() {
+        let end = (i + B).min(data.len());
+        if end > have || data[i..end] != scratch[i..end] {
+            // The run of differing blocks from here, in one write.
+            let mut j = end;
+            while j < data.len() {
+                let e = (j + B).min(data.len());
+                if e <= have && data[j..e] == scratch[j..e] {
+                    break;
+                }
+                j = e;
+            }
+            out.write_all_at(&data[i..j], pos + i as u64)?;
+            i = j;
+        } else {
+            i = end;
+        }
+    }
+    Ok(())
 }
 
 /// Read the image back from the slot, past the page cache, and compare its digest.

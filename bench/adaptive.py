@@ -3,7 +3,7 @@
 the same run: a 256 MiB ext4 image (mke2fs -d, reproducible) whose files are random
 data, and the same image with 2 % of its files changed; both in verity bundles served by
 Debian's nginx on 127.0.0.1. The booted slot A holds the old image; slot B is empty
-(zeros) before each install.
+(zeros) before each install unless said otherwise.
 
 - full:     the new image in a bundle without `adaptive`, streamed whole;
 - adaptive: the new image with `adaptive=block-hash-index`, A's index stored
@@ -17,22 +17,15 @@ Medians of N runs, interleaved; peak RSS from GNU time; bytes fetched and reques
 `install --json` ("moved"). Usage: bench/adaptive.py [--size-mib 256] [--changed 0.02]
 [--runs 3] [--block-size 128K]. Asserts nothing.
 """
-import argparse, json, os, random, shutil, socket, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, random, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import keyring_device  # noqa: E402
+from measure import keyring_device, nginx as start_nginx  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "henb-update")
 EPOCH = 1_600_000_000
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def ext4(w, name, files, size_mib):
@@ -115,18 +108,7 @@ def main():
         conf = keyring_device(w, pki, a.size_mib)
         with open(old, "rb") as src, open(os.path.join(w, "slotA"), "r+b") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
-        port = free_port()
-        with open(os.path.join(w, "nginx.conf"), "w") as f:
-            f.write(f"daemon off;\nmaster_process off;\nuser root;\nerror_log {w}/error.log;\npid {w}/nginx.pid;\n"
-                    f"events {{ worker_connections 64; }}\nhttp {{ access_log off; server {{ listen 127.0.0.1:{port}; "
-                    f"root {www}; }} }}\n")
-        nginx = subprocess.Popen(["nginx", "-c", f"{w}/nginx.conf", "-p", w])
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port)).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        nginx, port = start_nginx(w, www)
         for b in ("full.raucb", "adaptive.raucb"):
             subprocess.run(["cat", os.path.join(www, b)], stdout=subprocess.DEVNULL, check=True)
         subprocess.run([BIN, "--conf", conf, "--override-boot-slot", "A", "slot", "index"], check=True,

@@ -2,7 +2,7 @@
 
 Peak RSS comes from GNU time (package `time`): a child forked from this Python process
 would report Python's own RSS as its maximum."""
-import os, shutil, subprocess, sys, time
+import os, shutil, socket, subprocess, sys, time
 
 
 def run(cmd, shell=False):
@@ -58,3 +58,24 @@ def keyring_device(w, pki, size_mib, slots=("slotA", "slotB")):
                 f"[slot.rootfs.0]\ndevice={w}/{slots[0]}\ntype=ext4\nbootname=A\n"
                 f"[slot.rootfs.1]\ndevice={w}/{slots[1]}\ntype=ext4\nbootname=B\n")
     return conf
+
+
+def nginx(w, www):
+    """Debian's nginx serving `www` on 127.0.0.1 (a free port), its files in `w`;
+    returns (process, port) once it accepts connections."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with open(os.path.join(w, "nginx.conf"), "w") as f:
+        f.write(f"daemon off;\nmaster_process off;\nuser root;\nerror_log {w}/error.log;\npid {w}/nginx.pid;\n"
+                f"events {{ worker_connections 64; }}\nhttp {{ access_log off; server {{ listen 127.0.0.1:{port}; "
+                f"root {www}; }} }}\n")
+    proc = subprocess.Popen(["nginx", "-c", f"{w}/nginx.conf", "-p", w])
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port)).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return proc, port

@@ -7,21 +7,14 @@ Medians of N runs, interleaved; peak RSS from GNU time; bytes fetched from the a
 log (`fetched N bytes in R requests`). Usage: bench/stream.py [--size-mib 1024]
 [--runs 3]. Asserts nothing.
 """
-import argparse, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
+import argparse, os, re, shutil, statistics, subprocess, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import keyring_device, run, verity_bundle  # noqa: E402
+from measure import keyring_device, nginx as start_nginx, run, verity_bundle  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "henb-update")
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def main():
@@ -39,18 +32,7 @@ def main():
         pki = verity_bundle(w, a.size_mib, BIN, ROOT, bundle)
         shutil.rmtree(os.path.join(w, "content"))
         conf = keyring_device(w, pki, a.size_mib)
-        port = free_port()
-        with open(os.path.join(w, "nginx.conf"), "w") as f:
-            f.write(f"daemon off;\nmaster_process off;\nuser root;\nerror_log {w}/error.log;\npid {w}/nginx.pid;\n"
-                    f"events {{ worker_connections 64; }}\nhttp {{ access_log off; server {{ listen 127.0.0.1:{port}; "
-                    f"root {www}; }} }}\n")
-        nginx = subprocess.Popen(["nginx", "-c", f"{w}/nginx.conf", "-p", w])
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port)).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        nginx, port = start_nginx(w, www)
         url = f"http://127.0.0.1:{port}/u.raucb"
         subprocess.run(["cat", bundle], stdout=subprocess.DEVNULL, check=True)
         install = [BIN, "--conf", conf, "--override-boot-slot", "A", "install"]

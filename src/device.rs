@@ -284,12 +284,7 @@ fn mark_slot(
     transfer: &mut Option<crate::status::InstallResult>,
 ) -> Result<Marked, Failure> {
     let booted = booted(conf, override_boot)?;
-    let slot = match which {
-        "booted" | "" => Some(booted),
-        "other" => crate::slot::target(&conf.slots, booted).ok().map(|t| t[0]),
-        s => conf.slots.iter().find(|x| x.name == s || x.bootname.as_deref() == Some(s)),
-    };
-    let slot = slot.ok_or_else(|| Failure::new("slot", CwmpFault::RequestDenied, format!("no slot '{which}'")))?;
+    let slot = named_slot(conf, booted, which)?;
     let bootname = slot
         .bootname
         .clone()
@@ -319,6 +314,17 @@ fn mark_slot(
     Ok(Marked { slot: slot.name.clone(), message: format!("marked slot {} ({bootname}) {state}", slot.name) })
 }
 
+/// The slot a command line names: `booted` (or nothing), `other` (the target group's
+/// root), a slot name or a bootname.
+fn named_slot<'c>(conf: &'c Config, booted: &'c SlotConf, which: &str) -> Result<&'c SlotConf, Failure> {
+    let slot = match which {
+        "booted" | "" => Some(booted),
+        "other" => crate::slot::target(&conf.slots, booted).ok().map(|t| t[0]),
+        s => conf.slots.iter().find(|x| x.name == s || x.bootname.as_deref() == Some(s)),
+    };
+    slot.ok_or_else(|| Failure::new("slot", CwmpFault::RequestDenied, format!("no slot '{which}'")))
+}
+
 /// `slot index [SLOT]`: hash the whole 4 KiB blocks of a slot (default: the booted one)
 /// and store them as its block-hash index (`hash-unknown`), for adaptive updates from a
 /// slot no install wrote (the factory image). Returns the slot's name and its blocks.
@@ -326,13 +332,7 @@ fn mark_slot(
 /// Errors: [`Failure`] when the slot is unknown, another install runs, or the device or
 /// the data directory cannot be used.
 pub fn index_slot(conf: &Config, override_boot: Option<&str>, which: &str) -> Result<(String, u64), Failure> {
-    let booted = booted(conf, override_boot)?;
-    let slot = match which {
-        "booted" | "" => Some(booted),
-        "other" => crate::slot::target(&conf.slots, booted).ok().map(|t| t[0]),
-        s => conf.slots.iter().find(|x| x.name == s || x.bootname.as_deref() == Some(s)),
-    };
-    let slot = slot.ok_or_else(|| Failure::new("slot", CwmpFault::RequestDenied, format!("no slot '{which}'")))?;
+    let slot = named_slot(conf, booted(conf, override_boot)?, which)?;
     let _lock = install::lock(&conf.data_directory).map_err(|e| Failure::from_fault(&e))?;
     let failed = |e: std::io::Error| Failure::new("io", CwmpFault::InternalError, format!("slot {}: {e}", slot.name));
     let index = crate::slot::index::compute(&slot.device).map_err(failed)?;

@@ -70,20 +70,10 @@ fn bundle(w: &common::Work, by: Bundler, image: &[u8], methods: &str, name: &str
         ),
     )
     .unwrap();
-    let out = w.path(name);
     match by {
-        Bundler::Ours => return w.bundle("verity", &c, &["signer-rsa"], name, &[]),
-        Bundler::Rauc => run_ok(
-            Command::new("rauc")
-                .arg("bundle")
-                .arg(format!("--cert={}", cert("signer-rsa").display()))
-                .arg(format!("--key={}", key("signer-rsa").display()))
-                .arg(format!("--intermediate={}", cert("release-ca").display()))
-                .arg(&c)
-                .arg(&out),
-        ),
-    };
-    out
+        Bundler::Ours => w.bundle("verity", &c, &["signer-rsa"], name, &[]),
+        Bundler::Rauc => w.rauc_bundle(&c, name),
+    }
 }
 
 /// Where the bundles come from.

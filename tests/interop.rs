@@ -237,17 +237,7 @@ fn rauc_bundle_with_every_manifest_key() {
          [image.appfs.var1]\nfilename=rootfs.img\n",
     )
     .unwrap();
-    let o = w.path("all.raucb");
-    run_ok(
-        Command::new("rauc")
-            .arg("bundle")
-            .arg(format!("--cert={}", cert("signer-rsa").display()))
-            .arg(format!("--key={}", key("signer-rsa").display()))
-            .arg(format!("--intermediate={}", cert("release-ca").display()))
-            .arg(&c)
-            .arg(&o),
-    );
-    common::oracle::built(&o);
+    let o = w.rauc_bundle(&c, "all.raucb");
     let r = info(&w.conf(""), &o, &[]);
     let j = r.ok();
     assert_eq!(j["build"], "b1");

@@ -116,6 +116,22 @@ impl Work {
         oracle::built(&o)
     }
 
+    /// A bundle made by Debian's rauc (`rauc bundle`), signed by signer-rsa with the
+    /// release CA as intermediate; its format is the manifest's.
+    pub fn rauc_bundle(&self, content: &Path, out: &str) -> PathBuf {
+        let o = self.path(out);
+        run_ok(
+            Command::new("rauc")
+                .arg("bundle")
+                .arg(format!("--cert={}", cert("signer-rsa").display()))
+                .arg(format!("--key={}", key("signer-rsa").display()))
+                .arg(format!("--intermediate={}", cert("release-ca").display()))
+                .arg(content)
+                .arg(&o),
+        );
+        oracle::built(&o)
+    }
+
     /// A squashfs of `content`, made as rauc makes it.
     pub fn mksquashfs(&self, content: &Path, name: &str) -> PathBuf {
         let sq = self.path(name);

@@ -72,6 +72,25 @@ pub fn hash(block: &[u8]) -> [u8; 32] {
     Sha256::digest(block).into()
 }
 
+/// Hash the first `blocks` blocks of `r` in one pass with a fixed buffer, giving each
+/// hash to `each` in block order (zero blocks are recognized without hashing).
+///
+/// Errors: reading failed, `r` ended before `blocks` blocks, or `each` failed.
+pub fn hash_blocks(r: &mut dyn Read, blocks: u64, each: &mut dyn FnMut(&[u8; 32]) -> io::Result<()>) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * BLOCK];
+    let mut left = blocks;
+    while left > 0 {
+        let n = (left.min(64) as usize) * BLOCK;
+        r.read_exact(&mut buf[..n])?;
+        for b in buf[..n].chunks_exact(BLOCK) {
+            // Free space is zeros: known without hashing.
+            each(&if is_zero(b) { ZERO } else { hash(b) })?;
+        }
+        left -= (n / BLOCK) as u64;
+    }
+    Ok(())
+}
+
 /// A block-hash index: entry `i` is the SHA-256 of bytes `[i*4096, (i+1)*4096)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockHashIndex {
@@ -97,18 +116,10 @@ impl BlockHashIndex {
     /// Errors: reading failed, or `r` ended before `blocks` blocks.
     pub fn compute(r: &mut dyn Read, blocks: u64) -> io::Result<Self> {
         let mut bytes = Vec::with_capacity((blocks.min(MAX_BLOCKS) as usize) * ENTRY);
-        let mut buf = vec![0u8; 64 * BLOCK];
-        let mut left = blocks;
-        while left > 0 {
-            let n = (left.min(64) as usize) * BLOCK;
-            r.read_exact(&mut buf[..n])?;
-            for b in buf[..n].chunks_exact(BLOCK) {
-                // Free space is zeros: known without hashing.
-                let h = if is_zero(b) { ZERO } else { hash(b) };
-                bytes.extend_from_slice(&h);
-            }
-            left -= (n / BLOCK) as u64;
-        }
+        hash_blocks(r, blocks, &mut |h| {
+            bytes.extend_from_slice(h);
+            Ok(())
+        })?;
         Ok(Self { bytes })
     }
 
@@ -156,14 +167,39 @@ fn prefix(h: &[u8; 32]) -> u64 {
 impl Lookup {
     /// The lookup of `index`; zero blocks are left out (they are never looked up).
     pub fn new(index: &BlockHashIndex) -> Self {
-        let mut entries: Vec<u64> = index
-            .hashes()
-            .enumerate()
-            .filter(|(_, h)| **h != ZERO)
-            .map(|(i, h)| (prefix(h) << BLOCK_BITS) | (i as u64 & BLOCK_MASK))
-            .collect();
-        entries.sort_unstable();
-        Self { entries }
+        let mut b = LookupBuilder::default();
+        index.hashes().for_each(|h| b.push(h));
+        b.finish()
+    }
+
+    /// The lookup of an index file read from `r` (`len` bytes, a whole number of
+    /// entries), without holding the file: 8 bytes per block in memory.
+    ///
+    /// Errors: reading failed, or `len` is not a whole number of entries.
+    pub fn read_index(r: &mut dyn Read, len: u64) -> io::Result<Self> {
+        if !len.is_multiple_of(ENTRY as u64) || len / ENTRY as u64 > MAX_BLOCKS {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{len} bytes are not an index")));
+        }
+        let mut b = LookupBuilder::default();
+        let mut buf = vec![0u8; 2048 * ENTRY];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            r.read_exact(&mut buf[..n])?;
+            buf[..n].chunks_exact(ENTRY).for_each(|h| b.push(h.try_into().expect("32 bytes")));
+            left -= n as u64;
+        }
+        Ok(b.finish())
+    }
+
+    /// Blocks it knows (zero blocks left out).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it knows no block.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// Blocks at or after `from` that may hold `h`, lowest first (RAUC's choice: the
@@ -177,6 +213,30 @@ impl Lookup {
     /// Whether any block at or after `from` may hold `h`.
     pub fn contains(&self, h: &[u8; 32], from: u64) -> bool {
         self.candidates(h, from).next().is_some()
+    }
+}
+
+/// Builds a [`Lookup`] from hashes given in block order.
+#[derive(Debug, Default)]
+pub struct LookupBuilder {
+    entries: Vec<u64>,
+    next: u64,
+}
+
+impl LookupBuilder {
+    /// The hash of the next block.
+    pub fn push(&mut self, h: &[u8; 32]) {
+        if *h != ZERO && self.next <= BLOCK_MASK {
+            self.entries.push((prefix(h) << BLOCK_BITS) | self.next);
+        }
+        self.next += 1;
+    }
+
+    /// The lookup.
+    pub fn finish(mut self) -> Lookup {
+        self.entries.sort_unstable();
+        self.entries.shrink_to_fit();
+        Lookup { entries: self.entries }
     }
 }
 
@@ -226,5 +286,9 @@ mod tests {
         assert!(l.contains(&hash(&b), 1));
         assert!(!l.contains(&hash(&b), 2));
         assert!(!l.contains(&ZERO, 0));
+        let from_file = Lookup::read_index(&mut idx.as_bytes(), 128).unwrap();
+        assert_eq!(from_file.candidates(&hash(&a), 1).collect::<Vec<_>>(), [3]);
+        assert_eq!(from_file.len(), 3);
+        assert!(Lookup::read_index(&mut idx.as_bytes(), 100).is_err());
     }
 }

@@ -335,9 +335,8 @@ pub fn index_slot(conf: &Config, override_boot: Option<&str>, which: &str) -> Re
     let slot = named_slot(conf, booted(conf, override_boot)?, which)?;
     let _lock = install::lock(&conf.data_directory).map_err(|e| Failure::from_fault(&e))?;
     let failed = |e: std::io::Error| Failure::new("io", CwmpFault::InternalError, format!("slot {}: {e}", slot.name));
-    let index = crate::slot::index::compute(&slot.device).map_err(failed)?;
-    crate::slot::index::store(&conf.data_directory, &slot.name, None, &index).map_err(failed)?;
-    Ok((slot.name.clone(), index.blocks()))
+    let (_, blocks) = crate::slot::index::index_device(&conf.data_directory, slot, true).map_err(failed)?;
+    Ok((slot.name.clone(), blocks))
 }
 
 /// What `mark` ended with: its result, and the Download that confirming the booted slot

@@ -15,9 +15,18 @@ pub fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
 /// Write `data` to `path` atomically: temp file in the same directory, fsync, rename,
 /// fsync the directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, &mut |w| w.write_all(data))
+}
+
+/// [`write_atomic`] for contents written piece by piece by `fill` (buffered).
+pub fn write_atomic_with(path: &Path, fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(data)?;
+    {
+        let mut w = io::BufWriter::with_capacity(64 * 1024, tmp.as_file_mut());
+        fill(&mut w)?;
+        w.flush()?;
+    }
     tmp.as_file().sync_all()?;
     let (_, tmp_path) = tmp.keep().map_err(|e| e.error)?;
     crate::failpoint::hit("fsutil.before-rename");
@@ -72,13 +81,18 @@ pub fn open_lock(path: &Path) -> io::Result<File> {
 /// regular file.
 pub fn read_state(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
+    let mut v = Vec::new();
+    open_state(path)?.read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// Open a state file for reading without following a symlink (O_NOFOLLOW), only if it
+/// is a regular file.
+pub fn open_state(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f =
-        fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK).open(path)?;
+    let f = fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK).open(path)?;
     if !f.metadata()?.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a regular file", path.display())));
     }
-    let mut v = Vec::new();
-    f.read_to_end(&mut v)?;
-    Ok(v)
+    Ok(f)
 }

@@ -590,10 +590,12 @@ impl Source for RemoteSource {
     }
 
     fn plan(&self, ranges: &[(u64, u64)]) {
+        let mut sorted: Vec<(u64, u64)> = ranges.iter().copied().filter(|(a, b)| a < b).collect();
+        sorted.sort_unstable();
         let mut plan: Vec<(u64, u64)> = Vec::new();
-        for &(a, b) in ranges.iter().filter(|(a, b)| a < b) {
+        for (a, b) in sorted {
             match plan.last_mut() {
-                Some(last) if a <= last.1 + PLAN_GAP && a >= last.0 => last.1 = last.1.max(b),
+                Some(last) if a <= last.1.saturating_add(PLAN_GAP) => last.1 = last.1.max(b),
                 _ => plan.push((a, b)),
             }
         }
@@ -633,13 +635,14 @@ impl State {
         let i = self.pick(offset);
         self.tick += 1;
         self.cursors[i].used = self.tick;
-        // A cursor with nothing in flight jumps; one with an open request reads on.
-        let cur = &mut self.cursors[i];
-        if cur.pos < offset && cur.pending.is_empty() && cur.pos >= cur.end {
-            (cur.pos, cur.end, cur.body) = (offset, offset, None);
-        }
-        // Skip forward to the offset within this cursor.
+        // Skip forward to the offset within this cursor: through the bytes of an open
+        // request; past its end, a jump (nothing in flight is wasted, nothing more asked).
         while self.cursors[i].pos < offset {
+            let cur = &mut self.cursors[i];
+            if cur.pending.is_empty() && cur.pos >= cur.end {
+                (cur.pos, cur.end, cur.body) = (offset, offset, None);
+                break;
+            }
             self.fill(i, c).await?;
             let cur = &mut self.cursors[i];
             let n = (offset - cur.pos).min(cur.pending.len() as u64) as usize;
@@ -738,7 +741,8 @@ impl State {
         if self.cursors[i].body.is_none() || self.cursors[i].pos >= self.cursors[i].end {
             let (start, chunk) = (self.cursors[i].pos, self.cursors[i].chunk);
             // Within a plan: the planned range, nothing past it; outside it, small steps.
-            let planned = self.plan.iter().find(|(a, b)| *a <= start && start < *b).map(|p| p.1);
+            let k = self.plan.partition_point(|(a, _)| *a <= start);
+            let planned = k.checked_sub(1).map(|k| self.plan[k]).filter(|(_, b)| start < *b).map(|p| p.1);
             let end = match (planned, self.plan.is_empty()) {
                 (Some(b), _) => b.min(start + MAX_CHUNK),
                 (None, false) => start + MIN_CHUNK,

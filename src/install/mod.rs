@@ -28,7 +28,7 @@ mod sequence;
 pub use error::{lock, InstallError};
 use sequence::{sequence, Phases, SlotRecord};
 
-use crate::blockindex::{self, BlockHashIndex};
+use crate::blockindex::{self, Lookup};
 use crate::bootloader::Bootloader;
 use crate::config::{Config, SlotConf};
 use crate::download::{Remote, RemoteSource};
@@ -257,8 +257,9 @@ struct Real<'r, 'p> {
     progress: &'r mut dyn FnMut(Progress),
     targets: Vec<SlotConf>,
     bootname: String,
-    /// The target slots' stored block-hash indexes, taken before they are removed.
-    cached: Vec<(String, BlockHashIndex)>,
+    /// The target slots' stored block-hash indexes (as lookups), taken before they are
+    /// removed.
+    cached: Vec<(String, Lookup)>,
     /// What the install took from where (adaptive images).
     counters: Arc<Counters>,
 }
@@ -316,7 +317,7 @@ impl Phases for Real<'_, '_> {
         // for this install (every block is hashed again), removed from disk first.
         let dir = &self.plan.conf.data_directory;
         for t in &self.targets {
-            if let Some(i) = slot::index::load(dir, &t.name) {
+            if let Some(i) = slot::index::load(dir, t) {
                 self.cached.push((t.name.clone(), i));
             }
             if let Err(e) = slot::index::invalidate(dir, &t.name) {
@@ -330,6 +331,7 @@ impl Phases for Real<'_, '_> {
         let total = a.package().images.iter().map(|i| i.size).sum::<u64>().max(1);
         let started = std::time::Instant::now();
         let mut blocks = slot_blocks(self.plan, a.package(), &self.targets, &mut self.cached, self.progress);
+        self.cached.clear();
         let adaptive = blocks.as_mut().map(|b| Adaptive { reuse: b, counters: self.counters.clone() });
         let counters = self.counters.clone();
         let read_back = self.plan.conf.verify_written;
@@ -418,8 +420,11 @@ fn run(
     };
     let started = std::time::Instant::now();
     let package = sequence(&mut real, order.activate)?;
-    let (reused, zero, _) = real.counters.get();
+    let (reused, zero, from_bundle) = real.counters.get();
     let total: u64 = package.images.iter().map(|i| i.size).sum();
+    // Images read whole, and what the assembled ones took from the bundle (counted
+    // where it was read: the three add up to the images' sizes).
+    let whole = total.saturating_sub(real.counters.assembled.load(std::sync::atomic::Ordering::Relaxed));
     let remote = match &real.src {
         Some(Opened::Remote(r)) => Some(r.counters()),
         _ => None,
@@ -427,7 +432,7 @@ fn run(
     let moved = Moved {
         reused,
         zero,
-        from_package: total.saturating_sub(reused + zero),
+        from_package: whole + from_bundle,
         fetched: remote.map(|c| c.fetched),
         requests: remote.map(|c| c.requests),
         seconds: started.elapsed().as_secs_f64(),
@@ -548,7 +553,7 @@ fn slot_blocks(
     plan: &Plan<'_>,
     pkg: &Package,
     targets: &[SlotConf],
-    cached: &mut Vec<(String, BlockHashIndex)>,
+    cached: &mut Vec<(String, Lookup)>,
     progress: &mut dyn FnMut(Progress),
 ) -> Option<SlotBlocks> {
     let dir = &plan.conf.data_directory;
@@ -557,23 +562,20 @@ fn slot_blocks(
     for image in pkg.images.iter().filter(|i| i.adaptive.iter().any(|m| m == blockindex::METHOD)) {
         let Some(target) = targets.iter().find(|t| t.class == image.slot_class) else { continue };
         any = true;
-        let mut indexed = |slot: &SlotConf, stored: Option<BlockHashIndex>, keep: bool| -> Option<Local> {
-            let index = match stored {
-                Some(i) => i,
+        let mut indexed = |slot: &SlotConf, stored: Option<Lookup>, keep: bool| -> Option<Local> {
+            let lookup = match stored {
+                Some(l) => l,
                 None => {
                     progress(Progress { percent: 5, message: format!("Indexing slot {}", slot.name), depth: 2 });
-                    let i = slot::index::compute(&slot.device)
-                        .inspect_err(|e| tracing::warn!("slot {}: cannot index it: {e}", slot.name))
-                        .ok()?;
-                    if keep {
-                        if let Err(e) = slot::index::store(dir, &slot.name, None, &i) {
-                            tracing::warn!("slot {}: cannot store its index: {e}", slot.name);
-                        }
-                    }
-                    i
+                    let indexed = slot::index::index_device(dir, slot, keep).or_else(|e| {
+                        // Storing failed: the lookup is still worth having.
+                        tracing::warn!("slot {}: cannot store its index: {e}", slot.name);
+                        slot::index::index_device(dir, slot, false)
+                    });
+                    indexed.inspect_err(|e| tracing::warn!("slot {}: cannot index it: {e}", slot.name)).ok()?.0
                 }
             };
-            Local::open(slot, &index).inspect_err(|e| tracing::warn!("slot {}: {e}", slot.name)).ok()
+            Local::open(slot, lookup).inspect_err(|e| tracing::warn!("slot {}: {e}", slot.name)).ok()
         };
         let stored = cached.iter().position(|(n, _)| *n == target.name).map(|i| cached.swap_remove(i).1);
         let t = indexed(target, stored, false);
@@ -581,7 +583,7 @@ fn slot_blocks(
             s.class == image.slot_class
                 && (s.name == plan.booted.name || s.parent.as_deref() == Some(plan.booted.name.as_str()))
         });
-        let a = active.and_then(|s| indexed(s, slot::index::load(dir, &s.name), true));
+        let a = active.and_then(|s| indexed(s, slot::index::load(dir, s), true));
         blocks.add(&image.slot_class, t, a);
     }
     any.then_some(blocks)
@@ -626,7 +628,8 @@ fn write(
                 let mut message = format!("Writing: {:.1} of {:.1} MiB", mib(n.min(total)), mib(total));
                 let (reused, zero, fetched) = counters.get();
                 if reused + zero + fetched > 0 {
-                    message += &format!(" ({:.1} reused, {:.1} from the bundle)", mib(reused + zero), mib(fetched));
+                    let (r, z, f) = (mib(reused), mib(zero), mib(fetched));
+                    message += &format!(" ({r:.1} reused, {z:.1} zero, {f:.1} from the bundle)");
                 }
                 progress(Progress { percent: 5 + now as u8, message, depth: 2 });
             }

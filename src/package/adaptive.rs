@@ -16,13 +16,13 @@
 //! used, whatever the indexes said.
 
 use super::squashfs::{FileLayout, Squashfs, SquashfsError, Stored};
-use super::verity::{Cache, Verity};
+use super::verity::{Cache, Verity, VerityError};
 use super::Image;
 use crate::blockindex::{self, BlockHashIndex, BLOCK, ZERO};
 use crate::source::Source;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Blocks the device already holds (the target and the active slot of an image's class),
 /// found by their SHA-256.
@@ -54,6 +54,8 @@ pub struct Counters {
     /// Bytes of the bundle planned to be read for them (compressed, before verity
     /// alignment).
     pub planned: AtomicU64,
+    /// Bytes of the images assembled (the rest of a package's images was read whole).
+    pub assembled: AtomicU64,
 }
 
 impl Counters {
@@ -74,35 +76,65 @@ pub struct Adaptive<'a> {
 /// How stored blocks are read from the payload: positioned reads, checked against the
 /// verity tree for verity bundles.
 pub(super) enum Raw {
-    /// A plain bundle: its payload was authenticated as a whole.
-    Plain(Arc<dyn Source>),
-    /// A verity bundle.
-    Verity(Arc<Verity>, Cache),
+    /// A plain bundle: its payload (the squashfs, from offset 0, of this length) was
+    /// authenticated as a whole.
+    Plain(Arc<dyn Source>, u64),
+    /// A verity bundle; the first verity failure is kept where the bundle's reader keeps
+    /// its own (it explains the error it causes).
+    Verity(Arc<Verity>, Cache, Arc<Mutex<Option<VerityError>>>),
 }
 
 impl Raw {
     fn read(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         match self {
-            Self::Plain(src) => src.read_exact_at(buf, offset),
-            Self::Verity(tree, cache) => {
-                tree.read_checked(buf, offset, cache).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+            Self::Plain(src, payload) => {
+                if offset.checked_add(buf.len() as u64).is_none_or(|end| end > *payload) {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "a squashfs block past the payload"));
+                }
+                src.read_exact_at(buf, offset)
             }
+            Self::Verity(tree, cache, failure) => tree.read_checked(buf, offset, cache).map_err(|e| {
+                let kind = match e {
+                    VerityError::Io(_) => io::ErrorKind::Other,
+                    _ => io::ErrorKind::InvalidData,
+                };
+                failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e.clone());
+                io::Error::new(kind, e)
+            }),
         }
     }
 }
 
 /// The bundle's index of `image`, when the image is adaptive and the index is usable:
-/// `<filename>.block-hash-index`, exactly one entry per block of the signed size.
+/// `<filename>.block-hash-index`, exactly one entry per block of the signed size. `None`
+/// (with the reason logged) when the image is to be read whole instead: no supported
+/// method, a size that is not whole blocks, no index file, or one of another length.
 ///
-/// Errors: a description of why the image is installed whole instead.
-pub(super) fn bundle_index(sqfs: &Squashfs, image: &Image) -> Result<BlockHashIndex, String> {
+/// Errors: [`SquashfsError`] when reading the index failed (corrupted, tampered: the
+/// bundle is refused, not read whole).
+pub(super) fn bundle_index(sqfs: &Squashfs, image: &Image) -> Result<Option<BlockHashIndex>, SquashfsError> {
+    let whole = |why: String| {
+        tracing::warn!("image '{}' is installed whole: {why}", image.filename);
+        Ok(None)
+    };
     if !image.adaptive.iter().any(|m| m == blockindex::METHOD) {
-        return Err(format!("no supported adaptive method in '{}'", image.adaptive.join(";")));
+        tracing::info!("image '{}': no supported adaptive method in '{}'", image.filename, image.adaptive.join(";"));
+        return Ok(None);
     }
-    let blocks = blockindex::blocks_of("image", image.size).map_err(|e| e.to_string())?;
+    let blocks = match blockindex::blocks_of("image", image.size) {
+        Ok(b) => b,
+        Err(e) => return whole(e.to_string()),
+    };
     let name = format!("{}{}", image.filename, blockindex::SUFFIX);
-    let bytes = sqfs.read_file(&name, blocks * blockindex::ENTRY as u64).map_err(|e| e.to_string())?;
-    BlockHashIndex::parse(bytes, blocks).map_err(|e| e.to_string())
+    let bytes = match sqfs.read_file(&name, blocks * blockindex::ENTRY as u64) {
+        Ok(b) => b,
+        Err(e @ (SquashfsError::NotAFile(_) | SquashfsError::TooLarge { .. })) => return whole(e.to_string()),
+        Err(e) => return Err(e),
+    };
+    match BlockHashIndex::parse(bytes, blocks) {
+        Ok(i) => Ok(Some(i)),
+        Err(e) => whole(e.to_string()),
+    }
 }
 
 /// A reader of `image` assembled from `reuse` and the bundle; tells `src` its plan first.
@@ -127,7 +159,7 @@ pub(super) fn reader<'a>(
             continue;
         }
         missing += 1;
-        let s = stored_for(&layout, c * BLOCK as u64).0;
+        let s = stored_for(&layout, c * BLOCK as u64).ok_or_else(|| outside(&image))?.0;
         if s.len > 0 && needed.last() != Some(&s) {
             needed.push(s);
         }
@@ -173,17 +205,19 @@ pub(super) fn reader<'a>(
 }
 
 /// The stored block holding image byte `offset`, and where that byte is in it once
-/// decompressed.
-fn stored_for(layout: &FileLayout, offset: u64) -> (Stored, u64) {
+/// decompressed; `None` past the file's blocks and fragment.
+fn stored_for(layout: &FileLayout, offset: u64) -> Option<(Stored, u64)> {
     let b = offset / layout.block_size;
-    match layout.blocks.get(b as usize) {
-        Some(s) => (*s, offset - b * layout.block_size),
-        None => match layout.fragment {
-            Some((s, o)) => (s, u64::from(o) + offset - layout.blocks.len() as u64 * layout.block_size),
-            // `layout` covers the whole file: unreachable for offsets inside it.
-            None => (Stored { start: 0, len: 0, uncompressed: true }, 0),
-        },
+    match layout.blocks.get(usize::try_from(b).ok()?) {
+        Some(s) => Some((*s, offset - b * layout.block_size)),
+        None => {
+            layout.fragment.map(|(s, o)| (s, u64::from(o) + offset - layout.blocks.len() as u64 * layout.block_size))
+        }
     }
+}
+
+fn outside(image: &Image) -> SquashfsError {
+    SquashfsError::Corrupt(format!("'{}': a block outside the file's data", image.filename))
 }
 
 /// See [`reader`].
@@ -237,7 +271,7 @@ impl Assembler<'_> {
 
     /// Image block at `offset` from the bundle.
     fn fetch(&mut self, offset: u64) -> io::Result<()> {
-        let (s, within) = stored_for(&self.layout, offset);
+        let (s, within) = stored_for(&self.layout, offset).ok_or_else(|| corrupt(outside(&self.image)))?;
         if self.cached != Some(s) {
             self.cached = None;
             self.stored.resize(s.len as usize, 0);
@@ -257,6 +291,16 @@ impl Assembler<'_> {
     }
 }
 
+impl Drop for Assembler<'_> {
+    /// An image not assembled to its end (an error, a consumer that stopped) ends the
+    /// plan too.
+    fn drop(&mut self) {
+        if self.index.is_some() {
+            self.src.plan(&[]);
+        }
+    }
+}
+
 fn corrupt(e: SquashfsError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
@@ -267,6 +311,7 @@ impl Read for Assembler<'_> {
             if self.next == self.blocks {
                 if let Some(index) = self.index.take() {
                     self.src.plan(&[]);
+                    self.adaptive.counters.assembled.fetch_add(self.image.size, Ordering::Relaxed);
                     self.adaptive.reuse.assembled(&self.image, index);
                 }
                 return Ok(0);

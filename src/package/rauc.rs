@@ -65,8 +65,9 @@ pub fn read_trailer(src: &dyn Source, max: u64) -> Result<Trailer, PackageError>
 pub(super) struct Contents {
     sqfs: Squashfs,
     verity: Option<VerityState>,
-    /// The bundle (its payload starts with the squashfs).
+    /// The bundle (its payload starts with the squashfs), and the payload's length.
     src: Arc<dyn Source>,
+    payload: u64,
 }
 
 struct VerityState {
@@ -161,7 +162,7 @@ fn plain_contents(
     }
     let images = images_of(&sqfs, &manifest, ctx)?;
     let pkg = package(Format::Plain, manifest, images, signers)?;
-    Ok((pkg, Contents { sqfs, verity: None, src }))
+    Ok((pkg, Contents { sqfs, verity: None, src, payload }))
 }
 
 fn verity_bundle(
@@ -206,7 +207,7 @@ fn verity_bundle(
         Ok((package(Format::Verity, manifest, images, signers)?, sqfs))
     });
     let (pkg, sqfs) = state.explain(opened)?;
-    Ok((pkg, Contents { sqfs, verity: Some(state), src }))
+    Ok((pkg, Contents { sqfs, verity: Some(state), src, payload: data_len }))
 }
 
 /// The manifest's images, their sizes checked against the squashfs.
@@ -279,13 +280,7 @@ impl Contents {
         let sqfs = &self.sqfs;
         for image in images {
             let index = match &adaptive {
-                Some(_) if !image.adaptive.is_empty() => match adaptive::bundle_index(sqfs, image) {
-                    Ok(index) => Some(index),
-                    Err(why) => {
-                        tracing::warn!("image '{}' is installed whole: {why}", image.filename);
-                        None
-                    }
-                },
+                Some(_) if !image.adaptive.is_empty() => adaptive::bundle_index(sqfs, image)?,
                 _ => None,
             };
             let name = image.filename.clone();
@@ -293,8 +288,8 @@ impl Contents {
                 (Some(index), Some(a)) => {
                     let a = Adaptive { reuse: &mut *a.reuse, counters: a.counters.clone() };
                     let raw = match &self.verity {
-                        Some(v) => adaptive::Raw::Verity(v.tree.clone(), Default::default()),
-                        None => adaptive::Raw::Plain(self.src.clone()),
+                        Some(v) => adaptive::Raw::Verity(v.tree.clone(), Default::default(), v.failure.clone()),
+                        None => adaptive::Raw::Plain(self.src.clone(), self.payload),
                     };
                     let (img, src) = (image.clone(), &*self.src);
                     let open =

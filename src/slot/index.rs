@@ -9,12 +9,12 @@
 //! or by `henb-update slot index`; it is removed when the slot is about to be written or
 //! is marked bad.
 
-use crate::blockindex::{self, BlockHashIndex, Lookup, BLOCK};
+use crate::blockindex::{self, BlockHashIndex, Lookup, LookupBuilder, BLOCK};
 use crate::config::SlotConf;
 use crate::package::adaptive::Reuse;
 use crate::package::Image;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Seek, SeekFrom};
+use std::io::{self, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -26,35 +26,53 @@ pub fn slot_dir(data_dir: &Path, slot: &str) -> PathBuf {
     data_dir.join(format!("slot.{slot}"))
 }
 
-/// The stored index of `slot`, if any (whatever image it was made for: it is checked block
-/// by block when used). A damaged file (not a whole number of entries) is none.
-pub fn load(data_dir: &Path, slot: &str) -> Option<BlockHashIndex> {
-    let dir = slot_dir(data_dir, slot);
+/// The stored index of `slot`, as a lookup (whatever image it was made for: it is
+/// checked block by block when used). A file that is not a whole number of entries, or
+/// longer than the slot's device has blocks, is none; symlinks are not followed.
+pub fn load(data_dir: &Path, slot: &SlotConf) -> Option<Lookup> {
+    let dir = slot_dir(data_dir, &slot.name);
     let entries = fs::read_dir(&dir).ok()?;
+    let device_blocks = crate::slot::writer::device_size(&slot.device).ok()? / BLOCK as u64;
     for e in entries.flatten() {
         if !e.file_name().to_string_lossy().starts_with("hash-") {
             continue;
         }
-        let Ok(bytes) = fs::read(e.path().join(FILE)) else { continue };
-        let blocks = bytes.len() as u64 / blockindex::ENTRY as u64;
-        match BlockHashIndex::parse(bytes, blocks) {
-            Ok(i) if blocks > 0 => return Some(i),
-            _ => tracing::warn!("ignoring the damaged index {}", e.path().join(FILE).display()),
+        let path = e.path().join(FILE);
+        let Ok(f) = crate::fsutil::open_state(&path) else { continue };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len == 0 || len > device_blocks * blockindex::ENTRY as u64 {
+            tracing::warn!("ignoring {}: {len} bytes for a slot of {device_blocks} blocks", path.display());
+            continue;
+        }
+        match Lookup::read_index(&mut BufReader::new(f), len) {
+            Ok(l) => return Some(l),
+            Err(e) => tracing::warn!("ignoring {}: {e}", path.display()),
         }
     }
     None
 }
 
 /// Store `index` as `slot`'s, for the image of SHA-256 `digest` (hex; `None`: unknown),
-/// atomically, and remove any other index of the slot.
+/// atomically, after removing any other index of the slot (a crash in between leaves
+/// none, never two).
 ///
 /// Errors: the data directory cannot be written.
 pub fn store(data_dir: &Path, slot: &str, digest: Option<&str>, index: &BlockHashIndex) -> io::Result<()> {
+    store_with(data_dir, slot, digest, &mut |w| w.write_all(index.as_bytes()))
+}
+
+fn store_with(
+    data_dir: &Path,
+    slot: &str,
+    digest: Option<&str>,
+    fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let name = format!("hash-{}", digest.unwrap_or("unknown"));
     let dir = slot_dir(data_dir, slot);
+    crate::fsutil::private_dir(&dir)?;
+    remove_except(&dir, None)?;
     crate::fsutil::private_dir(&dir.join(&name))?;
-    crate::fsutil::write_atomic(&dir.join(&name).join(FILE), index.as_bytes())?;
-    remove_except(&dir, Some(&name))
+    crate::fsutil::write_atomic_with(&dir.join(&name).join(FILE), fill)
 }
 
 /// Remove every index of `slot` (it is about to change, or was marked bad).
@@ -85,15 +103,31 @@ fn remove_except(dir: &Path, keep: Option<&str>) -> io::Result<()> {
     Ok(())
 }
 
-/// Hash the whole 4 KiB blocks of `device` (a slot's device or file) in one pass.
+/// Hash the whole 4 KiB blocks of `slot`'s device in one pass, into a lookup (8 bytes
+/// per block); with `keep`, also store them as its index (`hash-unknown`), written as
+/// they are computed. Returns the lookup and the blocks hashed.
 ///
-/// Errors: the device cannot be read.
-pub fn compute(device: &Path) -> io::Result<BlockHashIndex> {
-    let mut f = File::open(device)?;
-    let blocks = f.seek(SeekFrom::End(0))? / BLOCK as u64;
+/// Errors: the device cannot be read, or (with `keep`) the data directory written.
+pub fn index_device(data_dir: &Path, slot: &SlotConf, keep: bool) -> io::Result<(Lookup, u64)> {
+    let mut f = File::open(&slot.device)?;
+    let blocks = (f.seek(SeekFrom::End(0))? / BLOCK as u64).min(blockindex::MAX_BLOCKS);
     f.seek(SeekFrom::Start(0))?;
     let mut r = BufReader::with_capacity(1 << 20, f);
-    BlockHashIndex::compute(&mut r, blocks.min(blockindex::MAX_BLOCKS))
+    let mut b = LookupBuilder::default();
+    if keep && blocks > 0 {
+        store_with(data_dir, &slot.name, None, &mut |w| {
+            blockindex::hash_blocks(&mut r, blocks, &mut |h| {
+                b.push(h);
+                w.write_all(h)
+            })
+        })?;
+    } else {
+        blockindex::hash_blocks(&mut r, blocks, &mut |h| {
+            b.push(h);
+            Ok(())
+        })?;
+    }
+    Ok((b.finish(), blocks))
 }
 
 /// One slot as a source of blocks: its device, open for reading, and where its index
@@ -115,14 +149,14 @@ pub struct Local {
 const AHEAD: u64 = 32;
 
 impl Local {
-    /// `slot` with `index` (stored, or just computed).
+    /// `slot` with the lookup of its index (stored, or just computed).
     ///
     /// Errors: the device cannot be opened.
-    pub fn open(slot: &SlotConf, index: &BlockHashIndex) -> io::Result<Self> {
+    pub fn open(slot: &SlotConf, lookup: Lookup) -> io::Result<Self> {
         Ok(Self {
             name: slot.name.clone(),
             file: File::open(&slot.device)?,
-            lookup: Lookup::new(index),
+            lookup,
             ahead: vec![0; AHEAD as usize * BLOCK],
             ahead_at: 0,
             ahead_blocks: 0,

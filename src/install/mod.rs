@@ -567,12 +567,16 @@ fn slot_blocks(
                 Some(l) => l,
                 None => {
                     progress(Progress { percent: 5, message: format!("Indexing slot {}", slot.name), depth: 2 });
+                    let started = std::time::Instant::now();
                     let indexed = slot::index::index_device(dir, slot, keep).or_else(|e| {
                         // Storing failed: the lookup is still worth having.
                         tracing::warn!("slot {}: cannot store its index: {e}", slot.name);
                         slot::index::index_device(dir, slot, false)
                     });
-                    indexed.inspect_err(|e| tracing::warn!("slot {}: cannot index it: {e}", slot.name)).ok()?.0
+                    let (lookup, blocks) =
+                        indexed.inspect_err(|e| tracing::warn!("slot {}: cannot index it: {e}", slot.name)).ok()?;
+                    tracing::info!("slot {}: {blocks} blocks hashed in {:.2?}", slot.name, started.elapsed());
+                    lookup
                 }
             };
             Local::open(slot, lookup).inspect_err(|e| tracing::warn!("slot {}: {e}", slot.name)).ok()

@@ -14,7 +14,7 @@ use crate::config::SlotConf;
 use crate::package::adaptive::Reuse;
 use crate::package::Image;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -111,23 +111,62 @@ fn remove_except(dir: &Path, keep: Option<&str>) -> io::Result<()> {
 pub fn index_device(data_dir: &Path, slot: &SlotConf, keep: bool) -> io::Result<(Lookup, u64)> {
     let mut f = File::open(&slot.device)?;
     let blocks = (f.seek(SeekFrom::End(0))? / BLOCK as u64).min(blockindex::MAX_BLOCKS);
-    f.seek(SeekFrom::Start(0))?;
-    let mut r = BufReader::with_capacity(1 << 20, f);
     let mut b = LookupBuilder::default();
     if keep && blocks > 0 {
         store_with(data_dir, &slot.name, None, &mut |w| {
-            blockindex::hash_blocks(&mut r, blocks, &mut |h| {
+            hash_device(&mut f, blocks, &mut |h| {
                 b.push(h);
                 w.write_all(h)
             })
         })?;
     } else {
-        blockindex::hash_blocks(&mut r, blocks, &mut |h| {
+        hash_device(&mut f, blocks, &mut |h| {
             b.push(h);
             Ok(())
         })?;
     }
     Ok((b.finish(), blocks))
+}
+
+/// [`blockindex::hash_blocks`] over the first `blocks` blocks of a slot's device; the
+/// holes of a sparse file (a file-backed slot) are zero blocks known without reading
+/// them (`SEEK_DATA`/`SEEK_HOLE`; a block device has none).
+fn hash_device(f: &mut File, blocks: u64, each: &mut dyn FnMut(&[u8; 32]) -> io::Result<()>) -> io::Result<()> {
+    let b = BLOCK as u64;
+    let end = blocks * b;
+    let mut pos = 0;
+    while pos < end {
+        let data = match data_at(f, pos)? {
+            Some(d) => (d / b * b).clamp(pos, end),
+            None => end,
+        };
+        for _ in pos / b..data / b {
+            each(&blockindex::ZERO)?;
+        }
+        pos = data;
+        if pos == end {
+            break;
+        }
+        let hole = match nix::unistd::lseek(&*f, pos as i64, nix::unistd::Whence::SeekHole) {
+            Ok(h) => (h as u64).div_ceil(b).saturating_mul(b).clamp(pos + b, end),
+            Err(_) => end,
+        };
+        f.seek(SeekFrom::Start(pos))?;
+        let mut r = BufReader::with_capacity(1 << 20, (&*f).take(hole - pos));
+        blockindex::hash_blocks(&mut r, (hole - pos) / b, each)?;
+        pos = hole;
+    }
+    Ok(())
+}
+
+/// The first byte of data at or after `pos` (`SEEK_DATA`): `None` when only a hole
+/// follows; `pos` itself where holes cannot be told (a block device, an old file system).
+pub fn data_at(f: &File, pos: u64) -> io::Result<Option<u64>> {
+    match nix::unistd::lseek(f, pos as i64, nix::unistd::Whence::SeekData) {
+        Ok(d) => Ok(Some(d as u64)),
+        Err(nix::errno::Errno::ENXIO) => Ok(None),
+        Err(_) => Ok(Some(pos)),
+    }
 }
 
 /// One slot as a source of blocks: its device, open for reading, and where its index
@@ -249,5 +288,36 @@ impl Reuse for SlotBlocks {
     fn assembled(&mut self, image: &Image, index: BlockHashIndex) {
         self.assembled.retain(|(c, _)| *c != image.slot_class);
         self.assembled.push((image.slot_class.clone(), index));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Holes skipped and data hashed give the index of the whole bytes, wherever the
+    /// data starts and ends (unaligned, at the end of the file).
+    #[test]
+    fn a_sparse_device_hashes_as_its_bytes() {
+        for (at, len, size) in
+            [(300_000u64, 10_000usize, 1u64 << 20), (0, 4096, 65536), (61_000, 4536, 65536), (0, 0, 8192)]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("slot");
+            let f = File::create(&p).unwrap();
+            f.set_len(size).unwrap();
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 + 1).collect();
+            f.write_all_at(&data, at).unwrap();
+            let bytes = fs::read(&p).unwrap();
+            let blocks = size / BLOCK as u64;
+            let want = BlockHashIndex::compute(&mut &bytes[..], blocks).unwrap();
+            let mut got = Vec::new();
+            hash_device(&mut File::open(&p).unwrap(), blocks, &mut |h| {
+                got.extend_from_slice(h);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, want.as_bytes(), "data at {at}, {len} bytes, file of {size}");
+        }
     }
 }

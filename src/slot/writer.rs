@@ -101,6 +101,14 @@ fn write_lazily(out: &File, data: &[u8], pos: u64, scratch: &mut Vec<u8>) -> io:
     const B: usize = crate::blockindex::BLOCK;
     scratch.resize(data.len(), 0);
     let mut have = 0;
+    // A hole of a sparse file-backed slot holds zeros without reading them (inside the
+    // file only: past its end nothing is held, and everything is written).
+    let end = pos + data.len() as u64;
+    let inside = out.metadata().is_ok_and(|m| m.is_file() && m.len() >= end);
+    if inside && crate::slot::index::data_at(out, pos)?.is_none_or(|d| d >= end) {
+        scratch.fill(0);
+        have = data.len();
+    }
     while have < data.len() {
         match out.read_at(&mut scratch[have..], pos + have as u64) {
             Ok(0) => break, // past the end: the writes will say so

@@ -320,6 +320,12 @@ fn a_block_that_no_longer_matches_its_index_is_fetched_instead() {
     // The 3 changed blocks come from the bundle, the rest from A.
     let i = install_ok(&d, &src, &b, &v1, "changed slot");
     assert_eq!(i.moved["from-package"], 3 * 4096, "{}", i.moved);
+    // B's index is stored under its image's SHA-256; marked bad, it goes.
+    let b_index = d.w.path(&format!("data/slot.rootfs.1/hash-{}/block-hash-index", sha256_hex(&v1)));
+    assert_eq!(std::fs::read(&b_index).unwrap().len(), v1.len() / 4096 * 32);
+    let o = d.cli(&["mark", "bad", "other"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_dir(d.w.path("data/slot.rootfs.1")).unwrap().count(), 0);
 }
 
 /// With the re-hash of reused blocks switched off (a test switch standing for a bug in

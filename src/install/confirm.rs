@@ -197,6 +197,7 @@ impl Booted<'_> {
             {
                 tracing::warn!("slot {} is below the anti-rollback minimum {minimum}: marked bad", s.name);
                 self.bootloader.set_state(&b, false)?;
+                forget_indexes(self.conf, &s.name);
                 crate::failpoint::hit("confirm.retired");
             }
         }
@@ -342,6 +343,7 @@ impl Booted<'_> {
                 tracing::debug!("slot {}: {x}", self.slot.name);
             }
             self.bootloader.set_state(&self.bootname()?, false)?;
+            forget_indexes(self.conf, &self.slot.name);
             let name = self.slot.name.clone();
             Status::update(&self.conf.data_directory, |s| {
                 let entry = s.slots.entry(name).or_insert_with(|| crate::status::SlotStatus {
@@ -441,15 +443,21 @@ impl Booted<'_> {
     pub fn mark_bad(&mut self, slot: &SlotConf) -> Result<(), ConfirmError> {
         let b = slot.bootname.clone().ok_or_else(|| ConfirmError::NoBootname(slot.name.clone()))?;
         self.bootloader.set_state(&b, false)?;
-        // Its block-hash indexes no longer describe a slot anyone vouches for.
-        for s in self.conf.slots.iter().filter(|s| s.name == slot.name || s.parent.as_deref() == Some(&slot.name)) {
-            if let Err(e) = crate::slot::index::invalidate(&self.conf.data_directory, &s.name) {
-                tracing::warn!("slot {}: cannot remove its index: {e}", s.name);
-            }
-        }
+        forget_indexes(self.conf, &slot.name);
         if slot.name != self.slot.name {
             self.approve_only_booted()?;
         }
         Ok(())
+    }
+}
+
+/// A slot marked bad: the block-hash indexes of its group go (they describe a slot no one
+/// vouches for any more; a failure to remove them only costs a later install time, as
+/// every block found through one is hashed again).
+fn forget_indexes(conf: &Config, slot: &str) {
+    for s in conf.slots.iter().filter(|s| s.name == slot || s.parent.as_deref() == Some(slot)) {
+        if let Err(e) = crate::slot::index::invalidate(&conf.data_directory, &s.name) {
+            tracing::warn!("slot {}: cannot remove its index: {e}", s.name);
+        }
     }
 }

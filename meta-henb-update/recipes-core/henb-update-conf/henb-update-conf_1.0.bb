@@ -30,11 +30,12 @@ HENB_ALLOW_EMPTY_OWNER_AUTH[doc] = "true (development images only): measured boo
 HENB_RAUC_COMPATIBLE ??= "false"
 HENB_RAUC_COMPATIBLE[doc] = "true: also serve RAUC's D-Bus API (de.pengutronix.rauc)."
 
+# The configuration names the machine (HENB_COMPATIBLE): one package per machine.
+PACKAGE_ARCH = "${MACHINE_ARCH}"
+
 FILES:${PN} += "${sysconfdir}/henb-update ${datadir}/henb-update"
 CONFFILES:${PN} = "${sysconfdir}/henb-update/system.conf"
 RPROVIDES:${PN} = "virtual-henb-update-conf"
-
-inherit allarch
 
 do_install() {
     install -d ${D}${sysconfdir}/henb-update ${D}${datadir}/henb-update

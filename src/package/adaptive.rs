@@ -51,9 +51,6 @@ pub struct Counters {
     pub zero: AtomicU64,
     /// Image bytes read from the bundle (before compression).
     pub fetched: AtomicU64,
-    /// Bytes of the bundle planned to be read for them (compressed, before verity
-    /// alignment).
-    pub planned: AtomicU64,
     /// Bytes of the images assembled (the rest of a package's images was read whole).
     pub assembled: AtomicU64,
 }
@@ -177,7 +174,6 @@ pub(super) fn reader<'a>(
         }
     }
     let planned: u64 = needed.iter().map(|s| u64::from(s.len)).sum();
-    adaptive.counters.planned.fetch_add(planned, Ordering::Relaxed);
     src.plan(&ranges);
     tracing::info!(
         "adaptive: {missing} of {} blocks of '{}' come from the bundle: {} stored blocks, {planned} bytes in {} ranges",

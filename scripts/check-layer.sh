@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # CI checks of the Yocto layer and the service files it installs:
-#   1. henb-update-crates.inc matches Cargo.lock (scripts/crates-inc.py --check);
+#   1. henb-update-crates.inc and henb-update-licenses.inc follow from the pinned commit's
+#      Cargo.lock (scripts/crates-inc.py --check);
 #   2. oelint-adv (pinned, from PyPI, in a venv) finds nothing in meta-henb-update;
 #   3. systemd-analyze verify accepts every unit (ExecStart stubbed: the binary is not here);
 #   4. the D-Bus files: policy and interface XML well-formed, the activation file's Name=
-#      is the unit's BusName=, its SystemdService= an alias of that unit.
-# Usage: scripts/check-layer.sh [ROOT]   (ROOT: a checkout; tests run it on broken copies)
+#      is the unit's BusName=, its SystemdService= an alias of that unit;
+#   5. the pinned commit (SRCREV) has the license, files, commands and options the layer
+#      uses (scripts/check-srcrev.py);
+#   6. the kas file's bitbake branch and layers, LAYERDEPENDS, the add-layer lines of the
+#      docs, the README and SECURITY files (scripts/check-layer-deps.py).
+# Usage: scripts/check-layer.sh [ROOT]   (ROOT: a checkout; tests run it on broken copies,
+# with HENB_GIT_DIR naming the repository's .git and HENB_UPDATE_BIN the agent built from
+# its working tree)
 set -uo pipefail
 root=$(realpath "${1:-$(dirname "$0")/..}")
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,7 +21,7 @@ fail=0
 report() { echo "check-layer: $*" >&2; fail=1; }
 
 # 1. crates.inc
-python3 "$here/crates-inc.py" --root "$root" --check || report "crates.inc is stale"
+python3 "$here/crates-inc.py" --root "$root" --check || report "crates.inc or licenses.inc is stale"
 
 # 2. oelint-adv
 venv=${OELINT_VENV:-$here/../target/oelint-venv}
@@ -76,6 +83,12 @@ if act.get("Name") not in owners:
     print(f"the bus policy does not let anyone own {act.get('Name')}", file=sys.stderr); ok = False
 sys.exit(0 if ok else 1)
 PY
+
+# 5. The pinned commit
+python3 "$here/check-srcrev.py" --root "$root" || report "the pinned commit (SRCREV) does not have what the layer uses"
+
+# 6. Series, layers, documents
+python3 "$here/check-layer-deps.py" "$root" || report "layer dependencies or documents inconsistent"
 
 if [ $fail = 0 ]; then echo "check-layer: all checks passed"; fi
 exit $fail

@@ -1,22 +1,69 @@
 #!/usr/bin/env python3
-"""Regenerate meta-henb-update/recipes-core/henb-update/henb-update-crates.inc from
-Cargo.lock (what `bitbake -c update_crates henb-update` writes: one crate:// SRC_URI entry
-and one sha256sum per crates.io package), or check that it is current.
+"""Generate the two files of meta-henb-update/recipes-core/henb-update/ that follow from the
+commit the recipe pins (SRCREV in henb-update_git.bb), or check that they are current:
 
-    scripts/crates-inc.py            # rewrite the .inc
-    scripts/crates-inc.py --check    # exit 1 if it does not match Cargo.lock
-    scripts/crates-inc.py --root DIR # another checkout (tests)
+- henb-update-crates.inc: what `bitbake -c update_crates henb-update` writes from that
+  commit's Cargo.lock (one crate:// SRC_URI entry and one sha256sum per crates.io package);
+- henb-update-licenses.inc: CRATES_LICENSE, the licenses of the crates linked into the
+  agent on Linux targets (from `cargo metadata` of that commit: normal dependencies of the
+  default features, followed from the henb-update package; build scripts' and
+  proc-macros' dependencies and dev-dependencies are not linked), in OE's syntax.
+
+    scripts/crates-inc.py            # rewrite both files
+    scripts/crates-inc.py --check    # exit 1 if either does not match the pinned commit
+    scripts/crates-inc.py --root DIR # another copy of the layer (tests); the commit is read
+                                     # from --git-dir (default: DIR/.git, or $HENB_GIT_DIR)
 """
 import argparse
+import json
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import tomllib
 
 REGISTRY = "registry+https://github.com/rust-lang/crates.io-index"
-INC = "meta-henb-update/recipes-core/henb-update/henb-update-crates.inc"
+RECIPE_DIR = "meta-henb-update/recipes-core/henb-update"
+RECIPE = f"{RECIPE_DIR}/henb-update_git.bb"
+INC = f"{RECIPE_DIR}/henb-update-crates.inc"
+LICENSES = f"{RECIPE_DIR}/henb-update-licenses.inc"
+# The Linux targets a Yocto machine builds for: the linked set is their union.
+TARGETS = ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf",
+           "i686-unknown-linux-gnu", "riscv64gc-unknown-linux-gnu"]
+# SPDX identifiers with a text in openembedded-core wrynose's meta/files/common-licenses
+# (license.bbclass QA "license-exists" fails on any other). Add one only after checking it
+# is there.
+KNOWN = {"0BSD", "Apache-2.0", "Apache-2.0-with-LLVM-exception", "BSD-2-Clause", "BSD-3-Clause",
+         "BSL-1.0", "CC0-1.0", "ISC", "LGPL-2.1-or-later", "MIT", "MPL-2.0", "Unicode-3.0",
+         "Unicode-DFS-2016", "Unlicense", "Zlib"}
+# SPDX "X WITH Y" -> the OE name of that combination.
+WITH = {("Apache-2.0", "LLVM-exception"): "Apache-2.0-with-LLVM-exception"}
 
 
-def render(lock_path):
+def git(git_dir, *args, binary=False):
+    r = subprocess.run(["git", f"--git-dir={git_dir}", *args], capture_output=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {r.stderr.decode(errors='replace').strip()}")
+    return r.stdout if binary else r.stdout.decode()
+
+
+def pinned_srcrev(root):
+    """SRCREV of the recipe: 40 hex digits, or an error naming what is there."""
+    text = open(os.path.join(root, RECIPE)).read()
+    m = re.search(r'^SRCREV\s*=\s*"([^"]*)"', text, re.M)
+    if not m or not re.fullmatch(r"[0-9a-f]{40}", m.group(1)):
+        sys.exit(f"{RECIPE}: SRCREV must be one commit (40 hex digits), found {m.group(1) if m else 'none'}")
+    return m.group(1)
+
+
+def extract(git_dir, rev, into):
+    """The tree of `rev` under `into` (git archive: no history, no hooks run)."""
+    data = git(git_dir, "archive", "--format=tar", rev, binary=True)
+    subprocess.run(["tar", "-x", "-C", into], input=data, check=True)
+
+
+def render_crates(lock_path):
     with open(lock_path, "rb") as f:
         lock = tomllib.load(f)
     crates = []
@@ -38,26 +85,155 @@ def render(lock_path):
     return "\n".join(out) + "\n"
 
 
+class Spdx:
+    """SPDX license expressions (SPDX 2.3 Annex D: WITH binds tighter than AND, AND tighter
+    than OR; cargo's deprecated "/" is OR) to OE's ("&", "|", parentheses)."""
+
+    def __init__(self, text, crate):
+        self.crate = crate
+        self.toks = re.findall(r"\(|\)|/|[A-Za-z0-9.+-]+", text)
+        if "".join(self.toks) != re.sub(r"\s+", "", text):
+            self.fail(text, "characters outside an SPDX expression")
+        self.i = 0
+
+    def fail(self, text, why):
+        sys.exit(f"crate {self.crate}: license {text!r}: {why}")
+
+    def peek(self):
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def take(self):
+        t = self.peek()
+        self.i += 1
+        return t
+
+    def parse(self):
+        e = self.or_()
+        if self.peek() is not None:
+            self.fail(" ".join(self.toks), f"unexpected {self.peek()!r}")
+        return e
+
+    def or_(self):
+        terms = [self.and_()]
+        while self.peek() in ("OR", "/"):
+            self.take()
+            terms.append(self.and_())
+        return ("|", terms) if len(terms) > 1 else terms[0]
+
+    def and_(self):
+        terms = [self.atom()]
+        while self.peek() == "AND":
+            self.take()
+            terms.append(self.atom())
+        return ("&", terms) if len(terms) > 1 else terms[0]
+
+    def atom(self):
+        t = self.take()
+        if t == "(":
+            e = self.or_()
+            if self.take() != ")":
+                self.fail(" ".join(self.toks), "unbalanced parentheses")
+            return e
+        if t is None or t in ("AND", "OR", "WITH", ")", "/"):
+            self.fail(" ".join(self.toks), f"expected a license, found {t!r}")
+        if self.peek() == "WITH":
+            self.take()
+            exc = self.take()
+            if (t, exc) not in WITH:
+                self.fail(" ".join(self.toks), f"no OE license for {t} WITH {exc}")
+            t = WITH[(t, exc)]
+        if t not in KNOWN:
+            self.fail(" ".join(self.toks), f"{t} is not in the table of licenses openembedded-core knows")
+        return t
+
+
+def oe(e):
+    """OE text of a normalized term: alternatives sorted and de-duplicated."""
+    if isinstance(e, str):
+        return e
+    op, terms = e
+    parts = sorted({oe(t) for t in terms})
+    return parts[0] if len(parts) == 1 else "(" + f" {op} ".join(parts) + ")"
+
+
+def conjuncts(e):
+    """The top-level AND terms of an expression, flattened."""
+    if isinstance(e, tuple) and e[0] == "&":
+        return [c for t in e[1] for c in conjuncts(t)]
+    return [e]
+
+
+def linked_licenses(tree):
+    """CRATES_LICENSE for the crates linked into henb-update, and how many there are."""
+    linked = {}
+    for target in TARGETS:
+        r = subprocess.run(["cargo", "metadata", "--locked", "--format-version", "1", "--filter-platform", target],
+                           cwd=tree, capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"cargo metadata ({target}) of the pinned commit failed:\n{r.stderr}")
+        m = json.loads(r.stdout)
+        packages = {p["id"]: p for p in m["packages"]}
+        nodes = {n["id"]: n for n in m["resolve"]["nodes"]}
+        root = m["resolve"]["root"]
+        stack, seen = [root], {root}
+        while stack:
+            for d in nodes[stack.pop()]["deps"]:
+                p = packages[d["pkg"]]
+                normal = any(k["kind"] is None for k in d["dep_kinds"])
+                proc_macro = any("proc-macro" in t["kind"] for t in p["targets"])
+                if normal and not proc_macro and d["pkg"] not in seen:
+                    seen.add(d["pkg"])
+                    stack.append(d["pkg"])
+                    linked[(p["name"], p["version"])] = p["license"]
+    terms = set()
+    for (name, version), lic in sorted(linked.items()):
+        if not lic:
+            sys.exit(f"crate {name} {version} declares no SPDX license (only a license file): read it and add a rule here")
+        terms.update(oe(c) for c in conjuncts(Spdx(lic, f"{name} {version}").parse()))
+    return " & ".join(sorted(terms)), len(linked)
+
+
+def render_licenses(tree):
+    expr, count = linked_licenses(tree)
+    return ("# Autogenerated by scripts/crates-inc.py from the pinned commit (cargo metadata):\n"
+            f"# the licenses of the {count} crates linked into henb-update on Linux targets.\n"
+            f'CRATES_LICENSE = "{expr}"\n')
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--root", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ap.add_argument("--git-dir")
     a = ap.parse_args()
-    want = render(os.path.join(a.root, "Cargo.lock"))
-    inc = os.path.join(a.root, INC)
-    if a.check:
+    git_dir = a.git_dir or os.environ.get("HENB_GIT_DIR") or os.path.join(a.root, ".git")
+    rev = pinned_srcrev(a.root)
+    with tempfile.TemporaryDirectory() as tree:
         try:
-            have = open(inc).read()
-        except FileNotFoundError:
-            have = ""
-        if have != want:
-            print(f"{INC} does not match Cargo.lock: run scripts/crates-inc.py", file=sys.stderr)
-            sys.exit(1)
-        print(f"{INC}: matches Cargo.lock ({want.count('crate://')} crates)")
-        return
-    with open(inc, "w") as f:
-        f.write(want)
-    print(f"wrote {INC} ({want.count('crate://')} crates)")
+            extract(git_dir, rev, tree)
+        except RuntimeError as e:
+            sys.exit(f"{RECIPE}: SRCREV {rev} cannot be read from {git_dir}: {e}")
+        want = {INC: render_crates(os.path.join(tree, "Cargo.lock")), LICENSES: render_licenses(tree)}
+    stale = []
+    for path, text in want.items():
+        full = os.path.join(a.root, path)
+        if a.check:
+            try:
+                have = open(full).read()
+            except FileNotFoundError:
+                have = ""
+            if have != text:
+                stale.append(path)
+        else:
+            with open(full, "w") as f:
+                f.write(text)
+            print(f"wrote {path}")
+    if stale:
+        for p in stale:
+            print(f"{p} does not match the pinned commit {rev[:12]}: run scripts/crates-inc.py", file=sys.stderr)
+        sys.exit(1)
+    if a.check:
+        print(f"{INC}, {LICENSES}: match {rev[:12]} ({want[INC].count('crate://')} crates)")
 
 
 if __name__ == "__main__":

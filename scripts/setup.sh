@@ -30,6 +30,8 @@ pkgs=(
   cpio             # the guest's initramfs
   e2fsprogs        # mkfs.ext4 -d: slot and data images
   systemd          # systemd-analyze verify: the layer's units (scripts/check-layer.sh)
+  python3-yaml     # reads the kas file in scripts/check-layer-deps.py
+  git              # scripts/crates-inc.py and check-srcrev.py read the pinned commit
   python3-venv     # a venv for oelint-adv (pinned, from PyPI) in scripts/check-layer.sh
   python3-pip
   python3-fusepy   # tests/tools/switchfs.py: a FUSE file system whose bytes change between reads

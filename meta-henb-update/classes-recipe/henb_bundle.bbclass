@@ -3,18 +3,31 @@
 #
 #   inherit henb_bundle
 #   HENB_BUNDLE_IMAGE = "core-image-minimal"
+#   HENB_BUNDLE_CERT = "/secure/signer.cert.pem"
+#   HENB_BUNDLE_KEY = "/secure/signer.key.pem"
 #
-# Produces in DEPLOY_DIR_IMAGE: <name>.raucb (RAUC verity bundle) and <name>.tr069 (TR-069
-# signed package), both signed with HENB_BUNDLE_CERT/KEY, both carrying
-# [meta.measured-boot] as predicted by `henb-update reference-values` from the image's
-# /boot. Keys never come from this layer: set the variables (bbfatal otherwise).
+# Produces in DEPLOY_DIR_IMAGE: <name>.verity.raucb (RAUC verity bundle) and
+# <name>.tr069.tr069 (TR-069 signed package), both signed with HENB_BUNDLE_CERT/KEY, both
+# carrying [meta.measured-boot] as predicted by `henb-update reference-values` from the
+# image's /boot. Keys never come from this layer: a recipe without them parses (world,
+# `bitbake -n`), and do_bundle stops with an explanation.
 
-inherit nopackages deploy
+LICENSE ?= "MIT"
+
+# The packages hold one machine's image.
+PACKAGE_ARCH = "${MACHINE_ARCH}"
+
+inherit nopackages deploy image-artifact-names
+
+PACKAGES = ""
+INHIBIT_DEFAULT_DEPS = "1"
 
 HENB_BUNDLE_IMAGE ??= ""
 HENB_BUNDLE_IMAGE[doc] = "Image recipe whose ext4 root filesystem becomes the slot image."
 HENB_BUNDLE_IMAGE_FSTYPE ??= "ext4"
 HENB_BUNDLE_IMAGE_FSTYPE[doc] = "Image type to take from DEPLOY_DIR_IMAGE (an ext4 root slot)."
+HENB_BUNDLE_IMAGE_LINK_NAME ??= "${HENB_BUNDLE_IMAGE}${IMAGE_MACHINE_SUFFIX}${IMAGE_NAME_SUFFIX}"
+HENB_BUNDLE_IMAGE_LINK_NAME[doc] = "The image's IMAGE_LINK_NAME (image-artifact-names.bbclass, with HENB_BUNDLE_IMAGE as IMAGE_BASENAME): set it if the image changes its IMAGE_BASENAME or IMAGE_LINK_NAME."
 HENB_BUNDLE_VERSION ??= "${DISTRO_VERSION}"
 HENB_BUNDLE_VERSION[doc] = "Package version ([update] version)."
 HENB_BUNDLE_COMPATIBLE ??= "henb-${MACHINE}"
@@ -42,17 +55,27 @@ do_patch[noexec] = "1"
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
 do_install[noexec] = "1"
+deltask do_populate_sysroot
 
 do_bundle() {
     if [ -z "${HENB_BUNDLE_IMAGE}" ]; then
-        bbfatal "HENB_BUNDLE_IMAGE is not set: which image becomes the slot?"
+        bbfatal "HENB_BUNDLE_IMAGE is not set: name the image recipe whose root filesystem becomes the slot."
     fi
     if [ -z "${HENB_BUNDLE_CERT}" ] || [ -z "${HENB_BUNDLE_KEY}" ]; then
-        bbfatal "HENB_BUNDLE_CERT and HENB_BUNDLE_KEY must name the signer's certificate and key"
+        bbfatal "HENB_BUNDLE_CERT and HENB_BUNDLE_KEY are not set: they name the signer's certificate and private key (PEM). Set them in local.conf, the distro or a bbappend of ${PN}; development keys: tests/pki/make-pki.sh DIR in the henb-update repository (docs/integrator-guide.md, section 3)."
+    fi
+    for f in ${HENB_BUNDLE_CERT} ${HENB_BUNDLE_KEY} ${HENB_BUNDLE_INTERMEDIATE}; do
+        if [ ! -r "$f" ]; then
+            bbfatal "$f (HENB_BUNDLE_CERT, HENB_BUNDLE_KEY or HENB_BUNDLE_INTERMEDIATE) is not a readable file"
+        fi
+    done
+    image=${DEPLOY_DIR_IMAGE}/${HENB_BUNDLE_IMAGE_LINK_NAME}.${HENB_BUNDLE_IMAGE_FSTYPE}
+    if [ ! -r "$image" ]; then
+        bbfatal "$image is not there: HENB_BUNDLE_IMAGE_FSTYPE must be in the image's IMAGE_FSTYPES, and HENB_BUNDLE_IMAGE_LINK_NAME its IMAGE_LINK_NAME"
     fi
     rm -rf ${B}/content ${B}/slot ${B}/out
     mkdir -p ${B}/content ${B}/slot ${B}/out
-    cp -L ${DEPLOY_DIR_IMAGE}/${HENB_BUNDLE_IMAGE}-${MACHINE}.rootfs.${HENB_BUNDLE_IMAGE_FSTYPE} ${B}/content/rootfs.ext4
+    cp -L "$image" ${B}/content/rootfs.ext4
     # The boot files the bootloader will measure, from the slot image itself.
     debugfs -R "rdump /boot ${B}/slot" ${B}/content/rootfs.ext4
     slots=""
@@ -80,9 +103,9 @@ addtask bundle after do_configure before do_deploy
 do_bundle[cleandirs] = "${B}"
 do_bundle[depends] += "henb-update-native:do_populate_sysroot squashfs-tools-native:do_populate_sysroot e2fsprogs-native:do_populate_sysroot"
 do_bundle[depends] += "${@'%s:do_image_complete' % d.getVar('HENB_BUNDLE_IMAGE') if d.getVar('HENB_BUNDLE_IMAGE') else ''}"
-# A new key or certificate rebuilds the packages.
-do_bundle[file-checksums] += "${@' '.join('%s:True' % f for f in (d.getVar('HENB_BUNDLE_CERT'), d.getVar('HENB_BUNDLE_KEY')) if f)}"
-do_bundle[vardeps] += "HENB_BUNDLE_VERSION HENB_BUNDLE_COMPATIBLE HENB_BUNDLE_SECURITY_VERSION HENB_BUNDLE_BOOTNAMES HENB_BUNDLE_FORMATS"
+# A new key or certificate rebuilds the packages (":True": checksummed, unlike ":False").
+do_bundle[file-checksums] += "${@' '.join('%s:True' % f for f in (d.getVar('HENB_BUNDLE_CERT') or '').split() + (d.getVar('HENB_BUNDLE_KEY') or '').split() + (d.getVar('HENB_BUNDLE_INTERMEDIATE') or '').split())}"
+do_bundle[vardeps] += "HENB_BUNDLE_IMAGE_LINK_NAME HENB_BUNDLE_VERSION HENB_BUNDLE_COMPATIBLE HENB_BUNDLE_SECURITY_VERSION HENB_BUNDLE_BOOTNAMES HENB_BUNDLE_FORMATS"
 
 do_deploy() {
     install -m 0644 ${B}/out/* ${DEPLOYDIR}/

@@ -1,10 +1,12 @@
 require henb-update.inc
+require henb-update-licenses.inc
 
+# One release of the agent, pinned by scripts/release-layer.sh: SRCREV is the commit of its
+# tag, PV its version, henb-update-crates.inc and henb-update-licenses.inc follow from its
+# Cargo.lock. CI (scripts/check-srcrev.py) checks that this commit has every file, command
+# and option the recipes and the class use. A product may pin another release the same way
+# in a bbappend (SRCREV, PV and both .inc files together).
 PV = "0.1.0+git"
-
-# Products pin their release: SRC_URI and SRCREV from a bbappend or local.conf. SRCREV must
-# be a commit whose Cargo.lock is the one henb-update-crates.inc was generated from
-# (scripts/crates-inc.py; CI checks crates.inc against the tree's Cargo.lock).
 SRC_URI = "git://github.com/henb-update/henb-update.git;protocol=https;branch=main \
            file://henb-update-boot-check.service \
            file://henb-update-mark-good.service \

@@ -201,6 +201,9 @@ def main():
     if not cmds:
         problem("no henb-update command lines found in the layer: the parser is out of date")
         return
+    if problems:
+        print("check-srcrev: commands not checked: the pinned commit fails the checks above", file=sys.stderr)
+        return
     if worktree_is(git_dir, rev):
         binary = os.environ.get("HENB_UPDATE_BIN") or build_worktree(git_dir)
     else:

@@ -14,6 +14,8 @@
 
 LICENSE ?= "MIT"
 
+DEPENDS += "henb-update-native squashfs-tools-native e2fsprogs-native"
+
 # The packages hold one machine's image.
 PACKAGE_ARCH = "${MACHINE_ARCH}"
 
@@ -46,8 +48,6 @@ HENB_BUNDLE_BOOTNAMES ??= "A B"
 HENB_BUNDLE_BOOTNAMES[doc] = "Bootnames of the slots the package may be installed into (one pcr.8.<bootname> each)."
 HENB_BUNDLE_NAME ??= "${PN}-${MACHINE}"
 HENB_BUNDLE_NAME[doc] = "File name (without suffix) of the packages in DEPLOY_DIR_IMAGE."
-
-DEPENDS += "henb-update-native squashfs-tools-native e2fsprogs-native"
 
 do_fetch[noexec] = "1"
 do_unpack[noexec] = "1"

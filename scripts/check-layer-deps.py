@@ -8,7 +8,8 @@ release series needs, and has what yocto-check-layer asks of a layer's documents
    other layers, from their layer.conf), and every DEPENDS of our recipes that another
    layer provides is covered by LAYERDEPENDS;
 3. the add-layer lines of the integrator guide and of the layer's README add exactly the
-   kas file's layers, each after the layers it depends on;
+   kas file's layers, each after the layers it depends on, and the guide's local.conf
+   block sets what the kas file's local_conf_header sets;
 4. the README passes yocto-check-layer's test_readme (not empty; "maintainer", "patch" and
    an email address; without the word that makes it skip these checks), and a non-empty
    SECURITY file is in the layer (test_security).
@@ -140,6 +141,17 @@ def main(root):
                     need = closure(ours) - {"henb-update"}
                 if need & later:
                     problem(f"{doc}: add-layer adds {d} before {sorted(need & later)}, which it depends on")
+
+    # The guide's local.conf settings are the kas file's.
+    guide = open(os.path.join(root, "docs/integrator-guide.md")).read()
+    m = re.search(r"`local\.conf` \(or the distro\):\s*```\n(.*?)```", guide, re.S)
+    kas_conf = "\n".join((kas.get("local_conf_header") or {}).values())
+    settings = lambda t: sorted(l.strip() for l in t.splitlines() if l.strip() and not l.strip().startswith("#"))
+    if not m:
+        problem("docs/integrator-guide.md: no local.conf block")
+    elif settings(m.group(1)) != settings(kas_conf):
+        problem(f"docs/integrator-guide.md: the local.conf block {settings(m.group(1))} is not the kas file's "
+                f"local_conf_header {settings(kas_conf)}")
 
     # 4. yocto-check-layer's document tests (oe-core wrynose scripts/lib/checklayer/cases/common.py).
     readmes = sorted(glob.glob(os.path.join(layer, "[Rr][Ee][Aa][Dd][Mm][Ee]*")))

@@ -160,6 +160,8 @@ fn the_kas_file_and_docs_must_name_what_the_series_needs() {
         |r| edit(&r.join(LAYER_CONF), "\"core tpm-layer\"", "\"core\""),
         &["DEPENDS on tpm2-tss, which tpm-layer provides"],
     );
+    // The guide's local.conf differs from the kas file's.
+    fails(|r| edit(&r.join(GUIDE), "DISTRO_FEATURES:append = \" tpm\"\n", ""), &["the local.conf block"]);
     // The guide adds meta-tpm before meta-python, which it depends on.
     fails(
         |r| {

@@ -18,6 +18,7 @@ pub mod download;
 pub mod failpoint;
 pub mod fault;
 pub mod fsutil;
+pub mod hook;
 pub mod install;
 pub mod lease;
 pub mod measured_boot;

@@ -106,6 +106,16 @@ fn print_text(p: &Package, source: &TrustSource) {
         if !i.adaptive.is_empty() {
             println!("      adaptive: {}", i.adaptive.join(" "));
         }
+        if i.hooks.any() {
+            println!("      hooks: {}", i.hooks.names().join(" "));
+        }
+    }
+    if let Some(f) = p.hooks.as_ref().and_then(|h| h.filename.as_deref()) {
+        let install = if p.hooks.as_ref().is_some_and(|h| h.install_check) { ", install-check" } else { "" };
+        println!("Hooks:            '{f}'{install}");
+    }
+    if let Some(h) = &p.handler {
+        println!("Handler:          '{}' {}", h.filename, h.args.as_deref().unwrap_or(""));
     }
     println!("Signers:");
     for s in &p.signers {

@@ -38,6 +38,8 @@ const KEYS: &[(&str, &[&str])] = &[
             "variant-name",
             "variant-dtb",
             "variant-file",
+            "mountprefix",
+            "bundle-hooks",
         ],
     ),
     (
@@ -59,7 +61,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("measured-boot", &["required", "pcrs", "policy-index"]),
     ("handlers", &["bootloader-custom-backend"]),
     ("uboot", &["env-config"]),
-    ("install", &["verify-written"]),
+    ("install", &["verify-written", "hook-timeout"]),
     ("streaming", &["tls-ca", "tls-cert", "tls-key"]),
     (
         "download",
@@ -77,7 +79,6 @@ const RAUC_UNSUPPORTED: &[(&str, &[&str])] = &[
     (
         "system",
         &[
-            "mountprefix",
             "statusfile",
             "barebox-statename",
             "barebox-dtbpath",
@@ -255,6 +256,15 @@ pub(super) fn apply_entry(c: &mut Config, group: &str, key: &str, v: &str, path:
         ("handlers", "bootloader-custom-backend") => c.custom_backend = Some(path_value(path, &k, v)?),
         ("uboot", "env-config") => c.uboot_env_config = path_value(path, &k, v)?,
         ("install", "verify-written") => c.verify_written = flag(&k, v)?,
+        ("install", "hook-timeout") => c.hook_timeout = seconds(&k, v)?,
+        ("system", "mountprefix") => c.mount_prefix = path_value(path, &k, v)?,
+        ("system", "bundle-hooks") => {
+            c.bundle_hooks = match v {
+                "run" => BundleHooksPolicy::Run,
+                "refuse" => BundleHooksPolicy::Refuse,
+                _ => return Err(format!("{k}={v}: run or refuse")),
+            }
+        }
         ("streaming", "tls-ca") => c.download.tls_ca = Some(path_value(path, &k, v)?),
         ("streaming", "tls-cert") => c.download.tls_cert = Some(path_value(path, &k, v)?),
         ("streaming", "tls-key") => c.download.tls_key = Some(path_value(path, &k, v)?),

@@ -117,10 +117,37 @@ pub struct Config {
     pub slots: Vec<SlotConf>,
     /// `[install] verify-written`: read each written image back from the slot (off by default).
     pub verify_written: bool,
+    /// `[install] hook-timeout`: how long one bundle hook may run (default
+    /// [`DEFAULT_HOOK_TIMEOUT`]); then it is killed and the install fails.
+    pub hook_timeout: std::time::Duration,
+    /// `[system] mountprefix` (RAUC's key): where the agent makes its private directory
+    /// for a bundle's hook executable and the files its hooks read, and where slots are
+    /// mounted for their hooks (`RAUC_MOUNT_PREFIX`). Default [`DEFAULT_MOUNT_PREFIX`].
+    pub mount_prefix: PathBuf,
+    /// `[system] bundle-hooks`: run a bundle's hooks (RAUC's behaviour, the default) or
+    /// refuse every bundle that carries hooks or a handler.
+    pub bundle_hooks: BundleHooksPolicy,
     /// `[download]` and RAUC's `[streaming]` TLS keys: how packages are fetched from a
     /// file server.
     pub download: crate::download::Settings,
 }
+
+/// `[system] bundle-hooks`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BundleHooksPolicy {
+    /// Run them as RAUC does.
+    #[default]
+    Run,
+    /// Refuse any bundle that carries code (hooks or a handler), before anything changes.
+    Refuse,
+}
+
+/// Default `[install] hook-timeout`: 15 minutes (an install hook may write a slot).
+pub const DEFAULT_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// Default `[system] mountprefix`: a tmpfs directory of the agent (RAUC's is /mnt/rauc,
+/// often on a read-only root file system).
+pub const DEFAULT_MOUNT_PREFIX: &str = "/run/henb-update";
 
 /// `[system] bootloader`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -255,6 +282,9 @@ impl Default for Config {
             min_bundle_version: None,
             slots: Vec::new(),
             verify_written: false,
+            hook_timeout: DEFAULT_HOOK_TIMEOUT,
+            mount_prefix: PathBuf::from(DEFAULT_MOUNT_PREFIX),
+            bundle_hooks: BundleHooksPolicy::Run,
             download: Default::default(),
         }
     }

@@ -64,6 +64,8 @@ pub struct DeviceFacts {
     pub targets: Vec<TargetSlot>,
     /// Present when measured boot is configured.
     pub measured_boot: Option<MeasuredFacts>,
+    /// `[system] bundle-hooks=run` (the default): a bundle's hooks run.
+    pub runs_hooks: bool,
 }
 
 /// Admitted: what the install carries on.
@@ -114,6 +116,15 @@ pub enum Refusal {
         /// Why.
         why: String,
     },
+    /// The bundle carries code and `[system] bundle-hooks=refuse`.
+    #[error("the bundle carries {0}, and this device refuses code in bundles ([system] bundle-hooks=refuse)")]
+    Code(String),
+    /// A custom handler would replace the installer.
+    #[error(
+        "the bundle's custom handler '{0}' would replace the installer, which commits the reference values \
+         and the anti-rollback minimum and switches the slot: handlers are not supported (hooks are)"
+    )]
+    Handler(String),
     /// Measured boot requires reference values for the target and there are none.
     #[error(
         "the package carries no reference values for slot {0} ([meta.measured-boot]), which [measured-boot] requires"
@@ -132,6 +143,8 @@ impl Fault for Refusal {
             Self::SlotDevice { .. } => "write",
             Self::ReferenceValues { .. } => "reference-values",
             Self::NoReferenceValues(_) => "no-reference-values",
+            Self::Code(_) => "hooks-refused",
+            Self::Handler(_) => "handler-unsupported",
         }
     }
     fn fault(&self) -> CwmpFault {
@@ -271,7 +284,12 @@ pub fn version_parts(v: &str) -> Vec<u64> {
 ///
 /// Errors: the first [`Refusal`].
 pub fn admit(pkg: &Package, dev: &DeviceFacts) -> Result<Admission, Refusal> {
-    compatible(dev.compatible.as_deref(), pkg)?;
+    code(pkg, dev.runs_hooks)?;
+    // RAUC: an install-check hook decides instead of the compatible check (it runs after
+    // admission, before anything changes).
+    if !pkg.hooks.as_ref().is_some_and(|h| h.install_check) {
+        compatible(dev.compatible.as_deref(), pkg)?;
+    }
     let name = match pkg.format {
         Format::Plain => Some("plain"),
         Format::Verity => Some("verity"),
@@ -290,6 +308,27 @@ pub fn admit(pkg: &Package, dev: &DeviceFacts) -> Result<Admission, Refusal> {
         None => None,
     };
     Ok(Admission { reference_values })
+}
+
+/// Code in the bundle: refused with `bundle-hooks=refuse`; a custom handler always.
+fn code(pkg: &Package, runs_hooks: bool) -> Result<(), Refusal> {
+    if !runs_hooks && pkg.has_code() {
+        let mut what = Vec::new();
+        if pkg.hooks.as_ref().is_some_and(|h| h.install_check) {
+            what.push("an install-check hook".to_string());
+        }
+        for i in pkg.images.iter().filter(|i| i.hooks.any()) {
+            what.push(format!("{} hooks for {}", i.hooks.names().join("/"), i.slot_class));
+        }
+        if let Some(h) = &pkg.handler {
+            what.push(format!("a custom handler '{}'", h.filename));
+        }
+        return Err(Refusal::Code(what.join(", ")));
+    }
+    if let Some(h) = &pkg.handler {
+        return Err(Refusal::Handler(h.filename.clone()));
+    }
+    Ok(())
 }
 
 fn versions(pkg: &Package, dev: &DeviceFacts) -> Result<(), Refusal> {
@@ -404,6 +443,7 @@ mod tests {
             digest: vec![0; 32],
             sha256: Vec::new(),
             adaptive: Vec::new(),
+            hooks: Default::default(),
         }
     }
 
@@ -419,6 +459,8 @@ mod tests {
             meta: BTreeMap::new(),
             signers: Vec::new(),
             constraints: Constraints::default(),
+            hooks: None,
+            handler: None,
         }
     }
 
@@ -437,7 +479,33 @@ mod tests {
                 size: Ok(4096),
             }],
             measured_boot: None,
+            runs_hooks: true,
         }
+    }
+
+    #[test]
+    fn code_in_bundles_install_check_and_handlers() {
+        use crate::package::manifest::{BundleHooks, Handler};
+        let check = BundleHooks { filename: Some("hook".into()), install_check: true };
+        // install-check decides instead of the compatible check (RAUC).
+        let mut p = Package { compatible: "other".into(), hooks: Some(check.clone()), ..package() };
+        assert!(admit(&p, &device()).is_ok());
+        p.hooks = None;
+        assert!(matches!(admit(&p, &device()), Err(Refusal::Incompatible { .. })));
+        // bundle-hooks=refuse: any code, named; a package without code is not affected.
+        let refuse = DeviceFacts { runs_hooks: false, ..device() };
+        assert!(admit(&package(), &refuse).is_ok());
+        let mut p = package();
+        p.images[0].hooks.post_install = true;
+        p.hooks = Some(BundleHooks { filename: Some("hook".into()), install_check: false });
+        let e = admit(&p, &refuse).unwrap_err();
+        assert_eq!((e.kind(), e.fault()), ("hooks-refused", CwmpFault::RequestDenied));
+        assert!(e.to_string().contains("post-install hooks for rootfs"), "{e}");
+        let p = Package { hooks: Some(check), ..package() };
+        assert!(admit(&p, &refuse).unwrap_err().to_string().contains("an install-check hook"));
+        // A custom handler replaces the installer: always refused.
+        let p = Package { handler: Some(Handler { filename: "h".into(), args: None }), ..package() };
+        assert_eq!(admit(&p, &device()).unwrap_err().kind(), "handler-unsupported");
     }
 
     fn refused(p: &Package, d: &DeviceFacts) -> (&'static str, u32, String) {

@@ -46,6 +46,9 @@ pub enum InstallError {
     /// The package could not be fetched from its file server.
     #[error(transparent)]
     Transfer(#[from] crate::download::TransferError),
+    /// A bundle hook refused the bundle or failed.
+    #[error(transparent)]
+    Hook(#[from] crate::hook::HookError),
 }
 
 impl Fault for InstallError {
@@ -62,6 +65,7 @@ impl Fault for InstallError {
             Self::MeasuredBoot(e) => e.kind(),
             Self::Variant(_) => "variant",
             Self::Transfer(e) => e.kind(),
+            Self::Hook(e) => e.kind(),
         }
     }
     fn fault(&self) -> CwmpFault {
@@ -76,6 +80,7 @@ impl Fault for InstallError {
             Self::Variant(_) => CwmpFault::InternalError,
             Self::MeasuredBoot(e) => e.fault(),
             Self::Transfer(e) => e.fault(),
+            Self::Hook(e) => e.fault(),
         }
     }
 }

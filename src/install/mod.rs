@@ -23,6 +23,7 @@
 pub mod admit;
 pub mod confirm;
 mod error;
+mod hooked;
 mod sequence;
 
 pub use error::{lock, InstallError};
@@ -33,6 +34,7 @@ use crate::bootloader::Bootloader;
 use crate::config::{Config, SlotConf};
 use crate::download::{Remote, RemoteSource};
 use crate::fault::Fault;
+use crate::hook::Hooks;
 use crate::measured_boot::Approver;
 use crate::package::adaptive::{Adaptive, Counters};
 use crate::package::{self, Context, Package};
@@ -262,6 +264,8 @@ struct Real<'r, 'p> {
     cached: Vec<(String, Lookup)>,
     /// What the install took from where (adaptive images).
     counters: Arc<Counters>,
+    /// The bundle's hooks, once admitted (RAUC `[hooks]`).
+    hooks: Option<Hooks>,
 }
 
 impl Real<'_, '_> {
@@ -308,7 +312,17 @@ impl Phases for Real<'_, '_> {
 
     fn admit(&mut self, a: &package::Authenticated) -> Result<admit::Admission, InstallError> {
         let facts = device_facts(self.plan, &self.targets, &self.bootname, self.status)?;
-        Ok(admit::admit(a.package(), &facts)?)
+        let admission = admit::admit(a.package(), &facts)?;
+        // The bundle's code runs only for a package the device's rules admit, before
+        // anything changes.
+        let conf = self.plan.conf;
+        let variant = conf.variant().map_err(InstallError::Variant)?;
+        self.hooks = Hooks::prepare(a, conf, variant.as_deref())?;
+        if let Some(h) = self.hooks.as_ref().filter(|_| a.package().hooks.as_ref().is_some_and(|h| h.install_check)) {
+            (self.progress)(Progress { percent: 2, message: "Running the install-check hook".into(), depth: 2 });
+            h.install_check(a.package())?;
+        }
+        Ok(admission)
     }
 
     fn prepare(&mut self) -> Result<bool, InstallError> {
@@ -335,7 +349,8 @@ impl Phases for Real<'_, '_> {
         let adaptive = blocks.as_mut().map(|b| Adaptive { reuse: b, counters: self.counters.clone() });
         let counters = self.counters.clone();
         let read_back = self.plan.conf.verify_written;
-        let written = write(a, &self.targets, read_back, total, adaptive, &counters, self.progress);
+        let hooked = self.hooks.as_ref().map(|h| (h, self.plan.conf.slots.as_slice()));
+        let written = write(a, &self.targets, read_back, total, adaptive, hooked, &counters, self.progress);
         let pkg = written.map_err(|e| match &self.src {
             Some(src) => src.explain(e),
             None => e,
@@ -417,6 +432,7 @@ fn run(
         bootname: bootname.clone(),
         cached: Vec::new(),
         counters: Arc::default(),
+        hooks: None,
     };
     let started = std::time::Instant::now();
     let package = sequence(&mut real, order.activate)?;
@@ -514,6 +530,7 @@ fn device_facts(
         running_version: status.slots.get(&plan.booted.name).and_then(|s| s.version.clone()),
         targets: slots,
         measured_boot,
+        runs_hooks: conf.bundle_hooks == crate::config::BundleHooksPolicy::Run,
     })
 }
 
@@ -559,7 +576,9 @@ fn slot_blocks(
     let dir = &plan.conf.data_directory;
     let mut blocks = SlotBlocks::default();
     let mut any = false;
-    for image in pkg.images.iter().filter(|i| i.adaptive.iter().any(|m| m == blockindex::METHOD)) {
+    // A slot a hook changes is not the image the bundle's index describes.
+    let adaptive = |i: &&package::Image| i.adaptive.iter().any(|m| m == blockindex::METHOD) && !i.hooks.any();
+    for image in pkg.images.iter().filter(adaptive) {
         let Some(target) = targets.iter().find(|t| t.class == image.slot_class) else { continue };
         any = true;
         let mut indexed = |slot: &SlotConf, stored: Option<Lookup>, keep: bool| -> Option<Local> {
@@ -609,13 +628,16 @@ fn store_indexes(plan: &Plan<'_>, pkg: &Package, targets: &[SlotConf], blocks: &
     }
 }
 
-/// Phase 4: stream every image into its slot; progress from 5 to 95 percent.
+/// Phase 4: stream every image into its slot, with the bundle's slot hooks around or
+/// instead of the write ([`hooked::HookedWriter`]); progress from 5 to 95 percent.
+#[allow(clippy::too_many_arguments)]
 fn write(
     authenticated: package::Authenticated,
     targets: &[SlotConf],
     read_back: bool,
     total: u64,
     adaptive: Option<Adaptive<'_>>,
+    hooks: Option<(&Hooks, &[SlotConf])>,
     counters: &Counters,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Package, InstallError> {
@@ -643,7 +665,16 @@ fn write(
         }
     };
     let mut writer = SlotWriter::new(targets, read_back, &mut report);
-    Ok(authenticated.stream_adaptive(&mut writer, adaptive)?)
+    let Some((hooks, slots)) = hooks else {
+        return Ok(authenticated.stream_adaptive(&mut writer, adaptive)?);
+    };
+    let mut hooked = hooked::HookedWriter::new(&mut writer, hooks, targets, slots);
+    let streamed = authenticated.stream_adaptive(&mut hooked, adaptive);
+    // A hook's own error, not the sink error it became.
+    match (streamed, hooked.failure()) {
+        (Err(_), Some(e)) => Err(e.into()),
+        (r, _) => Ok(r?),
+    }
 }
 
 /// Phase 5: commit the target's reference values to the measured-boot policy (the

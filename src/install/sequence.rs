@@ -115,6 +115,8 @@ mod tests {
             meta: Default::default(),
             signers: Vec::new(),
             constraints: Default::default(),
+            hooks: None,
+            handler: None,
         }
     }
 

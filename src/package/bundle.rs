@@ -63,7 +63,14 @@ pub fn build_bundle(opts: &BundleOptions) -> anyhow::Result<()> {
     // Block-hash indexes are written to the staging directory (the content directory
     // is not modified) and replace any of the same name in the content directory.
     let mut indexes = Vec::new();
-    for img in &manifest.images {
+    let code = manifest.hooks.filename.iter().chain(manifest.handler.as_ref().map(|h| &h.filename));
+    for f in code {
+        let p = opts.content_dir.join(f);
+        if !p.is_file() {
+            bail!("the manifest names the executable '{f}', which is not in {}", opts.content_dir.display());
+        }
+    }
+    for img in manifest.images.iter().filter(|i| !i.filename.is_empty()) {
         let p = opts.content_dir.join(&img.filename);
         let f = File::open(&p).with_context(|| format!("image {}", p.display()))?;
         let src = FileSource::new(f)?;

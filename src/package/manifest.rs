@@ -110,16 +110,67 @@ pub struct ImageEntry {
     pub slot_class: String,
     /// Variant, if the section name has one.
     pub variant: Option<String>,
-    /// File name inside the bundle.
+    /// File name inside the bundle; empty for an image whose slot is written by its
+    /// `install` hook alone (RAUC allows no `filename` there, and only there).
     pub filename: String,
     /// SHA-256 of the image (filled in by the bundler).
     pub sha256: Option<[u8; 32]>,
     /// Size of the image in bytes (filled in by the bundler).
     pub size: Option<u64>,
-    /// Hooks for this image.
-    pub hooks: Vec<String>,
+    /// Slot hooks for this image (`hooks=`).
+    pub hooks: SlotHooks,
     /// Adaptive update methods.
     pub adaptive: Vec<String>,
+}
+
+/// The slot hooks of one image (RAUC's `[image.*] hooks=`; the executable is
+/// `[hooks] filename`, called with `slot-pre-install`, `slot-install` or
+/// `slot-post-install`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SlotHooks {
+    /// `pre-install`: runs before the slot is written.
+    pub pre_install: bool,
+    /// `install`: writes the slot instead of the installer.
+    pub install: bool,
+    /// `post-install`: runs after the slot was written and verified.
+    pub post_install: bool,
+}
+
+impl SlotHooks {
+    /// Whether any slot hook is set.
+    pub fn any(&self) -> bool {
+        self.pre_install || self.install || self.post_install
+    }
+
+    /// The names, as a manifest lists them.
+    pub fn names(&self) -> Vec<&'static str> {
+        [(self.pre_install, "pre-install"), (self.install, "install"), (self.post_install, "post-install")]
+            .into_iter()
+            .filter_map(|(on, n)| on.then_some(n))
+            .collect()
+    }
+}
+
+/// `[hooks]`: RAUC's one hook executable of a bundle and the install hooks it answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BundleHooks {
+    /// `filename`: the executable in the bundle, called with the hook's name.
+    pub filename: Option<String>,
+    /// `hooks=install-check`: the executable decides whether the bundle fits this device,
+    /// instead of the compatible check (exit 10 or more: refused).
+    pub install_check: bool,
+}
+
+/// `[handler]`: a full custom installer in the bundle (RAUC's "full custom update").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Handler {
+    /// `filename`: the executable in the bundle.
+    pub filename: String,
+    /// `args`: its arguments, as written.
+    pub args: Option<String>,
 }
 
 /// A parsed manifest.
@@ -137,10 +188,10 @@ pub struct Manifest {
     pub format: BundleFormat,
     /// Verity parameters (present only in the signed manifest of a verity bundle).
     pub verity: Option<VerityParams>,
-    /// `[hooks]` filename and hook names.
-    pub hooks: Option<(String, Vec<String>)>,
-    /// `[handler]` keys, as written.
-    pub handler: BTreeMap<String, String>,
+    /// `[hooks]`: the hook executable and the install hooks.
+    pub hooks: BundleHooks,
+    /// `[handler] filename` and `args`: a full custom installer, if any.
+    pub handler: Option<Handler>,
     /// Images in file order.
     pub images: Vec<ImageEntry>,
     /// `[meta.<label>]` sections by label.
@@ -211,23 +262,57 @@ impl Manifest {
                     ))
                 }
             };
-        let hooks = kf.group("hooks").map(|g| {
-            (g.get("filename").unwrap_or_default().to_string(), keyfile::list(g.get("hooks").unwrap_or_default()))
-        });
-        let handler = kf
-            .group("handler")
-            .map(|g| g.entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect())
-            .unwrap_or_default();
+        let mut hooks =
+            BundleHooks { filename: opt("hooks", "filename").filter(|f| !f.is_empty()), ..Default::default() };
+        for h in keyfile::list(kf.get("hooks", "hooks").unwrap_or_default()) {
+            match h.as_str() {
+                "install-check" => hooks.install_check = true,
+                _ => return Err(bad("hooks", "hooks", &h, "not an install hook (RAUC knows install-check)")),
+            }
+        }
+        if let Some(f) = &hooks.filename {
+            check_inside("hooks", f)?;
+        } else if hooks.install_check {
+            return Err(bad("hooks", "hooks", "install-check", "hooks used, but [hooks] names no filename"));
+        }
+        let handler = match opt("handler", "filename").filter(|f| !f.is_empty()) {
+            Some(filename) => {
+                check_inside("handler", &filename)?;
+                Some(Handler { filename, args: opt("handler", "args") })
+            }
+            None => None,
+        };
         let mut images = Vec::new();
         let mut meta = BTreeMap::new();
         for g in &kf.groups {
             if let Some((class, variant)) = image_name(&g.name) {
-                let filename = g
-                    .get("filename")
-                    .filter(|f| !f.is_empty())
-                    .ok_or(ManifestError::Missing { group: g.name.clone(), key: "filename" })?;
-                if filename.split('/').any(|c| c == ".." || c.is_empty()) {
-                    return Err(bad(&g.name, "filename", filename, "must be a relative path inside the bundle"));
+                let mut slot_hooks = SlotHooks::default();
+                for h in keyfile::list(g.get("hooks").unwrap_or_default()) {
+                    match h.as_str() {
+                        "pre-install" => slot_hooks.pre_install = true,
+                        "install" => slot_hooks.install = true,
+                        "post-install" => slot_hooks.post_install = true,
+                        _ => {
+                            return Err(bad(
+                                &g.name,
+                                "hooks",
+                                &h,
+                                "not a slot hook (pre-install, install, post-install)",
+                            ))
+                        }
+                    }
+                }
+                if slot_hooks.any() && hooks.filename.is_none() {
+                    return Err(bad(&g.name, "hooks", "", "hooks used, but [hooks] names no filename"));
+                }
+                // Only an image its install hook writes may come without a file (RAUC).
+                let filename = match g.get("filename").filter(|f| !f.is_empty()) {
+                    Some(f) => f,
+                    None if slot_hooks.install => "",
+                    None => return Err(ManifestError::Missing { group: g.name.clone(), key: "filename" }),
+                };
+                if !filename.is_empty() {
+                    check_inside(&g.name, filename)?;
                 }
                 let sha256 = match g.get("sha256") {
                     None => None,
@@ -243,7 +328,7 @@ impl Manifest {
                     filename: filename.to_string(),
                     sha256,
                     size,
-                    hooks: keyfile::list(g.get("hooks").unwrap_or_default()),
+                    hooks: slot_hooks,
                     adaptive: keyfile::list(g.get("adaptive").unwrap_or_default()),
                 });
             } else if let Some(label) = g.name.strip_prefix("meta.") {
@@ -284,6 +369,14 @@ impl Manifest {
             .map(Some)
             .map_err(|_| bad(ANTI_ROLLBACK_GROUP, "security-version", v, "not a number from 0 to 4294967295"))
     }
+}
+
+/// A file name of the bundle: a relative path that stays inside it.
+fn check_inside(group: &str, filename: &str) -> Result<(), ManifestError> {
+    if filename.starts_with('/') || filename.split('/').any(|c| c == ".." || c.is_empty()) {
+        return Err(bad(group, "filename", filename, "must be a relative path inside the bundle"));
+    }
+    Ok(())
 }
 
 fn bad(group: &str, key: &str, value: &str, why: &'static str) -> ManifestError {

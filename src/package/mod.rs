@@ -79,6 +79,13 @@ pub struct Image {
     /// Adaptive update methods the manifest names (`adaptive=`, RAUC), unknown ones
     /// included; an install uses [`crate::blockindex::METHOD`] and ignores the others.
     pub adaptive: Vec<String>,
+    /// RAUC slot hooks (`hooks=`); none for TR-069 packages.
+    #[serde(skip_serializing_if = "no_slot_hooks")]
+    pub hooks: manifest::SlotHooks,
+}
+
+fn no_slot_hooks(h: &manifest::SlotHooks) -> bool {
+    !h.any()
 }
 
 fn ser_alg<S: serde::Serializer>(a: &DigestAlg, s: S) -> Result<S::Ok, S::Error> {
@@ -126,6 +133,21 @@ pub struct Package {
     pub signers: Vec<SignerReport>,
     /// TR-069 install constraints.
     pub constraints: Constraints,
+    /// RAUC `[hooks]`: the bundle's hook executable and install hooks (none for TR-069).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<manifest::BundleHooks>,
+    /// RAUC `[handler]`: a full custom installer in the bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handler: Option<manifest::Handler>,
+}
+
+impl Package {
+    /// Whether the package carries code that an install would run (hooks or a handler).
+    pub fn has_code(&self) -> bool {
+        self.handler.is_some()
+            || self.hooks.as_ref().is_some_and(|h| h.install_check)
+            || self.images.iter().any(|i| i.hooks.any())
+    }
 }
 
 /// Everything verification needs besides the bytes.
@@ -312,6 +334,19 @@ impl Authenticated {
     /// digests), `[meta.*]`, signers, TR-069 constraints.
     pub fn package(&self) -> &Package {
         &self.package
+    }
+
+    /// Copy the package's file `name` (RAUC: a file of the bundle's squashfs, such as its
+    /// hook executable) into `out`, from the authenticated bytes, at most `max` bytes.
+    /// Returns its size.
+    ///
+    /// Errors: [`PackageError`]: missing, too large, a block that fails verification;
+    /// TR-069 packages hold no such files ([`PackageError::Unsupported`]).
+    pub fn copy_file(&self, name: &str, out: &mut dyn io::Write, max: u64) -> Result<u64, PackageError> {
+        match &self.contents {
+            Contents::Rauc(c) => c.copy_file(name, out, max),
+            Contents::Tr069(_) => Err(PackageError::Unsupported("files of a TR-069 package besides its images".into())),
+        }
     }
 
     /// Stream every image into `sink`, checking each one's size and signed digest (and,

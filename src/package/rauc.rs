@@ -15,7 +15,7 @@ use super::{stream_image, Context, Format, Image, Package, PackageError, Sink};
 use crate::digest::{DigestAlg, MultiHasher};
 use crate::source::{Source, Window};
 use crate::verify::{check_signers, SignedCms};
-use std::io;
+use std::io::{self, Read};
 use std::sync::Arc;
 
 /// Largest CMS accepted (RAUC's default limit).
@@ -248,6 +248,21 @@ fn images_of(sqfs: &Squashfs, manifest: &Manifest, ctx: &Context<'_>) -> Result<
     for e in entries {
         let missing =
             |what: &str| PackageError::Layout(format!("image '{}' has no {what} in the manifest", e.filename));
+        if e.filename.is_empty() {
+            // Written by its install hook alone: nothing of the bundle goes to the slot.
+            out.push(Image {
+                slot_class: e.slot_class.clone(),
+                variant: e.variant.clone(),
+                filename: String::new(),
+                size: 0,
+                digest_algorithm: DigestAlg::Sha256,
+                digest: DigestAlg::Sha256.digest(&[]),
+                sha256: Vec::new(),
+                adaptive: Vec::new(),
+                hooks: e.hooks,
+            });
+            continue;
+        }
         let image = Image {
             slot_class: e.slot_class.clone(),
             variant: e.variant.clone(),
@@ -257,6 +272,7 @@ fn images_of(sqfs: &Squashfs, manifest: &Manifest, ctx: &Context<'_>) -> Result<
             digest: e.sha256.ok_or_else(|| missing("sha256"))?.to_vec(),
             sha256: Vec::new(),
             adaptive: e.adaptive.clone(),
+            hooks: e.hooks,
         };
         let actual = sqfs.file_size(&e.filename)?;
         if actual != image.size {
@@ -271,6 +287,39 @@ fn images_of(sqfs: &Squashfs, manifest: &Manifest, ctx: &Context<'_>) -> Result<
 }
 
 impl Contents {
+    /// Copy the bundle's file `name` into `out`, at most `max` bytes, from the
+    /// authenticated content (verity: every block checked against the tree; plain: the
+    /// payload whose digest was verified, held still by the read lease). Returns its size.
+    ///
+    /// Errors: the file is missing, larger than `max`, or a block fails verification.
+    pub(super) fn copy_file(&self, name: &str, out: &mut dyn io::Write, max: u64) -> Result<u64, PackageError> {
+        let size = self.sqfs.file_size(name)?;
+        if size > max {
+            return Err(PackageError::Layout(format!("'{name}' is {size} bytes, more than the {max} allowed")));
+        }
+        let copied = (|| {
+            let mut r = self.sqfs.reader(name)?;
+            let mut buf = vec![0u8; 64 << 10];
+            let mut n = 0u64;
+            loop {
+                let k = r.read(&mut buf).map_err(PackageError::Io)?;
+                if k == 0 {
+                    break;
+                }
+                out.write_all(&buf[..k]).map_err(|source| PackageError::Sink { name: name.to_string(), source })?;
+                n += k as u64;
+            }
+            if n != size {
+                return Err(PackageError::Layout(format!("'{name}' read {n} bytes, its size is {size}")));
+            }
+            Ok(n)
+        })();
+        match &self.verity {
+            Some(v) => v.explain(copied),
+            None => copied,
+        }
+    }
+
     fn stream_all(
         &self,
         images: &mut [Image],
@@ -279,8 +328,18 @@ impl Contents {
     ) -> Result<(), PackageError> {
         let sqfs = &self.sqfs;
         for image in images {
+            if image.filename.is_empty() {
+                // An install hook's image without a file: the sink hears of it, no byte.
+                sink.begin(image)
+                    .and_then(|_| sink.end(image))
+                    .map_err(|source| PackageError::Sink { name: format!("[image.{}]", image.slot_class), source })?;
+                image.sha256 = image.digest.clone();
+                continue;
+            }
+            // A slot a hook changes is not the image the bundle's index describes: such
+            // images are read whole.
             let index = match &adaptive {
-                Some(_) if !image.adaptive.is_empty() => adaptive::bundle_index(sqfs, image)?,
+                Some(_) if !image.adaptive.is_empty() && !image.hooks.any() => adaptive::bundle_index(sqfs, image)?,
                 _ => None,
             };
             let name = image.filename.clone();
@@ -323,6 +382,8 @@ fn package(
         meta: m.meta,
         signers,
         constraints: Default::default(),
+        hooks: Some(m.hooks),
+        handler: m.handler,
     })
 }
 

@@ -7,6 +7,7 @@
 //! other bootable group of the booted slot's class.
 
 pub mod index;
+pub mod mount;
 pub mod writer;
 
 use crate::config::SlotConf;

@@ -236,5 +236,6 @@ pub fn tr069_build(args: &[&std::ffi::OsStr]) -> Output {
 
 pub mod bus;
 pub mod device;
+pub mod switchfs;
 pub mod swtpm;
 pub mod web;

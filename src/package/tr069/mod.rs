@@ -122,6 +122,8 @@ pub(super) fn authenticate(src: Arc<dyn Source>, ctx: &Context<'_>) -> Result<(P
         meta: p.meta,
         signers,
         constraints: p.constraints,
+        hooks: None,
+        handler: None,
     };
     let offsets: Vec<u64> = pkg.images.iter().map(|i| parsed.payload_start + offset_of(&cmds, &i.filename)).collect();
     let contents = Contents { src, offsets };

@@ -80,6 +80,7 @@ pub(super) fn apply_profile(cmds: &[Command], payload_len: u64, allow_sha1: bool
                     digest: f.hash.clone(),
                     sha256: Vec::new(),
                     adaptive: Vec::new(),
+                    hooks: Default::default(),
                 });
             }
             Command::Extract(..)

@@ -1,0 +1,420 @@
+//! RAUC bundle hooks: the one executable a bundle names in `[hooks] filename`, called
+//! with the hook's name as its only argument (RAUC 1.8, docs/using.rst "Hooks",
+//! docs/reference.rst "Hooks (Interface)", src/install.c `run_bundle_hook`,
+//! src/update_handler.c `run_slot_hook`):
+//!
+//! | argument | when | environment |
+//! |---|---|---|
+//! | `install-check` | instead of the compatible check, before anything changes; exit 10 or more refuses the bundle with the last line the hook wrote to stderr | `RAUC_SYSTEM_COMPATIBLE`, `RAUC_SYSTEM_VARIANT`, `RAUC_MF_COMPATIBLE`, `RAUC_MF_VERSION`, `RAUC_MOUNT_PREFIX` |
+//! | `slot-pre-install` | before an image is written into its slot (mountable slots mounted) | the slot's: `RAUC_SLOT_NAME`, `_STATE`, `_CLASS`, `_TYPE`, `_DEVICE`, `_BOOTNAME`, `_PARENT`, `_MOUNT_POINT`; the image's `RAUC_IMAGE_NAME`, `_SIZE`, `_DIGEST`, `_CLASS`; `RAUC_SYSTEM_*`, `RAUC_MOUNT_PREFIX`, `RAUC_BUNDLE_MOUNT_POINT` |
+//! | `slot-install` | instead of the installer's write | the same |
+//! | `slot-post-install` | after the image was written and verified (mounted) | the same |
+//!
+//! How this agent runs them, beyond RAUC:
+//! - the executable (and, for `slot-install`, the image) is copied from the
+//!   authenticated bundle into a fresh private directory (0700, the agent's) under
+//!   `[system] mountprefix`: `RAUC_BUNDLE_MOUNT_POINT` names that directory, which holds
+//!   those files only (the bundle itself is never mounted);
+//! - a clean environment (the variables above and a fixed `PATH`), standard input
+//!   `/dev/null`, no descriptor of the agent's (every one above 2 is closed), a process
+//!   group of its own that is killed when the hook ends, when `[install] hook-timeout`
+//!   passes, or when the agent dies;
+//! - standard output and error go to the agent's log, line by line, at most
+//!   [`LOGGED`] bytes of them; the rest is read and dropped.
+
+use crate::config::{Config, SlotConf};
+use crate::fault::{CwmpFault, Fault};
+use crate::package::{Authenticated, Image, Package, PackageError};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Largest file copied out of a bundle for a hook (the executable, an install hook's
+/// image): 4 GiB.
+pub const MAX_FILE: u64 = 4 << 30;
+
+/// Bytes of a hook's output that reach the log; the rest is drained.
+pub const LOGGED: usize = 64 << 10;
+
+/// Longest line kept (the install-check message, each logged line).
+const LINE: usize = 1024;
+
+/// The `PATH` a hook gets.
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Why a hook failed or refused.
+#[derive(Debug, Error)]
+pub enum HookError {
+    /// `install-check` refused the bundle (exit 10 or more): 9001.
+    #[error("bundle refused by its install-check hook: {0}")]
+    Refused(String),
+    /// The hook ran and failed (exit 1 to 9, or killed by a signal).
+    #[error("{hook} hook failed: {why}")]
+    Failed {
+        /// Hook argument (`slot-post-install`).
+        hook: String,
+        /// Exit status and its last line of error output.
+        why: String,
+    },
+    /// The hook was still running after `[install] hook-timeout`: killed.
+    #[error("{hook} hook did not finish within {seconds} s ([install] hook-timeout): killed")]
+    Timeout {
+        /// Hook argument.
+        hook: String,
+        /// The timeout.
+        seconds: u64,
+    },
+    /// The hook could not be started.
+    #[error("{hook} hook could not be started: {source}")]
+    Start {
+        /// Hook argument.
+        hook: String,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A file the hook needs could not be taken from the bundle (missing, too large, or
+    /// its bytes failed verification).
+    #[error("copying '{name}' out of the bundle for its hook: {source}")]
+    Extract {
+        /// File in the bundle.
+        name: String,
+        /// Cause.
+        #[source]
+        source: PackageError,
+    },
+    /// The private directory or a slot mount could not be set up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl Fault for HookError {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Refused(_) => "hook-refused",
+            Self::Timeout { .. } => "hook-timeout",
+            Self::Extract { source, .. } => source.kind(),
+            _ => "hook-failed",
+        }
+    }
+    /// A refusal by install-check is the bundle's decision that it does not apply here
+    /// (9001, as a compatible mismatch); a file whose bytes fail verification is the
+    /// package's fault; a hook that fails is an installation failure (9002).
+    fn fault(&self) -> CwmpFault {
+        match self {
+            Self::Refused(_) => CwmpFault::RequestDenied,
+            Self::Extract { source, .. } => source.fault(),
+            _ => CwmpFault::InternalError,
+        }
+    }
+}
+
+/// Which slot hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotHook {
+    /// `slot-pre-install`.
+    PreInstall,
+    /// `slot-install`.
+    Install,
+    /// `slot-post-install`.
+    PostInstall,
+}
+
+impl SlotHook {
+    /// The argument the executable gets.
+    pub fn arg(self) -> &'static str {
+        match self {
+            Self::PreInstall => "slot-pre-install",
+            Self::Install => "slot-install",
+            Self::PostInstall => "slot-post-install",
+        }
+    }
+}
+
+/// A bundle's hooks, ready to run: the executable copied out of the bundle into a
+/// private directory, and what every hook's environment holds.
+pub struct Hooks {
+    dir: tempfile::TempDir,
+    exe: PathBuf,
+    timeout: Duration,
+    mount_prefix: PathBuf,
+    /// `RAUC_SYSTEM_COMPATIBLE`, `RAUC_SYSTEM_VARIANT`.
+    system: [(String, String); 2],
+}
+
+impl Hooks {
+    /// The hooks of `a`, if its manifest names a hook executable: a private directory
+    /// under `[system] mountprefix` and the executable copied into it from the
+    /// authenticated bundle.
+    ///
+    /// Errors: [`HookError::Setup`] (the directory), [`HookError::Extract`] (the file).
+    pub fn prepare(a: &Authenticated, conf: &Config, variant: Option<&str>) -> Result<Option<Self>, HookError> {
+        let Some(name) = a.package().hooks.as_ref().and_then(|h| h.filename.clone()) else { return Ok(None) };
+        let setup = |what: &str, e: io::Error| HookError::Setup(format!("{what}: {e}"));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&conf.mount_prefix)
+            .map_err(|e| setup(&format!("creating {}", conf.mount_prefix.display()), e))?;
+        // mkdtemp: a new directory of ours, 0700; nothing in it can be replaced by others.
+        let dir = tempfile::Builder::new()
+            .prefix("bundle-")
+            .tempdir_in(&conf.mount_prefix)
+            .map_err(|e| setup(&format!("creating a directory in {}", conf.mount_prefix.display()), e))?;
+        let hooks = Self {
+            exe: dir.path().join(&name),
+            dir,
+            timeout: conf.hook_timeout,
+            mount_prefix: conf.mount_prefix.clone(),
+            system: [
+                ("RAUC_SYSTEM_COMPATIBLE".into(), conf.compatible.clone().unwrap_or_default()),
+                ("RAUC_SYSTEM_VARIANT".into(), variant.unwrap_or_default().to_string()),
+            ],
+        };
+        hooks.extract(a, &name, true)?;
+        Ok(Some(hooks))
+    }
+
+    /// The private directory (`RAUC_BUNDLE_MOUNT_POINT`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Copy the bundle's file `name` into the private directory (mode 0500 if `exec`,
+    /// else 0400) from the authenticated bytes. Returns its path.
+    ///
+    /// Errors: [`HookError::Extract`].
+    pub fn extract(&self, a: &Authenticated, name: &str, exec: bool) -> Result<PathBuf, HookError> {
+        let path = self.dir.path().join(name);
+        let fail = |source| HookError::Extract { name: name.to_string(), source };
+        if let Some(parent) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| fail(PackageError::Io(e)))?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| fail(PackageError::Io(e)))?;
+        a.copy_file(name, &mut f, MAX_FILE).map_err(fail)?;
+        f.set_permissions(std::fs::Permissions::from_mode(if exec { 0o500 } else { 0o400 }))
+            .map_err(|e| fail(PackageError::Io(e)))?;
+        Ok(path)
+    }
+
+    /// A file of the private directory to copy an image into (`slot-install`).
+    pub fn image_path(&self, image: &Image) -> PathBuf {
+        self.dir.path().join(format!("image.{}", image.slot_class))
+    }
+
+    /// An empty directory to mount `slot` on for its hook.
+    pub fn mount_point(&self, slot: &SlotConf) -> Result<PathBuf, HookError> {
+        let p = self.dir.path().join(format!("slot.{}", slot.name));
+        match std::fs::DirBuilder::new().mode(0o700).create(&p) {
+            Ok(()) => Ok(p),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(p),
+            Err(e) => Err(HookError::Setup(format!("creating {}: {e}", p.display()))),
+        }
+    }
+
+    /// Run `install-check`: Ok when it exits 0.
+    ///
+    /// Errors: [`HookError::Refused`] (exit 10 or more, with its last line of error
+    /// output, or the exit code), or a failure.
+    pub fn install_check(&self, pkg: &Package) -> Result<(), HookError> {
+        let mut env = self.common();
+        env.push(("RAUC_MF_COMPATIBLE".into(), pkg.compatible.clone()));
+        env.push(("RAUC_MF_VERSION".into(), pkg.version.clone().unwrap_or_default()));
+        run(&self.exe, "install-check", &env, self.timeout, true)
+    }
+
+    /// Run a slot hook for `image` going into `slot` (`parent`: the slot's parent, whose
+    /// bootname a child slot reports), with the slot mounted at `mount` if it is.
+    ///
+    /// `image_file`: for `slot-install`, where the image was copied to.
+    ///
+    /// Errors: [`HookError`].
+    pub fn slot(
+        &self,
+        which: SlotHook,
+        slot: &SlotConf,
+        parent: Option<&SlotConf>,
+        image: &Image,
+        image_file: Option<&Path>,
+        mount: Option<&Path>,
+    ) -> Result<(), HookError> {
+        let mut env = self.common();
+        let bootname = parent.unwrap_or(slot).bootname.clone().unwrap_or_default();
+        let image_name = match (image_file, image.filename.is_empty()) {
+            (Some(f), _) => f.display().to_string(),
+            (None, true) => String::new(),
+            (None, false) => image.filename.clone(),
+        };
+        env.extend([
+            ("RAUC_SLOT_NAME".into(), slot.name.clone()),
+            ("RAUC_SLOT_STATE".into(), "inactive".into()),
+            ("RAUC_SLOT_CLASS".into(), slot.class.clone()),
+            ("RAUC_SLOT_TYPE".into(), slot.kind.name().to_string()),
+            ("RAUC_SLOT_DEVICE".into(), slot.device.display().to_string()),
+            ("RAUC_SLOT_BOOTNAME".into(), bootname),
+            ("RAUC_SLOT_PARENT".into(), slot.parent.clone().unwrap_or_default()),
+            ("RAUC_IMAGE_NAME".into(), image_name),
+            ("RAUC_IMAGE_SIZE".into(), image.size.to_string()),
+            ("RAUC_IMAGE_DIGEST".into(), hex::encode(&image.digest)),
+            ("RAUC_IMAGE_CLASS".into(), image.slot_class.clone()),
+        ]);
+        if let Some(m) = mount {
+            env.push(("RAUC_SLOT_MOUNT_POINT".into(), m.display().to_string()));
+        }
+        run(&self.exe, which.arg(), &env, self.timeout, false)
+    }
+
+    fn common(&self) -> Vec<(String, String)> {
+        let mut env = self.system.to_vec();
+        env.push(("RAUC_MOUNT_PREFIX".into(), self.mount_prefix.display().to_string()));
+        env.push(("RAUC_BUNDLE_MOUNT_POINT".into(), self.dir.path().display().to_string()));
+        env
+    }
+}
+
+/// Run `exe arg` with exactly `env` (and `PATH`), as the module describes. With
+/// `check`, exit 10 or more is [`HookError::Refused`] (install-check).
+///
+/// Errors: [`HookError`].
+pub fn run(exe: &Path, arg: &str, env: &[(String, String)], timeout: Duration, check: bool) -> Result<(), HookError> {
+    tracing::info!("running the bundle's hook: {arg}");
+    let mut cmd = Command::new(exe);
+    cmd.arg(arg)
+        .env_clear()
+        .env("PATH", PATH)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // SAFETY: between fork and exec only async-signal-safe system calls run.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Killed with the agent (the thread that spawned it waits for it).
+            nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL);
+            // No descriptor of the agent's beyond the three standard ones.
+            nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|source| HookError::Start { hook: arg.to_string(), source })?;
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    crate::failpoint::hit("hook.running");
+    let (tx, rx) = mpsc::channel();
+    let logged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for (stream, is_err) in [
+        (child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), false),
+        (child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>), true),
+    ] {
+        let (tx, logged, hook) = (tx.clone(), logged.clone(), arg.to_string());
+        if let Some(s) = stream {
+            std::thread::spawn(move || {
+                let last = drain(s, &hook, &logged);
+                let _ = tx.send((is_err, last));
+            });
+        }
+    }
+    drop(tx);
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() >= deadline => break None,
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                kill_group(pgid);
+                let _ = child.wait();
+                return Err(HookError::Start { hook: arg.to_string(), source: e });
+            }
+        }
+    };
+    // Whatever the hook left running goes with it.
+    kill_group(pgid);
+    if status.is_none() {
+        let _ = child.wait();
+    }
+    let mut last_err = None;
+    let wait_until = Instant::now() + Duration::from_secs(2);
+    while let Ok((is_err, last)) = rx.recv_timeout(wait_until.saturating_duration_since(Instant::now())) {
+        if is_err {
+            last_err = last;
+        }
+    }
+    let Some(status) = status else {
+        return Err(HookError::Timeout { hook: arg.to_string(), seconds: timeout.as_secs() });
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let message = last_err.filter(|l| !l.trim().is_empty());
+    match status.code() {
+        Some(c) if check && c >= 10 => Err(HookError::Refused(message.unwrap_or_else(|| format!("exit code {c}")))),
+        code => {
+            let mut why = match code {
+                Some(c) => format!("exit code {c}"),
+                None => format!("{status}"),
+            };
+            if let Some(m) = message {
+                why += &format!(": {m}");
+            }
+            Err(HookError::Failed { hook: arg.to_string(), why })
+        }
+    }
+}
+
+fn kill_group(pgid: nix::unistd::Pid) {
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Read a hook's output to the end: log its lines (each at most [`LINE`] bytes, all
+/// together at most [`LOGGED`]), return its last line.
+fn drain(mut r: Box<dyn Read + Send>, hook: &str, logged: &std::sync::atomic::AtomicUsize) -> Option<String> {
+    use std::sync::atomic::Ordering;
+    let mut buf = [0u8; 8192];
+    let mut line: Vec<u8> = Vec::new();
+    let mut last = None;
+    let emit = |line: &[u8], last: &mut Option<String>| {
+        let text = String::from_utf8_lossy(line).into_owned();
+        let before = logged.fetch_add(line.len() + 1, Ordering::Relaxed);
+        if before < LOGGED {
+            tracing::info!("hook {hook}: {text}");
+        } else if before < LOGGED + line.len() + 1 {
+            tracing::info!("hook {hook}: (more output, not logged)");
+        }
+        *last = Some(text);
+    };
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                emit(&line, &mut last);
+                line.clear();
+            } else if line.len() < LINE {
+                line.push(b);
+            }
+        }
+    }
+    if !line.is_empty() {
+        emit(&line, &mut last);
+    }
+    last
+}

@@ -410,6 +410,34 @@ mod tests {
         filename=rootfs.img\n\n[image.rootfs.var1]\nfilename=rootfs.img\n";
 
     #[test]
+    fn hooks_and_handlers_as_rauc_reads_them() {
+        let parse = |extra: &str| Manifest::parse(format!("[update]\ncompatible=c\n\n{extra}").as_bytes());
+        let m = parse(
+            "[hooks]\nfilename=bin/hook\nhooks=install-check\n\n[image.rootfs]\nfilename=r.img\n\
+             hooks=pre-install;post-install;\n\n[image.boot]\nhooks=install\n",
+        )
+        .unwrap();
+        assert_eq!(m.hooks, BundleHooks { filename: Some("bin/hook".into()), install_check: true });
+        assert_eq!(m.images[0].hooks, SlotHooks { pre_install: true, install: false, post_install: true });
+        assert_eq!((m.images[1].filename.as_str(), m.images[1].hooks.install), ("", true));
+        let refused = [
+            ("[hooks]\nfilename=h\nhooks=pre-install\n", "not an install hook"),
+            ("[hooks]\nfilename=h\n\n[image.rootfs]\nfilename=r\nhooks=install-check\n", "not a slot hook"),
+            ("[hooks]\nhooks=install-check\n", "names no filename"),
+            ("[image.rootfs]\nfilename=r\nhooks=post-install\n", "names no filename"),
+            ("[hooks]\nfilename=h\n\n[image.rootfs]\nhooks=post-install\n", "filename"),
+            ("[hooks]\nfilename=../h\n", "inside the bundle"),
+            ("[handler]\nfilename=/bin/sh\n", "inside the bundle"),
+        ];
+        for (text, why) in refused {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(why), "{text}: {e}");
+        }
+        let m = parse("[handler]\nfilename=install.sh\nargs=--all\n").unwrap();
+        assert_eq!(m.handler, Some(Handler { filename: "install.sh".into(), args: Some("--all".into()) }));
+    }
+
+    #[test]
     fn reads_what_rauc_18_writes() {
         let m = Manifest::parse(RAUC_18.as_bytes()).unwrap();
         assert_eq!(m.compatible, "test");

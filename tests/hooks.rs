@@ -8,6 +8,7 @@
 //! agent killed while a hook runs.
 
 mod common;
+use common::bus::Bus;
 use common::device::{grub_list, Device, SLOT};
 use common::switchfs::SwitchFs;
 use common::*;
@@ -30,6 +31,18 @@ fn device(system: &str, raw: bool) -> Device {
 /// A verity bundle made by `rauc bundle`: `manifest` after `[update]` (which names
 /// `compatible`), `hook.sh` with `script`, and `rootfs.img` holding `image` (none: no file).
 fn bundle(d: &Device, name: &str, compatible: &str, manifest: &str, script: &str, image: Option<&[u8]>) -> PathBuf {
+    bundle_as(d, "verity", name, compatible, manifest, script, image)
+}
+
+fn bundle_as(
+    d: &Device,
+    format: &str,
+    name: &str,
+    compatible: &str,
+    manifest: &str,
+    script: &str,
+    image: Option<&[u8]>,
+) -> PathBuf {
     let c = d.w.path(name);
     std::fs::create_dir_all(&c).unwrap();
     if let Some(i) = image {
@@ -37,7 +50,7 @@ fn bundle(d: &Device, name: &str, compatible: &str, manifest: &str, script: &str
     }
     std::fs::write(
         c.join("manifest.raucm"),
-        format!("[update]\ncompatible={compatible}\nversion=1.2.3\n\n[bundle]\nformat=verity\n\n{manifest}"),
+        format!("[update]\ncompatible={compatible}\nversion=1.2.3\n\n[bundle]\nformat={format}\n\n{manifest}"),
     )
     .unwrap();
     std::fs::write(c.join("hook.sh"), format!("#!/bin/sh\nLOG={}\n{script}", d.w.path("hook.log").display())).unwrap();
@@ -397,4 +410,132 @@ fn killed_while_a_hook_runs() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(log(&d), "install-check\nslot-pre-install\nslot-post-install\n");
     assert!(grub_list(&d).contains("ORDER=B A\n"));
+}
+
+/// Debian's rauc 1.8 as the reference: its own service on a private bus, with two raw
+/// file slots like the device's (plain bundles: rauc mounts those with a loop device; its
+/// verity bundles need device-mapper, which a container may lack).
+struct Rauc {
+    _bus: Bus,
+    child: std::process::Child,
+    address: String,
+    dir: PathBuf,
+}
+
+impl Rauc {
+    fn start(w: &Work) -> Self {
+        let dir = w.path("rauc");
+        std::fs::create_dir_all(dir.join("mnt")).unwrap();
+        for s in ["slotA", "slotB"] {
+            std::fs::File::create(dir.join(s)).unwrap().set_len(SLOT).unwrap();
+        }
+        std::fs::write(
+            dir.join("system.conf"),
+            format!(
+                "[system]\ncompatible=henb-test\nbootloader=noop\nmountprefix={d}/mnt\n\n[keyring]\npath={k}\n\
+                 check-purpose=codesign\n\n[slot.rootfs.0]\ndevice={d}/slotA\ntype=raw\nbootname=A\n\n\
+                 [slot.rootfs.1]\ndevice={d}/slotB\ntype=raw\nbootname=B\n",
+                d = dir.display(),
+                k = pki().join("keyring.pem").display()
+            ),
+        )
+        .unwrap();
+        let bus = Bus::start();
+        let child = Command::new("rauc")
+            .arg(format!("--conf={}", dir.join("system.conf").display()))
+            .args(["--override-boot-slot=A", "service"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", bus.address())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("rauc");
+        bus.wait_for("de.pengutronix.rauc");
+        Rauc { address: bus.address(), _bus: bus, child, dir }
+    }
+
+    /// `rauc install`: whether it succeeded, and what it printed.
+    fn install(&self, bundle: &Path) -> (bool, String) {
+        let o = Command::new("rauc")
+            .arg("install")
+            .arg(bundle)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
+            .output()
+            .unwrap();
+        (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    }
+}
+
+impl Drop for Rauc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The issue's two bundles, made by `rauc bundle`, installed by rauc and by the agent:
+/// the same refusal message from install-check, the same install-check environment, the
+/// same bytes in the slot from the install hook.
+#[test]
+fn rauc_and_the_agent_agree_on_install_check_and_install_hooks() {
+    let d = device("", true);
+    let rauc = Rauc::start(&d.w);
+    let image = pseudo_random(300_000, 12);
+    let veto = bundle_as(
+        &d,
+        "plain",
+        "veto",
+        "henb-test",
+        CHECK,
+        "case \"$1\" in install-check) env | grep '^RAUC_' | cut -d= -f1 | sort > $LOG; \
+         echo 'not for this board (rev A)' >&2; exit 10;; esac\nexit 1\n",
+        Some(&image),
+    );
+    let (ok, said) = rauc.install(&veto);
+    assert!(!ok && said.contains("Bundle rejected: Hook returned: not for this board (rev A)"), "{said}");
+    let rauc_env = log(&d);
+    let (code, out) = d.install(&veto);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        error(&out).2.ends_with("Hook returned: not for this board (rev A)")
+            || error(&out).2.ends_with("not for this board (rev A)"),
+        "{out}"
+    );
+    assert_eq!(log(&d), rauc_env, "the install-check environment differs from rauc's");
+    assert!(rauc_env.contains("RAUC_MF_COMPATIBLE\n") && rauc_env.contains("RAUC_SYSTEM_COMPATIBLE\n"), "{rauc_env}");
+
+    let script = "case \"$1\" in slot-install) env | grep '^RAUC_' | sort > $LOG; \
+                  { printf 'HOOK:%s:%s:%s\\n' \"$RAUC_SLOT_NAME\" \"$RAUC_SLOT_BOOTNAME\" \"$RAUC_IMAGE_DIGEST\"; \
+                    cat \"$RAUC_IMAGE_NAME\"; } | dd of=\"$RAUC_SLOT_DEVICE\" conv=notrunc status=none;; *) exit 1;; esac\n";
+    let inst = bundle_as(
+        &d,
+        "plain",
+        "inst",
+        "henb-test",
+        "[hooks]\nfilename=hook.sh\n\n[image.rootfs]\nfilename=rootfs.img\nhooks=install\n",
+        script,
+        Some(&image),
+    );
+    let (ok, said) = rauc.install(&inst);
+    assert!(ok, "{said}");
+    let env_of = |text: String| -> std::collections::BTreeMap<String, String> {
+        text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let theirs_env = env_of(log(&d));
+    let (code, out) = d.install(&inst);
+    assert_eq!(code, 0, "{out}");
+    let ours_env = env_of(log(&d));
+    assert_eq!(theirs_env.keys().collect::<Vec<_>>(), ours_env.keys().collect::<Vec<_>>(), "slot-install environment");
+    // Paths differ (two systems); everything else is the same, RAUC_BUNDLE_SPKI_HASHES too.
+    for (k, v) in &theirs_env {
+        if !["RAUC_BUNDLE_MOUNT_POINT", "RAUC_MOUNT_PREFIX", "RAUC_SLOT_DEVICE", "RAUC_IMAGE_NAME"]
+            .contains(&k.as_str())
+        {
+            assert_eq!(&ours_env[k], v, "{k}");
+        }
+    }
+    assert_eq!(theirs_env["RAUC_BUNDLE_SPKI_HASHES"].split(' ').count(), 3, "{theirs_env:?}");
+    let theirs = std::fs::read(rauc.dir.join("slotB")).unwrap();
+    let ours = std::fs::read(d.w.path("slotB")).unwrap();
+    assert!(theirs.starts_with(b"HOOK:rootfs.1:B:"), "{:?}", &theirs[..40]);
+    assert_eq!(theirs, ours, "the install hook wrote other bytes under the agent than under rauc");
 }

@@ -6,7 +6,7 @@
 //! | argument | when | environment |
 //! |---|---|---|
 //! | `install-check` | instead of the compatible check, before anything changes; exit 10 or more refuses the bundle with the last line the hook wrote to stderr | `RAUC_SYSTEM_COMPATIBLE`, `RAUC_SYSTEM_VARIANT`, `RAUC_MF_COMPATIBLE`, `RAUC_MF_VERSION`, `RAUC_MOUNT_PREFIX` |
-//! | `slot-pre-install` | before an image is written into its slot (mountable slots mounted) | the slot's: `RAUC_SLOT_NAME`, `_STATE`, `_CLASS`, `_TYPE`, `_DEVICE`, `_BOOTNAME`, `_PARENT`, `_MOUNT_POINT`; the image's `RAUC_IMAGE_NAME`, `_SIZE`, `_DIGEST`, `_CLASS`; `RAUC_SYSTEM_*`, `RAUC_MOUNT_PREFIX`, `RAUC_BUNDLE_MOUNT_POINT` |
+//! | `slot-pre-install` | before an image is written into its slot (mountable slots mounted) | the slot's: `RAUC_SLOT_NAME`, `_STATE`, `_CLASS`, `_TYPE`, `_DEVICE`, `_BOOTNAME`, `_PARENT`, `_MOUNT_POINT`; the image's `RAUC_IMAGE_NAME`, `_SIZE`, `_DIGEST`, `_CLASS`; `RAUC_SYSTEM_*`, `RAUC_MOUNT_PREFIX`, `RAUC_BUNDLE_MOUNT_POINT`, `RAUC_BUNDLE_SPKI_HASHES` |
 //! | `slot-install` | instead of the installer's write | the same |
 //! | `slot-post-install` | after the image was written and verified (mounted) | the same |
 //!
@@ -145,6 +145,8 @@ pub struct Hooks {
     mount_prefix: PathBuf,
     /// `RAUC_SYSTEM_COMPATIBLE`, `RAUC_SYSTEM_VARIANT`.
     system: [(String, String); 2],
+    /// `RAUC_BUNDLE_SPKI_HASHES`: the validated path of the first trusted signer.
+    spki: String,
 }
 
 impl Hooks {
@@ -175,6 +177,7 @@ impl Hooks {
                 ("RAUC_SYSTEM_COMPATIBLE".into(), conf.compatible.clone().unwrap_or_default()),
                 ("RAUC_SYSTEM_VARIANT".into(), variant.unwrap_or_default().to_string()),
             ],
+            spki: a.package().signers.iter().find(|s| s.trusted()).map(|s| s.spki_sha256.join(" ")).unwrap_or_default(),
         };
         hooks.extract(a, &name, true)?;
         Ok(Some(hooks))
@@ -232,9 +235,11 @@ impl Hooks {
     /// Errors: [`HookError::Refused`] (exit 10 or more, with its last line of error
     /// output, or the exit code), or a failure.
     pub fn install_check(&self, pkg: &Package) -> Result<(), HookError> {
-        let mut env = self.common();
+        // RAUC's install-hook interface: no bundle mount point.
+        let mut env = self.system.to_vec();
         env.push(("RAUC_MF_COMPATIBLE".into(), pkg.compatible.clone()));
         env.push(("RAUC_MF_VERSION".into(), pkg.version.clone().unwrap_or_default()));
+        env.push(("RAUC_MOUNT_PREFIX".into(), self.mount_prefix.display().to_string()));
         run(&self.exe, "install-check", &env, self.timeout, true)
     }
 
@@ -283,6 +288,7 @@ impl Hooks {
         let mut env = self.system.to_vec();
         env.push(("RAUC_MOUNT_PREFIX".into(), self.mount_prefix.display().to_string()));
         env.push(("RAUC_BUNDLE_MOUNT_POINT".into(), self.dir.path().display().to_string()));
+        env.push(("RAUC_BUNDLE_SPKI_HASHES".into(), self.spki.clone()));
         env
     }
 }

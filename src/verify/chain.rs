@@ -68,6 +68,18 @@ impl ValidPath {
     pub fn subjects(&self) -> Vec<String> {
         self.chain.iter().map(|c| c.tbs_certificate.subject.to_string()).collect()
     }
+
+    /// The SHA-256 of each certificate's DER SubjectPublicKeyInfo (RFC 5280 4.1.2.7),
+    /// signer to anchor, as uppercase colon-separated hex: what RAUC passes to slot hooks
+    /// as `RAUC_BUNDLE_SPKI_HASHES` (rauc src/signature.c `get_pubkey_hash`).
+    pub fn spki_sha256(&self) -> Vec<String> {
+        use sha2::Digest;
+        self.chain
+            .iter()
+            .filter_map(|c| c.tbs_certificate.subject_public_key_info.to_der().ok())
+            .map(|der| sha2::Sha256::digest(der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
+            .collect()
+    }
 }
 
 /// Why no path could be validated.

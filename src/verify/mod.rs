@@ -103,6 +103,10 @@ pub struct SignerReport {
     /// The signer was skipped only because revocation could not be checked.
     #[serde(skip)]
     pub revocation_unknown: bool,
+    /// SHA-256 of each SubjectPublicKeyInfo of the validated path (signer to anchor),
+    /// uppercase colon-separated hex ([`chain::ValidPath::spki_sha256`]).
+    #[serde(skip)]
+    pub spki_sha256: Vec<String>,
 }
 
 impl SignerReport {
@@ -378,6 +382,7 @@ pub fn check_signers(
             status: String::new(),
             path: Vec::new(),
             revocation_unknown: false,
+            spki_sha256: Vec::new(),
         };
         match check_one(cms, si, cert, &material, anchors, policy, now, &mut report) {
             Ok(Some(((alg, check), trusted))) => {

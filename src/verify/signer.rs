@@ -122,6 +122,7 @@ pub(crate) fn check_one(
     match check_signer(cert, material, anchors, policy, time) {
         Ok(valid) => {
             report.path = valid.subjects();
+            report.spki_sha256 = valid.spki_sha256();
             Ok(Some(((alg, check), true)))
         }
         Err(failure) => {
@@ -248,6 +249,7 @@ pub fn signature_checks(
             status: String::new(),
             path: Vec::new(),
             revocation_unknown: false,
+            spki_sha256: Vec::new(),
         };
         let subject = report.subject.clone();
         out.push(match sound_signature(cms, si, Some(signer), false, &mut report)? {

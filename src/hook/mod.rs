@@ -314,8 +314,14 @@ pub fn run(exe: &Path, arg: &str, env: &[(String, String)], timeout: Duration, c
         cmd.pre_exec(|| {
             // Killed with the agent (the thread that spawned it waits for it).
             nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL);
-            // No descriptor of the agent's beyond the three standard ones.
-            nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            // No descriptor of the agent's beyond the three standard ones: all closed at
+            // exec (not now: the standard library reports a failed exec through one).
+            const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2; // Linux 5.11
+            if nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
+                for fd in 3..4096 {
+                    nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC);
+                }
+            }
             Ok(())
         });
     }
@@ -423,4 +429,60 @@ fn drain(mut r: Box<dyn Read + Send>, hook: &str, logged: &std::sync::atomic::At
         emit(&line, &mut last);
     }
     last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn script(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("hook");
+        std::fs::write(&p, format!("#!/bin/sh\n{text}")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_hook_gets_no_descriptor_and_no_variable_of_the_agent() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        // A descriptor without close-on-exec, as a C library might leave one.
+        let f = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: descriptor 200 is not in use by this test binary.
+        let leaked = unsafe { nix::unistd::dup2_raw(&f, 200) }.unwrap();
+        let hook = script(
+            d.path(),
+            &format!("echo \"$HOME:$RAUC_X\" > {o}; exec ls /proc/self/fd >> {o}\n", o = out.display()),
+        );
+        let env = [("RAUC_X".to_string(), "given".to_string())];
+        run(&hook, "install-check", &env, Duration::from_secs(30), true).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some(":given"), "HOME leaked or RAUC_X missing");
+        let fds: Vec<i32> = lines.map(|l| l.parse().unwrap()).collect();
+        assert!(!fds.contains(&200), "{fds:?}");
+        assert!(f.as_raw_fd() >= 0);
+        drop(leaked);
+    }
+
+    #[test]
+    fn exit_codes_and_the_last_line_of_error_output() {
+        let d = tempfile::tempdir().unwrap();
+        let t = Duration::from_secs(30);
+        let hook = script(d.path(), "printf 'first\\nsecond' >&2; exit \"$1\"\n");
+        // install-check: 10 and above refuse with the last line (no newline needed).
+        let e = run(&hook, "10", &[], t, true).unwrap_err();
+        assert!(matches!(&e, HookError::Refused(m) if m == "second"), "{e}");
+        assert_eq!(e.fault(), CwmpFault::RequestDenied);
+        // Below 10, or any code for a slot hook: failed, 9002.
+        let e = run(&hook, "3", &[], t, true).unwrap_err();
+        assert_eq!((e.kind(), e.fault()), ("hook-failed", CwmpFault::InternalError));
+        assert!(e.to_string().contains("exit code 3: second"), "{e}");
+        let e = run(&hook, "12", &[], t, false).unwrap_err();
+        assert!(matches!(e, HookError::Failed { .. }), "{e}");
+        assert!(run(&hook, "0", &[], t, true).is_ok());
+        let e = run(&d.path().join("missing"), "x", &[], t, false).unwrap_err();
+        assert!(matches!(e, HookError::Start { .. }), "{e}");
+    }
 }

@@ -139,7 +139,8 @@ impl SlotHook {
 /// A bundle's hooks, ready to run: the executable copied out of the bundle into a
 /// private directory, and what every hook's environment holds.
 pub struct Hooks {
-    dir: tempfile::TempDir,
+    /// Removed on drop, unless a slot is still mounted in it.
+    dir: Option<tempfile::TempDir>,
     exe: PathBuf,
     timeout: Duration,
     mount_prefix: PathBuf,
@@ -147,6 +148,24 @@ pub struct Hooks {
     system: [(String, String); 2],
     /// `RAUC_BUNDLE_SPKI_HASHES`: the validated path of the first trusted signer.
     spki: String,
+}
+
+impl Drop for Hooks {
+    /// The private directory goes, unless a slot mount in it could not be undone:
+    /// removing it would then delete the slot's files.
+    fn drop(&mut self) {
+        let Some(dir) = self.dir.take() else { return };
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(dir.path()).map(|m| m.dev()).ok();
+        let mounted = std::fs::read_dir(dir.path()).into_iter().flatten().flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with("slot.")
+                && std::fs::metadata(e.path()).map(|m| Some(m.dev()) != dev).unwrap_or(true)
+        });
+        if mounted {
+            let kept = dir.keep();
+            tracing::warn!("{}: a slot is still mounted in it; left in place", kept.display());
+        }
+    }
 }
 
 impl Hooks {
@@ -170,7 +189,7 @@ impl Hooks {
             .map_err(|e| setup(&format!("creating a directory in {}", conf.mount_prefix.display()), e))?;
         let hooks = Self {
             exe: dir.path().join(&name),
-            dir,
+            dir: Some(dir),
             timeout: conf.hook_timeout,
             mount_prefix: conf.mount_prefix.clone(),
             system: [
@@ -185,7 +204,7 @@ impl Hooks {
 
     /// The private directory (`RAUC_BUNDLE_MOUNT_POINT`).
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.dir.as_ref().map(|d| d.path()).unwrap_or(Path::new("/nonexistent"))
     }
 
     /// Copy the bundle's file `name` into the private directory (mode 0500 if `exec`,
@@ -193,7 +212,7 @@ impl Hooks {
     ///
     /// Errors: [`HookError::Extract`].
     pub fn extract(&self, a: &Authenticated, name: &str, exec: bool) -> Result<PathBuf, HookError> {
-        let path = self.dir.path().join(name);
+        let path = self.dir().join(name);
         let fail = |source| HookError::Extract { name: name.to_string(), source };
         if let Some(parent) = path.parent() {
             std::fs::DirBuilder::new()
@@ -217,12 +236,12 @@ impl Hooks {
 
     /// A file of the private directory to copy an image into (`slot-install`).
     pub fn image_path(&self, image: &Image) -> PathBuf {
-        self.dir.path().join(format!("image.{}", image.slot_class))
+        self.dir().join(format!("image.{}", image.slot_class))
     }
 
     /// An empty directory to mount `slot` on for its hook.
     pub fn mount_point(&self, slot: &SlotConf) -> Result<PathBuf, HookError> {
-        let p = self.dir.path().join(format!("slot.{}", slot.name));
+        let p = self.dir().join(format!("slot.{}", slot.name));
         match std::fs::DirBuilder::new().mode(0o700).create(&p) {
             Ok(()) => Ok(p),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(p),
@@ -287,7 +306,7 @@ impl Hooks {
     fn common(&self) -> Vec<(String, String)> {
         let mut env = self.system.to_vec();
         env.push(("RAUC_MOUNT_PREFIX".into(), self.mount_prefix.display().to_string()));
-        env.push(("RAUC_BUNDLE_MOUNT_POINT".into(), self.dir.path().display().to_string()));
+        env.push(("RAUC_BUNDLE_MOUNT_POINT".into(), self.dir().display().to_string()));
         env.push(("RAUC_BUNDLE_SPKI_HASHES".into(), self.spki.clone()));
         env
     }
@@ -309,11 +328,16 @@ pub fn run(exe: &Path, arg: &str, env: &[(String, String)], timeout: Duration, c
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    let agent = nix::unistd::getpid().as_raw();
     // SAFETY: between fork and exec only async-signal-safe system calls run.
     unsafe {
-        cmd.pre_exec(|| {
-            // Killed with the agent (the thread that spawned it waits for it).
+        cmd.pre_exec(move || {
+            // Killed with the agent (the thread that spawned it waits for it); if the
+            // agent died before that took effect, do not start.
             nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL);
+            if nix::libc::getppid() != agent {
+                return Err(io::Error::other("the agent is gone"));
+            }
             // No descriptor of the agent's beyond the three standard ones: all closed at
             // exec (not now: the standard library reports a failed exec through one).
             const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2; // Linux 5.11

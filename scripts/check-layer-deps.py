@@ -82,7 +82,9 @@ def main(root):
     layer = os.path.join(root, "meta-henb-update")
     conf = open(os.path.join(layer, "conf/layer.conf")).read()
     series = conf_var(conf, "LAYERSERIES_COMPAT_henb-update")
-    ours = [d.split()[0] for d in conf_var(conf, "LAYERDEPENDS_henb-update")]
+    # "core (>= 12) tpm-layer": collections, without their version constraints.
+    m = re.search(r'^LAYERDEPENDS_henb-update\s*\??=\s*"([^"]*)"', conf, re.M)
+    ours = re.sub(r"\([^)]*\)", " ", m.group(1)).split() if m else []
 
     # 1. Series and branches.
     kas_path = os.path.join(layer, "kas/henb-demo.yml")

@@ -12,9 +12,9 @@
 
 For 5 the agent binary must be SRCREV's. When the working tree's src/, Cargo.toml and
 Cargo.lock are SRCREV's, that is $HENB_UPDATE_BIN (tests: the binary cargo built from this
-working tree) or else the working tree's debug build; otherwise SRCREV is built into
-target/srcrev/ (once per commit, several minutes: scripts/release-layer.sh pins the current
-tree and so avoids it).
+working tree) or else the working tree's debug build; otherwise SRCREV is built into the
+repository's target/srcrev/ (once per commit, several minutes: scripts/release-layer.sh
+pins the current tree and so avoids it).
 
     scripts/check-srcrev.py [--root DIR] [--git-dir GIT_DIR]
 """
@@ -128,8 +128,17 @@ def build_worktree(git_dir):
 
 
 def build(root, git_dir, rev):
-    """The agent built from SRCREV (cached in target/srcrev/<rev>/)."""
-    top = os.path.join(root, "target", "srcrev")
+    """The agent built from SRCREV, cached in the repository's target/srcrev/<rev>/ (not
+    under --root: tests pass fresh copies), one build at a time (a lock file)."""
+    import fcntl
+    top = os.path.join(os.path.dirname(os.path.normpath(git_dir)), "target", "srcrev")
+    os.makedirs(top, exist_ok=True)
+    with open(os.path.join(top, "lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return build_locked(top, git_dir, rev)
+
+
+def build_locked(top, git_dir, rev):
     out = os.path.join(top, rev, "henb-update")
     if os.path.exists(out):
         return out

@@ -31,10 +31,18 @@ if [ "$current" != "$version" ]; then
 fi
 git tag -a "$tag" -m "henb-update $version"
 rev=$(git rev-parse "$tag^{commit}")
+# A failed check below leaves no tag and no half-made pin behind.
+undo() {
+  echo "release-layer: failed; removing tag $tag and the recipe changes" >&2
+  git tag -d "$tag" >/dev/null
+  git checkout -q -- meta-henb-update
+}
+trap undo ERR
 
 sed -i -e "s/^SRCREV = \".*\"$/SRCREV = \"$rev\"/" -e "s/^PV = \".*\"$/PV = \"$version\"/" "$recipe"
 python3 scripts/crates-inc.py
 python3 scripts/check-srcrev.py
 git commit -q -m "Layer: build henb-update $version ($tag, ${rev:0:12})" meta-henb-update
+trap - ERR
 echo "release-layer: tagged $tag at ${rev:0:12} and pinned it in $recipe"
 echo "release-layer: push both: git push origin HEAD $tag"

@@ -539,3 +539,30 @@ fn rauc_and_the_agent_agree_on_install_check_and_install_hooks() {
     assert!(theirs.starts_with(b"HOOK:rootfs.1:B:"), "{:?}", &theirs[..40]);
     assert_eq!(theirs, ours, "the install hook wrote other bytes under the agent than under rauc");
 }
+
+/// A plain bundle is read again after its hash, held still by a read lease: once someone
+/// opens it for writing (here its own install-check hook, in the background), no further
+/// hook of it runs and nothing is written.
+#[test]
+fn no_hook_runs_once_a_plain_bundle_was_opened_for_writing() {
+    let d = device("", true);
+    let image = pseudo_random(200_000, 13);
+    let path = d.w.path("lease.raucb");
+    let manifest =
+        "[hooks]\nfilename=hook.sh\nhooks=install-check\n\n[image.rootfs]\nfilename=rootfs.img\nhooks=pre-install\n";
+    let script = format!(
+        "case \"$1\" in install-check) ( : >> {p} ) & sleep 1; exit 0;; slot-pre-install) echo pre >> $LOG;; esac\n",
+        p = path.display()
+    );
+    let b = bundle_as(&d, "plain", "lease", "henb-test", manifest, &script, Some(&image));
+    std::fs::rename(&b, &path).unwrap();
+    let before = (d.boot_env(), std::fs::read(d.w.path("slotB")).unwrap());
+    let (code, out) = d.install(&path);
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(error(&out).0, "package-modified", "{out}");
+    assert_eq!(log(&d), "", "the pre-install hook ran");
+    let env = grub_list(&d);
+    assert!(env.contains("ORDER=A B\n") && env.contains("B_OK=0\n"), "target marked bad, order kept: {env}");
+    assert_ne!(d.boot_env(), before.0, "the target was marked bad before the write");
+    assert_eq!(std::fs::read(d.w.path("slotB")).unwrap(), before.1, "nothing written");
+}

@@ -34,9 +34,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-/// Largest file copied out of a bundle for a hook (the executable, an install hook's
-/// image): 4 GiB.
-pub const MAX_FILE: u64 = 4 << 30;
+/// Largest hook executable copied out of a bundle: 64 MiB.
+pub const MAX_EXECUTABLE: u64 = 64 << 20;
+
+/// Space left free in `mountprefix` beyond an install hook's image: 1 MiB.
+const HEADROOM: u64 = 1 << 20;
 
 /// Bytes of a hook's output that reach the log; the rest is drained.
 pub const LOGGED: usize = 64 << 10;
@@ -91,6 +93,10 @@ pub enum HookError {
     /// The private directory or a slot mount could not be set up.
     #[error("{0}")]
     Setup(String),
+    /// The package file was opened for writing after it was authenticated: nothing of it
+    /// is run.
+    #[error("the package file was opened for writing while it was being installed: its hooks are not run")]
+    PackageModified,
 }
 
 impl Fault for HookError {
@@ -99,6 +105,7 @@ impl Fault for HookError {
             Self::Refused(_) => "hook-refused",
             Self::Timeout { .. } => "hook-timeout",
             Self::Extract { source, .. } => source.kind(),
+            Self::PackageModified => "package-modified",
             _ => "hook-failed",
         }
     }
@@ -109,6 +116,7 @@ impl Fault for HookError {
         match self {
             Self::Refused(_) => CwmpFault::RequestDenied,
             Self::Extract { source, .. } => source.fault(),
+            Self::PackageModified => CwmpFault::UnableToAccessFile,
             _ => CwmpFault::InternalError,
         }
     }
@@ -157,10 +165,11 @@ impl Drop for Hooks {
         let Some(dir) = self.dir.take() else { return };
         use std::os::unix::fs::MetadataExt;
         let dev = std::fs::metadata(dir.path()).map(|m| m.dev()).ok();
-        let mounted = std::fs::read_dir(dir.path()).into_iter().flatten().flatten().any(|e| {
-            e.file_name().to_string_lossy().starts_with("slot.")
-                && std::fs::metadata(e.path()).map(|m| Some(m.dev()) != dev).unwrap_or(true)
-        });
+        let mounted = std::fs::read_dir(dir.path().join("slots"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| std::fs::metadata(e.path()).map(|m| Some(m.dev()) != dev).unwrap_or(true));
         if mounted {
             let kept = dir.keep();
             tracing::warn!("{}: a slot is still mounted in it; left in place", kept.display());
@@ -175,76 +184,110 @@ impl Hooks {
     ///
     /// Errors: [`HookError::Setup`] (the directory), [`HookError::Extract`] (the file).
     pub fn prepare(a: &Authenticated, conf: &Config, variant: Option<&str>) -> Result<Option<Self>, HookError> {
+        if !a.package().has_code() {
+            return Ok(None);
+        }
         let Some(name) = a.package().hooks.as_ref().and_then(|h| h.filename.clone()) else { return Ok(None) };
         let setup = |what: &str, e: io::Error| HookError::Setup(format!("{what}: {e}"));
+        let prefix = &conf.mount_prefix;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&conf.mount_prefix)
-            .map_err(|e| setup(&format!("creating {}", conf.mount_prefix.display()), e))?;
+            .create(prefix)
+            .map_err(|e| setup(&format!("creating {}", prefix.display()), e))?;
+        private(prefix)?;
         // mkdtemp: a new directory of ours, 0700; nothing in it can be replaced by others.
+        // bundle/: what the hooks see of the bundle; slots/: where slots are mounted.
         let dir = tempfile::Builder::new()
             .prefix("bundle-")
-            .tempdir_in(&conf.mount_prefix)
-            .map_err(|e| setup(&format!("creating a directory in {}", conf.mount_prefix.display()), e))?;
+            .tempdir_in(prefix)
+            .map_err(|e| setup(&format!("creating a directory in {}", prefix.display()), e))?;
+        for sub in ["bundle", "slots"] {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir.path().join(sub))
+                .map_err(|e| setup(&format!("creating {}", dir.path().join(sub).display()), e))?;
+        }
         let hooks = Self {
-            exe: dir.path().join(&name),
+            exe: dir.path().join("bundle").join(&name),
             dir: Some(dir),
             timeout: conf.hook_timeout,
-            mount_prefix: conf.mount_prefix.clone(),
+            mount_prefix: prefix.clone(),
             system: [
                 ("RAUC_SYSTEM_COMPATIBLE".into(), conf.compatible.clone().unwrap_or_default()),
                 ("RAUC_SYSTEM_VARIANT".into(), variant.unwrap_or_default().to_string()),
             ],
             spki: a.package().signers.iter().find(|s| s.trusted()).map(|s| s.spki_sha256.join(" ")).unwrap_or_default(),
         };
-        hooks.extract(a, &name, true)?;
+        let mut f =
+            hooks.create(&name).map_err(|e| HookError::Extract { name: name.clone(), source: PackageError::Io(e) })?;
+        let fail = |source| HookError::Extract { name: name.clone(), source };
+        a.copy_file(&name, &mut f, MAX_EXECUTABLE).map_err(fail)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o500)).map_err(|e| fail(PackageError::Io(e)))?;
         Ok(Some(hooks))
     }
 
-    /// The private directory (`RAUC_BUNDLE_MOUNT_POINT`).
-    pub fn dir(&self) -> &Path {
+    /// The private directory.
+    fn dir(&self) -> &Path {
         self.dir.as_ref().map(|d| d.path()).unwrap_or(Path::new("/nonexistent"))
     }
 
-    /// Copy the bundle's file `name` into the private directory (mode 0500 if `exec`,
-    /// else 0400) from the authenticated bytes. Returns its path.
+    /// What the hooks see of the bundle (`RAUC_BUNDLE_MOUNT_POINT`): the executable, and
+    /// an install hook's image while it runs.
+    pub fn bundle_dir(&self) -> PathBuf {
+        self.dir().join("bundle")
+    }
+
+    /// A new file `name` (a relative path checked by the manifest parser) under
+    /// [`Hooks::bundle_dir`]: 0600, never an existing file or a link.
     ///
-    /// Errors: [`HookError::Extract`].
-    pub fn extract(&self, a: &Authenticated, name: &str, exec: bool) -> Result<PathBuf, HookError> {
-        let path = self.dir().join(name);
-        let fail = |source| HookError::Extract { name: name.to_string(), source };
+    /// Errors: it exists (an image named as the executable), or I/O.
+    pub fn create(&self, name: &str) -> io::Result<std::fs::File> {
+        let path = self.bundle_dir().join(name);
         if let Some(parent) = path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(|e| fail(PackageError::Io(e)))?;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
         }
-        let mut f = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(|e| fail(PackageError::Io(e)))?;
-        a.copy_file(name, &mut f, MAX_FILE).map_err(fail)?;
-        f.set_permissions(std::fs::Permissions::from_mode(if exec { 0o500 } else { 0o400 }))
-            .map_err(|e| fail(PackageError::Io(e)))?;
-        Ok(path)
     }
 
-    /// A file of the private directory to copy an image into (`slot-install`).
-    pub fn image_path(&self, image: &Image) -> PathBuf {
-        self.dir().join(format!("image.{}", image.slot_class))
+    /// Where an image's copy goes for its install hook (`RAUC_IMAGE_NAME`: the bundle's
+    /// file name under [`Hooks::bundle_dir`], as in RAUC's bundle mount), after checking
+    /// that `mountprefix` has room for it.
+    ///
+    /// Errors: [`HookError::Setup`] when it has not.
+    pub fn image_path(&self, image: &Image) -> Result<PathBuf, HookError> {
+        let st = nix::sys::statvfs::statvfs(self.dir())
+            .map_err(|e| HookError::Setup(format!("{}: {e}", self.dir().display())))?;
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        if free < image.size.saturating_add(HEADROOM) {
+            return Err(HookError::Setup(format!(
+                "the install hook's image '{}' needs {} bytes, {} has {free} free: set [system] mountprefix \
+                 to a directory on a disk with room",
+                image.filename,
+                image.size,
+                self.mount_prefix.display()
+            )));
+        }
+        Ok(self.bundle_dir().join(&image.filename))
     }
 
-    /// An empty directory to mount `slot` on for its hook.
+    /// An empty directory of ours to mount `slot` on for its hook.
     pub fn mount_point(&self, slot: &SlotConf) -> Result<PathBuf, HookError> {
-        let p = self.dir().join(format!("slot.{}", slot.name));
+        let p = self.dir().join("slots").join(&slot.name);
         match std::fs::DirBuilder::new().mode(0o700).create(&p) {
             Ok(()) => Ok(p),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(p),
+            // Made for this slot's earlier hook, and empty again (unmounted).
+            Err(e)
+                if e.kind() == io::ErrorKind::AlreadyExists
+                    && std::fs::read_dir(&p).is_ok_and(|mut d| d.next().is_none()) =>
+            {
+                Ok(p)
+            }
             Err(e) => Err(HookError::Setup(format!("creating {}: {e}", p.display()))),
         }
     }
@@ -279,10 +322,11 @@ impl Hooks {
     ) -> Result<(), HookError> {
         let mut env = self.common();
         let bootname = parent.unwrap_or(slot).bootname.clone().unwrap_or_default();
+        // As RAUC: the image's path in the bundle's directory (present for slot-install).
         let image_name = match (image_file, image.filename.is_empty()) {
             (Some(f), _) => f.display().to_string(),
             (None, true) => String::new(),
-            (None, false) => image.filename.clone(),
+            (None, false) => self.bundle_dir().join(&image.filename).display().to_string(),
         };
         env.extend([
             ("RAUC_SLOT_NAME".into(), slot.name.clone()),
@@ -306,7 +350,7 @@ impl Hooks {
     fn common(&self) -> Vec<(String, String)> {
         let mut env = self.system.to_vec();
         env.push(("RAUC_MOUNT_PREFIX".into(), self.mount_prefix.display().to_string()));
-        env.push(("RAUC_BUNDLE_MOUNT_POINT".into(), self.dir().display().to_string()));
+        env.push(("RAUC_BUNDLE_MOUNT_POINT".into(), self.bundle_dir().display().to_string()));
         env.push(("RAUC_BUNDLE_SPKI_HASHES".into(), self.spki.clone()));
         env
     }
@@ -318,38 +362,14 @@ impl Hooks {
 /// Errors: [`HookError`].
 pub fn run(exe: &Path, arg: &str, env: &[(String, String)], timeout: Duration, check: bool) -> Result<(), HookError> {
     tracing::info!("running the bundle's hook: {arg}");
-    let mut cmd = Command::new(exe);
-    cmd.arg(arg)
-        .env_clear()
-        .env("PATH", PATH)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let agent = nix::unistd::getpid().as_raw();
-    // SAFETY: between fork and exec only async-signal-safe system calls run.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Killed with the agent (the thread that spawned it waits for it); if the
-            // agent died before that took effect, do not start.
-            nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL);
-            if nix::libc::getppid() != agent {
-                return Err(io::Error::other("the agent is gone"));
-            }
-            // No descriptor of the agent's beyond the three standard ones: all closed at
-            // exec (not now: the standard library reports a failed exec through one).
-            const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2; // Linux 5.11
-            if nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
-                for fd in 3..4096 {
-                    nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC);
-                }
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|source| HookError::Start { hook: arg.to_string(), source })?;
+    let spawned = match command(exe, &[arg.as_ref()], env).spawn() {
+        // A script without "#!": run by /bin/sh, as GLib's spawn (rauc) does.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOEXEC) => {
+            command(Path::new("/bin/sh"), &[exe.as_os_str(), arg.as_ref()], env).spawn()
+        }
+        r => r,
+    };
+    let mut child = spawned.map_err(|source| HookError::Start { hook: arg.to_string(), source })?;
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     crate::failpoint::hit("hook.running");
     let (tx, rx) = mpsc::channel();
@@ -380,9 +400,11 @@ pub fn run(exe: &Path, arg: &str, env: &[(String, String)], timeout: Duration, c
             }
         }
     };
-    // Whatever the hook left running goes with it.
+    // Whatever the hook left running in its group goes with it.
     kill_group(pgid);
     if status.is_none() {
+        // Also by pid: the hook may have moved to another process group.
+        let _ = child.kill();
         let _ = child.wait();
     }
     let mut last_err = None;
@@ -412,6 +434,45 @@ pub fn run(exe: &Path, arg: &str, env: &[(String, String)], timeout: Duration, c
             Err(HookError::Failed { hook: arg.to_string(), why })
         }
     }
+}
+
+/// `prog args` as a hook runs: clean environment, no descriptor of the agent's, its own
+/// process group, killed with the agent.
+fn command(prog: &Path, args: &[&std::ffi::OsStr], env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", PATH)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let agent = nix::unistd::getpid().as_raw();
+    // SAFETY: between fork and exec only async-signal-safe system calls run.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Killed with the agent (the thread that spawned it waits for it); if the
+            // agent died before that took effect, do not start.
+            nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL);
+            if nix::libc::getppid() != agent {
+                return Err(io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            // The agent ignores SIGIO (its read lease); ignored signals survive exec.
+            nix::libc::signal(nix::libc::SIGIO, nix::libc::SIG_DFL);
+            // No descriptor of the agent's beyond the three standard ones: all closed at
+            // exec (not now: the standard library reports a failed exec through one).
+            const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2; // Linux 5.11
+            if nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
+                for fd in 3..4096 {
+                    nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC);
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 fn kill_group(pgid: nix::unistd::Pid) {
@@ -508,5 +569,26 @@ mod tests {
         assert!(run(&hook, "0", &[], t, true).is_ok());
         let e = run(&d.path().join("missing"), "x", &[], t, false).unwrap_err();
         assert!(matches!(e, HookError::Start { .. }), "{e}");
+        // Without "#!": run by /bin/sh, as rauc (GLib) does.
+        let bare = d.path().join("bare");
+        std::fs::write(&bare, "exit \"$1\"\n").unwrap();
+        std::fs::set_permissions(&bare, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(run(&bare, "0", &[], t, true).is_ok());
+        assert!(matches!(run(&bare, "11", &[], t, true), Err(HookError::Refused(_))));
     }
+}
+
+/// `mountprefix` must be ours alone: a directory (not a link), owned by the agent's
+/// user, writable by nobody else; otherwise another user could replace what a hook runs
+/// between its copy and its start.
+fn private(dir: &Path) -> Result<(), HookError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(dir).map_err(|e| HookError::Setup(format!("{}: {e}", dir.display())))?;
+    if !m.is_dir() || m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o022 != 0 {
+        return Err(HookError::Setup(format!(
+            "[system] mountprefix {} must be a directory of the agent's user that nobody else can write",
+            dir.display()
+        )));
+    }
+    Ok(())
 }

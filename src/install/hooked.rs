@@ -21,7 +21,6 @@ use crate::slot::mount::Mounted;
 use crate::slot::writer::SlotWriter;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 /// A [`Sink`] that runs the slot hooks around the slot writer, or instead of it.
@@ -33,6 +32,9 @@ pub(super) struct HookedWriter<'w, 'a> {
     /// The copy an install hook's image goes into, while it streams.
     copy: Option<(File, PathBuf)>,
     failure: Option<HookError>,
+    /// Whether the package is still held still (a plain bundle's read lease): checked
+    /// before each hook runs.
+    intact: &'w dyn Fn() -> bool,
 }
 
 impl<'w, 'a> HookedWriter<'w, 'a> {
@@ -43,8 +45,18 @@ impl<'w, 'a> HookedWriter<'w, 'a> {
         hooks: &'w Hooks,
         targets: &'w [SlotConf],
         slots: &'w [SlotConf],
+        intact: &'w dyn Fn() -> bool,
     ) -> Self {
-        Self { inner, hooks, targets, slots, copy: None, failure: None }
+        Self { inner, hooks, targets, slots, copy: None, failure: None, intact }
+    }
+
+    /// Run a hook only while the package is held still.
+    fn check_intact(&mut self) -> io::Result<()> {
+        if (self.intact)() {
+            Ok(())
+        } else {
+            Err(self.fail(HookError::PackageModified))
+        }
     }
 
     /// The hook error that stopped the stream, if one did.
@@ -68,6 +80,7 @@ impl<'w, 'a> HookedWriter<'w, 'a> {
 
     /// Run a pre- or post-install hook, with an ext4 slot mounted.
     fn around(&mut self, which: SlotHook, image: &Image) -> io::Result<()> {
+        self.check_intact()?;
         let slot = self.slot(image)?;
         let parent = slot.parent.as_ref().and_then(|p| self.slots.iter().find(|s| &s.name == p));
         let run = || -> Result<(), HookError> {
@@ -79,11 +92,12 @@ impl<'w, 'a> HookedWriter<'w, 'a> {
                 SlotType::Raw => None,
             };
             let ran = self.hooks.slot(which, slot, parent, image, None, mounted.as_ref().map(|m| m.path()));
-            let unmounted = match mounted {
+            let done = match mounted {
                 Some(m) => m.unmount().map_err(|e| HookError::Setup(e.to_string())),
-                None => Ok(()),
+                // What the hook wrote to a raw slot reaches it before the install goes on.
+                None => sync(slot).map_err(|e| HookError::Setup(e.to_string())),
             };
-            ran.and(unmounted)
+            ran.and(done)
         };
         run().map_err(|e| self.fail(e))
     }
@@ -93,13 +107,8 @@ impl Sink for HookedWriter<'_, '_> {
     fn begin(&mut self, image: &Image) -> io::Result<()> {
         if image.hooks.install {
             if !image.filename.is_empty() {
-                let path = self.hooks.image_path(image);
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o400)
-                    .custom_flags(nix::libc::O_NOFOLLOW)
-                    .open(&path)?;
+                let path = self.hooks.image_path(image).map_err(|e| self.fail(e))?;
+                let f = self.hooks.create(&image.filename)?;
                 self.copy = Some((f, path));
             }
             return Ok(());
@@ -127,9 +136,11 @@ impl Sink for HookedWriter<'_, '_> {
         }
         // The copy is complete and its digest matched (the stream checks before `end`).
         let copy = self.copy.take().map(|(f, p)| f.sync_all().map(|_| p)).transpose()?;
+        self.check_intact()?;
         let slot = self.slot(image)?;
         let parent = slot.parent.as_ref().and_then(|p| self.slots.iter().find(|s| &s.name == p));
-        self.hooks.slot(SlotHook::Install, slot, parent, image, copy.as_deref(), None).map_err(|e| self.fail(e))?;
+        let ran = self.hooks.slot(SlotHook::Install, slot, parent, image, copy.as_deref(), None);
+        ran.and_then(|_| sync(slot).map_err(|e| HookError::Setup(e.to_string()))).map_err(|e| self.fail(e))?;
         if let Some(p) = &copy {
             let _ = std::fs::remove_file(p);
             match holds(&slot.device, image) {
@@ -144,6 +155,11 @@ impl Sink for HookedWriter<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// Flush what a hook wrote to the slot's device.
+fn sync(slot: &SlotConf) -> io::Result<()> {
+    File::open(&slot.device)?.sync_all()
 }
 
 /// Whether the device's first `image.size` bytes are the image (its signed digest).

@@ -73,6 +73,7 @@ impl From<File> for Input {
 }
 
 /// An input opened for reading.
+#[derive(Clone)]
 pub enum Opened {
     /// A leased local file.
     File(Arc<FileSource>),
@@ -81,6 +82,16 @@ pub enum Opened {
 }
 
 impl Opened {
+    /// Whether the package is still held still: a file's read lease unbroken (nobody
+    /// opened it for writing since it was taken); a remote source is checked block by
+    /// block as it is read.
+    pub fn intact(&self) -> bool {
+        match self {
+            Self::File(f) => crate::lease::held(f.file()).unwrap_or(false),
+            Self::Remote(_) => true,
+        }
+    }
+
     /// The bytes.
     pub fn source(&self) -> Arc<dyn Source> {
         match self {
@@ -319,6 +330,11 @@ impl Phases for Real<'_, '_> {
         let variant = conf.variant().map_err(InstallError::Variant)?;
         self.hooks = Hooks::prepare(a, conf, variant.as_deref())?;
         if let Some(h) = self.hooks.as_ref().filter(|_| a.package().hooks.as_ref().is_some_and(|h| h.install_check)) {
+            // A plain bundle was read again after its hash: run nothing of it unless
+            // nobody opened it for writing meanwhile (the lease breaks at that open).
+            if !self.src()?.intact() {
+                return Err(InstallError::Modified);
+            }
             (self.progress)(Progress { percent: 2, message: "Running the install-check hook".into(), depth: 2 });
             h.install_check(a.package())?;
         }
@@ -349,7 +365,9 @@ impl Phases for Real<'_, '_> {
         let adaptive = blocks.as_mut().map(|b| Adaptive { reuse: b, counters: self.counters.clone() });
         let counters = self.counters.clone();
         let read_back = self.plan.conf.verify_written;
-        let hooked = self.hooks.as_ref().map(|h| (h, self.plan.conf.slots.as_slice()));
+        let src = self.src.clone();
+        let intact = move || src.as_ref().is_some_and(|s| s.intact());
+        let hooked = self.hooks.as_ref().map(|h| (h, self.plan.conf.slots.as_slice(), &intact as &dyn Fn() -> bool));
         let written = write(a, &self.targets, read_back, total, adaptive, hooked, &counters, self.progress);
         let pkg = written.map_err(|e| match &self.src {
             Some(src) => src.explain(e),
@@ -637,7 +655,7 @@ fn write(
     read_back: bool,
     total: u64,
     adaptive: Option<Adaptive<'_>>,
-    hooks: Option<(&Hooks, &[SlotConf])>,
+    hooks: Option<(&Hooks, &[SlotConf], &dyn Fn() -> bool)>,
     counters: &Counters,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Package, InstallError> {
@@ -665,10 +683,10 @@ fn write(
         }
     };
     let mut writer = SlotWriter::new(targets, read_back, &mut report);
-    let Some((hooks, slots)) = hooks else {
+    let Some((hooks, slots, intact)) = hooks else {
         return Ok(authenticated.stream_adaptive(&mut writer, adaptive)?);
     };
-    let mut hooked = hooked::HookedWriter::new(&mut writer, hooks, targets, slots);
+    let mut hooked = hooked::HookedWriter::new(&mut writer, hooks, targets, slots, intact);
     let streamed = authenticated.stream_adaptive(&mut hooked, adaptive);
     // A hook's own error, not the sink error it became.
     match (streamed, hooked.failure()) {

@@ -79,10 +79,9 @@ impl Mounted {
         &self.at
     }
 
-    /// Unmount it. A mount still busy (a process of the hook left inside) is detached:
-    /// gone from the namespace now, released by the kernel when the last user leaves.
+    /// Unmount it (retried for a few seconds while busy).
     ///
-    /// Errors: the kernel refused both.
+    /// Errors: still busy, or the kernel refused.
     pub fn unmount(mut self) -> io::Result<()> {
         self.done = true;
         unmount(&self.at)
@@ -99,12 +98,25 @@ impl Drop for Mounted {
     }
 }
 
+/// Unmount, retrying while it is busy (a process the hook left is still being killed)
+/// for up to 5 s. Never detached: a file system still alive on the slot could write to it
+/// after the installer did.
 fn unmount(at: &Path) -> io::Result<()> {
-    match nix::mount::umount2(at, MntFlags::empty()) {
-        Ok(()) => Ok(()),
-        Err(nix::errno::Errno::EBUSY) => nix::mount::umount2(at, MntFlags::MNT_DETACH)
-            .map_err(|e| io::Error::other(format!("unmounting {}: {e}", at.display()))),
-        Err(e) => Err(io::Error::other(format!("unmounting {}: {e}", at.display()))),
+    let mut tries = 0;
+    loop {
+        match nix::mount::umount2(at, MntFlags::empty()) {
+            Ok(()) => return Ok(()),
+            Err(nix::errno::Errno::EBUSY) if tries < 25 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(e) => {
+                return Err(io::Error::other(format!(
+                    "unmounting {}: {e} (a process of the hook still uses it?)",
+                    at.display()
+                )))
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use crate::config::SlotConf;
 use crate::package::{Image, Sink};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 /// What the writer did, as it happens.
@@ -64,7 +64,17 @@ impl Sink for SlotWriter<'_> {
         let slot = self.slot_for(image)?;
         (self.report)(Written::Begin { image: &image.filename, slot: &slot.name });
         self.lazy = image.adaptive.iter().any(|m| m == crate::blockindex::METHOD);
-        self.out = Some(OpenOptions::new().read(self.lazy).write(true).open(&slot.device)?);
+        // O_EXCL: a block device in use (mounted, e.g. by a hook's process that outlived
+        // it) is refused with EBUSY instead of written under a live file system (Linux;
+        // without O_CREAT it has no effect on regular files).
+        self.out = Some(
+            OpenOptions::new()
+                .read(self.lazy)
+                .write(true)
+                .custom_flags(nix::libc::O_EXCL)
+                .open(&slot.device)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", slot.device.display())))?,
+        );
         self.pos = 0;
         Ok(())
     }

@@ -516,6 +516,21 @@ fn drain(mut r: Box<dyn Read + Send>, hook: &str, logged: &std::sync::atomic::At
     last
 }
 
+/// `mountprefix` must be ours alone: a directory (not a link), owned by the agent's
+/// user, writable by nobody else; otherwise another user could replace what a hook runs
+/// between its copy and its start.
+fn private(dir: &Path) -> Result<(), HookError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(dir).map_err(|e| HookError::Setup(format!("{}: {e}", dir.display())))?;
+    if !m.is_dir() || m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o022 != 0 {
+        return Err(HookError::Setup(format!(
+            "[system] mountprefix {} must be a directory of the agent's user that nobody else can write",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,19 +591,4 @@ mod tests {
         assert!(run(&bare, "0", &[], t, true).is_ok());
         assert!(matches!(run(&bare, "11", &[], t, true), Err(HookError::Refused(_))));
     }
-}
-
-/// `mountprefix` must be ours alone: a directory (not a link), owned by the agent's
-/// user, writable by nobody else; otherwise another user could replace what a hook runs
-/// between its copy and its start.
-fn private(dir: &Path) -> Result<(), HookError> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::symlink_metadata(dir).map_err(|e| HookError::Setup(format!("{}: {e}", dir.display())))?;
-    if !m.is_dir() || m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o022 != 0 {
-        return Err(HookError::Setup(format!(
-            "[system] mountprefix {} must be a directory of the agent's user that nobody else can write",
-            dir.display()
-        )));
-    }
-    Ok(())
 }

@@ -646,6 +646,10 @@ fn store_indexes(plan: &Plan<'_>, pkg: &Package, targets: &[SlotConf], blocks: &
     }
 }
 
+/// The bundle's hooks, every slot of the configuration, and whether the package is still
+/// held still.
+type HookedWith<'a> = (&'a Hooks, &'a [SlotConf], &'a dyn Fn() -> bool);
+
 /// Phase 4: stream every image into its slot, with the bundle's slot hooks around or
 /// instead of the write ([`hooked::HookedWriter`]); progress from 5 to 95 percent.
 #[allow(clippy::too_many_arguments)]
@@ -655,7 +659,7 @@ fn write(
     read_back: bool,
     total: u64,
     adaptive: Option<Adaptive<'_>>,
-    hooks: Option<(&Hooks, &[SlotConf], &dyn Fn() -> bool)>,
+    hooks: Option<HookedWith<'_>>,
     counters: &Counters,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Package, InstallError> {

@@ -312,12 +312,7 @@ fn broken_configurations_are_refused_naming_file_line_and_key() {
         ("[system]\ncompatible=acme\nboot-attempts=0\n", 3, "[system] boot-attempts", "1 to 255"),
         ("[system]\ncompatible=acme\nboot-attempts=three\n", 3, "[system] boot-attempts", "1 to 255"),
         ("[system]\ncompatible=acme\nbootloader=barebox\n", 3, "[system] bootloader", "not supported"),
-        (
-            "[system]\ncompatible=acme\nmountprefix=/mnt/rauc\n",
-            3,
-            "[system] mountprefix",
-            "not supported by henb-update",
-        ),
+        ("[system]\ncompatible=acme\nbundle-hooks=maybe\n", 3, "[system] bundle-hooks", "run or refuse"),
         (
             "[system]\ncompatible=acme\nstatusfile=/data/rauc.status\n",
             3,

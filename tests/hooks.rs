@@ -346,17 +346,7 @@ fn a_hook_changed_after_verification_never_runs() {
     std::fs::write(c.join("hook.sh"), &script).unwrap();
     run_ok(Command::new("chmod").arg("755").arg(c.join("hook.sh")));
     // Uncompressed, so that the script's bytes can be found in the bundle.
-    let genuine = d.w.path("genuine.raucb");
-    run_ok(
-        Command::new("rauc")
-            .arg("bundle")
-            .arg(format!("--cert={}", cert("signer-rsa").display()))
-            .arg(format!("--key={}", key("signer-rsa").display()))
-            .arg(format!("--intermediate={}", cert("release-ca").display()))
-            .arg("--mksquashfs-args=-noI -noD -noF -noX")
-            .arg(&c)
-            .arg(&genuine),
-    );
+    let genuine = d.w.rauc_bundle_with(&c, "genuine.raucb", &["--mksquashfs-args=-noI -noD -noF -noX"]);
     let bytes = std::fs::read(&genuine).unwrap();
     let at = bytes.windows(12).position(|w| w == b"echo genuine").expect("the script in the bundle");
     let mut swapped = bytes.clone();

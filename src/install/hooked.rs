@@ -20,7 +20,7 @@ use crate::package::{Image, Sink};
 use crate::slot::mount::Mounted;
 use crate::slot::writer::SlotWriter;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 
 /// A [`Sink`] that runs the slot hooks around the slot writer, or instead of it.
@@ -143,7 +143,7 @@ impl Sink for HookedWriter<'_, '_> {
         ran.and_then(|_| sync(slot).map_err(|e| HookError::Setup(e.to_string()))).map_err(|e| self.fail(e))?;
         if let Some(p) = &copy {
             let _ = std::fs::remove_file(p);
-            match holds(&slot.device, image) {
+            match crate::slot::writer::holds(&slot.device, image) {
                 Ok(true) => tracing::info!("slot {}: the install hook wrote the image; it holds it", slot.name),
                 Ok(false) => tracing::warn!(
                     "slot {}: the install hook wrote something other than the image: its contents are the hook's, \
@@ -160,23 +160,4 @@ impl Sink for HookedWriter<'_, '_> {
 /// Flush what a hook wrote to the slot's device.
 fn sync(slot: &SlotConf) -> io::Result<()> {
     File::open(&slot.device)?.sync_all()
-}
-
-/// Whether the device's first `image.size` bytes are the image (its signed digest).
-fn holds(dev: &std::path::Path, image: &Image) -> io::Result<bool> {
-    let f = File::open(dev)?;
-    let _ = nix::fcntl::posix_fadvise(&f, 0, image.size as i64, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
-    let mut h = image.digest_algorithm.hasher();
-    let mut r = f.take(image.size);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = r.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok(n == image.size && h.finish() == image.digest)
 }

@@ -151,6 +151,17 @@ fn write_lazily(out: &File, data: &[u8], pos: u64, scratch: &mut Vec<u8>) -> io:
 
 /// Read the image back from the slot, past the page cache, and compare its digest.
 fn read_back(dev: &Path, image: &Image) -> io::Result<()> {
+    if !holds(dev, image)? {
+        return Err(io::Error::other(format!("read back from {}, the slot does not hold the image", dev.display())));
+    }
+    Ok(())
+}
+
+/// Whether the device's first `image.size` bytes are the image (its size and signed
+/// digest), read past the page cache.
+///
+/// Errors: the device cannot be read.
+pub fn holds(dev: &Path, image: &Image) -> io::Result<bool> {
     let f = File::open(dev)?;
     // Drop the cached pages so that the bytes come from the device, not from memory.
     let _ = nix::fcntl::posix_fadvise(&f, 0, image.size as i64, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
@@ -166,10 +177,7 @@ fn read_back(dev: &Path, image: &Image) -> io::Result<()> {
         h.update(&buf[..k]);
         n += k as u64;
     }
-    if n != image.size || h.finish() != image.digest {
-        return Err(io::Error::other(format!("read back from {}, the slot does not hold the image", dev.display())));
-    }
-    Ok(())
+    Ok(n == image.size && h.finish() == image.digest)
 }
 
 /// The size of a slot's device (block device or file), in bytes.

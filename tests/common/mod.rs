@@ -119,6 +119,11 @@ impl Work {
     /// A bundle made by Debian's rauc (`rauc bundle`), signed by signer-rsa with the
     /// release CA as intermediate; its format is the manifest's.
     pub fn rauc_bundle(&self, content: &Path, out: &str) -> PathBuf {
+        self.rauc_bundle_with(content, out, &[])
+    }
+
+    /// The same, with more `rauc bundle` options (`--mksquashfs-args=...`).
+    pub fn rauc_bundle_with(&self, content: &Path, out: &str, extra: &[&str]) -> PathBuf {
         let o = self.path(out);
         run_ok(
             Command::new("rauc")
@@ -126,6 +131,7 @@ impl Work {
                 .arg(format!("--cert={}", cert("signer-rsa").display()))
                 .arg(format!("--key={}", key("signer-rsa").display()))
                 .arg(format!("--intermediate={}", cert("release-ca").display()))
+                .args(extra)
                 .arg(content)
                 .arg(&o),
         );

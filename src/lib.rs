@@ -23,6 +23,7 @@ pub mod install;
 pub mod lease;
 pub mod measured_boot;
 pub mod package;
+pub mod process;
 pub mod rollback;
 pub mod service;
 pub mod sign;

@@ -1,4 +1,5 @@
-//! What the agent remembers across reboots, in `<data-directory>/status.json`: per slot
+//! What the agent remembers across reboots, in its status file (`[system] statusfile`,
+//! default `<data-directory>/status.json`): per slot
 //! what was installed and its TR-181 FirmwareImage status, the last install's result with
 //! its CWMP fault code, and the install waiting for confirmation after the reboot.
 //!
@@ -205,19 +206,36 @@ impl crate::fault::Fault for StatusError {
     }
 }
 
-/// `<dir>/status.json`.
+/// `<dir>/status.json`, the default status file.
 pub fn path(dir: &Path) -> PathBuf {
     dir.join("status.json")
+}
+
+/// The directory of a status file and its name.
+fn parts(file: &Path) -> (&Path, String) {
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    (dir, file.file_name().map_or_else(|| "status.json".into(), |n| n.to_string_lossy().into_owned()))
+}
+
+/// The lock beside a status file: `status.lock` for `status.json`, else `<name>.lock`.
+fn lock_path(file: &Path) -> PathBuf {
+    let (dir, name) = parts(file);
+    dir.join(match name.strip_suffix(".json") {
+        Some(stem) => format!("{stem}.lock"),
+        None => format!("{name}.lock"),
+    })
 }
 
 /// Keep only the newest [`MAX_DAMAGED_COPIES`] damaged copies (a device whose storage
 /// keeps failing must not fill its data partition with them), never `keep`. Newest by
 /// the time in the name (`status.json.damaged-<unix seconds>[.<n>]`): a renamed or linked
 /// file keeps its old modification time.
-fn prune_damaged(dir: &Path, keep: Option<&Path>) {
+fn prune_damaged(file: &Path, keep: Option<&Path>) {
+    let (dir, base) = parts(file);
+    let prefix = format!("{base}.damaged-");
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let order = |name: &str| -> Option<(u64, u64)> {
-        let rest = name.strip_prefix("status.json.damaged-")?;
+        let rest = name.strip_prefix(prefix.as_str())?;
         let (at, n) = rest.split_once('.').unwrap_or((rest, "0"));
         Some((at.parse().ok()?, n.parse().ok()?))
     };
@@ -247,16 +265,17 @@ impl Status {
     /// that fresh status returned. Field damage never stops the next update.
     ///
     /// Errors: [`StatusError`] only when the data directory cannot be read or written.
-    pub fn load(dir: &Path) -> Result<Self, StatusError> {
-        match Self::read(dir)? {
+    pub fn load(file: &Path) -> Result<Self, StatusError> {
+        match Self::read(file)? {
             Read::Missing => Ok(Self::default()),
             Read::Good(s) => Ok(*s),
-            Read::Damaged(_) => Self::update(dir, |s| s.clone()),
+            Read::Damaged(_) => Self::update(file, |s| s.clone()),
         }
     }
 
-    fn read(dir: &Path) -> Result<Read, StatusError> {
-        let p = path(dir);
+    fn read(file: &Path) -> Result<Read, StatusError> {
+        let (dir, _) = parts(file);
+        let p = file.to_path_buf();
         if dir.exists() {
             crate::fsutil::private_dir(dir).map_err(|source| StatusError::Io { path: dir.into(), source })?;
         }
@@ -281,22 +300,17 @@ impl Status {
     }
 
     /// [`Status::load`] with the status lock held: heals a damaged file.
-    fn load_locked(dir: &Path) -> Result<Self, StatusError> {
-        let why = match Self::read(dir)? {
+    fn load_locked(file: &Path) -> Result<Self, StatusError> {
+        let (dir, name) = parts(file);
+        let why = match Self::read(file)? {
             Read::Missing => return Ok(Self::default()),
             Read::Good(s) => return Ok(*s),
             Read::Damaged(why) => why,
         };
         let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let p = path(dir);
+        let p = file.to_path_buf();
         let kept = (0..100)
-            .map(|n| {
-                dir.join(if n == 0 {
-                    format!("status.json.damaged-{at}")
-                } else {
-                    format!("status.json.damaged-{at}.{n}")
-                })
-            })
+            .map(|n| dir.join(if n == 0 { format!("{name}.damaged-{at}") } else { format!("{name}.damaged-{at}.{n}") }))
             .find(|k| std::fs::symlink_metadata(k).is_err());
         // The damaged bytes get a second name first and the fresh status replaces the
         // first atomically, so `status.json` is never missing (a missing file would read
@@ -337,8 +351,8 @@ impl Status {
             // rename(2) replaces the link itself, but say so plainly: never write through it.
             std::fs::remove_file(&p).map_err(io)?;
         }
-        s.commit(dir)?;
-        prune_damaged(dir, kept_as.as_deref());
+        s.commit(file)?;
+        prune_damaged(file, kept_as.as_deref());
         Ok(s)
     }
 
@@ -389,25 +403,29 @@ impl Status {
         true
     }
 
-    /// Read, change and write back under `<dir>/status.lock`, so that concurrent
-    /// writers (an install, the CWMP client acknowledging a result, `mark`) never lose
-    /// each other's changes. The lock is held only for the read-modify-write.
-    pub fn update<T>(dir: &Path, f: impl FnOnce(&mut Status) -> T) -> Result<T, StatusError> {
+    /// Read, change and write back under the lock beside the file (`status.lock`), so
+    /// that concurrent writers (an install, the CWMP client acknowledging a result,
+    /// `mark`) never lose each other's changes. The lock is held only for the
+    /// read-modify-write.
+    pub fn update<T>(file: &Path, f: impl FnOnce(&mut Status) -> T) -> Result<T, StatusError> {
+        let (dir, _) = parts(file);
         crate::fsutil::private_dir(dir).map_err(|source| StatusError::Io { path: dir.into(), source })?;
-        let lock_path = dir.join("status.lock");
+        let lock_path = lock_path(file);
         let lock = crate::fsutil::open_lock(&lock_path)
             .map_err(|source| StatusError::Io { path: lock_path.clone(), source })?;
         let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| StatusError::Io { path: lock_path, source: e.into() })?;
-        let mut s = Status::load_locked(dir)?;
+        let mut s = Status::load_locked(file)?;
         let t = f(&mut s);
-        s.commit(dir)?;
+        s.commit(file)?;
         Ok(t)
     }
 
-    /// Write atomically. Changes in memory are not persisted until this is called.
-    pub fn commit(&self, dir: &Path) -> Result<(), StatusError> {
-        let p = path(dir);
+    /// Write atomically to `file`. Changes in memory are not persisted until this is
+    /// called.
+    pub fn commit(&self, file: &Path) -> Result<(), StatusError> {
+        let (dir, _) = parts(file);
+        let p = file.to_path_buf();
         crate::fsutil::private_dir(dir).map_err(|source| StatusError::Io { path: dir.into(), source })?;
         let text = serde_json::to_vec_pretty(self).expect("status serializes");
         crate::fsutil::write_atomic(&p, &text).map_err(|source| StatusError::Io { path: p, source })

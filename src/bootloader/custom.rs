@@ -1,38 +1,32 @@
 //! The `custom` backend: RAUC's interface to a script of the integrator's
 //! (`[handlers] bootloader-custom-backend=`), called with `get-primary`,
 //! `set-primary <bootname>`, `get-state <bootname>` and `set-state <bootname> good|bad`.
-//! Arguments are passed as an argument vector, never through a shell.
+//! Arguments are passed as an argument vector, never through a shell; the script runs as
+//! bundle hooks do ([`crate::process::exec`]: clean environment, no descriptor of the
+//! agent's, killed at `[install] hook-timeout`).
 
 use super::{BootError, BootState, Bootloader};
 use std::path::PathBuf;
-use std::process::Command;
+use std::time::Duration;
 
 /// A custom backend script.
 pub struct Custom {
     script: PathBuf,
+    timeout: Duration,
 }
 
 impl Custom {
-    /// The script at `script`.
-    pub fn new(script: PathBuf) -> Self {
-        Self { script }
+    /// The script at `script`, each call killed after `timeout`.
+    pub fn new(script: PathBuf, timeout: Duration) -> Self {
+        Self { script, timeout }
     }
 
     fn run(&self, args: &[&str]) -> Result<String, BootError> {
-        let out = Command::new(&self.script)
-            .args(args)
-            .output()
-            .map_err(|e| BootError::Custom(format!("{}: {e}", self.script.display())))?;
-        if !out.status.success() {
-            return Err(BootError::Custom(format!(
-                "{} {} failed ({}): {}",
-                self.script.display(),
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        let what = format!("{} {}", self.script.display(), args.join(" "));
+        let failed = |e: crate::process::RunError| BootError::Custom(e.to_string());
+        let out = crate::process::exec(&self.script, args, &[], self.timeout, &what, true).map_err(failed)?;
+        let out = out.success(&what).map_err(failed)?;
+        Ok(String::from_utf8_lossy(&out).trim().to_string())
     }
 }
 

@@ -5,10 +5,13 @@
 //! |---|---|---|---|---|
 //! | grub | `ORDER`, `<b>_OK`, `<b>_TRY` | OK=1 TRY=0 | OK=0 TRY=0 | first in ORDER (then its class's other slots), OK=1 TRY=0 |
 //! | uboot | `BOOT_ORDER`, `BOOT_<b>_LEFT` | LEFT=boot-attempts | out of BOOT_ORDER, LEFT=0 | first in BOOT_ORDER, LEFT=boot-attempts-primary |
+//! | barebox | `bootstate.<b>.priority`, `.remaining_attempts` | attempts=boot-attempts | priority=0 attempts=0 | highest priority with attempts; set: 20, others 10, attempts=boot-attempts-primary |
 //!
 //! The semantics are pure functions over an [`Env`]; [`grubenv`] and [`ubootenv`] store
-//! it (every write atomic), [`custom`] asks a script, `noop` does nothing.
+//! it (every write atomic), [`barebox`] asks dt-utils' `barebox-state`, [`custom`] asks a
+//! script, `noop` does nothing.
 
+pub mod barebox;
 pub mod custom;
 pub mod grubenv;
 pub mod ubootenv;
@@ -240,7 +243,12 @@ pub fn open(conf: &crate::config::Config, class: &str) -> Result<Box<dyn Bootloa
     Ok(match conf.bootloader {
         BootloaderKind::Grub => Box::new(grubenv::GrubEnv::new(&conf.grubenv, slots)),
         BootloaderKind::Uboot => Box::new(ubootenv::UbootEnv::open(&conf.uboot_env_config, slots)?),
-        BootloaderKind::Custom => Box::new(custom::Custom::new(conf.custom_backend.clone().unwrap_or_default())),
+        BootloaderKind::Barebox => {
+            Box::new(barebox::Barebox::new(slots, conf.barebox_statename.clone(), conf.barebox_dtbpath.clone()))
+        }
+        BootloaderKind::Custom => {
+            Box::new(custom::Custom::new(conf.custom_backend.clone().unwrap_or_default(), conf.hook_timeout))
+        }
         BootloaderKind::Noop => Box::new(Noop),
     })
 }

@@ -136,7 +136,7 @@ pub(super) fn run_install(a: InstallArgs, conf: &Config, override_boot: Option<&
 }
 
 pub(super) fn run_status(a: StatusArgs, conf: &Config, override_boot: Option<&str>) -> ExitCode {
-    let status = match Status::load(&conf.data_directory) {
+    let status = match Status::load(&conf.status_file()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("henb-update status: {e}");

@@ -93,7 +93,7 @@ pub(super) fn run_policy(c: PolicyCommand, conf: &Config, override_boot: Option<
                         return fail("policy init", "--from-pcrs: PCR indices 0 to 23", EXIT_REJECTED);
                     }
                     // What the slot holds, as far as the agent installed it.
-                    let sv = crate::status::Status::load(&conf.data_directory)
+                    let sv = crate::status::Status::load(&conf.status_file())
                         .ok()
                         .and_then(|s| s.slots.get(&booted.name).and_then(|x| x.security_version));
                     match owner.call(move |t| t.pcr_read(&pcrs)) {

@@ -238,5 +238,8 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
         None if std::path::Path::new(config::DEFAULT_PATH).exists() => Config::load(config::DEFAULT_PATH.as_ref())?,
         None => Config::default(),
     };
+    let mut c = c;
+    // As RAUC: the system-info handler runs when the configuration is loaded for the device.
+    crate::hook::handler::system_info(&mut c).map_err(|e| anyhow::anyhow!("[handlers] system-info: {e}"))?;
     Ok(c)
 }

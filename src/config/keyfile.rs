@@ -69,8 +69,25 @@ pub struct KeyFile {
 
 impl KeyFile {
     /// Parse key-file text.
+    ///
+    /// Errors: the first [`SyntaxError`] (see [`KeyFile::parse_all`] for every one).
     pub fn parse(text: &str) -> Result<Self, SyntaxError> {
+        let (kf, mut errors) = Self::parse_all(text);
+        match errors.is_empty() {
+            true => Ok(kf),
+            false => Err(errors.swap_remove(0)),
+        }
+    }
+
+    /// Parse key-file text, going on past bad lines: the groups and entries of the good
+    /// lines, and every syntax error in file order. A bad group header drops the entries
+    /// under it (they would land in the wrong group); a duplicate group or key keeps the
+    /// first.
+    pub fn parse_all(text: &str) -> (Self, Vec<SyntaxError>) {
         let mut kf = KeyFile::default();
+        let mut errors = Vec::new();
+        // Whether entries go into the last group (false after a bad header).
+        let mut open = true;
         for (i, raw) in text.split('\n').enumerate() {
             let line = i + 1;
             let err = |what: &str| SyntaxError { line, what: what.to_string() };
@@ -79,29 +96,53 @@ impl KeyFile {
                 continue;
             }
             if let Some(rest) = l.strip_prefix('[') {
-                let name = rest.trim_end().strip_suffix(']').ok_or_else(|| err("group header lacks ']'"))?;
+                open = false;
+                let Some(name) = rest.trim_end().strip_suffix(']') else {
+                    errors.push(err("group header lacks ']'"));
+                    continue;
+                };
                 if name.is_empty() || name.chars().any(|c| c == '[' || c == ']' || c.is_control()) {
-                    return Err(err("invalid group name"));
+                    errors.push(err("invalid group name"));
+                    continue;
                 }
                 if kf.group(name).is_some() {
-                    return Err(err(&format!("duplicate group [{name}]")));
+                    errors.push(err(&format!("duplicate group [{name}]")));
+                    continue;
                 }
                 kf.groups.push(Group { name: name.to_string(), entries: Vec::new(), line });
+                open = true;
                 continue;
             }
-            let (k, v) = l.split_once('=').ok_or_else(|| err("expected 'key=value', '[group]' or a comment"))?;
+            let Some((k, v)) = l.split_once('=') else {
+                errors.push(err("expected 'key=value', '[group]' or a comment"));
+                continue;
+            };
             let key = k.trim_end();
             if key.is_empty() || key.chars().any(|c| c.is_control()) {
-                return Err(err("invalid key"));
+                errors.push(err("invalid key"));
+                continue;
             }
-            let value = unescape(v.trim_start()).map_err(|w| err(&w))?;
-            let group = kf.groups.last_mut().ok_or_else(|| err("key outside of any group"))?;
+            let value = match unescape(v.trim_start()) {
+                Ok(v) => v,
+                Err(w) => {
+                    errors.push(err(&w));
+                    continue;
+                }
+            };
+            if !open {
+                continue; // under a bad header: reported there
+            }
+            let Some(group) = kf.groups.last_mut() else {
+                errors.push(err("key outside of any group"));
+                continue;
+            };
             if group.get(key).is_some() {
-                return Err(err(&format!("duplicate key '{key}' in [{}]", group.name)));
+                errors.push(err(&format!("duplicate key '{key}' in [{}]", group.name)));
+                continue;
             }
             group.entries.push(Entry { key: key.to_string(), value, line });
         }
-        Ok(kf)
+        (kf, errors)
     }
 
     /// The group called `name`.
@@ -234,5 +275,11 @@ mod tests {
         assert!(KeyFile::parse("[a\n").is_err());
         assert!(KeyFile::parse("[a]\nnoequals\n").is_err());
         assert!(KeyFile::parse("[a]\nk=\\x\n").is_err());
+        // Every error, in file order; good lines still parsed.
+        let (kf, errors) = KeyFile::parse_all("[a]\nk=1\nbad\n[b\nx=1\n[c]\nk=\\q\nm=2\nm=3\n");
+        assert_eq!(errors.iter().map(|e| e.line).collect::<Vec<_>>(), [3, 4, 7, 9]);
+        assert_eq!(kf.get("a", "k"), Some("1"));
+        assert_eq!(kf.get("c", "m"), Some("2"));
+        assert!(kf.group("b").is_none());
     }
 }

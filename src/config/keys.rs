@@ -40,6 +40,10 @@ const KEYS: &[(&str, &[&str])] = &[
             "variant-file",
             "mountprefix",
             "bundle-hooks",
+            "statusfile",
+            "activate-installed",
+            "barebox-statename",
+            "barebox-dtbpath",
         ],
     ),
     (
@@ -59,7 +63,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("package", &["tr069-legacy-sha1"]),
     ("service", &["rauc-compatible"]),
     ("measured-boot", &["required", "pcrs", "policy-index"]),
-    ("handlers", &["bootloader-custom-backend"]),
+    ("handlers", &["bootloader-custom-backend", "system-info", "pre-install", "post-install"]),
     ("uboot", &["env-config"]),
     ("install", &["verify-written", "hook-timeout"]),
     ("streaming", &["tls-ca", "tls-cert", "tls-key"]),
@@ -71,7 +75,19 @@ const KEYS: &[(&str, &[&str])] = &[
 
 /// The keys of a `[slot.<class>.<index>]` section this agent reads.
 /// (`description` is RAUC's free text for people: read and not used.)
-const SLOT_KEYS: &[&str] = &["device", "type", "bootname", "parent", "readonly", "install-same", "description"];
+const SLOT_KEYS: &[&str] = &[
+    "device",
+    "type",
+    "bootname",
+    "parent",
+    "readonly",
+    "install-same",
+    "description",
+    "allow-mounted",
+    "resize",
+    "region-start",
+    "region-size",
+];
 
 /// RAUC's keys (system.conf, RAUC 1.8 to 1.14) that this agent does not support: an error
 /// that says so, never silence.
@@ -79,11 +95,7 @@ const RAUC_UNSUPPORTED: &[(&str, &[&str])] = &[
     (
         "system",
         &[
-            "statusfile",
-            "barebox-statename",
-            "barebox-dtbpath",
             "efi-use-bootnext",
-            "activate-installed",
             "max-bundle-download-size",
             "max-bundle-signature-size",
             "prevent-late-fallback",
@@ -92,21 +104,7 @@ const RAUC_UNSUPPORTED: &[(&str, &[&str])] = &[
     ),
     ("keyring", &["directory", "allow-single-signature"]),
     ("streaming", &["sandbox-user", "send-headers"]),
-    ("handlers", &["system-info", "pre-install", "post-install"]),
-    (
-        "slot",
-        &[
-            "extra-mount-opts",
-            "extra-mkfs-opts",
-            "resize",
-            "region-start",
-            "region-size",
-            "allow-mounted",
-            "ignore-checksum",
-            "force-install-same",
-            "size-limit",
-        ],
-    ),
+    ("slot", &["extra-mount-opts", "extra-mkfs-opts", "ignore-checksum", "force-install-same", "size-limit"]),
 ];
 
 /// RAUC's sections this agent does not support.
@@ -189,11 +187,23 @@ pub(super) fn apply_entry(c: &mut Config, group: &str, key: &str, v: &str, path:
             c.bootloader = match v {
                 "grub" => BootloaderKind::Grub,
                 "uboot" => BootloaderKind::Uboot,
+                "barebox" => BootloaderKind::Barebox,
                 "custom" => BootloaderKind::Custom,
                 "noop" => BootloaderKind::Noop,
-                _ => return Err(format!("{k}={v}: grub, uboot, custom or noop (barebox and efi are not supported)")),
+                "efi" => return Err(format!("{k}={v}: RAUC's efi backend is not supported by henb-update yet")),
+                _ => return Err(format!("{k}={v}: grub, uboot, barebox, custom or noop")),
             }
         }
+        ("system", "statusfile") => {
+            c.statusfile = match v {
+                "per-slot" => StatusFile::PerSlot,
+                _ => StatusFile::File(path_value(path, &k, v)?),
+            }
+        }
+        ("system", "activate-installed") => c.activate_installed = flag(&k, v)?,
+        ("system", "barebox-statename") if v.is_empty() => return Err(format!("{k}: empty")),
+        ("system", "barebox-statename") => c.barebox_statename = Some(v.to_string()),
+        ("system", "barebox-dtbpath") => c.barebox_dtbpath = Some(path_value(path, &k, v)?),
         ("system", "grubenv") => c.grubenv = path_value(path, &k, v)?,
         ("system", "data-directory") => c.data_directory = path_value(path, &k, v)?,
         ("system", "boot-attempts") => c.boot_attempts = attempts(v).ok_or_else(|| format!("{k}={v}: 1 to 255"))?,
@@ -254,6 +264,9 @@ pub(super) fn apply_entry(c: &mut Config, group: &str, key: &str, v: &str, path:
             c.measured_boot.get_or_insert_with(Default::default).policy_index = nv(&k, v)?
         }
         ("handlers", "bootloader-custom-backend") => c.custom_backend = Some(path_value(path, &k, v)?),
+        ("handlers", "system-info") => c.handlers.system_info = Some(path_value(path, &k, v)?),
+        ("handlers", "pre-install") => c.handlers.pre_install = Some(path_value(path, &k, v)?),
+        ("handlers", "post-install") => c.handlers.post_install = Some(path_value(path, &k, v)?),
         ("uboot", "env-config") => c.uboot_env_config = path_value(path, &k, v)?,
         ("install", "verify-written") => c.verify_written = flag(&k, v)?,
         ("install", "hook-timeout") => c.hook_timeout = seconds(&k, v)?,
@@ -344,6 +357,9 @@ fn slot_key(slots: &mut Vec<SlotConf>, group: &str, key: &str, value: &str) -> R
             parent: None,
             readonly: false,
             install_same: true,
+            allow_mounted: false,
+            resize: false,
+            region: None,
         });
     }
     let s = slots.iter_mut().find(|s| s.name == name).expect("just added");
@@ -352,10 +368,28 @@ fn slot_key(slots: &mut Vec<SlotConf>, group: &str, key: &str, value: &str) -> R
         "device" if value.is_empty() => return Err(format!("[{group}] device: empty")),
         "device" => s.device = PathBuf::from(value),
         "type" => {
-            s.kind = match value {
-                "raw" => SlotType::Raw,
-                "ext4" => SlotType::Ext4,
-                v => return Err(format!("[{group}] type={v}: raw or ext4 (others are not supported yet)")),
+            s.kind = match SlotType::ALL.into_iter().find(|t| t.name() == value) {
+                Some(t) => t,
+                None if RAUC_TYPES_NOT_YET.contains(&value) => {
+                    return Err(format!("[{group}] type={value}: RAUC's slot type is not supported by henb-update yet"))
+                }
+                None => {
+                    let names: Vec<&str> = SlotType::ALL.iter().map(|t| t.name()).collect();
+                    return Err(format!("[{group}] type={value}: one of {}", names.join(", ")));
+                }
+            }
+        }
+        "allow-mounted" => s.allow_mounted = flag(value)?,
+        "resize" => s.resize = flag(value)?,
+        "region-start" | "region-size" => {
+            let n = size_value(value).ok_or_else(|| {
+                format!("[{group}] {key}={value}: bytes, with an optional K, M or G suffix (powers of 1024)")
+            })?;
+            let r = s.region.get_or_insert(Region { start: u64::MAX, size: 0 });
+            if key == "region-start" {
+                r.start = n
+            } else {
+                r.size = n
             }
         }
         "bootname" => s.bootname = Some(value.to_string()),
@@ -366,6 +400,24 @@ fn slot_key(slots: &mut Vec<SlotConf>, group: &str, key: &str, value: &str) -> R
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// RAUC's slot types not installed by this agent yet: an error that says so.
+const RAUC_TYPES_NOT_YET: &[&str] = &["nand", "nor", "ubivol", "ubifs", "jffs2", "boot-emmc"];
+
+/// RAUC's size values (`region-start=1M`): decimal bytes, or with a `K`, `M` or `G`
+/// suffix for 1024, 1024², 1024³ (RAUC's `g_ascii_strtoull` and suffix, src/config_file.c).
+fn size_value(v: &str) -> Option<u64> {
+    let (digits, unit) = match v.char_indices().last()? {
+        (i, 'K' | 'k') => (&v[..i], 1u64 << 10),
+        (i, 'M' | 'm') => (&v[..i], 1 << 20),
+        (i, 'G' | 'g') => (&v[..i], 1 << 30),
+        _ => (v, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(unit)
 }
 
 /// Checks across slot sections; each problem at the line of the section it is about.
@@ -380,6 +432,31 @@ pub(super) fn check_slots(c: &Config, kf: &KeyFile) -> Vec<Problem> {
         };
         if s.device.as_os_str().is_empty() {
             bad("device", format!("[{group}] has no device"));
+        }
+        match (s.kind.has_region(), s.region) {
+            (true, None) => bad("type", format!("[{group}] type={} needs region-start and region-size", s.kind.name())),
+            (true, Some(r)) if r.start == u64::MAX => bad("region-size", format!("[{group}] has no region-start")),
+            (true, Some(r)) if r.size == 0 => bad("region-start", format!("[{group}] has no region-size (or it is 0)")),
+            (true, Some(r)) if r.start % 512 != 0 || r.size % 1024 != 0 => bad(
+                "region-start",
+                format!(
+                    "[{group}] region-start={} region-size={}: the start must be a multiple of 512 bytes and the size of 1024 (two halves of whole sectors)",
+                    r.start, r.size
+                ),
+            ),
+            (true, Some(r)) if r.start.checked_add(r.size).is_none() => {
+                bad("region-size", format!("[{group}] region-start + region-size is beyond any device"))
+            }
+            (false, Some(_)) => {
+                bad("region-start", format!("[{group}] region-start and region-size are for the boot-*-switch and boot-raw-fallback types"))
+            }
+            _ => {}
+        }
+        if s.resize && s.kind != SlotType::Ext4 {
+            bad("resize", format!("[{group}] resize=true is for ext4 slots (type={})", s.kind.name()));
+        }
+        if s.kind.has_region() && s.bootname.is_some() {
+            bad("bootname", format!("[{group}] a boot region ({}) is not a bootable slot: no bootname", s.kind.name()));
         }
         if let Some(p) = &s.parent {
             match c.slots.iter().find(|x| &x.name == p) {

@@ -59,10 +59,6 @@ pub struct Problem {
 }
 
 impl ConfigError {
-    fn one(path: &Path, line: usize, key: Option<String>, what: String) -> Self {
-        Self::Invalid { path: path.into(), problems: vec![Problem { line, key, what }] }
-    }
-
     /// The problems, one per entry (a read failure is one problem at line 0).
     pub fn problems(&self) -> Vec<Problem> {
         match self {
@@ -75,6 +71,8 @@ impl ConfigError {
 /// The parsed system.conf.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The file it was loaded from (`RAUC_SYSTEM_CONFIG`).
+    pub source: PathBuf,
     /// `[system] compatible`.
     pub compatible: Option<String>,
     /// `[system] variant-name`, `variant-dtb` or `variant-file`: where the device's
@@ -103,6 +101,24 @@ pub struct Config {
     pub uboot_env_config: PathBuf,
     /// `[handlers] bootloader-custom-backend`.
     pub custom_backend: Option<PathBuf>,
+    /// `[handlers] system-info`, `pre-install`, `post-install`: the device's own programs
+    /// (RAUC's system handlers), run as bundle hooks are ([`crate::handler`]).
+    pub handlers: Handlers,
+    /// `[system] statusfile`: where the agent's status lives (default
+    /// `<data-directory>/status.json`; see [`Config::status_file`]).
+    pub statusfile: StatusFile,
+    /// `[system] activate-installed` (RAUC's key, default true): switch the boot order to
+    /// an installed slot. False: install and stop, the slot recorded as stored, not
+    /// activated (TR-181 "Available"); `mark active` switches later.
+    pub activate_installed: bool,
+    /// What `[handlers] system-info` printed (`RAUC_*` variables, in its order), once the
+    /// edge ran it ([`crate::handler::system_info`]); empty otherwise.
+    pub system_info: Vec<(String, String)>,
+    /// `[system] barebox-statename` (barebox-state's `-n`, default its own "state").
+    pub barebox_statename: Option<String>,
+    /// `[system] barebox-dtbpath` (barebox-state's `-i`: the device tree to read the
+    /// state description from instead of the running system's).
+    pub barebox_dtbpath: Option<PathBuf>,
     /// `[system] data-directory` (status; default /var/lib/henb-update).
     pub data_directory: PathBuf,
     /// `[system] boot-attempts` (default 3).
@@ -149,6 +165,33 @@ pub const DEFAULT_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// often on a read-only root file system).
 pub const DEFAULT_MOUNT_PREFIX: &str = "/run/henb-update";
 
+/// `[handlers]`: RAUC's system handlers, paths to the device's own executables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Handlers {
+    /// `system-info`: run when the agent starts; its `RAUC_*=value` output lines reach
+    /// every handler and hook, `RAUC_SYSTEM_VARIANT` sets the variant.
+    pub system_info: Option<PathBuf>,
+    /// `pre-install`: run before an admitted package changes anything; failing, it
+    /// refuses the package.
+    pub pre_install: Option<PathBuf>,
+    /// `post-install`: run after the images are written and approved, before the switch;
+    /// failing, it fails the install and nothing is switched.
+    pub post_install: Option<PathBuf>,
+}
+
+/// `[system] statusfile`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StatusFile {
+    /// `<data-directory>/status.json`.
+    #[default]
+    DataDirectory,
+    /// A file of its own (RAUC's central status file, e.g. on a data partition).
+    File(PathBuf),
+    /// `per-slot`: each installed file-system slot also carries RAUC's `slot.raucs`
+    /// status in its root; the agent's own state stays in the data directory.
+    PerSlot,
+}
+
 /// `[system] bootloader`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum BootloaderKind {
@@ -156,6 +199,8 @@ pub enum BootloaderKind {
     Grub,
     /// U-Boot environment.
     Uboot,
+    /// barebox's state, through dt-utils' `barebox-state`.
+    Barebox,
     /// RAUC's custom backend script.
     Custom,
     /// Nothing is switched.
@@ -163,14 +208,25 @@ pub enum BootloaderKind {
     Noop,
 }
 
-/// `[slot.<class>.<n>] type`.
+/// `[slot.<class>.<n>] type` (RAUC's slot types, docs/reference.rst "slot types").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SlotType {
     /// The image is written as-is to a block device or file.
     Raw,
-    /// An ext4 image written raw; its size is checked against the device.
+    /// An ext4 file-system image written raw (grown to the device with `resize`).
     Ext4,
+    /// A FAT file-system image written raw.
+    Vfat,
+    /// A boot region of a disk with an MBR, halved: the image goes into the half the
+    /// first partition entry does not point to, and the entry is switched to it.
+    BootMbrSwitch,
+    /// The same with a GPT: the first partition entry is switched.
+    BootGptSwitch,
+    /// A boot region of two copies that a boot ROM tries in order: the fallback half
+    /// (second) is written first, then the primary half (first), so that one of them is
+    /// always whole.
+    BootRawFallback,
 }
 
 impl SlotType {
@@ -179,8 +235,41 @@ impl SlotType {
         match self {
             Self::Raw => "raw",
             Self::Ext4 => "ext4",
+            Self::Vfat => "vfat",
+            Self::BootMbrSwitch => "boot-mbr-switch",
+            Self::BootGptSwitch => "boot-gpt-switch",
+            Self::BootRawFallback => "boot-raw-fallback",
         }
     }
+
+    /// Every type this agent installs.
+    pub const ALL: [SlotType; 6] =
+        [Self::Raw, Self::Ext4, Self::Vfat, Self::BootMbrSwitch, Self::BootGptSwitch, Self::BootRawFallback];
+
+    /// The file-system type a slot of this type is mounted as (for hooks and `per-slot`
+    /// status), if it holds one.
+    pub fn filesystem(self) -> Option<&'static str> {
+        match self {
+            Self::Ext4 => Some("ext4"),
+            Self::Vfat => Some("vfat"),
+            _ => None,
+        }
+    }
+
+    /// Whether the slot is a boot region (`region-start`, `region-size`).
+    pub fn has_region(self) -> bool {
+        matches!(self, Self::BootMbrSwitch | Self::BootGptSwitch | Self::BootRawFallback)
+    }
+}
+
+/// `region-start` and `region-size` of a boot-region slot, in bytes from the start of
+/// the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    /// First byte.
+    pub start: u64,
+    /// Bytes, both halves.
+    pub size: u64,
 }
 
 /// One `[slot.<class>.<n>]` section.
@@ -202,6 +291,12 @@ pub struct SlotConf {
     pub readonly: bool,
     /// `install-same` (RAUC's default true).
     pub install_same: bool,
+    /// `allow-mounted` (default false): write the slot even while it is mounted.
+    pub allow_mounted: bool,
+    /// `resize` (ext4): grow the written file system to the slot with `resize2fs`.
+    pub resize: bool,
+    /// `region-start` and `region-size` (boot-region types).
+    pub region: Option<Region>,
 }
 
 /// Default `[measured-boot] policy-index`: the NV index holding the approved policy.
@@ -262,6 +357,7 @@ impl Default for MeasuredBootSection {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            source: PathBuf::new(),
             compatible: None,
             variant: None,
             keyring: None,
@@ -275,6 +371,12 @@ impl Default for Config {
             grubenv: PathBuf::from("/boot/grub/grubenv"),
             uboot_env_config: PathBuf::from(DEFAULT_UBOOT_ENV_CONFIG),
             custom_backend: None,
+            handlers: Handlers::default(),
+            statusfile: StatusFile::DataDirectory,
+            activate_installed: true,
+            system_info: Vec::new(),
+            barebox_statename: None,
+            barebox_dtbpath: None,
             data_directory: PathBuf::from("/var/lib/henb-update"),
             boot_attempts: 3,
             boot_attempts_primary: 3,
@@ -291,6 +393,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The agent's status file: `[system] statusfile`, or `status.json` in the data
+    /// directory (also with `statusfile=per-slot`).
+    pub fn status_file(&self) -> PathBuf {
+        match &self.statusfile {
+            StatusFile::File(p) => p.clone(),
+            _ => self.data_directory.join("status.json"),
+        }
+    }
+
     /// The device's variant, read now: `variant-name`, the first string of
     /// `/proc/device-tree/compatible` (`variant-dtb`) or the trimmed contents of
     /// `variant-file`. `Ok(None)` when none is configured (then only the bundles' default
@@ -299,6 +410,10 @@ impl Config {
     /// Errors: a configured source that cannot be read or is empty, naming it: the device
     /// cannot tell which image is its own, so nothing is chosen for it (fail closed).
     pub fn variant(&self) -> Result<Option<String>, String> {
+        // As RAUC: the system-info handler's variant wins over the configured source.
+        if let Some((_, v)) = self.system_info.iter().find(|(k, _)| k == "RAUC_SYSTEM_VARIANT") {
+            return Ok(Some(v.clone()).filter(|v| !v.is_empty()));
+        }
         let v = match &self.variant {
             None => return Ok(None),
             Some(VariantSource::Name(n)) => n.clone(),
@@ -351,9 +466,10 @@ impl Config {
     /// it cannot honour, an inline comment, a missing `[system] compatible` are all
     /// errors, reported together in file order, each naming file, line and key.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let kf = KeyFile::parse(text).map_err(|e| ConfigError::one(path, e.line, None, e.what))?;
-        let mut c = Config::default();
-        let mut problems = Vec::new();
+        let (kf, syntax) = KeyFile::parse_all(text);
+        let mut c = Config { source: path.into(), ..Config::default() };
+        let mut problems: Vec<Problem> =
+            syntax.into_iter().map(|e| Problem { line: e.line, key: None, what: e.what }).collect();
         for g in &kf.groups {
             if let Err(what) = check_section(&g.name) {
                 problems.push(Problem { line: g.line, key: None, what });

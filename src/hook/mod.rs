@@ -20,18 +20,18 @@
 //!   group of its own that is killed when the hook ends, when `[install] hook-timeout`
 //!   passes, or when the agent dies;
 //! - standard output and error go to the agent's log, line by line, at most
-//!   [`LOGGED`] bytes of them; the rest is read and dropped.
+//!   [`crate::process::LOGGED`] bytes of them; the rest is read and dropped.
+
+pub mod handler;
 
 use crate::config::{Config, SlotConf};
 use crate::fault::{CwmpFault, Fault};
 use crate::package::{Authenticated, Image, Package, PackageError};
-use std::io::{self, Read};
+use crate::process::RunError;
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
 
 /// Largest hook executable copied out of a bundle: 64 MiB.
@@ -39,15 +39,6 @@ pub const MAX_EXECUTABLE: u64 = 64 << 20;
 
 /// Space left free in `mountprefix` beyond an install hook's image: 1 MiB.
 const HEADROOM: u64 = 1 << 20;
-
-/// Bytes of a hook's output that reach the log; the rest is drained.
-pub const LOGGED: usize = 64 << 10;
-
-/// Longest line kept (the install-check message, each logged line).
-const LINE: usize = 1024;
-
-/// The `PATH` a hook gets.
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Why a hook failed or refused.
 #[derive(Debug, Error)]
@@ -93,16 +84,34 @@ pub enum HookError {
     /// The private directory or a slot mount could not be set up.
     #[error("{0}")]
     Setup(String),
+    /// `[handlers] pre-install` exited other than 0: the device refuses the package.
+    #[error("refused by the pre-install handler: {0}")]
+    HandlerRefused(String),
+    /// `[handlers] post-install` exited other than 0.
+    #[error("post-install handler failed: {0}")]
+    HandlerFailed(String),
     /// The package file was opened for writing after it was authenticated: nothing of it
     /// is run.
     #[error("the package file was opened for writing while it was being installed: its hooks are not run")]
     PackageModified,
 }
 
+impl From<RunError> for HookError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::Start { what, source } => Self::Start { hook: what, source },
+            RunError::Timeout { what, seconds } => Self::Timeout { hook: what, seconds },
+            RunError::Failed { what, why } => Self::Failed { hook: what, why },
+        }
+    }
+}
+
 impl Fault for HookError {
     fn kind(&self) -> &'static str {
         match self {
             Self::Refused(_) => "hook-refused",
+            Self::HandlerRefused(_) => "handler-refused",
+            Self::HandlerFailed(_) => "handler-failed",
             Self::Timeout { .. } => "hook-timeout",
             Self::Extract { source, .. } => source.kind(),
             Self::PackageModified => "package-modified",
@@ -114,7 +123,7 @@ impl Fault for HookError {
     /// package's fault; a hook that fails is an installation failure (9002).
     fn fault(&self) -> CwmpFault {
         match self {
-            Self::Refused(_) => CwmpFault::RequestDenied,
+            Self::Refused(_) | Self::HandlerRefused(_) => CwmpFault::RequestDenied,
             Self::Extract { source, .. } => source.fault(),
             Self::PackageModified => CwmpFault::UnableToAccessFile,
             _ => CwmpFault::InternalError,
@@ -152,8 +161,9 @@ pub struct Hooks {
     exe: PathBuf,
     timeout: Duration,
     mount_prefix: PathBuf,
-    /// `RAUC_SYSTEM_COMPATIBLE`, `RAUC_SYSTEM_VARIANT`.
-    system: [(String, String); 2],
+    /// `RAUC_SYSTEM_COMPATIBLE`, `RAUC_SYSTEM_VARIANT`, then the system-info handler's
+    /// variables.
+    system: Vec<(String, String)>,
     /// `RAUC_BUNDLE_SPKI_HASHES`: the validated path of the first trusted signer.
     spki: String,
 }
@@ -213,10 +223,14 @@ impl Hooks {
             dir: Some(dir),
             timeout: conf.hook_timeout,
             mount_prefix: prefix.clone(),
-            system: [
-                ("RAUC_SYSTEM_COMPATIBLE".into(), conf.compatible.clone().unwrap_or_default()),
-                ("RAUC_SYSTEM_VARIANT".into(), variant.unwrap_or_default().to_string()),
-            ],
+            system: {
+                let mut env = vec![
+                    ("RAUC_SYSTEM_COMPATIBLE".into(), conf.compatible.clone().unwrap_or_default()),
+                    ("RAUC_SYSTEM_VARIANT".into(), variant.unwrap_or_default().to_string()),
+                ];
+                handler::extend_system_info(&mut env, conf);
+                env
+            },
             spki: a.package().signers.iter().find(|s| s.trusted()).map(|s| s.spki_sha256.join(" ")).unwrap_or_default(),
         };
         let mut f =
@@ -298,7 +312,7 @@ impl Hooks {
     /// output, or the exit code), or a failure.
     pub fn install_check(&self, pkg: &Package) -> Result<(), HookError> {
         // RAUC's install-hook interface: no bundle mount point.
-        let mut env = self.system.to_vec();
+        let mut env = self.system.clone();
         env.push(("RAUC_MF_COMPATIBLE".into(), pkg.compatible.clone()));
         env.push(("RAUC_MF_VERSION".into(), pkg.version.clone().unwrap_or_default()));
         env.push(("RAUC_MOUNT_PREFIX".into(), self.mount_prefix.display().to_string()));
@@ -344,11 +358,14 @@ impl Hooks {
         if let Some(m) = mount {
             env.push(("RAUC_SLOT_MOUNT_POINT".into(), m.display().to_string()));
         }
+        if let Some(r) = slot.region.filter(|_| slot.kind.has_region()) {
+            env.extend(crate::slot::region::hook_env(&r));
+        }
         run(&self.exe, which.arg(), &env, self.timeout, false)
     }
 
     fn common(&self) -> Vec<(String, String)> {
-        let mut env = self.system.to_vec();
+        let mut env = self.system.clone();
         env.push(("RAUC_MOUNT_PREFIX".into(), self.mount_prefix.display().to_string()));
         env.push(("RAUC_BUNDLE_MOUNT_POINT".into(), self.bundle_dir().display().to_string()));
         env.push(("RAUC_BUNDLE_SPKI_HASHES".into(), self.spki.clone()));
@@ -362,158 +379,13 @@ impl Hooks {
 /// Errors: [`HookError`].
 pub fn run(exe: &Path, arg: &str, env: &[(String, String)], timeout: Duration, check: bool) -> Result<(), HookError> {
     tracing::info!("running the bundle's hook: {arg}");
-    let spawned = match command(exe, &[arg.as_ref()], env).spawn() {
-        // A script without "#!": run by /bin/sh, as GLib's spawn (rauc) does.
-        Err(e) if e.raw_os_error() == Some(nix::libc::ENOEXEC) => {
-            command(Path::new("/bin/sh"), &[exe.as_os_str(), arg.as_ref()], env).spawn()
+    let ended = crate::process::exec(exe, &[arg], env, timeout, arg, false)?;
+    match ended.status.code() {
+        Some(c) if check && c >= 10 => {
+            Err(HookError::Refused(ended.message.unwrap_or_else(|| format!("exit code {c}"))))
         }
-        r => r,
-    };
-    let mut child = spawned.map_err(|source| HookError::Start { hook: arg.to_string(), source })?;
-    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-    crate::failpoint::hit("hook.running");
-    let (tx, rx) = mpsc::channel();
-    let logged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    for (stream, is_err) in [
-        (child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), false),
-        (child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>), true),
-    ] {
-        let (tx, logged, hook) = (tx.clone(), logged.clone(), arg.to_string());
-        if let Some(s) = stream {
-            std::thread::spawn(move || {
-                let last = drain(s, &hook, &logged);
-                let _ = tx.send((is_err, last));
-            });
-        }
+        _ => Ok(ended.success(arg).map(drop)?),
     }
-    drop(tx);
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if Instant::now() >= deadline => break None,
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => {
-                kill_group(pgid);
-                let _ = child.wait();
-                return Err(HookError::Start { hook: arg.to_string(), source: e });
-            }
-        }
-    };
-    // Whatever the hook left running in its group goes with it.
-    kill_group(pgid);
-    if status.is_none() {
-        // Also by pid: the hook may have moved to another process group.
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let mut last_err = None;
-    let wait_until = Instant::now() + Duration::from_secs(2);
-    while let Ok((is_err, last)) = rx.recv_timeout(wait_until.saturating_duration_since(Instant::now())) {
-        if is_err {
-            last_err = last;
-        }
-    }
-    let Some(status) = status else {
-        return Err(HookError::Timeout { hook: arg.to_string(), seconds: timeout.as_secs() });
-    };
-    if status.success() {
-        return Ok(());
-    }
-    let message = last_err.filter(|l| !l.trim().is_empty());
-    match status.code() {
-        Some(c) if check && c >= 10 => Err(HookError::Refused(message.unwrap_or_else(|| format!("exit code {c}")))),
-        code => {
-            let mut why = match code {
-                Some(c) => format!("exit code {c}"),
-                None => format!("{status}"),
-            };
-            if let Some(m) = message {
-                why += &format!(": {m}");
-            }
-            Err(HookError::Failed { hook: arg.to_string(), why })
-        }
-    }
-}
-
-/// `prog args` as a hook runs: clean environment, no descriptor of the agent's, its own
-/// process group, killed with the agent.
-fn command(prog: &Path, args: &[&std::ffi::OsStr], env: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(prog);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", PATH)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let agent = nix::unistd::getpid().as_raw();
-    // SAFETY: between fork and exec only async-signal-safe system calls run.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Killed with the agent (the thread that spawned it waits for it); if the
-            // agent died before that took effect, do not start.
-            nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL);
-            if nix::libc::getppid() != agent {
-                return Err(io::Error::from_raw_os_error(nix::libc::ESRCH));
-            }
-            // The agent ignores SIGIO (its read lease); ignored signals survive exec.
-            nix::libc::signal(nix::libc::SIGIO, nix::libc::SIG_DFL);
-            // No descriptor of the agent's beyond the three standard ones: all closed at
-            // exec (not now: the standard library reports a failed exec through one).
-            const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2; // Linux 5.11
-            if nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
-                for fd in 3..4096 {
-                    nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC);
-                }
-            }
-            Ok(())
-        });
-    }
-    cmd
-}
-
-fn kill_group(pgid: nix::unistd::Pid) {
-    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-}
-
-/// Read a hook's output to the end: log its lines (each at most [`LINE`] bytes, all
-/// together at most [`LOGGED`]), return its last line.
-fn drain(mut r: Box<dyn Read + Send>, hook: &str, logged: &std::sync::atomic::AtomicUsize) -> Option<String> {
-    use std::sync::atomic::Ordering;
-    let mut buf = [0u8; 8192];
-    let mut line: Vec<u8> = Vec::new();
-    let mut last = None;
-    let emit = |line: &[u8], last: &mut Option<String>| {
-        let text = String::from_utf8_lossy(line).into_owned();
-        let before = logged.fetch_add(line.len() + 1, Ordering::Relaxed);
-        if before < LOGGED {
-            tracing::info!("hook {hook}: {text}");
-        } else if before < LOGGED + line.len() + 1 {
-            tracing::info!("hook {hook}: (more output, not logged)");
-        }
-        *last = Some(text);
-    };
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        for &b in &buf[..n] {
-            if b == b'\n' {
-                emit(&line, &mut last);
-                line.clear();
-            } else if line.len() < LINE {
-                line.push(b);
-            }
-        }
-    }
-    if !line.is_empty() {
-        emit(&line, &mut last);
-    }
-    last
 }
 
 /// `mountprefix` must be ours alone: a directory (not a link), owned by the agent's

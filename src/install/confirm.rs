@@ -156,7 +156,7 @@ impl Booted<'_> {
     /// last install into it, and at or above the anti-rollback minimum.
     fn check_usable(&self, slot: &SlotConf) -> Result<(), ConfirmError> {
         use super::admit::{slot_at_minimum, slot_whole, NotWhole, SlotFacts};
-        let status = Status::load(&self.conf.data_directory)?;
+        let status = Status::load(&self.conf.status_file())?;
         let facts = SlotFacts {
             name: &slot.name,
             recorded: status.slots.get(&slot.name).map(|s| s.status),
@@ -182,7 +182,7 @@ impl Booted<'_> {
         if let Some((owner, mb)) = self.measured() {
             owner.call(move |t| mb.reapply(t))?;
         }
-        let status = Status::load(&self.conf.data_directory)?;
+        let status = Status::load(&self.conf.status_file())?;
         let others: Vec<SlotConf> = self
             .conf
             .slots
@@ -224,7 +224,7 @@ impl Booted<'_> {
     /// Settle a pending install whose slot is not the booted one and that the bootloader
     /// gave up on (or never switched to): ActivationFailed for its CommandKey.
     fn settle_fallback(&mut self) -> Result<Option<(String, Option<String>)>, ConfirmError> {
-        let status = Status::load(&self.conf.data_directory)?;
+        let status = Status::load(&self.conf.status_file())?;
         let Some(p) = status.pending.clone().filter(|p| p.slot != self.slot.name) else { return Ok(None) };
         let abandoned = self.bootloader.state(&p.bootname)? == BootState::Bad
             || self.bootloader.primary()?.as_deref() != Some(p.bootname.as_str());
@@ -254,7 +254,7 @@ impl Booted<'_> {
             start_time: p.start_time,
             complete_time: now(),
         };
-        let settled = Status::update(&self.conf.data_directory, |s| {
+        let settled = Status::update(&self.conf.status_file(), |s| {
             if s.pending.as_ref() != Some(&p) {
                 return false; // settled meanwhile by another caller
             }
@@ -285,7 +285,7 @@ impl Booted<'_> {
         let minimum = owner.call(move |t| counter.raise(t, target)).map_err(ConfirmError::from)?;
         crate::failpoint::hit("confirm.raised");
         self.retire_below_minimum()?;
-        let status = Status::load(&self.conf.data_directory)?;
+        let status = Status::load(&self.conf.status_file())?;
         Ok((minimum, super::admit::slot_at_minimum(&self.slot.name, self.held(&status, self.slot), minimum).err()))
     }
 
@@ -305,7 +305,7 @@ impl Booted<'_> {
     /// committed values; on a mismatch mark it bad (the bootloader falls back).
     pub fn boot_check(&mut self) -> Result<BootCheck, ConfirmError> {
         let fell_back_from = self.settle_fallback()?;
-        let status = Status::load(&self.conf.data_directory)?;
+        let status = Status::load(&self.conf.status_file())?;
         let below_minimum =
             super::admit::slot_at_minimum(&self.slot.name, self.held(&status, self.slot), self.minimum()?).err();
         match &below_minimum {
@@ -329,7 +329,7 @@ impl Booted<'_> {
                     start_time: now(),
                     complete_time: now(),
                 };
-                Status::update(&self.conf.data_directory, |s| {
+                Status::update(&self.conf.status_file(), |s| {
                     if s.last_result.as_ref().is_none_or(|l| l.fault_string != r.fault_string) {
                         s.complete(r);
                     }
@@ -345,7 +345,7 @@ impl Booted<'_> {
             self.bootloader.set_state(&self.bootname()?, false)?;
             forget_indexes(self.conf, &self.slot.name);
             let name = self.slot.name.clone();
-            Status::update(&self.conf.data_directory, |s| {
+            Status::update(&self.conf.status_file(), |s| {
                 let entry = s.slots.entry(name).or_insert_with(|| crate::status::SlotStatus {
                     status: FirmwareStatus::ActivationFailed,
                     version: None,
@@ -375,7 +375,7 @@ impl Booted<'_> {
         }
         self.bootloader.set_state(&self.bootname()?, true)?;
         self.approve_only_booted()?;
-        let status = Status::load(&self.conf.data_directory)?;
+        let status = Status::load(&self.conf.status_file())?;
         let Some(p) = status.pending.clone().filter(|p| p.slot == self.slot.name) else {
             return Ok(Confirmed { transfer: None, retired: Ok(()) });
         };
@@ -394,7 +394,7 @@ impl Booted<'_> {
             complete_time: now(),
         };
         let name = self.slot.name.clone();
-        let completed = Status::update(&self.conf.data_directory, |s| {
+        let completed = Status::update(&self.conf.status_file(), |s| {
             if s.pending.as_ref() != Some(&p) {
                 return None;
             }

@@ -14,7 +14,7 @@
 //! A failing hook fails the install: the target stays marked bad and the boot order is
 //! not touched (the install's sequence).
 
-use crate::config::{SlotConf, SlotType};
+use crate::config::SlotConf;
 use crate::hook::{HookError, Hooks, SlotHook};
 use crate::package::{Image, Sink};
 use crate::slot::mount::Mounted;
@@ -84,12 +84,12 @@ impl<'w, 'a> HookedWriter<'w, 'a> {
         let slot = self.slot(image)?;
         let parent = slot.parent.as_ref().and_then(|p| self.slots.iter().find(|s| &s.name == p));
         let run = || -> Result<(), HookError> {
-            let mounted = match slot.kind {
-                SlotType::Ext4 => {
+            let mounted = match slot.kind.filesystem() {
+                Some(_) => {
                     let at = self.hooks.mount_point(slot)?;
                     Some(Mounted::mount(slot, &at).map_err(|e| HookError::Setup(e.to_string()))?)
                 }
-                SlotType::Raw => None,
+                None => None,
             };
             let ran = self.hooks.slot(which, slot, parent, image, None, mounted.as_ref().map(|m| m.path()));
             let done = match mounted {
@@ -143,6 +143,10 @@ impl Sink for HookedWriter<'_, '_> {
         ran.and_then(|_| sync(slot).map_err(|e| HookError::Setup(e.to_string()))).map_err(|e| self.fail(e))?;
         if let Some(p) = &copy {
             let _ = std::fs::remove_file(p);
+            if slot.kind.has_region() {
+                tracing::info!("slot {}: a boot region written by its install hook is not read back", slot.name);
+                return Ok(());
+            }
             match crate::slot::writer::holds(&slot.device, image) {
                 Ok(true) => tracing::info!("slot {}: the install hook wrote the image; it holds it", slot.name),
                 Ok(false) => tracing::warn!(

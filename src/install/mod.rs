@@ -34,11 +34,12 @@ use crate::bootloader::Bootloader;
 use crate::config::{Config, SlotConf};
 use crate::download::{Remote, RemoteSource};
 use crate::fault::Fault;
-use crate::hook::Hooks;
+use crate::hook::{handler, Hooks};
 use crate::measured_boot::Approver;
 use crate::package::adaptive::{Adaptive, Counters};
 use crate::package::{self, Context, Package};
 use crate::slot::index::{Local, SlotBlocks};
+use crate::slot::region::Switch;
 use crate::slot::writer::{SlotWriter, Written};
 use crate::slot::{self, SlotError};
 use crate::source::{FileSource, Source};
@@ -210,13 +211,14 @@ pub fn install(
     };
     let start = plan.now;
     let target = slot::target(&plan.conf.slots, plan.booted).ok().map(|t| t[0].name.clone());
-    let began = Status::update(dir, |s| {
+    let file = plan.conf.status_file();
+    let began = Status::update(&file, |s| {
         // A job left by a killed agent is reported (once) before this one starts.
         s.settle_interrupted(secs(SystemTime::now()));
         s.job = Some(Job { command_key: req.order.command_key.clone(), slot: target.clone(), start_time: secs(start) });
     });
     // The installer's view; each change goes to disk through Status::update.
-    let mut status = match began.and_then(|_| Status::load(dir)) {
+    let mut status = match began.and_then(|_| Status::load(&file)) {
         Ok(s) => s,
         Err(e) => return Outcome { result: Err(e.into()), transfer: None },
     };
@@ -237,7 +239,7 @@ pub fn install(
     let activated = matches!(&result, Ok(i) if i.activated);
     let transfer = (!activated && r.command_key.is_some()).then(|| r.clone());
     // Recording the result must not hide the install's own error.
-    let recorded = Status::update(dir, |disk| {
+    let recorded = Status::update(&file, |disk| {
         if let Some(t) = &target {
             if let Some(v) = status.slots.get(t) {
                 disk.slots.insert(t.clone(), v.clone());
@@ -277,6 +279,12 @@ struct Real<'r, 'p> {
     counters: Arc<Counters>,
     /// The bundle's hooks, once admitted (RAUC `[hooks]`).
     hooks: Option<Hooks>,
+    /// RAUC's transaction id for the system handlers (`RAUC_TRANSACTION_ID`).
+    transaction: String,
+    /// The booted slot's bootname (`RAUC_CURRENT_BOOTNAME`).
+    booted: String,
+    /// Boot regions written, whose partition entry switches once every check passed.
+    switches: Vec<Switch>,
 }
 
 impl Real<'_, '_> {
@@ -287,6 +295,17 @@ impl Real<'_, '_> {
     /// The package's source (there is one once the lease is held).
     fn src(&self) -> Result<&Opened, InstallError> {
         self.src.as_ref().ok_or_else(|| InstallError::Access("the package is not leased".into()))
+    }
+
+    /// What the system handlers are told about this install.
+    fn handler_view<'a>(&'a self, package: &'a Package) -> handler::Install<'a> {
+        handler::Install {
+            conf: self.plan.conf,
+            booted: &self.booted,
+            targets: &self.targets,
+            package,
+            transaction: &self.transaction,
+        }
     }
 }
 
@@ -324,8 +343,12 @@ impl Phases for Real<'_, '_> {
     fn admit(&mut self, a: &package::Authenticated) -> Result<admit::Admission, InstallError> {
         let facts = device_facts(self.plan, &self.targets, &self.bootname, self.status)?;
         let admission = admit::admit(a.package(), &facts)?;
-        // The bundle's code runs only for a package the device's rules admit, before
-        // anything changes.
+        // The device's pre-install handler, then the bundle's code, run only for a
+        // package the device's rules admit, before anything changes (RAUC's order).
+        if self.plan.conf.handlers.pre_install.is_some() {
+            (self.progress)(Progress { percent: 2, message: "Running the pre-install handler".into(), depth: 2 });
+            self.handler_view(a.package()).pre_install()?;
+        }
         let conf = self.plan.conf;
         let variant = conf.variant().map_err(InstallError::Variant)?;
         self.hooks = Hooks::prepare(a, conf, variant.as_deref())?;
@@ -369,10 +392,11 @@ impl Phases for Real<'_, '_> {
         let intact = move || src.as_ref().is_some_and(|s| s.intact());
         let hooked = self.hooks.as_ref().map(|h| (h, self.plan.conf.slots.as_slice(), &intact as &dyn Fn() -> bool));
         let written = write(a, &self.targets, read_back, total, adaptive, hooked, &counters, self.progress);
-        let pkg = written.map_err(|e| match &self.src {
+        let (pkg, switches) = written.map_err(|e| match &self.src {
             Some(src) => src.explain(e),
             None => e,
         })?;
+        self.switches = switches;
         crate::failpoint::hit("install.written");
         if let Some(b) = &blocks {
             store_indexes(self.plan, &pkg, &self.targets, b);
@@ -410,6 +434,25 @@ impl Phases for Real<'_, '_> {
     fn approve(&mut self, measured: bool, admission: admit::Admission) -> Result<(), InstallError> {
         let root = self.root().to_string();
         approve(self.plan, measured, admission, &root, &self.bootname, self.progress)
+    }
+
+    fn post_install(&mut self, pkg: &Package) -> Result<(), InstallError> {
+        if self.plan.conf.handlers.post_install.is_some() {
+            (self.progress)(Progress { percent: 97, message: "Running the post-install handler".into(), depth: 2 });
+            self.handler_view(pkg).post_install()?;
+        }
+        // Every check passed: a boot region's partition entry now points at the half
+        // that holds the new bootloader (RAUC switches it right after the write).
+        for s in std::mem::take(&mut self.switches) {
+            tracing::info!(
+                "switching the first partition of {} to byte {} ({} bytes)",
+                s.device.display(),
+                s.start,
+                s.size
+            );
+            s.apply().map_err(|e| InstallError::Slot(SlotError::Region(format!("{}: {e}", s.device.display()))))?;
+        }
+        Ok(())
     }
 
     fn record(&mut self, r: SlotRecord<'_>) {
@@ -451,9 +494,14 @@ fn run(
         cached: Vec::new(),
         counters: Arc::default(),
         hooks: None,
+        transaction: transaction_id(),
+        booted: plan.booted.bootname.clone().unwrap_or_default(),
+        switches: Vec::new(),
     };
     let started = std::time::Instant::now();
-    let package = sequence(&mut real, order.activate)?;
+    // `[system] activate-installed=false`: every install is stored, none activated.
+    let activate = order.activate && plan.conf.activate_installed;
+    let package = sequence(&mut real, activate)?;
     let (reused, zero, from_bundle) = real.counters.get();
     let total: u64 = package.images.iter().map(|i| i.size).sum();
     // Images read whole, and what the assembled ones took from the bundle (counted
@@ -480,7 +528,19 @@ fn run(
         message += &format!(", {:.1} MiB fetched", mib(f));
     }
     (real.progress)(Progress { percent: 100, message, depth: 1 });
-    Ok(Installed { package, slot, bootname, activated: order.activate, moved })
+    Ok(Installed { package, slot, bootname, activated: activate, moved })
+}
+
+/// A random UUID (version 4, RFC 9562 section 5.4), RAUC's transaction id.
+fn transaction_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::getrandom(&mut b).is_err() {
+        b = (SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)).to_be_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 /// Phase 1: authenticate the package (signature, chain, structure, the images for this
@@ -513,7 +573,7 @@ fn device_facts(
     for t in targets {
         // Read here, judged by admission in its order (a device that cannot be sized
         // matters only for a slot the package writes).
-        let size = crate::slot::writer::device_size(&t.device).map_err(|e| e.to_string());
+        let size = crate::slot::writer::capacity(t).map_err(|e| e.to_string());
         slots.push(admit::TargetSlot {
             name: t.name.clone(),
             class: t.class.clone(),
@@ -571,7 +631,7 @@ fn prepare(
     crate::failpoint::hit("install.marked-bad");
     let downloading = slot_status(FirmwareStatus::Downloading, None, plan.now);
     status.slots.insert(root.to_string(), downloading.clone());
-    Status::update(&plan.conf.data_directory, |disk| {
+    Status::update(&plan.conf.status_file(), |disk| {
         disk.slots.insert(root.to_string(), downloading);
     })
     .inspect_err(|_| {
@@ -597,7 +657,10 @@ fn slot_blocks(
     // A slot a hook changes is not the image the bundle's index describes.
     let adaptive = |i: &&package::Image| i.adaptive.iter().any(|m| m == blockindex::METHOD) && !i.hooks.any();
     for image in pkg.images.iter().filter(adaptive) {
-        let Some(target) = targets.iter().find(|t| t.class == image.slot_class) else { continue };
+        // A boot region's halves are written whole.
+        let Some(target) = targets.iter().find(|t| t.class == image.slot_class && !t.kind.has_region()) else {
+            continue;
+        };
         any = true;
         let mut indexed = |slot: &SlotConf, stored: Option<Lookup>, keep: bool| -> Option<Local> {
             let lookup = match stored {
@@ -662,7 +725,7 @@ fn write(
     hooks: Option<HookedWith<'_>>,
     counters: &Counters,
     progress: &mut dyn FnMut(Progress),
-) -> Result<Package, InstallError> {
+) -> Result<(Package, Vec<Switch>), InstallError> {
     let mut shown = 0;
     let mut report = |w: Written<'_>| match w {
         Written::Begin { image, slot } => {
@@ -688,15 +751,17 @@ fn write(
     };
     let mut writer = SlotWriter::new(targets, read_back, &mut report);
     let Some((hooks, slots, intact)) = hooks else {
-        return Ok(authenticated.stream_adaptive(&mut writer, adaptive)?);
+        let pkg = authenticated.stream_adaptive(&mut writer, adaptive)?;
+        return Ok((pkg, writer.take_switches()));
     };
     let mut hooked = hooked::HookedWriter::new(&mut writer, hooks, targets, slots, intact);
     let streamed = authenticated.stream_adaptive(&mut hooked, adaptive);
     // A hook's own error, not the sink error it became.
-    match (streamed, hooked.failure()) {
-        (Err(_), Some(e)) => Err(e.into()),
-        (r, _) => Ok(r?),
-    }
+    let pkg = match (streamed, hooked.failure()) {
+        (Err(_), Some(e)) => return Err(e.into()),
+        (r, _) => r?,
+    };
+    Ok((pkg, writer.take_switches()))
 }
 
 /// Phase 5: commit the target's reference values to the measured-boot policy (the
@@ -745,7 +810,7 @@ fn switch(
         start_time: secs(plan.now),
     };
     let available = status.slots.get(root).cloned();
-    Status::update(&plan.conf.data_directory, |disk| {
+    Status::update(&plan.conf.status_file(), |disk| {
         if let Some(a) = available {
             disk.slots.insert(root.to_string(), a);
         }

@@ -38,6 +38,8 @@ pub(super) trait Phases {
     fn still_leased(&mut self) -> Result<(), InstallError>;
     /// Phase 5: the target's reference values into the measured-boot policy.
     fn approve(&mut self, measured: bool, admission: admit::Admission) -> Result<(), InstallError>;
+    /// `[handlers] post-install`: after approval, before the switch.
+    fn post_install(&mut self, pkg: &Package) -> Result<(), InstallError>;
     /// Record the target's status.
     fn record(&mut self, r: SlotRecord<'_>);
     /// Phase 6: the pending confirmation on disk, then the bootloader's switch.
@@ -67,6 +69,10 @@ pub(super) fn sequence<P: Phases>(p: &mut P, activate: bool) -> Result<Package, 
         return Err(e);
     }
     if let Err(e) = p.approve(measured, admission) {
+        p.record(SlotRecord::Failed(FirmwareStatus::InstallationFailed));
+        return Err(e);
+    }
+    if let Err(e) = p.post_install(&pkg) {
         p.record(SlotRecord::Failed(FirmwareStatus::InstallationFailed));
         return Err(e);
     }
@@ -144,6 +150,9 @@ mod tests {
             assert!(measured, "prepare's answer reaches approve");
             self.step("approve")
         }
+        fn post_install(&mut self, _: &Package) -> Result<(), InstallError> {
+            self.step("post-install")
+        }
         fn record(&mut self, r: SlotRecord<'_>) {
             self.log.push(match r {
                 SlotRecord::Failed(s) => format!("record {s:?}"),
@@ -167,7 +176,17 @@ mod tests {
 
     #[test]
     fn the_phases_run_in_order_and_the_switch_comes_last() {
-        let all = ["lease", "authenticate", "admit", "prepare", "write", "still-leased", "approve", "record Available"];
+        let all = [
+            "lease",
+            "authenticate",
+            "admit",
+            "prepare",
+            "write",
+            "still-leased",
+            "approve",
+            "post-install",
+            "record Available",
+        ];
         let mut with_switch = all.to_vec();
         with_switch.push("switch");
         assert_eq!(run_with(None, None, true), with_switch);
@@ -187,12 +206,13 @@ mod tests {
     #[test]
     fn a_failure_after_prepare_records_the_target_failed_and_never_switches() {
         let internal = || InstallError::Variant("x".into());
-        let cases: [(&str, Failure, &str); 5] = [
+        let cases: [(&str, Failure, &str); 6] = [
             ("prepare", None, ""),
             ("write", None, "record ValidationFailed"),
             ("write", Some(internal), "record InstallationFailed"),
             ("still-leased", None, "record ValidationFailed"),
             ("approve", None, "record InstallationFailed"),
+            ("post-install", None, "record InstallationFailed"),
         ];
         for (phase, fail_with, recorded) in cases {
             let log = run_with(Some(phase), fail_with, true);

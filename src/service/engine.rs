@@ -133,7 +133,7 @@ impl Engine {
     /// A new engine; returns it, the event stream and the initial snapshot.
     pub fn new(conf: Arc<Config>, override_boot: Option<String>) -> (Self, mpsc::UnboundedReceiver<Event>, Snapshot) {
         let booted = device::booted(&conf, override_boot.as_deref()).ok();
-        let status = Status::load(&conf.data_directory).unwrap_or_default();
+        let status = Status::load(&conf.status_file()).unwrap_or_default();
         let snap = Snapshot {
             operation: "idle",
             progress: (0, String::new(), 0),
@@ -258,7 +258,7 @@ impl Engine {
                             .duration_since(std::time::UNIX_EPOCH)
                             .map(|d| d.as_secs())
                             .unwrap_or(0);
-                        let transfer = Status::update(&conf.data_directory, |s| {
+                        let transfer = Status::update(&conf.status_file(), |s| {
                             s.settle_interrupted(now).then(|| s.last_result.clone()).flatten()
                         })
                         .ok()
@@ -315,13 +315,13 @@ impl Engine {
             }
             Request::Transfers { reply } => {
                 let r =
-                    Status::load(&self.conf.data_directory).map(|s| s.transfers).map_err(|e| Failure::from_fault(&e));
+                    Status::load(&self.conf.status_file()).map(|s| s.transfers).map_err(|e| Failure::from_fault(&e));
                 let _ = reply.send(r);
             }
             Request::Acknowledge { command_key, reply } => {
                 let r = self
                     .blocking(move |conf, _| {
-                        Status::update(&conf.data_directory, |s| s.acknowledge(&command_key))
+                        Status::update(&conf.status_file(), |s| s.acknowledge(&command_key))
                             .map_err(|e| Failure::from_fault(&e))
                     })
                     .await;

@@ -77,7 +77,7 @@ fn settle(conf: &Config, override_boot: Option<&str>) {
         if let Ok(_held) = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             let now =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            match crate::status::Status::update(dir, |s| s.settle_interrupted(now)) {
+            match crate::status::Status::update(&conf.status_file(), |s| s.settle_interrupted(now)) {
                 Ok(true) => {
                     tracing::warn!("an install was interrupted while the agent was not running: reported as failed")
                 }

@@ -43,7 +43,7 @@ pub struct SlotView {
 pub(super) fn slot_views(conf: &Config, override_boot: Option<&str>) -> Result<Vec<SlotView>, Failure> {
     use crate::status::{FirmwareStatus, Status};
     let booted = device::booted(conf, override_boot)?;
-    let status = Status::load(&conf.data_directory).map_err(|e| Failure::from_fault(&e))?;
+    let status = Status::load(&conf.status_file()).map_err(|e| Failure::from_fault(&e))?;
     let mut bl = device::bootloader(conf, booted)?;
     let primary = bl.primary().map_err(SetupError::from)?;
     let failure = status.last_result.as_ref().filter(|r| r.kind == "activation-failed");

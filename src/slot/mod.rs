@@ -8,6 +8,7 @@
 
 pub mod index;
 pub mod mount;
+pub mod region;
 pub mod writer;
 
 use crate::config::SlotConf;
@@ -23,6 +24,9 @@ pub enum SlotError {
     /// There is no other slot to install to.
     #[error("no inactive slot group of class '{0}' to install to")]
     NoTarget(String),
+    /// A boot region's partition entry could not be switched.
+    #[error("boot region: {0}")]
+    Region(String),
 }
 
 impl crate::fault::Fault for SlotError {
@@ -64,13 +68,27 @@ pub fn booted<'a>(
 }
 
 /// The group to install to: the first other bootable root slot of the booted class,
-/// then its children.
+/// then its children; then, as RAUC's target group, the first root slot of each class
+/// without bootable slots (a bootloader region, a slot updated in place), with its
+/// children. The first entry is the slot that boots next.
 pub fn target<'a>(slots: &'a [SlotConf], booted: &SlotConf) -> Result<Vec<&'a SlotConf>, SlotError> {
     let root = slots
         .iter()
         .find(|s| s.class == booted.class && s.name != booted.name && s.parent.is_none() && s.bootname.is_some())
         .ok_or_else(|| SlotError::NoTarget(booted.class.clone()))?;
-    Ok(std::iter::once(root).chain(slots.iter().filter(|s| s.parent.as_deref() == Some(&root.name))).collect())
+    let mut roots = vec![root];
+    for s in slots.iter().filter(|s| s.parent.is_none() && s.class != booted.class) {
+        let bootable = slots.iter().any(|x| x.class == s.class && x.bootname.is_some());
+        if !bootable && !roots.iter().any(|r| r.class == s.class) {
+            roots.push(s);
+        }
+    }
+    let mut group = Vec::new();
+    for r in roots {
+        group.push(r);
+        group.extend(slots.iter().filter(|s| s.parent.as_deref() == Some(&r.name)));
+    }
+    Ok(group)
 }
 
 /// Bootnames of the bootable slots of `class`, in config order (the boot order RAUC builds).
@@ -113,6 +131,12 @@ mod tests {
         assert_eq!(t.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(), ["rootfs.1", "appfs.1"]);
         let t = target(&s, &s[1]).unwrap();
         assert_eq!(t[0].name, "rootfs.0");
+        // A class without bootable slots (a bootloader region) is in every target group.
+        let mut with_boot = s.clone();
+        let text = "[system]\ncompatible=t\n[slot.bootloader.0]\ndevice=/dev/vda\ntype=boot-raw-fallback\nregion-start=1M\nregion-size=2M\n";
+        with_boot.extend(Config::parse(text, Path::new("t.conf")).unwrap().slots);
+        let t = target(&with_boot, &with_boot[1]).unwrap();
+        assert_eq!(t.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(), ["rootfs.0", "appfs.0", "bootloader.0"]);
         assert_eq!(bootnames(&s, "rootfs"), ["A", "B"]);
         assert!(target(&s[..1], &s[0]).is_err());
     }
@@ -120,7 +144,7 @@ mod tests {
     #[test]
     fn config_errors_name_what_is_wrong() {
         let e = |t: &str| Config::parse(t, Path::new("x.conf")).unwrap_err().to_string();
-        assert!(e("[system]\ncompatible=x\nbootloader=barebox\n").contains("x.conf:3"));
+        assert!(e("[system]\ncompatible=x\nbootloader=efi\n").contains("x.conf:3"));
         assert!(e("[system]\ncompatible=x\n[slot.rootfs.0]\ntype=ubifs\ndevice=/x\n").contains("type=ubifs"));
         assert!(e("[system]\ncompatible=x\n[slot.rootfs.0]\ndevice=/x\nparent=nope.0\n").contains("no such slot"));
         assert!(e(

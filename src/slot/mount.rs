@@ -48,12 +48,18 @@ pub struct Mounted {
 }
 
 impl Mounted {
-    /// Mount `slot` (its `type=` as the file system) at `at`, which must be an empty
+    /// Mount `slot` (the file system of its `type=`) at `at`, which must be an empty
     /// directory.
     ///
     /// Errors: the device cannot be opened or attached to a loop device, or the kernel
     /// refuses the mount (not a file system of that type: `EINVAL`).
     pub fn mount(slot: &SlotConf, at: &Path) -> io::Result<Self> {
+        let fstype = slot.kind.filesystem().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("slot {} (type={}) holds no file system", slot.name, slot.kind.name()),
+            )
+        })?;
         let meta = std::fs::metadata(&slot.device)?;
         let (source, lp) = if meta.is_file() {
             let (path, f) = attach_loop(&slot.device)?;
@@ -61,16 +67,10 @@ impl Mounted {
         } else {
             (slot.device.clone(), None)
         };
-        nix::mount::mount(
-            Some(&source),
-            at,
-            Some(slot.kind.name()),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            None::<&str>,
-        )
-        .map_err(|e| {
-            io::Error::other(format!("mounting slot {} ({}) at {}: {e}", slot.name, source.display(), at.display()))
-        })?;
+        nix::mount::mount(Some(&source), at, Some(fstype), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None::<&str>)
+            .map_err(|e| {
+                io::Error::other(format!("mounting slot {} ({}) at {}: {e}", slot.name, source.display(), at.display()))
+            })?;
         Ok(Self { at: at.to_path_buf(), _loop: lp, done: false })
     }
 

@@ -5,6 +5,7 @@
 
 use crate::config::SlotConf;
 use crate::package::{Image, Sink};
+use crate::slot::region;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -36,6 +37,12 @@ pub struct SlotWriter<'a> {
     out: Option<File>,
     /// Offset in the slot of the next byte of the current image.
     pos: u64,
+    /// Where the current image starts on the device (a boot region's half; else 0).
+    base: u64,
+    /// The current image's place in a boot region.
+    placement: Option<region::Placement>,
+    /// Boot-region partition switches to make once every check passed.
+    switches: Vec<region::Switch>,
     /// Adaptive images are written lazily (RAUC's rule): 4 KiB blocks the slot already
     /// holds are not written again, which spares the flash.
     lazy: bool,
@@ -48,7 +55,25 @@ impl<'a> SlotWriter<'a> {
     /// A writer into `targets`; `read_back` checks each image from the device after it
     /// is synced.
     pub fn new(targets: &'a [SlotConf], read_back: bool, report: &'a mut dyn FnMut(Written<'_>)) -> Self {
-        Self { targets, read_back, out: None, pos: 0, lazy: false, scratch: Vec::new(), written: 0, report }
+        Self {
+            targets,
+            read_back,
+            out: None,
+            pos: 0,
+            base: 0,
+            placement: None,
+            switches: Vec::new(),
+            lazy: false,
+            scratch: Vec::new(),
+            written: 0,
+            report,
+        }
+    }
+
+    /// The boot-region partition switches the written images need, in image order; the
+    /// install makes them once every check passed ([`region::Switch::apply`]).
+    pub fn take_switches(&mut self) -> Vec<region::Switch> {
+        std::mem::take(&mut self.switches)
     }
 
     fn slot_for(&self, image: &Image) -> io::Result<&'a SlotConf> {
@@ -63,17 +88,30 @@ impl Sink for SlotWriter<'_> {
     fn begin(&mut self, image: &Image) -> io::Result<()> {
         let slot = self.slot_for(image)?;
         (self.report)(Written::Begin { image: &image.filename, slot: &slot.name });
-        self.lazy = image.adaptive.iter().any(|m| m == crate::blockindex::METHOD);
+        self.placement = if slot.kind.has_region() { Some(region::place(slot, image.size)?) } else { None };
+        self.base = self.placement.as_ref().map_or(0, |p| p.first);
+        self.lazy = self.base == 0 && image.adaptive.iter().any(|m| m == crate::blockindex::METHOD);
         // O_EXCL: a block device in use (mounted, e.g. by a hook's process that outlived
         // it) is refused with EBUSY instead of written under a live file system (Linux;
-        // without O_CREAT it has no effect on regular files).
+        // without O_CREAT it has no effect on regular files). Not for a boot region (its
+        // device is the whole disk, whose partitions are in use) nor with allow-mounted.
+        let exclusive = !slot.allow_mounted && !slot.kind.has_region();
         self.out = Some(
             OpenOptions::new()
-                .read(self.lazy)
+                .read(true)
                 .write(true)
-                .custom_flags(nix::libc::O_EXCL)
+                .custom_flags(if exclusive { nix::libc::O_EXCL } else { 0 })
                 .open(&slot.device)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", slot.device.display())))?,
+                .map_err(|e| match e.raw_os_error() {
+                    Some(nix::libc::EBUSY) => io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{}: in use (mounted?): {e}; allow-mounted=true lets the slot be written anyway",
+                            slot.device.display()
+                        ),
+                    ),
+                    _ => io::Error::new(e.kind(), format!("{}: {e}", slot.device.display())),
+                })?,
         );
         self.pos = 0;
         Ok(())
@@ -84,7 +122,7 @@ impl Sink for SlotWriter<'_> {
         if self.lazy {
             write_lazily(out, data, self.pos, &mut self.scratch)?;
         } else {
-            out.write_all_at(data, self.pos)?;
+            out.write_all_at(data, self.base + self.pos)?;
         }
         self.pos += data.len() as u64;
         crate::failpoint::hit("install.write");
@@ -96,10 +134,20 @@ impl Sink for SlotWriter<'_> {
     fn end(&mut self, image: &Image) -> io::Result<()> {
         let f = self.out.take().ok_or_else(|| io::Error::other("no open slot"))?;
         f.sync_all()?;
+        let slot = self.slot_for(image)?;
         if self.read_back {
-            let slot = self.slot_for(image)?;
             (self.report)(Written::ReadBack { slot: &slot.name });
-            read_back(&slot.device, image)?;
+            read_back(&slot.device, self.base, image)?;
+        }
+        if let Some(p) = self.placement.take() {
+            if let Some(then) = p.then {
+                // raw-fallback: the second copy, from the first (checked on the way).
+                region::copy_half(&f, p.first, then, image)?;
+            }
+            self.switches.extend(p.switch);
+        }
+        if slot.resize {
+            resize(slot)?;
         }
         Ok(())
     }
@@ -150,11 +198,23 @@ fn write_lazily(out: &File, data: &[u8], pos: u64, scratch: &mut Vec<u8>) -> io:
 }
 
 /// Read the image back from the slot, past the page cache, and compare its digest.
-fn read_back(dev: &Path, image: &Image) -> io::Result<()> {
-    if !holds(dev, image)? {
+fn read_back(dev: &Path, at: u64, image: &Image) -> io::Result<()> {
+    if !holds_at(dev, at, image)? {
         return Err(io::Error::other(format!("read back from {}, the slot does not hold the image", dev.display())));
     }
     Ok(())
+}
+
+/// `resize=true`: grow the ext4 file system just written to its slot, with e2fsprogs'
+/// `resize2fs` (as RAUC), run by [`crate::process::exec`]'s rules.
+fn resize(slot: &SlotConf) -> io::Result<()> {
+    let what = format!("resize2fs {}", slot.device.display());
+    let dev = slot.device.display().to_string();
+    let timeout = std::time::Duration::from_secs(600);
+    crate::process::exec(Path::new("resize2fs"), &[&dev], &[], timeout, &what, false)
+        .and_then(|e| e.success(&what))
+        .map(drop)
+        .map_err(|e| io::Error::other(format!("slot {}: {e}", slot.name)))
 }
 
 /// Whether the device's first `image.size` bytes are the image (its size and signed
@@ -162,9 +222,22 @@ fn read_back(dev: &Path, image: &Image) -> io::Result<()> {
 ///
 /// Errors: the device cannot be read.
 pub fn holds(dev: &Path, image: &Image) -> io::Result<bool> {
-    let f = File::open(dev)?;
+    holds_at(dev, 0, image)
+}
+
+/// [`holds`] for the image at byte `at` of the device.
+///
+/// Errors: the device cannot be read.
+pub fn holds_at(dev: &Path, at: u64, image: &Image) -> io::Result<bool> {
+    let mut f = File::open(dev)?;
     // Drop the cached pages so that the bytes come from the device, not from memory.
-    let _ = nix::fcntl::posix_fadvise(&f, 0, image.size as i64, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+    let _ = nix::fcntl::posix_fadvise(
+        &f,
+        at as i64,
+        image.size as i64,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
+    f.seek(SeekFrom::Start(at))?;
     let mut h = image.digest_algorithm.hasher();
     let mut r = f.take(image.size);
     let mut buf = vec![0u8; 1 << 20];
@@ -178,6 +251,25 @@ pub fn holds(dev: &Path, image: &Image) -> io::Result<bool> {
         n += k as u64;
     }
     Ok(n == image.size && h.finish() == image.digest)
+}
+
+/// The bytes an image may have in `slot`: half its region for a boot region (which must
+/// lie inside the device), else its device's size.
+///
+/// Errors: the device cannot be opened, or the region does not fit it.
+pub fn capacity(slot: &SlotConf) -> io::Result<u64> {
+    let size = device_size(&slot.device)?;
+    match slot.region {
+        Some(r) if slot.kind.has_region() => {
+            if r.start.checked_add(r.size).is_none_or(|end| end > size) {
+                return Err(io::Error::other(format!(
+                    "region-start + region-size is beyond the device's {size} bytes"
+                )));
+            }
+            Ok(r.size / 2)
+        }
+        _ => Ok(size),
+    }
 }
 
 /// The size of a slot's device (block device or file), in bytes.

@@ -25,7 +25,10 @@ pkgs=(
   grub-efi-amd64-bin # GRUB's x86_64-efi modules for images/build.sh
   mtools           # mcopy/mmd: fill FAT images without loop devices
   dosfstools       # mkfs.vfat
-  gdisk            # sgdisk: the GPT test disk
+  gdisk            # sgdisk: the GPT test disk, and the reader of boot-gpt-switch's table
+  fdisk            # sfdisk: the reader of boot-mbr-switch's table
+  dt-utils         # barebox-state: the barebox bootloader backend and its test reader
+  device-tree-compiler # dtc: the barebox state's device tree in tests
   busybox-static   # the guest's shell and tools
   cpio             # the guest's initramfs
   e2fsprogs        # mkfs.ext4 -d: slot and data images

@@ -148,7 +148,7 @@ fn custom_backend_gets_rauc_subcommands_as_arguments() {
     )
     .unwrap();
     run_ok(Command::new("chmod").arg("+x").arg(&script));
-    let mut c = Custom::new(script);
+    let mut c = Custom::new(script, std::time::Duration::from_secs(30));
     assert_eq!(c.primary().unwrap().as_deref(), Some("B"));
     assert_eq!(c.state("A").unwrap(), BootState::Good);
     assert_eq!(c.state("B; rm -rf /").unwrap(), BootState::Bad);
@@ -156,4 +156,12 @@ fn custom_backend_gets_rauc_subcommands_as_arguments() {
     c.set_primary("A").unwrap();
     let calls = std::fs::read_to_string(log).unwrap();
     assert_eq!(calls, "get-primary\nget-state A\nget-state B; rm -rf /\nset-state B bad\nset-primary A\n");
+    // Run as hooks are: a backend that hangs is killed at its timeout.
+    let hang = w.path("hang.sh");
+    std::fs::write(&hang, "#!/bin/sh\nsleep 600\n").unwrap();
+    run_ok(Command::new("chmod").arg("+x").arg(&hang));
+    let started = std::time::Instant::now();
+    let e = Custom::new(hang, std::time::Duration::from_secs(1)).primary().unwrap_err().to_string();
+    assert!(e.contains("did not finish within 1 s"), "{e}");
+    assert!(started.elapsed().as_secs() < 30);
 }

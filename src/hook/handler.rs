@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `system-info` | when the agent loads its configuration; its `RAUC_*=value` lines of standard output reach every handler and hook, `RAUC_SYSTEM_VARIANT` sets the variant | the configuration does not load |
 //! | `pre-install` | after the package is authenticated and admitted, before its install-check hook and before anything changes | the package is refused (9001, `handler-refused`) with its last line of error output |
-//! | `post-install` | after every image is written, verified and approved, before the boot order is switched | the install fails (9002, `handler-failed`), the target is recorded failed, nothing is switched |
+//! | `post-install` | after every image is written, verified and approved, before the boot order is switched | the install fails (9002, `handler-failed` or `handler-timeout`), the target is recorded failed, nothing is switched |
 //!
 //! RAUC runs `post-install` after the switch; here it runs before it, so that its failure
 //! leaves the boot order as it was (R6).
@@ -26,12 +26,14 @@ const MAX_VALUE: usize = 4096;
 /// `conf.system_info` (the first value of a name wins; other lines are ignored, as RAUC
 /// ignores them).
 ///
-/// Errors: the handler cannot be started, times out or fails: [`HookError`] naming it.
+/// Errors: the handler cannot be started, times out or fails: [`HookError::Handler`].
 pub fn system_info(conf: &mut Config) -> Result<(), HookError> {
     let Some(exe) = conf.handlers.system_info.clone() else { return Ok(()) };
     let what = "system-info handler";
     tracing::info!("running the {what} {}", exe.display());
-    let out = exec(&exe, &[], &system_env(conf), conf.hook_timeout, what, true)?.success(what)?;
+    let out = exec(&exe, &[], &system_env(conf), conf.hook_timeout, what, true)
+        .and_then(|e| e.success(what))
+        .map_err(HookError::Handler)?;
     let text = String::from_utf8_lossy(&out);
     let mut vars: Vec<(String, String)> = Vec::new();
     for line in text.lines() {
@@ -68,20 +70,17 @@ impl Install<'_> {
         let Some(exe) = &self.conf.handlers.pre_install else { return Ok(()) };
         match self.run(exe, "pre-install handler") {
             Err(RunError::Failed { why, .. }) => Err(HookError::HandlerRefused(why)),
-            r => r.map_err(HookError::from),
+            r => r.map_err(HookError::Handler),
         }
     }
 
     /// Run `[handlers] post-install`, if configured.
     ///
-    /// Errors: [`HookError::HandlerFailed`] when it exits other than 0; a start failure
-    /// or timeout.
+    /// Errors: [`HookError::Handler`] when it exits other than 0, cannot be started or
+    /// times out.
     pub fn post_install(&self) -> Result<(), HookError> {
         let Some(exe) = &self.conf.handlers.post_install else { return Ok(()) };
-        match self.run(exe, "post-install handler") {
-            Err(RunError::Failed { why, .. }) => Err(HookError::HandlerFailed(why)),
-            r => r.map_err(HookError::from),
-        }
+        self.run(exe, "post-install handler").map_err(HookError::Handler)
     }
 
     fn run(&self, exe: &Path, what: &str) -> Result<(), RunError> {

@@ -87,9 +87,10 @@ pub enum HookError {
     /// `[handlers] pre-install` exited other than 0: the device refuses the package.
     #[error("refused by the pre-install handler: {0}")]
     HandlerRefused(String),
-    /// `[handlers] post-install` exited other than 0.
-    #[error("post-install handler failed: {0}")]
-    HandlerFailed(String),
+    /// A system handler (`[handlers] system-info`, `post-install`) failed, could not be
+    /// started or timed out.
+    #[error("{0}")]
+    Handler(RunError),
     /// The package file was opened for writing after it was authenticated: nothing of it
     /// is run.
     #[error("the package file was opened for writing while it was being installed: its hooks are not run")]
@@ -111,7 +112,8 @@ impl Fault for HookError {
         match self {
             Self::Refused(_) => "hook-refused",
             Self::HandlerRefused(_) => "handler-refused",
-            Self::HandlerFailed(_) => "handler-failed",
+            Self::Handler(RunError::Timeout { .. }) => "handler-timeout",
+            Self::Handler(_) => "handler-failed",
             Self::Timeout { .. } => "hook-timeout",
             Self::Extract { source, .. } => source.kind(),
             Self::PackageModified => "package-modified",

@@ -437,6 +437,9 @@ impl Phases for Real<'_, '_> {
     }
 
     fn post_install(&mut self, pkg: &Package) -> Result<(), InstallError> {
+        if self.plan.conf.statusfile == crate::config::StatusFile::PerSlot {
+            save_slot_status(self.plan, &self.targets, pkg, &self.transaction)?;
+        }
         if self.plan.conf.handlers.post_install.is_some() {
             (self.progress)(Progress { percent: 97, message: "Running the post-install handler".into(), depth: 2 });
             self.handler_view(pkg).post_install()?;
@@ -529,6 +532,54 @@ fn run(
     }
     (real.progress)(Progress { percent: 100, message, depth: 1 });
     Ok(Installed { package, slot, bootname, activated: activate, moved })
+}
+
+/// `[system] statusfile=per-slot`: RAUC's slot status (`slot.raucs`, the `[slot]` keys of
+/// RAUC 1.8 src/slot.c `r_slot_status_save`) written, atomically, into the root of each
+/// file-system slot the package wrote, mounted under `mountprefix` for it.
+///
+/// Errors: a slot cannot be mounted or written ([`SlotError::Region`] names it).
+fn save_slot_status(
+    plan: &Plan<'_>,
+    targets: &[SlotConf],
+    pkg: &Package,
+    transaction: &str,
+) -> Result<(), InstallError> {
+    let fail = |slot: &SlotConf, e: String| InstallError::Slot(SlotError::Status(format!("slot {}: {e}", slot.name)));
+    let now = plan.now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    for (slot, image) in targets
+        .iter()
+        .filter(|t| t.kind.filesystem().is_some())
+        .filter_map(|t| pkg.images.iter().find(|i| i.slot_class == t.class && !i.hooks.install).map(|i| (t, i)))
+    {
+        let mut kf = crate::config::keyfile::KeyFile::default();
+        kf.set("slot", "bundle.compatible", &pkg.compatible);
+        for (k, v) in
+            [("bundle.version", &pkg.version), ("bundle.description", &pkg.description), ("bundle.build", &pkg.build)]
+        {
+            if let Some(v) = v {
+                kf.set("slot", k, v);
+            }
+        }
+        kf.set("slot", "status", "ok");
+        kf.set("slot", "sha256", &hex::encode(&image.sha256));
+        kf.set("slot", "size", &image.size.to_string());
+        kf.set("slot", "installed.transaction", transaction);
+        // RFC 3339 UTC (der's DateTime displays it so), as RAUC's ISO 8601 stamp.
+        if let Ok(t) = der::DateTime::from_unix_duration(std::time::Duration::from_secs(now)) {
+            kf.set("slot", "installed.timestamp", &t.to_string());
+        }
+        kf.set("slot", "installed.count", "1");
+        let prefix = &plan.conf.mount_prefix;
+        crate::fsutil::private_dir(prefix).map_err(|e| fail(slot, format!("mountprefix {}: {e}", prefix.display())))?;
+        let at = tempfile::Builder::new().prefix("slot-").tempdir_in(prefix).map_err(|e| fail(slot, e.to_string()))?;
+        let m = crate::slot::mount::Mounted::mount(slot, at.path()).map_err(|e| fail(slot, e.to_string()))?;
+        let written = crate::fsutil::write_atomic(&m.path().join("slot.raucs"), kf.to_text().as_bytes());
+        let unmounted = m.unmount();
+        written.and(unmounted).map_err(|e| fail(slot, format!("slot.raucs: {e}")))?;
+        tracing::info!("slot {}: status written into slot.raucs", slot.name);
+    }
+    Ok(())
 }
 
 /// A random UUID (version 4, RFC 9562 section 5.4), RAUC's transaction id.

@@ -27,6 +27,9 @@ pub enum SlotError {
     /// A boot region's partition entry could not be switched.
     #[error("boot region: {0}")]
     Region(String),
+    /// `statusfile=per-slot`: the slot's status could not be written into it.
+    #[error("per-slot status: {0}")]
+    Status(String),
 }
 
 impl crate::fault::Fault for SlotError {

@@ -201,3 +201,44 @@ fn shipped_configurations_load() {
         assert!(recipe.contains(&format!("@{p}@")), "the recipe does not substitute @{p}@");
     }
 }
+
+/// The operator guide's table of RAUC's keys says what the parser does with each, and
+/// names every key the parser knows (read or refused).
+#[test]
+fn the_rauc_key_table_is_what_the_parser_does() {
+    use henb_update::config::{known_keys, support, Support};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let guide = std::fs::read_to_string(root.join("docs/operator-guide.md")).unwrap();
+    let table = guide.split("### RAUC's keys").nth(1).expect("a RAUC's keys section");
+    let rows: Vec<(String, String, bool)> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("| section"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let c: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            (c[0].to_string(), c[1].to_string(), c[2].starts_with("yes"))
+        })
+        .collect();
+    assert!(rows.len() > 50, "{} rows", rows.len());
+    let mut wrong = Vec::new();
+    for (section, key, yes) in &rows {
+        let got = if key == "(section)" { support(section, "any-key") } else { support(section, key) };
+        let want = if *yes { Support::Supported } else { Support::Unsupported };
+        if got != want {
+            wrong.push(format!("[{section}] {key}: the guide says {want:?}, the parser {got:?}"));
+        }
+    }
+    // Every RAUC key the parser refuses is in the table; every key it reads is in the
+    // table or named as one of the agent's own.
+    let own = table.split("Keys of this agent's own").nth(1).unwrap_or_default();
+    for (section, key) in known_keys() {
+        let listed = rows.iter().any(|(s, k, _)| s == section && k == key);
+        let named_own = own.contains(&format!("`{key}`")) || own.contains(&format!("`[{section}]`"));
+        let own_key = support(section, key) == Support::Supported && named_own;
+        if !(listed || own_key) {
+            wrong.push(format!("[{section}] {key}: not in the guide's table"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

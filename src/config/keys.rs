@@ -110,6 +110,44 @@ const RAUC_UNSUPPORTED: &[(&str, &[&str])] = &[
 /// RAUC's sections this agent does not support.
 const RAUC_UNSUPPORTED_SECTIONS: &[&str] = &["casync", "encryption", "autoinstall", "artifacts", "log"];
 
+/// Whether this agent reads a key (`section` is `slot` for every slot section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// Read and honoured.
+    Supported,
+    /// RAUC's key, refused by name when loaded.
+    Unsupported,
+    /// Not a key of that section.
+    Unknown,
+}
+
+/// Whether `[section] key` is read, refused as a RAUC key this agent does not support, or
+/// unknown. A key of an unsupported section (`[casync]`) is [`Support::Unsupported`].
+pub fn support(section: &str, key: &str) -> Support {
+    let read = if section == "slot" {
+        SLOT_KEYS
+    } else {
+        KEYS.iter().find(|(g, _)| *g == section).map_or(&[][..], |(_, k)| *k)
+    };
+    if read.contains(&key) {
+        Support::Supported
+    } else if RAUC_UNSUPPORTED.iter().any(|(g, k)| *g == section && k.contains(&key))
+        || RAUC_UNSUPPORTED_SECTIONS.contains(&section)
+    {
+        Support::Unsupported
+    } else {
+        Support::Unknown
+    }
+}
+
+/// Every `(section, key)` this agent knows: those it reads and RAUC's it refuses.
+pub fn known_keys() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = KEYS.iter().flat_map(|(g, k)| k.iter().map(move |k| (*g, *k))).collect();
+    out.extend(SLOT_KEYS.iter().map(|k| ("slot", *k)));
+    out.extend(RAUC_UNSUPPORTED.iter().flat_map(|(g, k)| k.iter().map(move |k| (*g, *k))));
+    out
+}
+
 /// The closest of `candidates` to `word`, if close enough to be a typo.
 fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates

@@ -10,6 +10,7 @@ mod keys;
 use crate::verify::{Policy, Purpose};
 use keyfile::KeyFile;
 use keys::{apply_entry, check_section, check_slots};
+pub use keys::{known_keys, support, Support};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 

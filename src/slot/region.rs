@@ -250,3 +250,68 @@ pub fn copy_half(dev: &File, from: u64, to: u64, image: &crate::package::Image) 
     }
     dev.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn slot(kind: &str, dev: &Path) -> SlotConf {
+        let text = format!(
+            "[system]\ncompatible=t\n[slot.boot.0]\ndevice={}\ntype={kind}\nregion-start=1M\nregion-size=2M\n",
+            dev.display()
+        );
+        Config::parse(&text, Path::new("t.conf")).unwrap().slots.remove(0)
+    }
+
+    #[test]
+    fn raw_fallback_writes_a_blank_first_half_first() {
+        let d = tempfile::tempdir().unwrap();
+        let dev = d.path().join("disk");
+        std::fs::write(&dev, vec![0u8; 4 << 20]).unwrap();
+        let s = slot("boot-raw-fallback", &dev);
+        let p = place(&s, 1000).unwrap();
+        assert_eq!((p.first, p.then, p.half), (1 << 20, Some(2 << 20), 1 << 20), "blank: the first half first");
+        std::fs::File::options().write(true).open(&dev).unwrap().write_all_at(b"BOOT", 1 << 20).unwrap();
+        let p = place(&s, 1000).unwrap();
+        assert_eq!((p.first, p.then), (2 << 20, Some(1 << 20)), "the fallback half first");
+        assert!(place(&s, (1 << 20) + 1).unwrap_err().to_string().contains("does not fit"));
+        std::fs::write(&dev, vec![0u8; 2 << 20]).unwrap();
+        assert!(place(&s, 1000).unwrap_err().to_string().contains("beyond the device"));
+    }
+
+    fn mbr(dev: &Path, entries: &[(u32, u32)]) {
+        let mut f = std::fs::File::options().read(true).write(true).open(dev).unwrap();
+        let mut h = mbrman::MBRHeader::new([1, 2, 3, 4]);
+        for (i, (start, sectors)) in entries.iter().enumerate() {
+            let e = h.get_mut(i + 1).unwrap();
+            e.sys = 0x83;
+            e.starting_lba = *start;
+            e.sectors = *sectors;
+        }
+        h.write_into(&mut f).unwrap();
+    }
+
+    #[test]
+    fn mbr_switch_finds_the_other_half_and_refuses_what_does_not_fit_the_region() {
+        let d = tempfile::tempdir().unwrap();
+        let dev = d.path().join("disk");
+        std::fs::write(&dev, vec![0u8; 8 << 20]).unwrap();
+        let s = slot("boot-mbr-switch", &dev);
+        mbr(&dev, &[(2048, 2048), (8192, 4096)]);
+        let p = place(&s, 1000).unwrap();
+        assert_eq!(p.switch.as_ref().map(|w| (w.start, w.size)), Some((2 << 20, 1 << 20)));
+        p.switch.unwrap().apply().unwrap();
+        let p = place(&s, 1000).unwrap();
+        assert_eq!(p.first, 1 << 20, "switched: the first half is the inactive one now");
+        // Another partition inside the region, or a first entry at neither half.
+        mbr(&dev, &[(2048, 2048), (5000, 100)]);
+        assert!(place(&s, 1000).unwrap_err().to_string().contains("overlaps a partition"));
+        mbr(&dev, &[(2500, 2048)]);
+        assert!(place(&s, 1000).unwrap_err().to_string().contains("at neither half"));
+        mbr(&dev, &[]);
+        assert!(place(&s, 1000).unwrap_err().to_string().contains("first partition entry is empty"));
+        std::fs::write(&dev, vec![0u8; 8 << 20]).unwrap();
+        assert!(place(&s, 1000).unwrap_err().to_string().contains("MBR"), "no MBR at all");
+    }
+}

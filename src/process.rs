@@ -91,10 +91,10 @@ impl Ended {
 /// Bytes of standard output [`exec`] keeps for its caller: 64 KiB.
 pub const CAPTURED: usize = 64 << 10;
 
-/// Run `exe args` by the module's rules ( clean environment with `env` and
-/// `PATH`, no descriptor of the agent's, own process group killed at its end, at
-/// `timeout` or with the agent) and wait for it; `what` names it in the log and in
-/// errors. With `capture`, the first [`CAPTURED`] bytes of its standard output are kept.
+/// Run `exe args` by the module's rules (clean environment with `env` and `PATH`, no
+/// descriptor of the agent's, own process group killed at its end, at `timeout` or with
+/// the agent) and wait for it; `what` names it in the log and in errors. With `capture`,
+/// the first [`CAPTURED`] bytes of its standard output are kept.
 ///
 /// Errors: [`RunError::Start`], [`RunError::Timeout`]; an exit status is not an error
 /// here ([`Ended::success`]).
@@ -106,68 +106,129 @@ pub fn exec(
     what: &str,
     capture: bool,
 ) -> Result<Ended, RunError> {
-    let argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
-    let spawned = match command(exe, &argv, env).spawn() {
-        // A script without "#!": run by /bin/sh, as GLib's spawn (rauc) does.
-        Err(e) if e.raw_os_error() == Some(nix::libc::ENOEXEC) => {
-            let mut sh_args = vec![exe.as_os_str()];
-            sh_args.extend(&argv);
-            command(Path::new("/bin/sh"), &sh_args, env).spawn()
-        }
-        r => r,
-    };
-    let mut child = spawned.map_err(|source| RunError::Start { what: what.to_string(), source })?;
-    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-    crate::failpoint::hit("hook.running");
-    let (tx, rx) = mpsc::channel();
-    let logged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    for (stream, is_err) in [
-        (child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), false),
-        (child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>), true),
-    ] {
-        let (tx, logged, hook) = (tx.clone(), logged.clone(), what.to_string());
-        let keep = if capture && !is_err { CAPTURED } else { 0 };
-        if let Some(s) = stream {
-            std::thread::spawn(move || {
-                let drained = drain(s, &hook, &logged, keep);
-                let _ = tx.send((is_err, drained));
-            });
-        }
-    }
-    drop(tx);
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if Instant::now() >= deadline => break None,
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => {
-                kill_group(pgid);
-                let _ = child.wait();
-                return Err(RunError::Start { what: what.to_string(), source: e });
+    Running::start(exe, args, env, what, capture, false)?.wait(timeout)
+}
+
+/// A program started by the module's rules, whose standard input the agent may feed
+/// ([`Running::feed`]) before it waits for it ([`Running::wait`]).
+pub struct Running {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    pgid: nix::unistd::Pid,
+    rx: mpsc::Receiver<(bool, (Option<String>, Vec<u8>))>,
+    what: String,
+}
+
+impl Running {
+    /// Start `exe args` (see [`exec`]); with `input`, its standard input is a pipe the
+    /// caller writes, else `/dev/null`.
+    ///
+    /// Errors: [`RunError::Start`].
+    pub fn start(
+        exe: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        what: &str,
+        capture: bool,
+        input: bool,
+    ) -> Result<Self, RunError> {
+        let argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let stdin = || if input { Stdio::piped() } else { Stdio::null() };
+        let spawned = match command(exe, &argv, env).stdin(stdin()).spawn() {
+            // A script without "#!": run by /bin/sh, as GLib's spawn (rauc) does.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOEXEC) => {
+                let mut sh_args = vec![exe.as_os_str()];
+                sh_args.extend(&argv);
+                command(Path::new("/bin/sh"), &sh_args, env).stdin(stdin()).spawn()
+            }
+            r => r,
+        };
+        let mut child = spawned.map_err(|source| RunError::Start { what: what.to_string(), source })?;
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        crate::failpoint::hit("hook.running");
+        let (tx, rx) = mpsc::channel();
+        let logged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for (stream, is_err) in [
+            (child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), false),
+            (child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>), true),
+        ] {
+            let (tx, logged, hook) = (tx.clone(), logged.clone(), what.to_string());
+            let keep = if capture && !is_err { CAPTURED } else { 0 };
+            if let Some(s) = stream {
+                std::thread::spawn(move || {
+                    let drained = drain(s, &hook, &logged, keep);
+                    let _ = tx.send((is_err, drained));
+                });
             }
         }
-    };
-    // Whatever the hook left running in its group goes with it.
-    kill_group(pgid);
-    if status.is_none() {
-        // Also by pid: the hook may have moved to another process group.
-        let _ = child.kill();
-        let _ = child.wait();
+        let stdin = child.stdin.take();
+        Ok(Self { child, stdin, pgid, rx, what: what.to_string() })
     }
-    let (mut message, mut stdout) = (None, Vec::new());
-    let wait_until = Instant::now() + Duration::from_secs(2);
-    while let Ok((is_err, (last, kept))) = rx.recv_timeout(wait_until.saturating_duration_since(Instant::now())) {
-        if is_err {
-            message = last.filter(|l| !l.trim().is_empty());
-        } else {
-            stdout = kept;
+
+    /// Write `data` to its standard input.
+    ///
+    /// Errors: it was started without input, or it closed its input (it failed: its
+    /// exit status says why, from [`Running::wait`]).
+    pub fn feed(&mut self, data: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let what = &self.what;
+        let stdin = self.stdin.as_mut().ok_or_else(|| io::Error::other(format!("{what}: no standard input")))?;
+        stdin.write_all(data).map_err(|e| io::Error::new(e.kind(), format!("{what}: writing its input: {e}")))
+    }
+
+    /// Close its standard input and wait for it, at most `timeout`.
+    ///
+    /// Errors: [`RunError::Start`] (it cannot be waited for), [`RunError::Timeout`].
+    pub fn wait(mut self, timeout: Duration) -> Result<Ended, RunError> {
+        drop(self.stdin.take());
+        let (what, pgid) = (self.what.clone(), self.pgid);
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) => break Some(s),
+                Ok(None) if Instant::now() >= deadline => break None,
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => {
+                    kill_group(pgid);
+                    let _ = self.child.wait();
+                    return Err(RunError::Start { what, source: e });
+                }
+            }
+        };
+        // Whatever it left running in its group goes with it.
+        kill_group(pgid);
+        if status.is_none() {
+            // Also by pid: it may have moved to another process group.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let (mut message, mut stdout) = (None, Vec::new());
+        let wait_until = Instant::now() + Duration::from_secs(2);
+        while let Ok((is_err, (last, kept))) =
+            self.rx.recv_timeout(wait_until.saturating_duration_since(Instant::now()))
+        {
+            if is_err {
+                message = last.filter(|l| !l.trim().is_empty());
+            } else {
+                stdout = kept;
+            }
+        }
+        let Some(status) = status else {
+            return Err(RunError::Timeout { what, seconds: timeout.as_secs() });
+        };
+        Ok(Ended { status, message, stdout })
+    }
+}
+
+impl Drop for Running {
+    /// A program the caller gave up on goes with its group.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            kill_group(self.pgid);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
-    let Some(status) = status else {
-        return Err(RunError::Timeout { what: what.to_string(), seconds: timeout.as_secs() });
-    };
-    Ok(Ended { status, message, stdout })
 }
 
 /// `prog args` as a hook runs: clean environment, no descriptor of the agent's, its own
@@ -179,7 +240,6 @@ fn command(prog: &Path, args: &[&std::ffi::OsStr], env: &[(String, String)]) -> 
         .env("PATH", PATH)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir("/")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);

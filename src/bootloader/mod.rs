@@ -5,6 +5,7 @@
 //! |---|---|---|---|---|
 //! | grub | `ORDER`, `<b>_OK`, `<b>_TRY` | OK=1 TRY=0 | OK=0 TRY=0 | first in ORDER (then its class's other slots), OK=1 TRY=0 |
 //! | uboot | `BOOT_ORDER`, `BOOT_<b>_LEFT` | LEFT=boot-attempts | out of BOOT_ORDER, LEFT=0 | first in BOOT_ORDER, LEFT=boot-attempts-primary |
+//! | efi | `BootOrder`, `BootNext` (efibootmgr; entries labelled by bootname) | in BootOrder, moved first | out of BootOrder | BootNext (else first in BootOrder) |
 //! | barebox | `bootstate.<b>.priority`, `.remaining_attempts` | attempts=boot-attempts | priority=0 attempts=0 | highest priority with attempts; set: 20, others 10, attempts=boot-attempts-primary |
 //!
 //! The semantics are pure functions over an [`Env`]; [`grubenv`] and [`ubootenv`] store
@@ -13,6 +14,7 @@
 
 pub mod barebox;
 pub mod custom;
+pub mod efi;
 pub mod grubenv;
 pub mod ubootenv;
 
@@ -246,6 +248,7 @@ pub fn open(conf: &crate::config::Config, class: &str) -> Result<Box<dyn Bootloa
         BootloaderKind::Barebox => {
             Box::new(barebox::Barebox::new(slots, conf.barebox_statename.clone(), conf.barebox_dtbpath.clone()))
         }
+        BootloaderKind::Efi => Box::new(efi::Efi::new(slots, conf.efi_use_bootnext)),
         BootloaderKind::Custom => {
             Box::new(custom::Custom::new(conf.custom_backend.clone().unwrap_or_default(), conf.hook_timeout))
         }

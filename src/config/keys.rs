@@ -44,6 +44,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "activate-installed",
             "barebox-statename",
             "barebox-dtbpath",
+            "efi-use-bootnext",
         ],
     ),
     (
@@ -94,13 +95,7 @@ const SLOT_KEYS: &[&str] = &[
 const RAUC_UNSUPPORTED: &[(&str, &[&str])] = &[
     (
         "system",
-        &[
-            "efi-use-bootnext",
-            "max-bundle-download-size",
-            "max-bundle-signature-size",
-            "prevent-late-fallback",
-            "perform-pre-check",
-        ],
+        &["max-bundle-download-size", "max-bundle-signature-size", "prevent-late-fallback", "perform-pre-check"],
     ),
     ("keyring", &["directory", "allow-single-signature"]),
     ("streaming", &["sandbox-user", "send-headers"]),
@@ -228,8 +223,8 @@ pub(super) fn apply_entry(c: &mut Config, group: &str, key: &str, v: &str, path:
                 "barebox" => BootloaderKind::Barebox,
                 "custom" => BootloaderKind::Custom,
                 "noop" => BootloaderKind::Noop,
-                "efi" => return Err(format!("{k}={v}: RAUC's efi backend is not supported by henb-update yet")),
-                _ => return Err(format!("{k}={v}: grub, uboot, barebox, custom or noop")),
+                "efi" => BootloaderKind::Efi,
+                _ => return Err(format!("{k}={v}: grub, uboot, barebox, efi, custom or noop")),
             }
         }
         ("system", "statusfile") => {
@@ -239,6 +234,7 @@ pub(super) fn apply_entry(c: &mut Config, group: &str, key: &str, v: &str, path:
             }
         }
         ("system", "activate-installed") => c.activate_installed = flag(&k, v)?,
+        ("system", "efi-use-bootnext") => c.efi_use_bootnext = flag(&k, v)?,
         ("system", "barebox-statename") if v.is_empty() => return Err(format!("{k}: empty")),
         ("system", "barebox-statename") => c.barebox_statename = Some(v.to_string()),
         ("system", "barebox-dtbpath") => c.barebox_dtbpath = Some(path_value(path, &k, v)?),
@@ -441,7 +437,7 @@ fn slot_key(slots: &mut Vec<SlotConf>, group: &str, key: &str, value: &str) -> R
 }
 
 /// RAUC's slot types not installed by this agent yet: an error that says so.
-const RAUC_TYPES_NOT_YET: &[&str] = &["nand", "nor", "ubivol", "ubifs", "jffs2", "boot-emmc"];
+const RAUC_TYPES_NOT_YET: &[&str] = &["nor", "jffs2", "boot-emmc"];
 
 /// RAUC's size values (`region-start=1M`): decimal bytes, or with a `K`, `M` or `G`
 /// suffix for 1024, 1024², 1024³ (RAUC's `g_ascii_strtoull` and suffix, src/config_file.c).

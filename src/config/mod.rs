@@ -115,6 +115,9 @@ pub struct Config {
     /// What `[handlers] system-info` printed (`RAUC_*` variables, in its order), once the
     /// edge ran it ([`crate::handler::system_info`]); empty otherwise.
     pub system_info: Vec<(String, String)>,
+    /// `[system] efi-use-bootnext` (default true): with `bootloader=efi`, a new primary is
+    /// tried once through `BootNext` rather than moved to the front of `BootOrder`.
+    pub efi_use_bootnext: bool,
     /// `[system] barebox-statename` (barebox-state's `-n`, default its own "state").
     pub barebox_statename: Option<String>,
     /// `[system] barebox-dtbpath` (barebox-state's `-i`: the device tree to read the
@@ -202,6 +205,8 @@ pub enum BootloaderKind {
     Uboot,
     /// barebox's state, through dt-utils' `barebox-state`.
     Barebox,
+    /// UEFI boot entries, through `efibootmgr`.
+    Efi,
     /// RAUC's custom backend script.
     Custom,
     /// Nothing is switched.
@@ -228,6 +233,15 @@ pub enum SlotType {
     /// (second) is written first, then the primary half (first), so that one of them is
     /// always whole.
     BootRawFallback,
+    /// A raw NAND MTD partition (`/dev/mtdN`): erased whole, then written page by page
+    /// with its bad blocks skipped (mtd-utils' `flash_erase` and `nandwrite`, as RAUC).
+    Nand,
+    /// A UBI volume (`/dev/ubiX_Y`): replaced by one volume update (`UBI_IOCVOLUP`,
+    /// atomic for UBI: an interrupted update leaves the volume marked corrupted, never
+    /// half old and half new).
+    Ubivol,
+    /// A UBIFS image written into a UBI volume by a volume update; mounted as `ubifs`.
+    Ubifs,
 }
 
 impl SlotType {
@@ -240,12 +254,30 @@ impl SlotType {
             Self::BootMbrSwitch => "boot-mbr-switch",
             Self::BootGptSwitch => "boot-gpt-switch",
             Self::BootRawFallback => "boot-raw-fallback",
+            Self::Nand => "nand",
+            Self::Ubivol => "ubivol",
+            Self::Ubifs => "ubifs",
         }
     }
 
     /// Every type this agent installs.
-    pub const ALL: [SlotType; 6] =
-        [Self::Raw, Self::Ext4, Self::Vfat, Self::BootMbrSwitch, Self::BootGptSwitch, Self::BootRawFallback];
+    pub const ALL: [SlotType; 9] = [
+        Self::Raw,
+        Self::Ext4,
+        Self::Vfat,
+        Self::BootMbrSwitch,
+        Self::BootGptSwitch,
+        Self::BootRawFallback,
+        Self::Nand,
+        Self::Ubivol,
+        Self::Ubifs,
+    ];
+
+    /// Whether its images are written through the kernel's flash interfaces (MTD, UBI)
+    /// rather than at offsets of a block device or file: not adaptive, not lazily.
+    pub fn is_flash(self) -> bool {
+        matches!(self, Self::Nand | Self::Ubivol | Self::Ubifs)
+    }
 
     /// The file-system type a slot of this type is mounted as (for hooks and `per-slot`
     /// status), if it holds one.
@@ -253,6 +285,7 @@ impl SlotType {
         match self {
             Self::Ext4 => Some("ext4"),
             Self::Vfat => Some("vfat"),
+            Self::Ubifs => Some("ubifs"),
             _ => None,
         }
     }
@@ -376,6 +409,7 @@ impl Default for Config {
             statusfile: StatusFile::DataDirectory,
             activate_installed: true,
             system_info: Vec::new(),
+            efi_use_bootnext: true,
             barebox_statename: None,
             barebox_dtbpath: None,
             data_directory: PathBuf::from("/var/lib/henb-update"),

@@ -709,7 +709,9 @@ fn slot_blocks(
     let adaptive = |i: &&package::Image| i.adaptive.iter().any(|m| m == blockindex::METHOD) && !i.hooks.any();
     for image in pkg.images.iter().filter(adaptive) {
         // A boot region's halves are written whole.
-        let Some(target) = targets.iter().find(|t| t.class == image.slot_class && !t.kind.has_region()) else {
+        let Some(target) =
+            targets.iter().find(|t| t.class == image.slot_class && !t.kind.has_region() && !t.kind.is_flash())
+        else {
             continue;
         };
         any = true;

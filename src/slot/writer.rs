@@ -3,7 +3,7 @@
 //! `[install] verify-written`) reads it back past the page cache. It reports bytes and
 //! steps ([`Written`]); what the user sees of them is the install's business.
 
-use crate::config::SlotConf;
+use crate::config::{SlotConf, SlotType};
 use crate::package::{Image, Sink};
 use crate::slot::region;
 use std::fs::{File, OpenOptions};
@@ -30,11 +30,28 @@ pub enum Written<'a> {
     },
 }
 
+/// Where the current image goes.
+enum Out {
+    /// A block device or file, written at offsets.
+    File(File),
+    /// A UBI volume under a volume update: written in order, exactly the image's size.
+    Ubi(File),
+    /// mtd-utils' `nandwrite`, fed the image on its standard input.
+    Nand(crate::process::Running),
+}
+
+/// How long `flash_erase` or `nandwrite` may take for one slot.
+const FLASH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
+
+/// `UBI_IOCVOLUP` (`<mtd/ubi-user.h>`: `_IOW('O', 0, __s64)`): start a volume update of
+/// the given number of bytes.
+const UBI_IOCVOLUP: nix::libc::c_ulong = 0x4008_4f00;
+
 /// Writes each image into the slot of its class in `targets`.
 pub struct SlotWriter<'a> {
     targets: &'a [SlotConf],
     read_back: bool,
-    out: Option<File>,
+    out: Option<Out>,
     /// Offset in the slot of the next byte of the current image.
     pos: u64,
     /// Where the current image starts on the device (a boot region's half; else 0).
@@ -90,39 +107,64 @@ impl Sink for SlotWriter<'_> {
         (self.report)(Written::Begin { image: &image.filename, slot: &slot.name });
         self.placement = if slot.kind.has_region() { Some(region::place(slot, image.size)?) } else { None };
         self.base = self.placement.as_ref().map_or(0, |p| p.first);
-        self.lazy = self.base == 0 && image.adaptive.iter().any(|m| m == crate::blockindex::METHOD);
+        self.lazy =
+            self.base == 0 && !slot.kind.is_flash() && image.adaptive.iter().any(|m| m == crate::blockindex::METHOD);
         // O_EXCL: a block device in use (mounted, e.g. by a hook's process that outlived
         // it) is refused with EBUSY instead of written under a live file system (Linux;
         // without O_CREAT it has no effect on regular files). Not for a boot region (its
         // device is the whole disk, whose partitions are in use) nor with allow-mounted.
-        let exclusive = !slot.allow_mounted && !slot.kind.has_region();
-        self.out = Some(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(if exclusive { nix::libc::O_EXCL } else { 0 })
-                .open(&slot.device)
-                .map_err(|e| match e.raw_os_error() {
-                    Some(nix::libc::EBUSY) => io::Error::new(
-                        e.kind(),
-                        format!(
-                            "{}: in use (mounted?): {e}; allow-mounted=true lets the slot be written anyway",
-                            slot.device.display()
-                        ),
-                    ),
-                    _ => io::Error::new(e.kind(), format!("{}: {e}", slot.device.display())),
-                })?,
-        );
+        let exclusive = !slot.allow_mounted && !slot.kind.has_region() && !slot.kind.is_flash();
+        let busy = |e: io::Error| match e.raw_os_error() {
+            Some(nix::libc::EBUSY) => io::Error::new(
+                e.kind(),
+                format!(
+                    "{}: in use (mounted?): {e}; allow-mounted=true lets the slot be written anyway",
+                    slot.device.display()
+                ),
+            ),
+            _ => io::Error::new(e.kind(), format!("{}: {e}", slot.device.display())),
+        };
+        self.out = Some(match slot.kind {
+            SlotType::Ubivol | SlotType::Ubifs => {
+                let f = OpenOptions::new().write(true).open(&slot.device).map_err(busy)?;
+                let size = image.size as i64;
+                // SAFETY: UBI_IOCVOLUP reads one i64 from the pointer, valid for the call.
+                if unsafe { nix::libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), UBI_IOCVOLUP as _, &size) } != 0 {
+                    return Err(busy(io::Error::last_os_error()));
+                }
+                Out::Ubi(f)
+            }
+            SlotType::Nand => {
+                let dev = slot.device.display().to_string();
+                let fail = |e: crate::process::RunError| io::Error::other(format!("slot {}: {e}", slot.name));
+                let run = |args: &[&str], input: bool| {
+                    let what = format!("{} {dev}", args[0]);
+                    crate::process::Running::start(Path::new(args[0]), &args[1..], &[], &what, false, input)
+                        .map_err(fail)
+                };
+                let erased = run(&["flash_erase", "-q", &dev, "0", "0"], false)?.wait(FLASH_TIMEOUT);
+                erased.and_then(|e| e.success("flash_erase")).map_err(fail)?;
+                Out::Nand(run(&["nandwrite", "-q", "-p", &dev, "-"], true)?)
+            }
+            _ => Out::File(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(if exclusive { nix::libc::O_EXCL } else { 0 })
+                    .open(&slot.device)
+                    .map_err(busy)?,
+            ),
+        });
         self.pos = 0;
         Ok(())
     }
 
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        let out = self.out.as_ref().ok_or_else(|| io::Error::other("no open slot"))?;
-        if self.lazy {
-            write_lazily(out, data, self.pos, &mut self.scratch)?;
-        } else {
-            out.write_all_at(data, self.base + self.pos)?;
+        match self.out.as_mut().ok_or_else(|| io::Error::other("no open slot"))? {
+            Out::File(out) if self.lazy => write_lazily(out, data, self.pos, &mut self.scratch)?,
+            Out::File(out) => out.write_all_at(data, self.base + self.pos)?,
+            Out::Ubi(out) => io::Write::write_all(out, data)?,
+            Out::Nand(nandwrite) => nandwrite.feed(data)?,
         }
         self.pos += data.len() as u64;
         crate::failpoint::hit("install.write");
@@ -132,9 +174,26 @@ impl Sink for SlotWriter<'_> {
     }
 
     fn end(&mut self, image: &Image) -> io::Result<()> {
-        let f = self.out.take().ok_or_else(|| io::Error::other("no open slot"))?;
-        f.sync_all()?;
         let slot = self.slot_for(image)?;
+        let f = match self.out.take().ok_or_else(|| io::Error::other("no open slot"))? {
+            Out::File(f) | Out::Ubi(f) => f,
+            Out::Nand(nandwrite) => {
+                nandwrite
+                    .wait(FLASH_TIMEOUT)
+                    .and_then(|e| e.success("nandwrite"))
+                    .map_err(|e| io::Error::other(format!("slot {}: {e}", slot.name)))?;
+                // Its bad blocks were skipped: the device's bytes in order are not the
+                // image, and nothing is read back here.
+                if self.read_back {
+                    tracing::info!(
+                        "slot {}: a nand slot is not read back (nandwrite skipped its bad blocks)",
+                        slot.name
+                    );
+                }
+                return Ok(());
+            }
+        };
+        f.sync_all()?;
         if self.read_back {
             (self.report)(Written::ReadBack { slot: &slot.name });
             read_back(&slot.device, self.base, image)?;

@@ -14,7 +14,9 @@
 #   rv-v1 rv-v2         their predicted reference values (henb-update reference-values)
 #   pki/                the operator PKI (tests/pki/make-pki.sh)
 #   packages.img        a FAT disk holding factory.raucb (v1), update.raucb (v2),
-#                       wrong-rv.raucb (v2 image, v1's reference values), tampered.raucb
+#                       wrong-rv.raucb (v2 image, v1's reference values), tampered.raucb,
+#                       hw.raucb (the flash slots' images: guest/hw.conf)
+#   hw-rootfs.img hw-app.ubifs hw-boot.img   hw.raucb's images
 #
 # Deterministic inputs give the same bytes: fixed times (SOURCE_DATE_EPOCH), sorted cpio,
 # gzip -n, fixed filesystem UUIDs and volume ids, GRUB via grub-mkimage + a sorted tar.
@@ -56,19 +58,24 @@ make_initrd() { # $1 = version, $2 = output
   install -m 0755 /bin/busybox "$r/bin/busybox"
   strip -o work/henb-update "$agent"
   install -D -m 0755 work/henb-update "$r/usr/bin/henb-update"
-  copy_with_libs "$r" "$agent" /usr/bin/dbus-daemon /usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0
+  copy_with_libs "$r" "$agent" /usr/bin/dbus-daemon /usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0 \
+    /usr/bin/efibootmgr /usr/sbin/flash_erase /usr/sbin/nandwrite /usr/sbin/nanddump /usr/sbin/ubiattach \
+    /usr/sbin/ubimkvol /usr/sbin/ubinfo
   rm -f "$r$agent" && [ "$agent" = /usr/bin/henb-update ] || true
   install -D "$(readlink -f /usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0)" \
     "$r/usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0"
   for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
            drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci drivers/block/virtio_blk \
            lib/crc16 fs/mbcache fs/jbd2/jbd2 crypto/crc32c_generic fs/ext4/ext4 fs/fat/fat fs/fat/vfat \
-           fs/nls/nls_cp437 fs/nls/nls_ascii drivers/firmware/qemu_fw_cfg; do
+           fs/nls/nls_cp437 fs/nls/nls_ascii drivers/firmware/qemu_fw_cfg \
+           fs/efivarfs/efivarfs drivers/mtd/mtd lib/bch drivers/mtd/nand/nandcore drivers/mtd/nand/raw/nand \
+           drivers/mtd/nand/raw/nandsim drivers/mtd/ubi/ubi; do
     install -D "kernel/lib/modules/$kver/kernel/$m.ko" "$r/lib/modules/$(basename "$m").ko"
   done
   install -m 0755 "$here/guest/init" "$r/init"
   install -m 0644 "$here/guest/system.conf" "$r/etc/henb-update/system.conf"
   install -m 0644 "$here/guest/bus.conf" "$r/etc/henb-update/bus.conf"
+  install -m 0644 "$here/guest/hw.conf" "$r/etc/henb-update/hw.conf"
   install -m 0644 "$root/dbus/org.henb.Update1.conf" "$r/usr/share/dbus-1/system.d/org.henb.Update1.conf"
   install -m 0644 pki/root.cert.pem "$r/etc/henb-update/root.pem"
   printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$r/etc/passwd"
@@ -113,8 +120,21 @@ bundle slot-v2.ext4 2.0 rv-v2 work/update.raucb
 bundle slot-v2.ext4 2.0 rv-v1 work/wrong-rv.raucb     # signed, but v1's values: B will not measure as them
 cp work/update.raucb work/tampered.raucb
 printf '\x00' | dd of=work/tampered.raucb bs=1 seek=$((20 << 20)) conv=notrunc status=none
+# The flash slots' package (tests/vm.rs, scenario hw; guest/hw.conf): a UBI volume image,
+# a UBIFS image (mkfs.ubifs for nandsim's 2 KiB pages and 128 KiB blocks; its UUID is
+# random, so this one image is not reproducible) and a NAND image, from a fixed stream.
+stream() { head -c "$1" /dev/zero | openssl enc -aes-128-ctr -nosalt -K "$(printf %-32s "$2" | tr " " 0)" -iv 00000000000000000000000000000000; }
+c=work/content-hw && rm -rf "$c" && mkdir -p "$c" work/app-root
+stream 1048576 0a > "$c/rootfs.img"
+stream 307200 0b > "$c/boot.img"
+stream 65536 0c > work/app-root/data && echo henb-hw > work/app-root/release
+mkfs.ubifs -q -r work/app-root -m 2048 -e 126976 -c 64 -x none -o "$c/app.ubifs"
+printf '[update]\ncompatible=henb-vm-hw\nversion=3.0\n\n[image.rootfs]\nfilename=rootfs.img\n\n[image.app]\nfilename=app.ubifs\n\n[image.boot]\nfilename=boot.img\n' > "$c/manifest.raucm"
+"$agent" bundle --format verity --cert pki/signer-rsa.cert.pem --key pki/signer-rsa.key.pem \
+  --intermediate pki/release-ca.cert.pem "$c" work/hw.raucb >/dev/null
+for f in rootfs.img app.ubifs boot.img; do cp "$c/$f" "hw-$f"; done
 rm -f packages.img && truncate -s 256M packages.img && mkfs.vfat -n PACKAGES -i 5eed0001 --invariant packages.img >/dev/null
-for p in factory update wrong-rv tampered; do mcopy -i packages.img "work/$p.raucb" "::$p.raucb"; done
+for p in factory update wrong-rv tampered hw; do mcopy -i packages.img "work/$p.raucb" "::$p.raucb"; done
 
 # --- ESP: GRUB EFI with the A/B logic embedded, an environment ---------------------------
 rm -rf work/memdisk && mkdir -p work/memdisk/boot/grub/x86_64-efi

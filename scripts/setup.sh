@@ -29,6 +29,8 @@ pkgs=(
   fdisk            # sfdisk: the reader of boot-mbr-switch's table
   dt-utils         # barebox-state: the barebox bootloader backend and its test reader
   device-tree-compiler # dtc: the barebox state's device tree in tests
+  mtd-utils        # flash_erase, nandwrite, nanddump, ubiattach, ubimkvol, mkfs.ubifs: the VM's flash slots
+  efibootmgr       # the efi bootloader backend, in the VM image
   busybox-static   # the guest's shell and tools
   cpio             # the guest's initramfs
   e2fsprogs        # mkfs.ext4 -d: slot and data images

@@ -173,8 +173,9 @@ fn command_lines_in_docs_parse() {
 #[test]
 fn shipped_configurations_load() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let guest = root.join("images/guest/system.conf");
-    Config::load(&guest).unwrap_or_else(|e| panic!("{e}"));
+    for guest in ["images/guest/system.conf", "images/guest/hw.conf"] {
+        Config::load(&root.join(guest)).unwrap_or_else(|e| panic!("{e}"));
+    }
     let template = root.join("meta-henb-update/recipes-core/henb-update-conf/files/system.conf.in");
     let text = std::fs::read_to_string(&template).unwrap();
     for (owner_auth, allowed) in

@@ -296,4 +296,34 @@ fn measured_ab_boot_update_fallback_tamper_and_power_cut() {
     assert_eq!(t.iter().map(|t| (t.0.as_str(), t.1)).collect::<Vec<_>>(), [("ck-update", 9002)], "{}", b.log.display());
     assert!(t[0].2.contains("interrupted"), "{}", t[0].2);
     assert_eq!(update_reports, 1, "TransferComplete 0 for ck-update was reported more than once");
+
+    // Flash slots and UEFI boot entries (guest/hw.conf): a package into UBI volumes (ubivol,
+    // ubifs) and a raw NAND partition with a bad block, on nandsim; read back by the
+    // kernel's UBI and by nanddump; B made primary through BootNext with efibootmgr...
+    let image = |n: &str| std::fs::read(vm.dir.join(format!("hw-{n}"))).unwrap();
+    let (rootfs, app, boot) = (image("rootfs.img"), image("app.ubifs"), image("boot.img"));
+    let b = vm.boot(&format!("hw:{}:{}:{}", rootfs.len(), app.len(), boot.len()), &never);
+    b.expect("hw-install-rc", "0");
+    b.expect("hw-rootfs", &common::sha256_hex(&rootfs));
+    b.expect("hw-app", &common::sha256_hex(&app));
+    b.expect("hw-boot", &common::sha256_hex(&boot));
+    b.expect("hw-badblocks", "1");
+    assert!(b.get("hw-ubi1").is_some_and(|u| u.contains("State: OK")), "{}", b.log.display());
+    let num_a = b.get("hw-numA").unwrap_or_default().to_string();
+    let num_b = b.get("hw-numB").unwrap_or_default().to_string();
+    assert_eq!((num_a.len(), num_b.len()), (4, 4), "{}", b.log.display());
+    assert!(b.all("efi").contains(&format!("BootNext: {num_b}").as_str()), "{}", b.log.display());
+    let status: serde_json::Value = serde_json::from_str(b.get("hw-status").unwrap_or("{}")).unwrap_or_default();
+    assert_eq!(status["primary"], "B", "{}", b.log.display());
+    // ...the firmware boots that entry once; good puts it first in BootOrder, bad takes A out.
+    let b = vm.boot("hw-next", &never);
+    assert!(b.all("efi").contains(&format!("BootCurrent: {num_b}").as_str()), "{}", b.log.display());
+    assert!(!b.all("efi").iter().any(|l| l.starts_with("BootNext")), "{}", b.log.display());
+    b.expect("hw-mark-good", "0");
+    b.expect("hw-mark-bad", "0");
+    let order = b.all("efi-after").into_iter().find_map(|l| l.strip_prefix("BootOrder: ")).unwrap_or_default();
+    assert!(order.starts_with(&num_b), "{order}: {}", b.log.display());
+    assert!(!order.contains(&num_a), "{order}: {}", b.log.display());
+    let status: serde_json::Value = serde_json::from_str(b.get("hw-status").unwrap_or("{}")).unwrap_or_default();
+    assert_eq!(status["primary"], "B", "{}", b.log.display());
 }

@@ -109,13 +109,17 @@ pub fn exec(
     Running::start(exe, args, env, what, capture, false)?.wait(timeout)
 }
 
+/// One output stream read to its end: whether it was standard error, its last line and
+/// the bytes kept of it.
+type Drained = (bool, (Option<String>, Vec<u8>));
+
 /// A program started by the module's rules, whose standard input the agent may feed
 /// ([`Running::feed`]) before it waits for it ([`Running::wait`]).
 pub struct Running {
     child: std::process::Child,
     stdin: Option<std::process::ChildStdin>,
     pgid: nix::unistd::Pid,
-    rx: mpsc::Receiver<(bool, (Option<String>, Vec<u8>))>,
+    rx: mpsc::Receiver<Drained>,
     what: String,
 }
 

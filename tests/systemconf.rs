@@ -479,10 +479,10 @@ fn barebox_state_per_slot_status_and_resize() {
     let b = bundle(&d, "dk", "distrokit-henb", &[("image.rootfs", "rootfs.ext4", &root)]);
     let (code, out) = install_as(&d, "A", &b);
     assert_eq!(code, 0, "{out}");
-    // RAUC's barebox semantics, read back by barebox-state.
+    // RAUC's barebox semantics, read back by barebox-state: boot-attempts-primary=4.
     assert_eq!(
         (bb_get(&d, "bootstate.B.priority"), bb_get(&d, "bootstate.B.remaining_attempts")),
-        ("20".into(), "3".into())
+        ("20".into(), "4".into())
     );
     assert_eq!(bb_get(&d, "bootstate.A.priority"), "10");
     assert_eq!(status_as(&d, "A")["primary"], "B");
@@ -504,7 +504,7 @@ fn barebox_state_per_slot_status_and_resize() {
     );
     let o = d.cli_as("B", &["mark", "good", "booted"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(bb_get(&d, "bootstate.B.remaining_attempts"), "3");
+    assert_eq!(bb_get(&d, "bootstate.B.remaining_attempts"), "2", "boot-attempts=2 for a good slot");
     let s = status_as(&d, "B");
     let states: Vec<_> = s["slots"].as_array().unwrap().iter().map(|x| x["boot-state"].clone()).collect();
     assert_eq!(states, [serde_json::json!("bad"), serde_json::json!("good")], "{s}");

@@ -236,6 +236,9 @@ pub enum SlotType {
     /// A raw NAND MTD partition (`/dev/mtdN`): erased whole, then written page by page
     /// with its bad blocks skipped (mtd-utils' `flash_erase` and `nandwrite`, as RAUC).
     Nand,
+    /// A NOR MTD partition (`/dev/mtdN`): erased whole by `flash_erase`, then the image
+    /// written from its start (RAUC runs `flashcp --erase-all`, which does the same).
+    Nor,
     /// A UBI volume (`/dev/ubiX_Y`): replaced by one volume update (`UBI_IOCVOLUP`,
     /// atomic for UBI: an interrupted update leaves the volume marked corrupted, never
     /// half old and half new).
@@ -255,13 +258,14 @@ impl SlotType {
             Self::BootGptSwitch => "boot-gpt-switch",
             Self::BootRawFallback => "boot-raw-fallback",
             Self::Nand => "nand",
+            Self::Nor => "nor",
             Self::Ubivol => "ubivol",
             Self::Ubifs => "ubifs",
         }
     }
 
     /// Every type this agent installs.
-    pub const ALL: [SlotType; 9] = [
+    pub const ALL: [SlotType; 10] = [
         Self::Raw,
         Self::Ext4,
         Self::Vfat,
@@ -269,6 +273,7 @@ impl SlotType {
         Self::BootGptSwitch,
         Self::BootRawFallback,
         Self::Nand,
+        Self::Nor,
         Self::Ubivol,
         Self::Ubifs,
     ];
@@ -276,7 +281,7 @@ impl SlotType {
     /// Whether its images are written through the kernel's flash interfaces (MTD, UBI)
     /// rather than at offsets of a block device or file: not adaptive, not lazily.
     pub fn is_flash(self) -> bool {
-        matches!(self, Self::Nand | Self::Ubivol | Self::Ubifs)
+        matches!(self, Self::Nand | Self::Nor | Self::Ubivol | Self::Ubifs)
     }
 
     /// The file-system type a slot of this type is mounted as (for hooks and `per-slot`

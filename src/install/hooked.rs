@@ -161,7 +161,11 @@ impl Sink for HookedWriter<'_, '_> {
     }
 }
 
-/// Flush what a hook wrote to the slot's device.
+/// Flush what a hook wrote to the slot's device (an MTD's writes reach the driver before
+/// write(2) returns; its character device has no fsync).
 fn sync(slot: &SlotConf) -> io::Result<()> {
+    if matches!(slot.kind, crate::config::SlotType::Nand | crate::config::SlotType::Nor) {
+        return Ok(());
+    }
     File::open(&slot.device)?.sync_all()
 }

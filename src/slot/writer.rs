@@ -34,8 +34,9 @@ pub enum Written<'a> {
 enum Out {
     /// A block device or file, written at offsets.
     File(File),
-    /// A UBI volume under a volume update: written in order, exactly the image's size.
-    Ubi(File),
+    /// A UBI volume under a volume update (exactly the image's size), or an erased NOR
+    /// partition: written in order.
+    Stream(File),
     /// mtd-utils' `nandwrite`, fed the image on its standard input.
     Nand(crate::process::Running),
 }
@@ -132,9 +133,9 @@ impl Sink for SlotWriter<'_> {
                 if unsafe { nix::libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), UBI_IOCVOLUP as _, &size) } != 0 {
                     return Err(busy(io::Error::last_os_error()));
                 }
-                Out::Ubi(f)
+                Out::Stream(f)
             }
-            SlotType::Nand => {
+            SlotType::Nand | SlotType::Nor => {
                 let dev = slot.device.display().to_string();
                 let fail = |e: crate::process::RunError| io::Error::other(format!("slot {}: {e}", slot.name));
                 let run = |args: &[&str], input: bool| {
@@ -144,7 +145,10 @@ impl Sink for SlotWriter<'_> {
                 };
                 let erased = run(&["flash_erase", "-q", &dev, "0", "0"], false)?.wait(FLASH_TIMEOUT);
                 erased.and_then(|e| e.success("flash_erase")).map_err(fail)?;
-                Out::Nand(run(&["nandwrite", "-q", "-p", &dev, "-"], true)?)
+                match slot.kind {
+                    SlotType::Nand => Out::Nand(run(&["nandwrite", "-q", "-p", &dev, "-"], true)?),
+                    _ => Out::Stream(OpenOptions::new().write(true).open(&slot.device).map_err(busy)?),
+                }
             }
             _ => Out::File(
                 OpenOptions::new()
@@ -163,7 +167,7 @@ impl Sink for SlotWriter<'_> {
         match self.out.as_mut().ok_or_else(|| io::Error::other("no open slot"))? {
             Out::File(out) if self.lazy => write_lazily(out, data, self.pos, &mut self.scratch)?,
             Out::File(out) => out.write_all_at(data, self.base + self.pos)?,
-            Out::Ubi(out) => io::Write::write_all(out, data)?,
+            Out::Stream(out) => io::Write::write_all(out, data)?,
             Out::Nand(nandwrite) => nandwrite.feed(data)?,
         }
         self.pos += data.len() as u64;
@@ -176,7 +180,7 @@ impl Sink for SlotWriter<'_> {
     fn end(&mut self, image: &Image) -> io::Result<()> {
         let slot = self.slot_for(image)?;
         let f = match self.out.take().ok_or_else(|| io::Error::other("no open slot"))? {
-            Out::File(f) | Out::Ubi(f) => f,
+            Out::File(f) | Out::Stream(f) => f,
             Out::Nand(nandwrite) => {
                 nandwrite
                     .wait(FLASH_TIMEOUT)
@@ -193,7 +197,11 @@ impl Sink for SlotWriter<'_> {
                 return Ok(());
             }
         };
-        f.sync_all()?;
+        // An MTD's character device has no fsync (EINVAL): its writes reach the driver
+        // before write(2) returns.
+        if slot.kind != SlotType::Nor {
+            f.sync_all()?;
+        }
         if self.read_back {
             (self.report)(Written::ReadBack { slot: &slot.name });
             read_back(&slot.device, self.base, image)?;

@@ -59,6 +59,34 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `path` is a program only root or the agent's user can change: an absolute path
+/// to a regular file (after links), which and whose every directory up to `/` are owned
+/// by root or the agent's user and writable by neither group nor others.
+///
+/// Errors: `PermissionDenied` naming what is wrong; the file cannot be read.
+pub fn trusted_program(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+    if !path.is_absolute() {
+        return refuse(format!("{}: not an absolute path", path.display()));
+    }
+    let real = fs::canonicalize(path)?;
+    if !fs::metadata(&real)?.is_file() {
+        return refuse(format!("{}: not a regular file", path.display()));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    for p in real.ancestors() {
+        let m = fs::metadata(p)?;
+        if m.uid() != 0 && m.uid() != euid {
+            return refuse(format!("{} is owned by uid {}, neither root nor the agent", p.display(), m.uid()));
+        }
+        if m.mode() & 0o022 != 0 && !(m.is_dir() && m.mode() & 0o1000 != 0 && p != real) {
+            return refuse(format!("{} is writable by group or others (mode {:o})", p.display(), m.mode() & 0o7777));
+        }
+    }
+    Ok(())
+}
+
 /// Open (creating it, never truncating) a lock file in a private directory: O_NOFOLLOW,
 /// mode 0600, and it must be a regular file.
 pub fn open_lock(path: &Path) -> io::Result<File> {

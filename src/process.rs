@@ -169,15 +169,44 @@ impl Running {
         Ok(Self { child, stdin, pgid, rx, what: what.to_string() })
     }
 
-    /// Write `data` to its standard input.
+    /// Write `data` to its standard input, waiting at most `timeout` for it to take more.
     ///
-    /// Errors: it was started without input, or it closed its input (it failed: its
-    /// exit status says why, from [`Running::wait`]).
-    pub fn feed(&mut self, data: &[u8]) -> io::Result<()> {
+    /// Errors: it was started without input, it closed its input (it failed: its exit
+    /// status says why, from [`Running::wait`]), or it took nothing for `timeout`.
+    pub fn feed(&mut self, data: &[u8], timeout: Duration) -> io::Result<()> {
         use std::io::Write;
+        use std::os::fd::AsRawFd;
         let what = &self.what;
         let stdin = self.stdin.as_mut().ok_or_else(|| io::Error::other(format!("{what}: no standard input")))?;
-        stdin.write_all(data).map_err(|e| io::Error::new(e.kind(), format!("{what}: writing its input: {e}")))
+        let fd = stdin.as_raw_fd();
+        // Non-blocking, so that a program that stops reading cannot hold the agent.
+        // SAFETY: F_GETFL/F_SETFL on a descriptor this struct owns.
+        unsafe {
+            let flags = nix::libc::fcntl(fd, nix::libc::F_GETFL);
+            if flags >= 0 && flags & nix::libc::O_NONBLOCK == 0 {
+                nix::libc::fcntl(fd, nix::libc::F_SETFL, flags | nix::libc::O_NONBLOCK);
+            }
+        }
+        let mut rest = data;
+        while !rest.is_empty() {
+            match stdin.write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut p = nix::libc::pollfd { fd, events: nix::libc::POLLOUT, revents: 0 };
+                    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+                    // SAFETY: one pollfd, valid for the call.
+                    if unsafe { nix::libc::poll(&mut p, 1, ms) } == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("{what}: took no input for {} s", timeout.as_secs()),
+                        ));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io::Error::new(e.kind(), format!("{what}: writing its input: {e}"))),
+            }
+        }
+        Ok(())
     }
 
     /// Close its standard input and wait for it, at most `timeout`.
@@ -207,7 +236,9 @@ impl Running {
             let _ = self.child.wait();
         }
         let (mut message, mut stdout) = (None, Vec::new());
-        let wait_until = Instant::now() + Duration::from_secs(2);
+        // Its output to its end: the group is gone, so only a process that left the group
+        // can hold the pipes open; it is not waited for long.
+        let wait_until = Instant::now() + Duration::from_secs(10);
         while let Ok((is_err, (last, kept))) =
             self.rx.recv_timeout(wait_until.saturating_duration_since(Instant::now()))
         {

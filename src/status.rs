@@ -217,13 +217,11 @@ fn parts(file: &Path) -> (&Path, String) {
     (dir, file.file_name().map_or_else(|| "status.json".into(), |n| n.to_string_lossy().into_owned()))
 }
 
-/// The lock beside a status file: `status.lock` for `status.json`, else `<name>.lock`.
+/// The lock beside a status file: `status.lock` for `status.json`, else `<name>.lock`
+/// (a `statusfile` ending in `.lock` is refused when the configuration loads).
 fn lock_path(file: &Path) -> PathBuf {
     let (dir, name) = parts(file);
-    dir.join(match name.strip_suffix(".json") {
-        Some(stem) => format!("{stem}.lock"),
-        None => format!("{name}.lock"),
-    })
+    dir.join(if name == "status.json" { "status.lock".to_string() } else { format!("{name}.lock") })
 }
 
 /// Keep only the newest [`MAX_DAMAGED_COPIES`] damaged copies (a device whose storage
@@ -279,7 +277,23 @@ impl Status {
         if dir.exists() {
             crate::fsutil::private_dir(dir).map_err(|source| StatusError::Io { path: dir.into(), source })?;
         }
+        // A file named by `[system] statusfile` that is a directory, or RAUC's own status
+        // (a key file), is the configuration's mistake, not field damage: never set aside.
+        let configured = p.file_name().is_some_and(|n| n != "status.json");
+        if configured && std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            return Err(StatusError::Invalid {
+                path: p,
+                why: "is a directory: [system] statusfile names a file".into(),
+            });
+        }
         let text = match crate::fsutil::read_state(&p) {
+            Ok(t) if configured && t.first() == Some(&b'[') => {
+                return Err(StatusError::Invalid {
+                    path: p,
+                    why: "holds RAUC's status (a key file): [system] statusfile must name a file of henb-update's own"
+                        .into(),
+                })
+            }
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::Missing),
             // Not a regular file (a directory, a FIFO), or a symbolic link (O_NOFOLLOW).

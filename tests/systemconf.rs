@@ -400,6 +400,24 @@ fn raw_fallback_region_and_the_variant_image() {
     let env = text(Command::new("fw_printenv").arg("-c").arg(w("fw_env.config")));
     assert!(env.contains("BOOT_ORDER=system1 system0\n"), "{env}");
     assert_eq!(status_as(&d, "system0")["primary"], "system1");
+    // A failing post-install handler: the fallback half holds the new bootloader (written
+    // from the stream, header last), the primary half the old one, untouched.
+    let boot2 = pseudo_random(150_000, 29);
+    let b2 = bundle(
+        &d,
+        "imx2",
+        "imx-henb",
+        &[("image.rootfs", "rootfs.ext4", &generic), ("image.bootloader", "boot.img", &boot2)],
+    );
+    script(&w("post.sh"), "exit 5\n");
+    let conf = std::fs::read_to_string(&d.conf).unwrap();
+    std::fs::write(&d.conf, format!("{conf}\n[handlers]\npost-install={}\n", w("post.sh").display())).unwrap();
+    let (code, out) = install_as(&d, "system0", &b2);
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(error(&out).0, "handler-failed", "{out}");
+    assert_eq!(read_at(&w("disk"), region.0, boot.len()), boot, "the primary half is untouched");
+    assert_eq!(read_at(&w("disk"), region.0 + half, boot2.len()), boot2, "the fallback half was written");
+    std::fs::write(&d.conf, conf).unwrap();
     // An image larger than half the region is refused before anything is written.
     let big = pseudo_random((half + 1) as usize, 27);
     let b = bundle(
@@ -591,7 +609,7 @@ fn relative_paths_and_the_status_file_where_configured() {
 }
 
 #[test]
-fn a_mounted_slot_is_written_only_with_allow_mounted() {
+fn a_mounted_slot_is_updated_only_by_an_install_hook_with_allow_mounted() {
     let d = Device::new(false);
     let w = |n: &str| d.w.path(n);
     let old = {
@@ -615,25 +633,48 @@ fn a_mounted_slot_is_written_only_with_allow_mounted() {
         }
     }
     let _undo = Undo(lo.clone(), w("m"));
-    let conf = std::fs::read_to_string(&d.conf).unwrap().replace(&w("slotB").display().to_string(), &lo);
+    std::fs::create_dir_all(w("mnt")).unwrap();
+    let conf = std::fs::read_to_string(&d.conf).unwrap().replace(&w("slotB").display().to_string(), &lo).replacen(
+        "[system]\n",
+        &format!("[system]\nmountprefix={}\n", w("mnt").display()),
+        1,
+    );
     std::fs::write(&d.conf, &conf).unwrap();
-    let content = w("c");
-    std::fs::create_dir_all(&content).unwrap();
     let image = pseudo_random(300_000, 28);
-    std::fs::write(content.join("rootfs.img"), &image).unwrap();
-    std::fs::write(
-        content.join("manifest.raucm"),
-        "[update]\ncompatible=henb-test\nversion=1\n\n[bundle]\nformat=verity\n\n[image.rootfs]\nfilename=rootfs.img\n",
-    )
-    .unwrap();
-    let b = d.w.rauc_bundle(&content, "m.raucb");
-    let (code, out) = d.install(&b);
+    let make = |name: &str, hooks: &str| {
+        let content = w(name);
+        std::fs::create_dir_all(&content).unwrap();
+        std::fs::write(content.join("rootfs.img"), &image).unwrap();
+        std::fs::write(
+            content.join("hook.sh"),
+            "#!/bin/sh\ncase \"$1\" in slot-install) printf 'BY-HOOK' | dd of=\"$RAUC_SLOT_DEVICE\" bs=1 seek=65536 conv=notrunc status=none;; *) exit 1;; esac\n",
+        )
+        .unwrap();
+        run_ok(Command::new("chmod").arg("755").arg(content.join("hook.sh")));
+        std::fs::write(
+            content.join("manifest.raucm"),
+            format!("[update]\ncompatible=henb-test\nversion=1\n\n[bundle]\nformat=verity\n\n{hooks}[image.rootfs]\nfilename=rootfs.img\n{}", if hooks.is_empty() { "" } else { "hooks=install\n" }),
+        )
+        .unwrap();
+        d.w.rauc_bundle(&content, &format!("{name}.raucb"))
+    };
+    let plain = make("plain", "");
+    let hooked = make("hooked", "[hooks]\nfilename=hook.sh\n\n");
+    let before = std::fs::read(&lo).unwrap();
+    // A mounted slot is refused (RAUC: "already mounted"), whatever the bundle.
+    for b in [&plain, &hooked] {
+        let (code, out) = d.install(b);
+        assert_ne!(code, 0, "{out}");
+        let m = error(&out).2;
+        assert!(m.contains("is in use (mounted at") && m.contains(&w("m").display().to_string()), "{out}");
+    }
+    // allow-mounted=true: only a bundle's install hook may update it.
+    std::fs::write(&d.conf, conf.replacen("bootname=B\n", "bootname=B\nallow-mounted=true\n", 1)).unwrap();
+    let (code, out) = d.install(&plain);
     assert_ne!(code, 0, "{out}");
-    assert!(error(&out).2.contains("allow-mounted=true"), "{out}");
-    // allow-mounted=true: the integrator says this slot may be written while mounted.
-    let allowed = conf.replacen("bootname=B\n", "bootname=B\nallow-mounted=true\n", 1);
-    std::fs::write(&d.conf, allowed).unwrap();
-    let (code, out) = d.install(&b);
+    assert!(error(&out).2.contains("may only be updated by a bundle's install hook"), "{out}");
+    assert_eq!(std::fs::read(&lo).unwrap(), before, "nothing written");
+    let (code, out) = d.install(&hooked);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(read_at(Path::new(&lo), 0, image.len()), image);
+    assert_eq!(read_at(Path::new(&lo), 65536, 7), b"BY-HOOK");
 }

@@ -23,6 +23,7 @@ impl Custom {
 
     fn run(&self, args: &[&str]) -> Result<String, BootError> {
         let what = format!("{} {}", self.script.display(), args.join(" "));
+        crate::fsutil::trusted_program(&self.script).map_err(|e| BootError::Custom(format!("{what}: {e}")))?;
         let failed = |e: crate::process::RunError| BootError::Custom(e.to_string());
         let out = crate::process::exec(&self.script, args, &[], self.timeout, &what, true).map_err(failed)?;
         let out = out.success(&what).map_err(failed)?;

@@ -48,9 +48,9 @@ impl Entries {
             } else if let Some(o) = line.strip_prefix("BootOrder: ") {
                 order = Some(o.trim().split(',').filter(|n| hex4(n)).map(str::to_ascii_uppercase).collect());
             } else if let Some(rest) = line.strip_prefix("Boot") {
-                let (num, tail) = rest.split_at(rest.len().min(4));
-                if hex4(num) && (tail.starts_with("* ") || tail.starts_with("  ")) {
-                    let label = tail[2..].split('\t').next().unwrap_or_default().trim_end().to_string();
+                let (Some(num), Some(tail)) = (rest.get(..4), rest.get(4..)) else { continue };
+                if let Some(label) = tail.strip_prefix("* ").or_else(|| tail.strip_prefix("  ")).filter(|_| hex4(num)) {
+                    let label = label.split('\t').next().unwrap_or_default().trim_end().to_string();
                     e.all.push((num.to_ascii_uppercase(), label));
                 }
             }
@@ -61,15 +61,21 @@ impl Entries {
 
     /// The entry labelled `bootname`.
     ///
-    /// Errors: none is (the entries are made at provisioning).
+    /// Errors: none is (the entries are made at provisioning), or more than one is (which
+    /// one boots the slot is not known).
     pub fn number(&self, bootname: &str) -> Result<&str, BootError> {
-        self.all
-            .iter()
-            .find(|(_, l)| l == bootname)
-            .map(|(n, _)| n.as_str())
-            .ok_or_else(|| BootError::Variable(format!("no EFI boot entry labelled '{bootname}'")))
+        let mut found = self.all.iter().filter(|(_, l)| l == bootname).map(|(n, _)| n.as_str());
+        let first =
+            found.next().ok_or_else(|| BootError::Variable(format!("no EFI boot entry labelled '{bootname}'")))?;
+        if let Some(second) = found.next() {
+            return Err(BootError::Variable(format!(
+                "EFI boot entries {first} and {second} are both labelled '{bootname}': remove one"
+            )));
+        }
+        Ok(first)
     }
 
+    /// The label of entry `num`.
     fn label(&self, num: &str) -> Option<&str> {
         self.all.iter().find(|(n, _)| n == num).map(|(_, l)| l.as_str())
     }
@@ -162,5 +168,8 @@ mod tests {
         assert_eq!(e.number("A").unwrap(), "0001");
         assert!(e.number("C").is_err());
         assert!(Entries::parse("Boot0001* A\n").is_err(), "no BootOrder");
+        // A description that is not ASCII where the number would be, a duplicate label.
+        let e = Entries::parse("BootOrder: 0001\nBoot\u{e9}\u{e9}\u{e9}* A\nBoot0001* A\nBoot0002* A\n").unwrap();
+        assert!(e.number("A").unwrap_err().to_string().contains("both labelled"));
     }
 }

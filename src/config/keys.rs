@@ -230,6 +230,9 @@ pub(super) fn apply_entry(c: &mut Config, group: &str, key: &str, v: &str, path:
         ("system", "statusfile") => {
             c.statusfile = match v {
                 "per-slot" => StatusFile::PerSlot,
+                _ if v.ends_with('/') || v.ends_with(".lock") || v.ends_with("/.") || v.ends_with("/..") => {
+                    return Err(format!("{k}={v}: a file of its own (not a directory, not a name ending in .lock)"))
+                }
                 _ => StatusFile::File(path_value(path, &k, v)?),
             }
         }

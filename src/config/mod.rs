@@ -496,7 +496,14 @@ impl Config {
     /// Errors: [`ConfigError::Read`], or [`ConfigError::Invalid`] with every problem.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::parse(&text, path)
+        // Relative paths in it are the file's directory's, wherever the agent runs: taken
+        // from its absolute path.
+        let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let c = Self::parse(&text, &absolute).map_err(|e| match e {
+            ConfigError::Invalid { problems, .. } => ConfigError::Invalid { path: path.into(), problems },
+            e => e,
+        })?;
+        Ok(Config { source: path.into(), ..c })
     }
 
     /// Parse text; `path` is for messages and for relative paths (taken from the file's
@@ -560,6 +567,18 @@ impl Config {
                 key: Some("[tpm] owner-auth-file".into()),
                 what: EMPTY_OWNER_AUTH.into(),
             });
+        }
+        if let StatusFile::File(f) = &c.statusfile {
+            if *f == c.data_directory || c.data_directory.starts_with(f) {
+                problems.push(Problem {
+                    line: kf.group("system").and_then(|g| g.entry("statusfile")).map_or(0, |e| e.line),
+                    key: Some("[system] statusfile".into()),
+                    what: format!(
+                        "[system] statusfile={}: the data directory or one above it, not a file",
+                        f.display()
+                    ),
+                });
+            }
         }
         problems.extend(check_slots(&c, &kf));
         problems.sort_by_key(|p| p.line);

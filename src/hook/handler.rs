@@ -23,13 +23,14 @@ use std::path::Path;
 const MAX_VALUE: usize = 4096;
 
 /// Run `[handlers] system-info` (if configured) and keep its `RAUC_*` variables in
-/// `conf.system_info` (the first value of a name wins; other lines are ignored, as RAUC
-/// ignores them).
+/// `conf.system_info` (the last value of a name wins, as in RAUC; other lines are ignored,
+/// as RAUC ignores them, and so are values with control characters).
 ///
 /// Errors: the handler cannot be started, times out or fails: [`HookError::Handler`].
 pub fn system_info(conf: &mut Config) -> Result<(), HookError> {
     let Some(exe) = conf.handlers.system_info.clone() else { return Ok(()) };
     let what = "system-info handler";
+    trusted(&exe, what)?;
     tracing::info!("running the {what} {}", exe.display());
     let out = exec(&exe, &[], &system_env(conf), conf.hook_timeout, what, true)
         .and_then(|e| e.success(what))
@@ -39,9 +40,14 @@ pub fn system_info(conf: &mut Config) -> Result<(), HookError> {
     for line in text.lines() {
         let Some((k, v)) = line.split_once('=') else { continue };
         let valid = k.starts_with("RAUC_") && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if valid && v.len() <= MAX_VALUE && !vars.iter().any(|(n, _)| n == k) {
-            vars.push((k.to_string(), v.to_string()));
+        // A value no environment can hold (NUL) or that would break a line: left out.
+        if !valid || v.len() > MAX_VALUE || v.chars().any(char::is_control) {
+            tracing::warn!("{what}: line left out: {}", line.chars().take(80).collect::<String>());
+            continue;
         }
+        // As RAUC's hash table: the last value of a name wins.
+        vars.retain(|(n, _)| n != k);
+        vars.push((k.to_string(), v.to_string()));
     }
     conf.system_info = vars;
     Ok(())
@@ -84,6 +90,7 @@ impl Install<'_> {
     }
 
     fn run(&self, exe: &Path, what: &str) -> Result<(), RunError> {
+        crate::fsutil::trusted_program(exe).map_err(|source| RunError::Start { what: what.to_string(), source })?;
         tracing::info!("running the {what} {}", exe.display());
         exec(exe, &[], &self.env(), self.conf.hook_timeout, what, false)?.success(what).map(drop)
     }
@@ -137,6 +144,12 @@ impl Install<'_> {
         extend_system_info(&mut env, conf);
         env
     }
+}
+
+/// The handler `exe` is one only the agent's user or root can change.
+fn trusted(exe: &Path, what: &str) -> Result<(), HookError> {
+    crate::fsutil::trusted_program(exe)
+        .map_err(|source| HookError::Handler(RunError::Start { what: what.to_string(), source }))
 }
 
 /// `RAUC_SYSTEM_*` and `RAUC_MOUNT_PREFIX`, as every handler gets them.

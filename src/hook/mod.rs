@@ -361,7 +361,11 @@ impl Hooks {
             env.push(("RAUC_SLOT_MOUNT_POINT".into(), m.display().to_string()));
         }
         if let Some(r) = slot.region.filter(|_| slot.kind.has_region()) {
-            env.extend(crate::slot::region::hook_env(&r));
+            // RAUC's RAUC_BOOT_PARTITION_* name the half being written (read from the disk,
+            // as the writer reads it; an unreadable one leaves them out, and the write
+            // then fails on it).
+            let place = crate::slot::region::place(slot, image.size, (image.digest_algorithm, image.digest.clone()));
+            env.extend(crate::slot::region::hook_env(&r, place.as_ref().ok()));
         }
         run(&self.exe, which.arg(), &env, self.timeout, false)
     }

@@ -34,6 +34,10 @@ pub struct TargetSlot {
     pub readonly: bool,
     /// Size of its device in bytes, or why it could not be read.
     pub size: Result<u64, String>,
+    /// Where it is in use (mounted, or its MTD attached to UBI), if it is.
+    pub mounted: Option<String>,
+    /// `allow-mounted=true`: a mounted slot may be updated by a bundle's install hook.
+    pub allow_mounted: bool,
 }
 
 /// Measured boot as admission sees it (`[measured-boot]` is configured).
@@ -373,6 +377,17 @@ fn slots(pkg: &Package, dev: &DeviceFacts) -> Result<(), Refusal> {
         if slot.readonly {
             return Err(Refusal::Slot(format!("slot {} is read-only", slot.name)));
         }
+        // RAUC's rule (install.c pre_install_check_slot_mount_status): a slot in use is
+        // updated only by a bundle's install hook, and only with allow-mounted=true.
+        if let Some(at) = &slot.mounted {
+            return Err(Refusal::Slot(match (slot.allow_mounted, image.hooks.install) {
+                (true, true) => continue,
+                (true, false) => {
+                    format!("slot {} is in use ({at}): it may only be updated by a bundle's install hook", slot.name)
+                }
+                (false, _) => format!("slot {} is in use ({at})", slot.name),
+            }));
+        }
         let size =
             *slot.size.as_ref().map_err(|why| Refusal::SlotDevice { device: slot.device.clone(), why: why.clone() })?;
         if image.size > size {
@@ -477,6 +492,8 @@ mod tests {
                 device: "/dev/vda3".into(),
                 readonly: false,
                 size: Ok(4096),
+                mounted: None,
+                allow_mounted: false,
             }],
             measured_boot: None,
             runs_hooks: true,
@@ -603,6 +620,8 @@ mod tests {
             device: "/dev/vda6".into(),
             readonly: false,
             size: Err("No such file or directory".into()),
+            mounted: None,
+            allow_mounted: false,
         });
         // The package writes no appfs image: the child slot's device is not its business.
         assert!(admit(&package(), &d).is_ok());

@@ -39,7 +39,7 @@ use crate::measured_boot::Approver;
 use crate::package::adaptive::{Adaptive, Counters};
 use crate::package::{self, Context, Package};
 use crate::slot::index::{Local, SlotBlocks};
-use crate::slot::region::Switch;
+use crate::slot::region::Step;
 use crate::slot::writer::{SlotWriter, Written};
 use crate::slot::{self, SlotError};
 use crate::source::{FileSource, Source};
@@ -283,8 +283,9 @@ struct Real<'r, 'p> {
     transaction: String,
     /// The booted slot's bootname (`RAUC_CURRENT_BOOTNAME`).
     booted: String,
-    /// Boot regions written, whose partition entry switches once every check passed.
-    switches: Vec<Switch>,
+    /// Boot regions written, whose partition entry switches (or fallback half is copied)
+    /// once every check passed.
+    switches: Vec<Step>,
 }
 
 impl Real<'_, '_> {
@@ -447,13 +448,8 @@ impl Phases for Real<'_, '_> {
         // Every check passed: a boot region's partition entry now points at the half
         // that holds the new bootloader (RAUC switches it right after the write).
         for s in std::mem::take(&mut self.switches) {
-            tracing::info!(
-                "switching the first partition of {} to byte {} ({} bytes)",
-                s.device.display(),
-                s.start,
-                s.size
-            );
-            s.apply().map_err(|e| InstallError::Slot(SlotError::Region(format!("{}: {e}", s.device.display()))))?;
+            tracing::info!("boot region of {}: {s:?}", s.device().display());
+            s.apply().map_err(|e| InstallError::Slot(SlotError::Region(format!("{}: {e}", s.device().display()))))?;
         }
         Ok(())
     }
@@ -631,6 +627,9 @@ fn device_facts(
             device: t.device.display().to_string(),
             readonly: t.readonly,
             size,
+            // A boot region is on the whole disk, whose partitions are in use.
+            mounted: if t.kind.has_region() { None } else { crate::slot::in_use(t) },
+            allow_mounted: t.allow_mounted,
         });
     }
     let measured_boot = conf.measured_boot.as_ref().map(|mb| admit::MeasuredFacts {
@@ -778,7 +777,7 @@ fn write(
     hooks: Option<HookedWith<'_>>,
     counters: &Counters,
     progress: &mut dyn FnMut(Progress),
-) -> Result<(Package, Vec<Switch>), InstallError> {
+) -> Result<(Package, Vec<Step>), InstallError> {
     let mut shown = 0;
     let mut report = |w: Written<'_>| match w {
         Written::Begin { image, slot } => {
@@ -805,7 +804,7 @@ fn write(
     let mut writer = SlotWriter::new(targets, read_back, &mut report);
     let Some((hooks, slots, intact)) = hooks else {
         let pkg = authenticated.stream_adaptive(&mut writer, adaptive)?;
-        return Ok((pkg, writer.take_switches()));
+        return Ok((pkg, writer.take_steps()));
     };
     let mut hooked = hooked::HookedWriter::new(&mut writer, hooks, targets, slots, intact);
     let streamed = authenticated.stream_adaptive(&mut hooked, adaptive);
@@ -814,7 +813,7 @@ fn write(
         (Err(_), Some(e)) => return Err(e.into()),
         (r, _) => r?,
     };
-    Ok((pkg, writer.take_switches()))
+    Ok((pkg, writer.take_steps()))
 }
 
 /// Phase 5: commit the target's reference values to the measured-boot policy (the

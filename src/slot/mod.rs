@@ -94,6 +94,61 @@ pub fn target<'a>(slots: &'a [SlotConf], booted: &SlotConf) -> Result<Vec<&'a Sl
     Ok(group)
 }
 
+/// Where a slot's device is in use, if it is (read from the running system): mounted
+/// (`/proc/self/mountinfo`, by device number; a file-backed slot through the loop
+/// devices backed by it; a UBI volume by its `ubiX:name` or device), or an MTD attached to
+/// UBI or mounted through its mtdblock. `None` when it is not, or cannot be told.
+pub fn in_use(slot: &SlotConf) -> Option<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // (major:minor, mount point, source) of every mount.
+    let mounts: Vec<(&str, &str, &str)> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let dash = f.iter().position(|x| *x == "-")?;
+            Some((*f.get(2)?, *f.get(4)?, *f.get(dash + 2)?))
+        })
+        .collect();
+    let mounted_dev = |dev: &str| mounts.iter().find(|m| m.0 == dev).map(|m| format!("mounted at {}", m.1));
+    let meta = std::fs::metadata(&slot.device).ok()?;
+    let rdev = meta.rdev();
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    if meta.file_type().is_block_device() {
+        return mounted_dev(&format!("{major}:{minor}"));
+    }
+    if meta.is_file() {
+        let canonical = std::fs::canonicalize(&slot.device).ok()?;
+        for e in std::fs::read_dir("/sys/block").ok()?.flatten() {
+            let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).unwrap_or_default();
+            if Path::new(backing.trim()) == canonical {
+                let dev = std::fs::read_to_string(e.path().join("dev")).unwrap_or_default();
+                if let Some(m) = mounted_dev(dev.trim()) {
+                    return Some(format!("{m} through /dev/{}", e.file_name().to_string_lossy()));
+                }
+            }
+        }
+        return None;
+    }
+    let name = slot.device.file_name()?.to_string_lossy().into_owned();
+    if let Some(n) = name.strip_prefix("mtd").and_then(|n| n.parse::<u64>().ok()) {
+        for e in std::fs::read_dir("/sys/class/ubi").into_iter().flatten().flatten() {
+            let mtd = std::fs::read_to_string(e.path().join("mtd_num")).unwrap_or_default();
+            if mtd.trim().parse::<u64>().ok() == Some(n) {
+                return Some(format!("attached to UBI as {}", e.file_name().to_string_lossy()));
+            }
+        }
+        return mounted_dev(&format!("31:{n}")); // mtdblock<n>
+    }
+    if name.starts_with("ubi") && name.contains('_') {
+        let vol = std::fs::read_to_string(Path::new("/sys/class/ubi").join(&name).join("name")).unwrap_or_default();
+        let ubi = name.split('_').next().unwrap_or_default();
+        let sources = [format!("{ubi}:{}", vol.trim()), name.clone(), format!("/dev/{name}")];
+        return mounts.iter().find(|m| sources.iter().any(|s| s == m.2)).map(|m| format!("mounted at {}", m.1));
+    }
+    None
+}
+
 /// Bootnames of the bootable slots of `class`, in config order (the boot order RAUC builds).
 pub fn bootnames(slots: &[SlotConf], class: &str) -> Vec<String> {
     slots.iter().filter(|s| s.class == class && s.parent.is_none()).filter_map(|s| s.bootname.clone()).collect()
@@ -147,8 +202,8 @@ mod tests {
     #[test]
     fn config_errors_name_what_is_wrong() {
         let e = |t: &str| Config::parse(t, Path::new("x.conf")).unwrap_err().to_string();
-        assert!(e("[system]\ncompatible=x\nbootloader=efi\n").contains("x.conf:3"));
-        assert!(e("[system]\ncompatible=x\n[slot.rootfs.0]\ntype=ubifs\ndevice=/x\n").contains("type=ubifs"));
+        assert!(e("[system]\ncompatible=x\nbootloader=lilo\n").contains("x.conf:3"));
+        assert!(e("[system]\ncompatible=x\n[slot.rootfs.0]\ntype=jffs2\ndevice=/x\n").contains("type=jffs2"));
         assert!(e("[system]\ncompatible=x\n[slot.rootfs.0]\ndevice=/x\nparent=nope.0\n").contains("no such slot"));
         assert!(e(
             "[system]\ncompatible=x\n[slot.rootfs.0]\ndevice=/x\nbootname=A\n[slot.rootfs.1]\ndevice=/y\nbootname=A\n"

@@ -59,8 +59,11 @@ pub struct SlotWriter<'a> {
     base: u64,
     /// The current image's place in a boot region.
     placement: Option<region::Placement>,
-    /// Boot-region partition switches to make once every check passed.
-    switches: Vec<region::Switch>,
+    /// A boot region's header (its first [`region::HEADER`] bytes), written last.
+    header: Vec<u8>,
+    /// Boot-region steps (partition switches, fallback copies) to make once every check
+    /// passed.
+    steps: Vec<region::Step>,
     /// Adaptive images are written lazily (RAUC's rule): 4 KiB blocks the slot already
     /// holds are not written again, which spares the flash.
     lazy: bool,
@@ -80,7 +83,8 @@ impl<'a> SlotWriter<'a> {
             pos: 0,
             base: 0,
             placement: None,
-            switches: Vec::new(),
+            header: Vec::new(),
+            steps: Vec::new(),
             lazy: false,
             scratch: Vec::new(),
             written: 0,
@@ -88,10 +92,10 @@ impl<'a> SlotWriter<'a> {
         }
     }
 
-    /// The boot-region partition switches the written images need, in image order; the
-    /// install makes them once every check passed ([`region::Switch::apply`]).
-    pub fn take_switches(&mut self) -> Vec<region::Switch> {
-        std::mem::take(&mut self.switches)
+    /// The boot-region steps the written images need, in image order; the install makes
+    /// them once every check passed ([`region::Step::apply`]).
+    pub fn take_steps(&mut self) -> Vec<region::Step> {
+        std::mem::take(&mut self.steps)
     }
 
     fn slot_for(&self, image: &Image) -> io::Result<&'a SlotConf> {
@@ -106,23 +110,25 @@ impl Sink for SlotWriter<'_> {
     fn begin(&mut self, image: &Image) -> io::Result<()> {
         let slot = self.slot_for(image)?;
         (self.report)(Written::Begin { image: &image.filename, slot: &slot.name });
-        self.placement = if slot.kind.has_region() { Some(region::place(slot, image.size)?) } else { None };
+        self.placement = if slot.kind.has_region() {
+            Some(region::place(slot, image.size, (image.digest_algorithm, image.digest.clone()))?)
+        } else {
+            None
+        };
+        self.header.clear();
         self.base = self.placement.as_ref().map_or(0, |p| p.first);
         self.lazy =
             self.base == 0 && !slot.kind.is_flash() && image.adaptive.iter().any(|m| m == crate::blockindex::METHOD);
         // O_EXCL: a block device in use (mounted, e.g. by a hook's process that outlived
         // it) is refused with EBUSY instead of written under a live file system (Linux;
         // without O_CREAT it has no effect on regular files). Not for a boot region (its
-        // device is the whole disk, whose partitions are in use) nor with allow-mounted.
-        let exclusive = !slot.allow_mounted && !slot.kind.has_region() && !slot.kind.is_flash();
+        // device is the whole disk, whose partitions are in use).
+        // (A slot in use was refused by admission; O_EXCL also catches one mounted since.)
+        let exclusive = !slot.kind.has_region() && !slot.kind.is_flash();
         let busy = |e: io::Error| match e.raw_os_error() {
-            Some(nix::libc::EBUSY) => io::Error::new(
-                e.kind(),
-                format!(
-                    "{}: in use (mounted?): {e}; allow-mounted=true lets the slot be written anyway",
-                    slot.device.display()
-                ),
-            ),
+            Some(nix::libc::EBUSY) => {
+                io::Error::new(e.kind(), format!("{}: in use (mounted?): {e}", slot.device.display()))
+            }
             _ => io::Error::new(e.kind(), format!("{}: {e}", slot.device.display())),
         };
         self.out = Some(match slot.kind {
@@ -159,6 +165,11 @@ impl Sink for SlotWriter<'_> {
                     .map_err(busy)?,
             ),
         });
+        if let (Some(p), Some(Out::File(f))) = (&self.placement, &self.out) {
+            // A half cut off while it is written has no valid header.
+            f.write_all_at(&[0u8; region::HEADER as usize], p.first)?;
+            f.sync_all()?;
+        }
         self.pos = 0;
         Ok(())
     }
@@ -166,9 +177,15 @@ impl Sink for SlotWriter<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         match self.out.as_mut().ok_or_else(|| io::Error::other("no open slot"))? {
             Out::File(out) if self.lazy => write_lazily(out, data, self.pos, &mut self.scratch)?,
+            Out::File(out) if self.placement.is_some() && self.pos < region::HEADER => {
+                // A boot region's header is held back and written last.
+                let h = ((region::HEADER - self.pos) as usize).min(data.len());
+                self.header.extend_from_slice(&data[..h]);
+                out.write_all_at(&data[h..], self.base + self.pos + h as u64)?;
+            }
             Out::File(out) => out.write_all_at(data, self.base + self.pos)?,
             Out::Stream(out) => io::Write::write_all(out, data)?,
-            Out::Nand(nandwrite) => nandwrite.feed(data)?,
+            Out::Nand(nandwrite) => nandwrite.feed(data, FLASH_TIMEOUT)?,
         }
         self.pos += data.len() as u64;
         crate::failpoint::hit("install.write");
@@ -202,16 +219,15 @@ impl Sink for SlotWriter<'_> {
         if slot.kind != SlotType::Nor {
             f.sync_all()?;
         }
+        if let Some(p) = self.placement.take() {
+            // The rest is on the device: now the header.
+            f.write_all_at(&self.header, p.first)?;
+            f.sync_all()?;
+            self.steps.push(p.step);
+        }
         if self.read_back {
             (self.report)(Written::ReadBack { slot: &slot.name });
             read_back(&slot.device, self.base, image)?;
-        }
-        if let Some(p) = self.placement.take() {
-            if let Some(then) = p.then {
-                // raw-fallback: the second copy, from the first (checked on the way).
-                region::copy_half(&f, p.first, then, image)?;
-            }
-            self.switches.extend(p.switch);
         }
         if slot.resize {
             resize(slot)?;

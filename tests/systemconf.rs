@@ -145,6 +145,24 @@ fn grub(d: &Device, p: &Path) {
     let _ = d;
 }
 
+/// A U-Boot environment in `env` (`fw_env.config` names it, as the corpus files do):
+/// `BOOT_ORDER` the bootnames in order, 3 attempts each; read back by fw_printenv.
+fn uboot_env(d: &Device, bootnames: &[&str]) {
+    let w = |n: &str| d.w.path(n);
+    std::fs::write(w("env"), vec![0u8; 0x4000]).unwrap();
+    std::fs::write(w("fw_env.config"), format!("{} 0x0 0x4000\n", w("env").display())).unwrap();
+    std::fs::write(w("defaults"), "bootcmd=boot\n").unwrap();
+    let setenv = || {
+        let mut c = Command::new("fw_setenv");
+        c.arg("-c").arg(w("fw_env.config"));
+        c
+    };
+    run_ok(setenv().arg("-f").arg(w("defaults")).args(["BOOT_ORDER", &bootnames.join(" ")]));
+    for b in bootnames {
+        run_ok(setenv().args([format!("BOOT_{b}_LEFT"), "3".into()]));
+    }
+}
+
 fn script(p: &Path, body: &str) {
     std::fs::write(p, format!("#!/bin/sh\n{body}")).unwrap();
     run_ok(Command::new("chmod").arg("755").arg(p));
@@ -350,23 +368,7 @@ fn raw_fallback_region_and_the_variant_image() {
     let w = |n: &str| d.w.path(n);
     sparse(&w("rootfs0"), 64 << 20);
     sparse(&w("rootfs1"), 64 << 20);
-    // U-Boot's environment, read back by fw_printenv.
-    std::fs::write(w("env"), vec![0u8; 0x4000]).unwrap();
-    std::fs::write(w("fw_env.config"), format!("{} 0x0 0x4000\n", w("env").display())).unwrap();
-    std::fs::write(w("defaults"), "bootcmd=boot\n").unwrap();
-    let setenv = |k: &str, v: &str| {
-        run_ok(Command::new("fw_setenv").arg("-c").arg(w("fw_env.config")).args([k, v]));
-    };
-    run_ok(
-        Command::new("fw_setenv")
-            .arg("-c")
-            .arg(w("fw_env.config"))
-            .arg("-f")
-            .arg(w("defaults"))
-            .args(["BOOT_ORDER", "system0 system1"]),
-    );
-    setenv("BOOT_system0_LEFT", "3");
-    setenv("BOOT_system1_LEFT", "3");
+    uboot_env(&d, &["system0", "system1"]);
     // The disk holds the old bootloader in both halves, and data around the region.
     let region = (32u64 << 10, 4u64 << 20);
     let mut disk = pseudo_random(8 << 20, 24);
@@ -549,19 +551,7 @@ fn vfat_child_slots_of_a_uboot_board() {
     for s in ["boot0", "boot1"] {
         sparse(&w(s), 8 << 20);
     }
-    std::fs::write(w("env"), vec![0u8; 0x4000]).unwrap();
-    std::fs::write(w("fw_env.config"), format!("{} 0x0 0x4000\n", w("env").display())).unwrap();
-    std::fs::write(w("defaults"), "bootcmd=boot\n").unwrap();
-    run_ok(
-        Command::new("fw_setenv")
-            .arg("-c")
-            .arg(w("fw_env.config"))
-            .arg("-f")
-            .arg(w("defaults"))
-            .args(["BOOT_ORDER", "A B"]),
-    );
-    run_ok(Command::new("fw_setenv").arg("-c").arg(w("fw_env.config")).args(["BOOT_A_LEFT", "3"]));
-    run_ok(Command::new("fw_setenv").arg("-c").arg(w("fw_env.config")).args(["BOOT_B_LEFT", "3"]));
+    uboot_env(&d, &["A", "B"]);
     let root = ext4(&d, "rpi", "rpi\n");
     let boot = vfat(&d, "boot", "arm_64bit=1\n");
     let b = bundle(

@@ -16,7 +16,7 @@
 #   packages.img        a FAT disk holding factory.raucb (v1), update.raucb (v2),
 #                       wrong-rv.raucb (v2 image, v1's reference values), tampered.raucb,
 #                       hw.raucb (the flash slots' images: guest/hw.conf)
-#   hw-rootfs.img hw-app.ubifs hw-boot.img hw-firmware.img   hw.raucb's images
+#   hw-rootfs.img hw-app.ubifs hw-boot.img hw-firmware.img hw-data.jffs2   hw.raucb's images
 #
 # Deterministic inputs give the same bytes: fixed times (SOURCE_DATE_EPOCH), sorted cpio,
 # gzip -n, fixed filesystem UUIDs and volume ids, GRUB via grub-mkimage + a sorted tar.
@@ -122,7 +122,8 @@ cp work/update.raucb work/tampered.raucb
 printf '\x00' | dd of=work/tampered.raucb bs=1 seek=$((20 << 20)) conv=notrunc status=none
 # The flash slots' package (tests/vm.rs, scenario hw; guest/hw.conf): a UBI volume image,
 # a UBIFS image (mkfs.ubifs for nandsim's 2 KiB pages and 128 KiB blocks; its UUID is
-# random, so this one image is not reproducible), a NAND and a NOR image, from a fixed stream.
+# random, so this one image is not reproducible), a NAND and a NOR image, from a fixed stream,
+# and a JFFS2 image.
 stream() { head -c "$1" /dev/zero | openssl enc -aes-128-ctr -nosalt -K "$(printf %-32s "$2" | tr " " 0)" -iv 00000000000000000000000000000000; }
 c=work/content-hw && rm -rf "$c" && mkdir -p "$c" work/app-root
 stream 1048576 0a > "$c/rootfs.img"
@@ -130,10 +131,13 @@ stream 307200 0b > "$c/boot.img"
 stream 204800 0d > "$c/firmware.img"
 stream 65536 0c > work/app-root/data && echo henb-hw > work/app-root/release
 mkfs.ubifs -q -r work/app-root -m 2048 -e 126976 -c 64 -x none -o "$c/app.ubifs"
-printf '[update]\ncompatible=henb-vm-hw\nversion=3.0\n\n[image.rootfs]\nfilename=rootfs.img\n\n[image.app]\nfilename=app.ubifs\n\n[image.boot]\nfilename=boot.img\n\n[image.firmware]\nfilename=firmware.img\n' > "$c/manifest.raucm"
+# JFFS2 for nandsim's NAND: 128 KiB erase blocks, 2 KiB pages, no cleanmarkers (NAND keeps
+# them out of band), padded to whole blocks.
+mkfs.jffs2 -q -r work/app-root -e 128KiB -s 2048 -n -p -o "$c/data.jffs2"
+printf '[update]\ncompatible=henb-vm-hw\nversion=3.0\n\n[image.rootfs]\nfilename=rootfs.img\n\n[image.app]\nfilename=app.ubifs\n\n[image.boot]\nfilename=boot.img\n\n[image.firmware]\nfilename=firmware.img\n\n[image.data]\nfilename=data.jffs2\n' > "$c/manifest.raucm"
 "$agent" bundle --format verity --cert pki/signer-rsa.cert.pem --key pki/signer-rsa.key.pem \
   --intermediate pki/release-ca.cert.pem "$c" work/hw.raucb >/dev/null
-for f in rootfs.img app.ubifs boot.img firmware.img; do cp "$c/$f" "hw-$f"; done
+for f in rootfs.img app.ubifs boot.img firmware.img data.jffs2; do cp "$c/$f" "hw-$f"; done
 rm -f packages.img && truncate -s 256M packages.img && mkfs.vfat -n PACKAGES -i 5eed0001 --invariant packages.img >/dev/null
 for p in factory update wrong-rv tampered hw; do mcopy -i packages.img "work/$p.raucb" "::$p.raucb"; done
 

@@ -298,12 +298,14 @@ fn measured_ab_boot_update_fallback_tamper_and_power_cut() {
     assert_eq!(update_reports, 1, "TransferComplete 0 for ck-update was reported more than once");
 
     // Flash slots and UEFI boot entries (guest/hw.conf): a package into UBI volumes (ubivol,
-    // ubifs) and a raw NAND partition with a bad block, on nandsim, and a NOR-style MTD
-    // (mtdram: erased, then written in order); read back by the kernel's UBI, nanddump and
+    // ubifs), a raw NAND partition with a bad block and a JFFS2 image on NAND, on nandsim,
+    // and a NOR-style MTD (mtdram: erased, then written in order); read back by the kernel's UBI, nanddump and
     // the MTD; B made primary through BootNext with efibootmgr...
     let image = |n: &str| std::fs::read(vm.dir.join(format!("hw-{n}"))).unwrap();
     let (rootfs, app, boot, nor) = (image("rootfs.img"), image("app.ubifs"), image("boot.img"), image("firmware.img"));
-    let b = vm.boot(&format!("hw:{}:{}:{}:{}", rootfs.len(), app.len(), boot.len(), nor.len()), &never);
+    let jffs2 = image("data.jffs2");
+    let sizes = format!("{}:{}:{}:{}:{}", rootfs.len(), app.len(), boot.len(), nor.len(), jffs2.len());
+    let b = vm.boot(&format!("hw:{sizes}"), &never);
     b.expect("hw-install-rc", "0");
     b.expect("hw-rootfs", &common::sha256_hex(&rootfs));
     b.expect("hw-app", &common::sha256_hex(&app));
@@ -311,6 +313,7 @@ fn measured_ab_boot_update_fallback_tamper_and_power_cut() {
     b.expect("hw-badblocks", "1");
     b.expect("hw-nor", &common::sha256_hex(&nor));
     b.expect("hw-nor-type", "ram");
+    b.expect("hw-jffs2", &common::sha256_hex(&jffs2));
     assert!(b.get("hw-ubi1").is_some_and(|u| u.contains("State: OK")), "{}", b.log.display());
     let num_a = b.get("hw-numA").unwrap_or_default().to_string();
     let num_b = b.get("hw-numB").unwrap_or_default().to_string();

@@ -440,7 +440,7 @@ fn slot_key(slots: &mut Vec<SlotConf>, group: &str, key: &str, value: &str) -> R
 }
 
 /// RAUC's slot types not installed by this agent yet: an error that says so.
-const RAUC_TYPES_NOT_YET: &[&str] = &["jffs2", "boot-emmc"];
+const RAUC_TYPES_NOT_YET: &[&str] = &["boot-emmc"];
 
 /// RAUC's size values (`region-start=1M`): decimal bytes, or with a `K`, `M` or `G`
 /// suffix for 1024, 1024², 1024³ (RAUC's `g_ascii_strtoull` and suffix, src/config_file.c).

@@ -239,6 +239,10 @@ pub enum SlotType {
     /// A NOR MTD partition (`/dev/mtdN`): erased whole by `flash_erase`, then the image
     /// written from its start (RAUC runs `flashcp --erase-all`, which does the same).
     Nor,
+    /// A JFFS2 image written into an MTD partition: erased whole, then written as `nand`
+    /// on NAND flash and as `nor` on any other (the MTD's `type` in sysfs). A raw image
+    /// only (RAUC also takes tar archives here, this agent none).
+    Jffs2,
     /// A UBI volume (`/dev/ubiX_Y`): replaced by one volume update (`UBI_IOCVOLUP`,
     /// atomic for UBI: an interrupted update leaves the volume marked corrupted, never
     /// half old and half new).
@@ -259,13 +263,14 @@ impl SlotType {
             Self::BootRawFallback => "boot-raw-fallback",
             Self::Nand => "nand",
             Self::Nor => "nor",
+            Self::Jffs2 => "jffs2",
             Self::Ubivol => "ubivol",
             Self::Ubifs => "ubifs",
         }
     }
 
     /// Every type this agent installs.
-    pub const ALL: [SlotType; 10] = [
+    pub const ALL: [SlotType; 11] = [
         Self::Raw,
         Self::Ext4,
         Self::Vfat,
@@ -274,6 +279,7 @@ impl SlotType {
         Self::BootRawFallback,
         Self::Nand,
         Self::Nor,
+        Self::Jffs2,
         Self::Ubivol,
         Self::Ubifs,
     ];
@@ -281,7 +287,12 @@ impl SlotType {
     /// Whether its images are written through the kernel's flash interfaces (MTD, UBI)
     /// rather than at offsets of a block device or file: not adaptive, not lazily.
     pub fn is_flash(self) -> bool {
-        matches!(self, Self::Nand | Self::Nor | Self::Ubivol | Self::Ubifs)
+        matches!(self, Self::Nand | Self::Nor | Self::Jffs2 | Self::Ubivol | Self::Ubifs)
+    }
+
+    /// Whether its device is an MTD character device (`/dev/mtdN`).
+    pub fn is_mtd(self) -> bool {
+        matches!(self, Self::Nand | Self::Nor | Self::Jffs2)
     }
 
     /// The file-system type a slot of this type is mounted as (for hooks and `per-slot`

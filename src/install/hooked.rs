@@ -164,7 +164,7 @@ impl Sink for HookedWriter<'_, '_> {
 /// Flush what a hook wrote to the slot's device (an MTD's writes reach the driver before
 /// write(2) returns; its character device has no fsync).
 fn sync(slot: &SlotConf) -> io::Result<()> {
-    if matches!(slot.kind, crate::config::SlotType::Nand | crate::config::SlotType::Nor) {
+    if slot.kind.is_mtd() {
         return Ok(());
     }
     File::open(&slot.device)?.sync_all()

@@ -97,7 +97,8 @@ pub fn target<'a>(slots: &'a [SlotConf], booted: &SlotConf) -> Result<Vec<&'a Sl
 /// Where a slot's device is in use, if it is (read from the running system): mounted
 /// (`/proc/self/mountinfo`, by device number; a file-backed slot through the loop
 /// devices backed by it; a UBI volume by its `ubiX:name` or device), or an MTD attached to
-/// UBI or mounted through its mtdblock. `None` when it is not, or cannot be told.
+/// UBI or mounted (through its mtdblock, or JFFS2 from the MTD itself). `None` when it is
+/// not, or cannot be told.
 pub fn in_use(slot: &SlotConf) -> Option<String> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -138,7 +139,9 @@ pub fn in_use(slot: &SlotConf) -> Option<String> {
                 return Some(format!("attached to UBI as {}", e.file_name().to_string_lossy()));
             }
         }
-        return mounted_dev(&format!("31:{n}")); // mtdblock<n>
+        // mtdblock<n>, or JFFS2 mounted from the MTD itself.
+        return mounted_dev(&format!("31:{n}"))
+            .or_else(|| mounts.iter().find(|m| m.2 == format!("mtd{n}")).map(|m| format!("mounted at {}", m.1)));
     }
     if name.starts_with("ubi") && name.contains('_') {
         let vol = std::fs::read_to_string(Path::new("/sys/class/ubi").join(&name).join("name")).unwrap_or_default();
@@ -203,7 +206,7 @@ mod tests {
     fn config_errors_name_what_is_wrong() {
         let e = |t: &str| Config::parse(t, Path::new("x.conf")).unwrap_err().to_string();
         assert!(e("[system]\ncompatible=x\nbootloader=lilo\n").contains("x.conf:3"));
-        assert!(e("[system]\ncompatible=x\n[slot.rootfs.0]\ntype=jffs2\ndevice=/x\n").contains("type=jffs2"));
+        assert!(e("[system]\ncompatible=x\n[slot.rootfs.0]\ntype=boot-emmc\ndevice=/x\n").contains("type=boot-emmc"));
         assert!(e("[system]\ncompatible=x\n[slot.rootfs.0]\ndevice=/x\nparent=nope.0\n").contains("no such slot"));
         assert!(e(
             "[system]\ncompatible=x\n[slot.rootfs.0]\ndevice=/x\nbootname=A\n[slot.rootfs.1]\ndevice=/y\nbootname=A\n"

@@ -141,7 +141,7 @@ impl Sink for SlotWriter<'_> {
                 }
                 Out::Stream(f)
             }
-            SlotType::Nand | SlotType::Nor => {
+            SlotType::Nand | SlotType::Nor | SlotType::Jffs2 => {
                 let dev = slot.device.display().to_string();
                 let fail = |e: crate::process::RunError| io::Error::other(format!("slot {}: {e}", slot.name));
                 let run = |args: &[&str], input: bool| {
@@ -151,9 +151,10 @@ impl Sink for SlotWriter<'_> {
                 };
                 let erased = run(&["flash_erase", "-q", &dev, "0", "0"], false)?.wait(FLASH_TIMEOUT);
                 erased.and_then(|e| e.success("flash_erase")).map_err(fail)?;
-                match slot.kind {
-                    SlotType::Nand => Out::Nand(run(&["nandwrite", "-q", "-p", &dev, "-"], true)?),
-                    _ => Out::Stream(OpenOptions::new().write(true).open(&slot.device).map_err(busy)?),
+                if slot.kind == SlotType::Nand || (slot.kind == SlotType::Jffs2 && is_nand(&slot.device)) {
+                    Out::Nand(run(&["nandwrite", "-q", "-p", &dev, "-"], true)?)
+                } else {
+                    Out::Stream(OpenOptions::new().write(true).open(&slot.device).map_err(busy)?)
                 }
             }
             _ => Out::File(
@@ -216,7 +217,7 @@ impl Sink for SlotWriter<'_> {
         };
         // An MTD's character device has no fsync (EINVAL): its writes reach the driver
         // before write(2) returns.
-        if slot.kind != SlotType::Nor {
+        if !slot.kind.is_mtd() {
             f.sync_all()?;
         }
         if let Some(p) = self.placement.take() {
@@ -286,6 +287,14 @@ fn read_back(dev: &Path, at: u64, image: &Image) -> io::Result<()> {
         return Err(io::Error::other(format!("read back from {}, the slot does not hold the image", dev.display())));
     }
     Ok(())
+}
+
+/// Whether the MTD at `dev` (`/dev/mtdN`) is NAND flash (its sysfs `type`: `nand` or
+/// `mlc-nand`).
+fn is_nand(dev: &Path) -> bool {
+    let Some(name) = dev.file_name().and_then(|n| n.to_str()) else { return false };
+    let t = std::fs::read_to_string(Path::new("/sys/class/mtd").join(name).join("type")).unwrap_or_default();
+    matches!(t.trim(), "nand" | "mlc-nand")
 }
 
 /// `resize=true`: grow the ext4 file system just written to its slot, with e2fsprogs'

@@ -6,13 +6,13 @@ require henb-update-licenses.inc
 # Cargo.lock. CI (scripts/check-srcrev.py) checks that this commit has every file, command
 # and option the recipes and the class use. A product may pin another release the same way
 # in a bbappend (SRCREV, PV and both .inc files together).
-PV = "0.4.0"
+PV = "0.4.1"
 SRC_URI = "git://github.com/henb-update/henb-update.git;protocol=https;branch=main \
            file://henb-update-boot-check.service \
            file://henb-update-mark-good.service \
            file://henb-provision \
            "
-SRCREV = "5a84a65d48f5869ec1439acdd8e10446afaf33d7"
+SRCREV = "a6476636ff7ece2424543e139f74f1da15bde73a"
 
 # After SRC_URI: it appends one crate:// entry per Cargo.lock package.
 require henb-update-crates.inc

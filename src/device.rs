@@ -5,7 +5,7 @@
 //! inspection, `mark`, settling a fallback, raising the anti-rollback minimum.
 
 use crate::bootloader;
-use crate::config::{Config, SlotConf};
+use crate::config::{BootloaderKind, Config, SlotConf};
 use crate::fault::{CwmpFault, Failure, Fault};
 use crate::install::{self, Installed, Plan, Progress, Request};
 use std::path::{Path, PathBuf};
@@ -61,9 +61,21 @@ impl From<SetupError> for Failure {
     }
 }
 
-/// The booted slot: `--override-boot-slot`, else the kernel command line.
+/// The booted slot: `--override-boot-slot`, else the kernel command line, the
+/// bootloader (barebox's `bootchooser.active=`, EFI's `BootCurrent`) and `root=`, as
+/// [`crate::slot::booted`] orders them.
 pub fn booted<'a>(conf: &'a Config, override_boot: Option<&str>) -> Result<&'a SlotConf, SetupError> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let explicit = override_boot.is_some() || cmdline.split_whitespace().any(|t| t.starts_with("rauc.slot="));
+    let says = match conf.bootloader {
+        _ if explicit => None,
+        BootloaderKind::Barebox => crate::slot::barebox_active(&cmdline).map(str::to_string),
+        // Asked only when the command line does not say.
+        BootloaderKind::Efi => {
+            bootloader::efi::current(&conf.slots).map_err(|e| tracing::info!("EFI BootCurrent: {e}")).ok().flatten()
+        }
+        _ => None,
+    };
     let resolve = |p: &Path| -> Option<PathBuf> {
         let s = p.to_str()?;
         let p = if let Some(u) = s.strip_prefix("PARTUUID=") {
@@ -75,7 +87,7 @@ pub fn booted<'a>(conf: &'a Config, override_boot: Option<&str>) -> Result<&'a S
         };
         std::fs::canonicalize(p).ok()
     };
-    Ok(crate::slot::booted(&conf.slots, &cmdline, override_boot, &resolve)?)
+    Ok(crate::slot::booted(&conf.slots, &cmdline, override_boot, says.as_deref(), &resolve)?)
 }
 
 /// The bootloader backend of the booted slot's class.

@@ -9,6 +9,7 @@ mod common;
 use common::device::Device;
 use common::*;
 use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -123,7 +124,6 @@ fn text(cmd: &mut Command) -> String {
 }
 
 fn read_at(p: &Path, at: u64, n: usize) -> Vec<u8> {
-    use std::os::unix::fs::FileExt;
     let mut b = vec![0u8; n];
     std::fs::File::open(p).unwrap().read_exact_at(&mut b, at).unwrap();
     b
@@ -419,7 +419,22 @@ fn raw_fallback_region_and_the_variant_image() {
     assert_eq!(error(&out).0, "handler-failed", "{out}");
     assert_eq!(read_at(&w("disk"), region.0, boot.len()), boot, "the primary half is untouched");
     assert_eq!(read_at(&w("disk"), region.0 + half, boot2.len()), boot2, "the fallback half was written");
-    std::fs::write(&d.conf, conf).unwrap();
+    // A device that booted from the fallback (its primary half blank): the primary half
+    // is written first, but its header waits for every check; a failing post-install
+    // handler leaves it headerless, so the ROM still boots the fallback, untouched.
+    std::fs::File::options().write(true).open(w("disk")).unwrap().write_all_at(&[0u8; 512], region.0).unwrap();
+    let fallback = read_at(&w("disk"), region.0 + half, half as usize);
+    let (code, out) = install_as(&d, "system0", &b2);
+    assert_eq!(error(&out).0, "handler-failed", "{code} {out}");
+    assert!(read_at(&w("disk"), region.0, 512).iter().all(|b| *b == 0), "the primary half has no header");
+    assert_eq!(read_at(&w("disk"), region.0 + 512, boot2.len() - 512), boot2[512..], "its body is written");
+    assert_eq!(read_at(&w("disk"), region.0 + half, half as usize), fallback, "the fallback half is untouched");
+    std::fs::write(&d.conf, &conf).unwrap();
+    // Every check passed: the primary half's header, then the copy to the fallback.
+    let (code, out) = install_as(&d, "system0", &b2);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(read_at(&w("disk"), region.0, boot2.len()), boot2, "primary half");
+    assert_eq!(read_at(&w("disk"), region.0 + half, boot2.len()), boot2, "fallback half");
     // An image larger than half the region is refused before anything is written.
     let big = pseudo_random((half + 1) as usize, 27);
     let b = bundle(
@@ -577,7 +592,8 @@ fn vfat_child_slots_of_a_uboot_board() {
 fn relative_paths_and_the_status_file_where_configured() {
     let d = device("qemu-grub-ext4.conf");
     let w = |n: &str| d.w.path(n);
-    // grubenv, data-directory and statusfile are relative: from the file's directory.
+    // grubenv, data-directory, statusfile and slot B's device are relative: from the
+    // file's directory.
     grub(&d, &w("grubenv"));
     sparse(&w("rootfs0"), 64 << 20);
     sparse(&w("rootfs1"), 64 << 20);
@@ -596,6 +612,7 @@ fn relative_paths_and_the_status_file_where_configured() {
     assert!(!w("data/status.json").exists(), "the status went where configured");
     let s = status_as(&d, "A");
     assert_eq!(s["pending"]["bootname"], "B");
+    assert!(text(Command::new("debugfs").args(["-R", "cat /etc/release"]).arg(w("rootfs1"))).contains('q'));
 }
 
 #[test]
@@ -631,10 +648,10 @@ fn a_mounted_slot_is_updated_only_by_an_install_hook_with_allow_mounted() {
     );
     std::fs::write(&d.conf, &conf).unwrap();
     let image = pseudo_random(300_000, 28);
-    let make = |name: &str, hooks: &str| {
+    let make = |name: &str, hooks: &str, image: &[u8]| {
         let content = w(name);
         std::fs::create_dir_all(&content).unwrap();
-        std::fs::write(content.join("rootfs.img"), &image).unwrap();
+        std::fs::write(content.join("rootfs.img"), image).unwrap();
         std::fs::write(
             content.join("hook.sh"),
             "#!/bin/sh\ncase \"$1\" in slot-install) printf 'BY-HOOK' | dd of=\"$RAUC_SLOT_DEVICE\" bs=1 seek=65536 conv=notrunc status=none;; *) exit 1;; esac\n",
@@ -648,8 +665,8 @@ fn a_mounted_slot_is_updated_only_by_an_install_hook_with_allow_mounted() {
         .unwrap();
         d.w.rauc_bundle(&content, &format!("{name}.raucb"))
     };
-    let plain = make("plain", "");
-    let hooked = make("hooked", "[hooks]\nfilename=hook.sh\n\n");
+    let plain = make("plain", "", &image);
+    let hooked = make("hooked", "[hooks]\nfilename=hook.sh\n\n", &image);
     let before = std::fs::read(&lo).unwrap();
     // A mounted slot is refused (RAUC: "already mounted"), whatever the bundle.
     for b in [&plain, &hooked] {
@@ -663,6 +680,12 @@ fn a_mounted_slot_is_updated_only_by_an_install_hook_with_allow_mounted() {
     let (code, out) = d.install(&plain);
     assert_ne!(code, 0, "{out}");
     assert!(error(&out).2.contains("may only be updated by a bundle's install hook"), "{out}");
+    assert_eq!(std::fs::read(&lo).unwrap(), before, "nothing written");
+    // The hook's image must still fit the slot.
+    let big = make("big", "[hooks]\nfilename=hook.sh\n\n", &vec![0u8; (64 << 20) + 4096]);
+    let (code, out) = d.install(&big);
+    assert_ne!(code, 0, "{out}");
+    assert!(error(&out).2.contains("does not fit slot"), "{out}");
     assert_eq!(std::fs::read(&lo).unwrap(), before, "nothing written");
     let (code, out) = d.install(&hooked);
     assert_eq!(code, 0, "{out}");

@@ -314,7 +314,8 @@ fn measured_ab_boot_update_fallback_tamper_and_power_cut() {
     b.expect("hw-nor", &common::sha256_hex(&nor));
     b.expect("hw-nor-type", "ram");
     b.expect("hw-jffs2", &common::sha256_hex(&jffs2));
-    assert!(b.get("hw-ubi1").is_some_and(|u| u.contains("State: OK")), "{}", b.log.display());
+    let ubi1 = b.get("hw-ubi1").unwrap_or_default();
+    assert!(ubi1.contains("State: OK") && ubi1.contains("Type: static"), "{ubi1}: {}", b.log.display());
     let num_a = b.get("hw-numA").unwrap_or_default().to_string();
     let num_b = b.get("hw-numB").unwrap_or_default().to_string();
     assert_eq!((num_a.len(), num_b.len()), (4, 4), "{}", b.log.display());
@@ -332,4 +333,9 @@ fn measured_ab_boot_update_fallback_tamper_and_power_cut() {
     assert!(!order.contains(&num_a), "{order}: {}", b.log.display());
     let status: serde_json::Value = serde_json::from_str(b.get("hw-status").unwrap_or("{}")).unwrap_or_default();
     assert_eq!(status["primary"], "B", "{}", b.log.display());
+    // A slot marked bad is not left in BootNext (it would boot once more).
+    b.expect("hw-mark-active", "0");
+    b.expect("hw-next-set", "1");
+    b.expect("hw-mark-bad-again", "0");
+    b.expect("hw-next-after-bad", "0");
 }

@@ -23,9 +23,10 @@ impl Custom {
 
     fn run(&self, args: &[&str]) -> Result<String, BootError> {
         let what = format!("{} {}", self.script.display(), args.join(" "));
-        crate::fsutil::trusted_program(&self.script).map_err(|e| BootError::Custom(format!("{what}: {e}")))?;
+        let exe =
+            crate::fsutil::trusted_program(&self.script).map_err(|e| BootError::Custom(format!("{what}: {e}")))?;
         let failed = |e: crate::process::RunError| BootError::Custom(e.to_string());
-        let out = crate::process::exec(&self.script, args, &[], self.timeout, &what, true).map_err(failed)?;
+        let out = crate::process::exec(&exe, args, &[], self.timeout, &what, true).map_err(failed)?;
         let out = out.success(&what).map_err(failed)?;
         Ok(String::from_utf8_lossy(&out).trim().to_string())
     }

@@ -5,7 +5,7 @@
 //! | | `BootOrder` | `BootNext` |
 //! |---|---|---|
 //! | good | the entry moved to the front | |
-//! | bad | the entry taken out | |
+//! | bad | the entry taken out | deleted if it is the entry |
 //! | primary | (with `efi-use-bootnext=false`: moved to the front) | the entry (default) |
 //!
 //! A slot is good while its entry is in `BootOrder`; the primary is `BootNext` if it is
@@ -31,6 +31,8 @@ pub struct Entries {
     pub order: Vec<String>,
     /// `BootNext`, if set.
     pub next: Option<String>,
+    /// `BootCurrent`: the entry the firmware booted, if it says.
+    pub current: Option<String>,
 }
 
 impl Entries {
@@ -45,6 +47,8 @@ impl Entries {
         for line in text.lines() {
             if let Some(n) = line.strip_prefix("BootNext: ").map(str::trim).filter(|n| hex4(n)) {
                 e.next = Some(n.to_ascii_uppercase());
+            } else if let Some(n) = line.strip_prefix("BootCurrent: ").map(str::trim).filter(|n| hex4(n)) {
+                e.current = Some(n.to_ascii_uppercase());
             } else if let Some(o) = line.strip_prefix("BootOrder: ") {
                 order = Some(o.trim().split(',').filter(|n| hex4(n)).map(str::to_ascii_uppercase).collect());
             } else if let Some(rest) = line.strip_prefix("Boot") {
@@ -79,6 +83,16 @@ impl Entries {
     fn label(&self, num: &str) -> Option<&str> {
         self.all.iter().find(|(n, _)| n == num).map(|(_, l)| l.as_str())
     }
+}
+
+/// The bootname of the slot the firmware booted: `BootCurrent`'s label, if it is a
+/// slot's bootname (RAUC src/bootloaders/efi.c `r_efi_get_current_bootname`).
+///
+/// Errors: `efibootmgr` fails.
+pub fn current(slots: &[crate::config::SlotConf]) -> Result<Option<String>, BootError> {
+    let e = Efi::new(Slots::default(), true).entries()?;
+    let label = e.current.as_deref().and_then(|n| e.label(n));
+    Ok(label.filter(|l| slots.iter().any(|s| s.bootname.as_deref() == Some(*l))).map(str::to_string))
 }
 
 /// UEFI boot entries through `efibootmgr`.
@@ -139,7 +153,17 @@ impl Bootloader for Efi {
     }
 
     fn set_state(&mut self, b: &str, good: bool) -> Result<(), BootError> {
-        self.reorder(b, good)
+        self.reorder(b, good)?;
+        if good {
+            return Ok(());
+        }
+        // A bad slot is not booted: neither through BootOrder nor once through BootNext
+        // (an install overwriting it, or `mark bad`, after it was made primary).
+        let e = self.entries()?;
+        if e.next.as_deref() == Some(e.number(b)?) {
+            self.call(&["--delete-bootnext"])?;
+        }
+        Ok(())
     }
 
     fn set_primary(&mut self, b: &str) -> Result<(), BootError> {
@@ -164,6 +188,7 @@ mod tests {
         let e = Entries::parse(text).unwrap();
         assert_eq!(e.order, ["0001", "0000", "0003"]);
         assert_eq!(e.next.as_deref(), Some("0003"));
+        assert_eq!(e.current.as_deref(), Some("0001"));
         assert_eq!(e.number("B").unwrap(), "0003", "an inactive entry (no '*') is still an entry");
         assert_eq!(e.number("A").unwrap(), "0001");
         assert!(e.number("C").is_err());

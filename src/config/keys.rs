@@ -327,7 +327,7 @@ pub(super) fn apply_entry(c: &mut Config, group: &str, key: &str, v: &str, path:
         }
         ("download", "allow-tls-no-verify") => c.download.allow_tls_no_verify = flag(&k, v)?,
         (g, _) if g.starts_with("slot.") => {
-            if !slot_key(&mut c.slots, g, key, v)? {
+            if !slot_key(&mut c.slots, g, key, v, path)? {
                 return Err(unknown_key(g, key));
             }
         }
@@ -378,7 +378,7 @@ fn bundle_formats(v: &str) -> Result<Vec<String>, String> {
 }
 
 /// Apply one slot key; `Ok(false)` for a key this agent does not use (reported).
-fn slot_key(slots: &mut Vec<SlotConf>, group: &str, key: &str, value: &str) -> Result<bool, String> {
+fn slot_key(slots: &mut Vec<SlotConf>, group: &str, key: &str, value: &str, conf: &Path) -> Result<bool, String> {
     let name = group.strip_prefix("slot.").expect("checked");
     let (class, _) = name
         .rsplit_once('.')
@@ -403,7 +403,8 @@ fn slot_key(slots: &mut Vec<SlotConf>, group: &str, key: &str, value: &str) -> R
     let flag = |v: &str| bool_value(v).ok_or_else(|| format!("[{group}] {key}={v}: true or false"));
     match key {
         "device" if value.is_empty() => return Err(format!("[{group}] device: empty")),
-        "device" => s.device = PathBuf::from(value),
+        // As RAUC (resolve_path): relative to the configuration's directory.
+        "device" => s.device = relative_to(conf, value),
         "type" => {
             s.kind = match SlotType::ALL.into_iter().find(|t| t.name() == value) {
                 Some(t) => t,

@@ -30,7 +30,7 @@ const MAX_VALUE: usize = 4096;
 pub fn system_info(conf: &mut Config) -> Result<(), HookError> {
     let Some(exe) = conf.handlers.system_info.clone() else { return Ok(()) };
     let what = "system-info handler";
-    trusted(&exe, what)?;
+    let exe = trusted(&exe, what)?;
     tracing::info!("running the {what} {}", exe.display());
     let out = exec(&exe, &[], &system_env(conf), conf.hook_timeout, what, true)
         .and_then(|e| e.success(what))
@@ -90,9 +90,10 @@ impl Install<'_> {
     }
 
     fn run(&self, exe: &Path, what: &str) -> Result<(), RunError> {
-        crate::fsutil::trusted_program(exe).map_err(|source| RunError::Start { what: what.to_string(), source })?;
+        let exe =
+            crate::fsutil::trusted_program(exe).map_err(|source| RunError::Start { what: what.to_string(), source })?;
         tracing::info!("running the {what} {}", exe.display());
-        exec(exe, &[], &self.env(), self.conf.hook_timeout, what, false)?.success(what).map(drop)
+        exec(&exe, &[], &self.env(), self.conf.hook_timeout, what, false)?.success(what).map(drop)
     }
 
     /// RAUC's handler environment (`prepare_environment`), plus the manifest's
@@ -146,8 +147,9 @@ impl Install<'_> {
     }
 }
 
-/// The handler `exe` is one only the agent's user or root can change.
-fn trusted(exe: &Path, what: &str) -> Result<(), HookError> {
+/// The handler `exe` is one only the agent's user or root can change: its resolved path,
+/// the one to run.
+fn trusted(exe: &Path, what: &str) -> Result<std::path::PathBuf, HookError> {
     crate::fsutil::trusted_program(exe)
         .map_err(|source| HookError::Handler(RunError::Start { what: what.to_string(), source }))
 }

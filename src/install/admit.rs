@@ -379,14 +379,18 @@ fn slots(pkg: &Package, dev: &DeviceFacts) -> Result<(), Refusal> {
         }
         // RAUC's rule (install.c pre_install_check_slot_mount_status): a slot in use is
         // updated only by a bundle's install hook, and only with allow-mounted=true.
+        // (The sizes below are checked for it all the same.)
         if let Some(at) = &slot.mounted {
-            return Err(Refusal::Slot(match (slot.allow_mounted, image.hooks.install) {
-                (true, true) => continue,
+            match (slot.allow_mounted, image.hooks.install) {
+                (true, true) => {}
                 (true, false) => {
-                    format!("slot {} is in use ({at}): it may only be updated by a bundle's install hook", slot.name)
+                    return Err(Refusal::Slot(format!(
+                        "slot {} is in use ({at}): it may only be updated by a bundle's install hook",
+                        slot.name
+                    )))
                 }
-                (false, _) => format!("slot {} is in use ({at})", slot.name),
-            }));
+                (false, _) => return Err(Refusal::Slot(format!("slot {} is in use ({at})", slot.name))),
+            }
         }
         let size =
             *slot.size.as_ref().map_err(|why| Refusal::SlotDevice { device: slot.device.clone(), why: why.clone() })?;

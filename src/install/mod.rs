@@ -572,6 +572,11 @@ fn save_slot_status(
         let m = crate::slot::mount::Mounted::mount(slot, at.path()).map_err(|e| fail(slot, e.to_string()))?;
         let written = crate::fsutil::write_atomic(&m.path().join("slot.raucs"), kf.to_text().as_bytes());
         let unmounted = m.unmount();
+        if unmounted.is_err() {
+            // Still mounted: removing the directory would delete the slot's files.
+            let kept = at.keep();
+            tracing::warn!("{}: the slot is still mounted in it; left in place", kept.display());
+        }
         written.and(unmounted).map_err(|e| fail(slot, format!("slot.raucs: {e}")))?;
         tracing::info!("slot {}: status written into slot.raucs", slot.name);
     }

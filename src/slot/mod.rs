@@ -6,6 +6,7 @@
 //! instead (tests, bring-up). Slots with a `parent` form a group with it; the target is the
 //! other bootable group of the booted slot's class.
 
+pub mod gpt;
 pub mod index;
 pub mod mount;
 pub mod region;
@@ -42,11 +43,18 @@ impl crate::fault::Fault for SlotError {
     }
 }
 
-/// The booted slot (the root of its group).
+/// The booted slot (the root of its group), in RAUC's order (src/context.c
+/// `get_bootname`): `--override-boot-slot`; `rauc.slot=` on the command line; what the
+/// bootloader says (`bootloader_says`: barebox's [`barebox_active`], EFI's
+/// `BootCurrent` label, found at the edge); then `root=` matched against the slots'
+/// devices (`resolve` turns `PARTUUID=` and links into a device path).
+///
+/// Errors: [`SlotError::NoBooted`] naming what was looked at.
 pub fn booted<'a>(
     slots: &'a [SlotConf],
     cmdline: &str,
     override_boot: Option<&str>,
+    bootloader_says: Option<&str>,
     resolve: &dyn Fn(&Path) -> Option<PathBuf>,
 ) -> Result<&'a SlotConf, SlotError> {
     let by_bootname = |b: &str| slots.iter().find(|s| s.bootname.as_deref() == Some(b));
@@ -55,6 +63,8 @@ pub fn booted<'a>(
             .ok_or_else(|| SlotError::NoBooted(format!("--override-boot-slot={b} names no slot's bootname")))?
     } else if let Some(b) = cmdline.split_whitespace().find_map(|t| t.strip_prefix("rauc.slot=")) {
         by_bootname(b).ok_or_else(|| SlotError::NoBooted(format!("rauc.slot={b} names no slot's bootname")))?
+    } else if let Some(b) = bootloader_says {
+        by_bootname(b).ok_or_else(|| SlotError::NoBooted(format!("the bootloader booted '{b}', no slot's bootname")))?
     } else if let Some(root) = cmdline.split_whitespace().find_map(|t| t.strip_prefix("root=")) {
         let wanted = resolve(Path::new(root));
         slots
@@ -68,6 +78,14 @@ pub fn booted<'a>(
         Some(p) => slots.iter().find(|s| &s.name == p).unwrap_or(slot),
         None => slot,
     })
+}
+
+/// The slot barebox booted: `bootstate.active=` or `bootchooser.active=` on the kernel
+/// command line (barebox's bootchooser appends it; RAUC src/bootloaders/barebox.c).
+pub fn barebox_active(cmdline: &str) -> Option<&str> {
+    cmdline
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix("bootstate.active=").or_else(|| t.strip_prefix("bootchooser.active=")))
 }
 
 /// The group to install to: the first other bootable root slot of the booted class,
@@ -131,7 +149,7 @@ pub fn in_use(slot: &SlotConf) -> Option<String> {
         }
         return None;
     }
-    let name = slot.device.file_name()?.to_string_lossy().into_owned();
+    let name = char_name(&slot.device)?;
     if let Some(n) = name.strip_prefix("mtd").and_then(|n| n.parse::<u64>().ok()) {
         for e in std::fs::read_dir("/sys/class/ubi").into_iter().flatten().flatten() {
             let mtd = std::fs::read_to_string(e.path().join("mtd_num")).unwrap_or_default();
@@ -152,6 +170,21 @@ pub fn in_use(slot: &SlotConf) -> Option<String> {
     None
 }
 
+/// The kernel's name of the character device at `dev` (`mtd2`, `ubi0_1`), whatever
+/// the path is called (`/dev/mtd/by-name/rootfs1`): `/sys/dev/char/<major>:<minor>`'s
+/// name, else the name of the path with every link resolved. `None` when it is neither.
+pub fn char_name(dev: &Path) -> Option<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(dev).ok()?;
+    if meta.file_type().is_char_device() {
+        let (major, minor) = (nix::sys::stat::major(meta.rdev()), nix::sys::stat::minor(meta.rdev()));
+        if let Ok(p) = std::fs::canonicalize(format!("/sys/dev/char/{major}:{minor}")) {
+            return Some(p.file_name()?.to_string_lossy().into_owned());
+        }
+    }
+    Some(std::fs::canonicalize(dev).ok()?.file_name()?.to_string_lossy().into_owned())
+}
+
 /// Bootnames of the bootable slots of `class`, in config order (the boot order RAUC builds).
 pub fn bootnames(slots: &[SlotConf], class: &str) -> Vec<String> {
     slots.iter().filter(|s| s.class == class && s.parent.is_none()).filter_map(|s| s.bootname.clone()).collect()
@@ -160,6 +193,16 @@ pub fn bootnames(slots: &[SlotConf], class: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_character_device_is_named_by_its_number_not_by_its_link() {
+        let d = tempfile::tempdir().unwrap();
+        let link = d.path().join("by-name-console");
+        std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+        assert_eq!(char_name(&link).as_deref(), Some("null"));
+        assert_eq!(char_name(Path::new("/dev/null")).as_deref(), Some("null"));
+        assert_eq!(char_name(&d.path().join("absent")), None);
+    }
     use crate::config::{Config, SlotType};
 
     fn conf() -> Vec<SlotConf> {
@@ -172,16 +215,24 @@ mod tests {
     fn booted_from_the_command_line() {
         let s = conf();
         let none = |_: &Path| None;
-        assert_eq!(booted(&s, "quiet rauc.slot=B", None, &none).unwrap().name, "rootfs.1");
-        assert_eq!(booted(&s, "root=/dev/vda2 ro", None, &none).unwrap().name, "rootfs.0");
-        assert_eq!(booted(&s, "rauc.slot=B", Some("A"), &none).unwrap().name, "rootfs.0");
-        assert!(booted(&s, "rauc.slot=C", None, &none).is_err());
-        assert!(booted(&s, "quiet", None, &none).is_err());
+        assert_eq!(booted(&s, "quiet rauc.slot=B", None, None, &none).unwrap().name, "rootfs.1");
+        assert_eq!(booted(&s, "root=/dev/vda2 ro", None, None, &none).unwrap().name, "rootfs.0");
+        assert_eq!(booted(&s, "rauc.slot=B", Some("A"), None, &none).unwrap().name, "rootfs.0");
+        assert!(booted(&s, "rauc.slot=C", None, None, &none).is_err());
+        assert!(booted(&s, "quiet", None, None, &none).is_err());
+        // What the bootloader says comes after rauc.slot=, before root=.
+        assert_eq!(booted(&s, "root=/dev/vda2", None, Some("B"), &none).unwrap().name, "rootfs.1");
+        assert_eq!(booted(&s, "rauc.slot=A", None, Some("B"), &none).unwrap().name, "rootfs.0");
+        assert!(booted(&s, "root=/dev/vda2", None, Some("C"), &none).unwrap_err().to_string().contains("'C'"));
+        let cmdline = "console=ttyS0 bootchooser.active=B root=ubi0:rootfs";
+        assert_eq!(barebox_active(cmdline), Some("B"));
+        assert_eq!(barebox_active("bootstate.active=A quiet"), Some("A"));
+        assert_eq!(barebox_active("quiet"), None);
         // root=PARTUUID=... resolved by the edge to the same device.
         let resolve = |p: &Path| {
             Some(PathBuf::from(if p.to_str() == Some("PARTUUID=x") { "/dev/vda3" } else { p.to_str().unwrap() }))
         };
-        assert_eq!(booted(&s, "root=PARTUUID=x", None, &resolve).unwrap().name, "rootfs.1");
+        assert_eq!(booted(&s, "root=PARTUUID=x", None, None, &resolve).unwrap().name, "rootfs.1");
         assert_eq!(s[0].kind, SlotType::Ext4);
     }
 

@@ -13,10 +13,12 @@
 //!   written into the other, and once every check passed ([`Step::apply`]) the entry is
 //!   switched to it: the old bootloader stays whole until that one write.
 //! - **raw-fallback**: the ROM boots the first half and falls back to the second. The
-//!   second (fallback) half is written from the stream; once every check passed the first
-//!   is copied from it, its digest checked on the way. When the first half is blank (a
-//!   device that booted from the fallback), the order is the other way round.
+//!   second (fallback) half is written from the stream; once every check passed it is read
+//!   back and checked against the image's digest, then copied to the first. When the
+//!   first half is blank (a device that booted from the fallback), the order is the other
+//!   way round, and the first half's header waits until every check passed.
 
+use super::gpt::{self, Gpt};
 use crate::config::{Region, SlotConf, SlotType};
 use crate::digest::DigestAlg;
 use std::fs::File;
@@ -76,6 +78,11 @@ pub struct Copy {
     pub size: u64,
     /// Its digest algorithm and signed digest.
     pub digest: (DigestAlg, Vec<u8>),
+    /// `from` is the first half (it was blank): its header is held back until
+    /// [`Copy::apply`], because writing it makes the boot ROM take the new image.
+    pub activates: bool,
+    /// The held-back header of `from` (set by the writer when `activates`).
+    pub header: Vec<u8>,
 }
 
 /// A partition table kind.
@@ -116,31 +123,18 @@ struct Tables {
     entries: Vec<Option<(u64, u64)>>,
 }
 
-fn tables(f: &mut File, dev: &Path, sector: u64, device_size: u64) -> io::Result<Tables> {
+fn tables(f: &mut File, sector: u64, device_size: u64) -> io::Result<Tables> {
     let mut mbr = [0u8; 512];
     if f.read_exact_at(&mut mbr, 0).is_err() || mbr[510..] != [0x55, 0xaa] {
         return Ok(Tables { kind: None, areas: Vec::new(), entries: Vec::new() });
     }
-    let mut h = vec![0u8; sector as usize];
-    if f.read_exact_at(&mut h, sector).is_ok() && &h[..8] == b"EFI PART" {
-        let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().expect("4 bytes"));
-        let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().expect("8 bytes"));
-        let (entry_size, count) = (u32_at(84), u32_at(80));
-        // The gpt crate asserts 128-byte entries; more than 1024 entries is no boot disk.
-        if entry_size != 128 || count > 1024 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("GPT with {count} entries of {entry_size} bytes: only up to 1024 of 128 bytes are taken"),
-            ));
-        }
-        let (first_usable, last_usable) = (u64_at(40), u64_at(48));
-        let first = first_usable.checked_mul(sector);
-        let past = last_usable.checked_add(1).and_then(|l| l.checked_mul(sector));
-        let (Some(first), Some(past)) = (first, past) else {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "GPT usable LBAs out of range"));
-        };
-        let entries = gpt_entries(dev, sector)?;
-        return Ok(Tables { kind: Some(Table::Gpt), areas: vec![(0, first), (past, device_size.max(past))], entries });
+    let mut sig = [0u8; 8];
+    if f.read_exact_at(&mut sig, sector).is_ok() && &sig == b"EFI PART" {
+        let g = Gpt::read(f, sector, device_size)?;
+        let (first_usable, last_usable) = g.usable();
+        let (first, past) = (first_usable * sector, (last_usable + 1) * sector);
+        let entries = g.entries().into_iter().map(|e| e.map(|(a, b)| (a * sector, (b - a + 1) * sector))).collect();
+        return Ok(Tables { kind: Some(Table::Gpt), areas: vec![(0, first), (past, device_size)], entries });
     }
     let entries = mbr_entries(f, sector)?;
     Ok(Tables { kind: Some(Table::Mbr), areas: vec![(0, 512)], entries })
@@ -174,7 +168,7 @@ pub fn place(slot: &SlotConf, size: u64, digest: (DigestAlg, Vec<u8>)) -> io::Re
     if size > half {
         return Err(invalid(slot, format!("an image of {size} bytes does not fit half the region ({half} bytes)")));
     }
-    let t = tables(&mut f, &slot.device, sector, device_size).map_err(|e| invalid(slot, e.to_string()))?;
+    let t = tables(&mut f, sector, device_size).map_err(|e| invalid(slot, e.to_string()))?;
     if let Some(a) = t.areas.iter().find(|a| overlaps(**a, r.start, r.size)) {
         return Err(invalid(slot, format!("the region overlaps the partition table (bytes {}..{})", a.0, a.1)));
     }
@@ -200,7 +194,8 @@ pub fn place(slot: &SlotConf, size: u64, digest: (DigestAlg, Vec<u8>)) -> io::Re
         f.read_exact_at(&mut head, r.start)?;
         let blank = head.iter().all(|b| *b == 0 || *b == 0xff);
         let (first, to) = if blank { (r.start, r.start + half) } else { (r.start + half, r.start) };
-        let copy = Copy { device: slot.device.clone(), from: first, to, size, digest };
+        let copy =
+            Copy { device: slot.device.clone(), from: first, to, size, digest, activates: blank, header: Vec::new() };
         return Ok(Placement { first, step: Step::Copy(copy), half, activating: None });
     };
     if t.kind != Some(table) {
@@ -246,39 +241,6 @@ fn mbr_entries(f: &mut File, sector: u64) -> io::Result<Vec<Option<(u64, u64)>>>
         .collect())
 }
 
-fn gpt_disk(dev: &Path, sector: u64, writable: bool) -> io::Result<gpt::GptDisk<File>> {
-    let lb = match sector {
-        512 => gpt::disk::LogicalBlockSize::Lb512,
-        4096 => gpt::disk::LogicalBlockSize::Lb4096,
-        n => return Err(io::Error::other(format!("GPT with {n}-byte sectors"))),
-    };
-    gpt::GptConfig::new()
-        .writable(writable)
-        .logical_block_size(lb)
-        .only_valid_headers(true)
-        .open(dev)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("GPT: {e}")))
-}
-
-/// `(start, length)` in bytes of each GPT entry by number from 1, `None` for an unused
-/// one.
-fn gpt_entries(dev: &Path, sector: u64) -> io::Result<Vec<Option<(u64, u64)>>> {
-    let disk = gpt_disk(dev, sector, false)?;
-    let last = disk.partitions().keys().max().copied().unwrap_or(0);
-    let bytes = |p: &gpt::partition::Partition| {
-        let len = p.last_lba.checked_sub(p.first_lba)?.checked_add(1)?.checked_mul(sector)?;
-        Some((p.first_lba.checked_mul(sector)?, len))
-    };
-    (1..=last.max(1))
-        .map(|n| match disk.partitions().get(&n).filter(|p| p.is_used()) {
-            None => Ok(None),
-            Some(p) => {
-                bytes(p).map(Some).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "GPT entry out of range"))
-            }
-        })
-        .collect()
-}
-
 impl Step {
     /// Make the change: switch the entry, or copy the half.
     ///
@@ -300,45 +262,77 @@ impl Step {
 }
 
 impl Copy {
-    /// Copy the image from `from` to `to` with a fixed buffer, header last (the header
-    /// of `to` zeroed first), checking on the way that the bytes read are the image.
+    /// Check that `from` holds the image (read from the device, past the page cache),
+    /// write its held-back header if it has one, then copy it to `to` with a fixed
+    /// buffer, header last (the header of `to` zeroed first), checking the bytes copied
+    /// against the image's digest again.
     ///
-    /// Errors: I/O, or the bytes read are not the image (then `to` has no header).
+    /// Errors: I/O, or `from` does not hold the image (then nothing was changed), or the
+    /// bytes copied were not the image (then `to` has no header; `from` holds the image).
     pub fn apply(&self) -> io::Result<()> {
         let dev = std::fs::OpenOptions::new().read(true).write(true).open(&self.device)?;
-        let mut h = self.digest.0.hasher();
-        let mut buf = vec![0u8; 1 << 20];
         let hl = HEADER.min(self.size) as usize;
-        let mut header = vec![0u8; hl];
-        dev.read_exact_at(&mut header, self.from)?;
-        h.update(&header);
+        let header = if self.activates {
+            if self.header.len() != hl {
+                return Err(io::Error::other("the first half's header was not held back"));
+            }
+            self.header.clone()
+        } else {
+            let mut h = vec![0u8; hl];
+            dev.read_exact_at(&mut h, self.from)?;
+            h
+        };
+        let mut buf = vec![0u8; 1 << 20];
+        // `from` holds the image: the bytes on the device, not those in the page cache.
+        dev.sync_all()?;
+        let _ = nix::fcntl::posix_fadvise(
+            &dev,
+            self.from as i64,
+            self.size as i64,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
+        if !self.holds(&dev, &header, &mut buf, None)? {
+            return Err(io::Error::other("the written half does not hold the image: not copied, nothing switched"));
+        }
+        if self.activates {
+            dev.write_all_at(&header, self.from)?;
+            dev.sync_all()?;
+        }
         dev.write_all_at(&[0u8; HEADER as usize], self.to)?;
         dev.sync_all()?;
-        let mut done = hl as u64;
-        while done < self.size {
-            let n = (self.size - done).min(buf.len() as u64) as usize;
-            dev.read_exact_at(&mut buf[..n], self.from + done)?;
-            h.update(&buf[..n]);
-            dev.write_all_at(&buf[..n], self.to + done)?;
-            done += n as u64;
-        }
-        if h.finish() != self.digest.1 {
-            return Err(io::Error::other(
-                "the written half does not hold the image: not copied (the other half has no header)",
-            ));
+        if !self.holds(&dev, &header, &mut buf, Some(self.to))? {
+            return Err(io::Error::other("the bytes copied were not the image: the other half has no header"));
         }
         dev.sync_all()?;
         dev.write_all_at(&header, self.to)?;
         dev.sync_all()
     }
+
+    /// Whether `header` and the rest of `from` are the image, copying what is read to
+    /// `copy_to` (past its header) when given.
+    fn holds(&self, dev: &File, header: &[u8], buf: &mut [u8], copy_to: Option<u64>) -> io::Result<bool> {
+        let mut h = self.digest.0.hasher();
+        h.update(header);
+        let mut done = header.len() as u64;
+        while done < self.size {
+            let n = (self.size - done).min(buf.len() as u64) as usize;
+            dev.read_exact_at(&mut buf[..n], self.from + done)?;
+            h.update(&buf[..n]);
+            if let Some(to) = copy_to {
+                dev.write_all_at(&buf[..n], to + done)?;
+            }
+            done += n as u64;
+        }
+        Ok(h.finish() == self.digest.1)
+    }
 }
 
 impl Switch {
-    /// Point the first partition entry at the new half (both GPT headers and entry
-    /// arrays, CRCs and all; or the MBR entry with its CHS), and sync.
+    /// Point the first partition entry at the new half, and sync: the MBR entry with
+    /// its CHS (one sector), or both GPT copies, backup first ([`Gpt::switch_first`]).
     ///
-    /// Errors: the table cannot be read or written, or (GPT) its used entries are not
-    /// numbered 1, 2, ... without gaps (the library would renumber them).
+    /// Errors: the table cannot be read, is damaged (GPT: see [`Gpt::read`]), or cannot
+    /// be written.
     pub fn apply(&self) -> io::Result<()> {
         let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&self.device)?;
         let sector = sector_size(&f)?;
@@ -362,20 +356,9 @@ impl Switch {
                 f.sync_all()
             }
             Table::Gpt => {
-                let mut disk = gpt_disk(&self.device, sector, true)?;
-                let mut parts = disk.partitions().clone();
-                let used: Vec<u32> = parts.iter().filter(|(_, p)| p.is_used()).map(|(n, _)| *n).collect();
-                if used.iter().enumerate().any(|(i, n)| *n as usize != i + 1) {
-                    return Err(io::Error::other(format!(
-                        "GPT entries {used:?} have gaps: refusing to rewrite a table whose partitions would be renumbered"
-                    )));
-                }
-                let p = parts.get_mut(&1).ok_or_else(|| io::Error::other("no first GPT entry"))?;
-                p.first_lba = start;
-                p.last_lba = end;
-                disk.update_partitions(parts).map_err(|e| io::Error::other(format!("GPT: {e}")))?;
-                let f = disk.write().map_err(|e| io::Error::other(format!("GPT: {e}")))?;
-                f.sync_all()
+                let size = f.seek(SeekFrom::End(0))?;
+                let writes = Gpt::read(&f, sector, size)?.switch_first(start, end)?;
+                gpt::apply(&f, &writes)
             }
         }
     }

@@ -117,8 +117,9 @@ impl Sink for SlotWriter<'_> {
         };
         self.header.clear();
         self.base = self.placement.as_ref().map_or(0, |p| p.first);
-        self.lazy =
-            self.base == 0 && !slot.kind.is_flash() && image.adaptive.iter().any(|m| m == crate::blockindex::METHOD);
+        self.lazy = self.placement.is_none()
+            && !slot.kind.is_flash()
+            && image.adaptive.iter().any(|m| m == crate::blockindex::METHOD);
         // O_EXCL: a block device in use (mounted, e.g. by a hook's process that outlived
         // it) is refused with EBUSY instead of written under a live file system (Linux;
         // without O_CREAT it has no effect on regular files). Not for a boot region (its
@@ -220,13 +221,24 @@ impl Sink for SlotWriter<'_> {
         if !slot.kind.is_mtd() {
             f.sync_all()?;
         }
-        if let Some(p) = self.placement.take() {
-            // The rest is on the device: now the header.
-            f.write_all_at(&self.header, p.first)?;
-            f.sync_all()?;
+        let mut held = false;
+        if let Some(mut p) = self.placement.take() {
+            match &mut p.step {
+                // The first half of a raw-fallback region: its header waits for every
+                // check (the step reads the half back against the digest).
+                region::Step::Copy(c) if c.activates => {
+                    c.header = std::mem::take(&mut self.header);
+                    held = true;
+                }
+                // The rest is on the device: now the header.
+                _ => {
+                    f.write_all_at(&self.header, p.first)?;
+                    f.sync_all()?;
+                }
+            }
             self.steps.push(p.step);
         }
-        if self.read_back {
+        if self.read_back && !held {
             (self.report)(Written::ReadBack { slot: &slot.name });
             read_back(&slot.device, self.base, image)?;
         }
@@ -292,7 +304,7 @@ fn read_back(dev: &Path, at: u64, image: &Image) -> io::Result<()> {
 /// Whether the MTD at `dev` (`/dev/mtdN`) is NAND flash (its sysfs `type`: `nand` or
 /// `mlc-nand`).
 fn is_nand(dev: &Path) -> bool {
-    let Some(name) = dev.file_name().and_then(|n| n.to_str()) else { return false };
+    let Some(name) = crate::slot::char_name(dev) else { return false };
     let t = std::fs::read_to_string(Path::new("/sys/class/mtd").join(name).join("type")).unwrap_or_default();
     matches!(t.trim(), "nand" | "mlc-nand")
 }
@@ -350,6 +362,9 @@ pub fn holds_at(dev: &Path, at: u64, image: &Image) -> io::Result<bool> {
 ///
 /// Errors: the device cannot be opened, or the region does not fit it.
 pub fn capacity(slot: &SlotConf) -> io::Result<u64> {
+    if matches!(slot.kind, SlotType::Ubivol | SlotType::Ubifs) {
+        return ubi_volume_size(&slot.device);
+    }
     let size = device_size(&slot.device)?;
     match slot.region {
         Some(r) if slot.kind.has_region() => {
@@ -362,6 +377,21 @@ pub fn capacity(slot: &SlotConf) -> io::Result<u64> {
         }
         _ => Ok(size),
     }
+}
+
+/// The bytes UBI reserved for the volume at `dev` (`reserved_ebs` × `usable_eb_size` in
+/// sysfs): a static volume's device ends where its last image did, not at its size.
+///
+/// Errors: `dev` is not a UBI volume, or sysfs cannot be read.
+fn ubi_volume_size(dev: &Path) -> io::Result<u64> {
+    let name = crate::slot::char_name(dev).ok_or_else(|| io::Error::other(format!("{}: no device", dev.display())))?;
+    let attr = |a: &str| -> io::Result<u64> {
+        let p = Path::new("/sys/class/ubi").join(&name).join(a);
+        let t = std::fs::read_to_string(&p)?;
+        t.trim().parse().map_err(|_| io::Error::other(format!("{}: {t:?}", p.display())))
+    };
+    let (ebs, eb) = (attr("reserved_ebs")?, attr("usable_eb_size")?);
+    ebs.checked_mul(eb).ok_or_else(|| io::Error::other(format!("{}: {ebs} × {eb} bytes", dev.display())))
 }
 
 /// The size of a slot's device (block device or file), in bytes.

@@ -682,7 +682,10 @@ fn a_mounted_slot_is_updated_only_by_an_install_hook_with_allow_mounted() {
     assert!(error(&out).2.contains("may only be updated by a bundle's install hook"), "{out}");
     assert_eq!(std::fs::read(&lo).unwrap(), before, "nothing written");
     // The hook's image must still fit the slot.
-    let big = make("big", "[hooks]\nfilename=hook.sh\n\n", &vec![0u8; (64 << 20) + 4096]);
+    // (Mostly zeros, but not only: rauc refuses a squashfs of 4096 bytes.)
+    let mut big = vec![0u8; (64 << 20) + 4096];
+    big[..65536].copy_from_slice(&pseudo_random(65536, 30));
+    let big = make("big", "[hooks]\nfilename=hook.sh\n\n", &big);
     let (code, out) = d.install(&big);
     assert_ne!(code, 0, "{out}");
     assert!(error(&out).2.contains("does not fit slot"), "{out}");
